@@ -1,0 +1,259 @@
+//! The daemon's configuration: the YAML schema, its embedded defaults and its validation.
+//!
+//! This module owns turning a YAML file (or nothing) into a checked [`Config`]. It must not
+//! open sockets or read zones: every error it reports names the key (`dns.listen[0]`) and,
+//! when the YAML itself is broken, the line and column.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// Everything the daemon needs to start. Every field has a default, so an empty file (or no
+/// file at all) runs the example zone on loopback ports.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Folder holding `<zone>.zone` master files.
+    pub zones_dir: PathBuf,
+    /// Folder holding private keys and the API token (mode 0700, never in git).
+    pub keys_dir: PathBuf,
+    pub dns: DnsConfig,
+    pub http: HttpConfig,
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DnsConfig {
+    /// Addresses to serve DNS on; each is bound for both UDP and TCP. Port 0 picks a free
+    /// port (the same one for UDP and TCP), which is what the tests use.
+    pub listen: Vec<SocketAddr>,
+    /// Largest UDP response we send, whatever the client advertises (RFC 9715 / DNS flag day
+    /// 2020 recommend 1232 to avoid IP fragmentation).
+    pub max_udp_payload: u16,
+    /// Number of UDP sockets per address (SO_REUSEPORT) so that several cores can answer.
+    pub udp_sockets: usize,
+    /// Idle time after which a TCP connection is closed, in seconds.
+    pub tcp_idle_timeout_secs: u64,
+    /// Maximum simultaneous TCP connections per listen address.
+    pub tcp_max_connections: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// Address of the HTTP API, status page and metrics.
+    pub listen: SocketAddr,
+    /// Bearer token for mutating API calls. When absent, one is generated at first start into
+    /// `<keys_dir>/api-token` (mode 0600).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    /// A `tracing` filter directive such as `info` or `mailzone=debug,info`.
+    pub level: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            zones_dir: PathBuf::from("zones"),
+            keys_dir: PathBuf::from("keys"),
+            dns: DnsConfig::default(),
+            http: HttpConfig::default(),
+            log: LogConfig::default(),
+        }
+    }
+}
+
+impl Default for DnsConfig {
+    fn default() -> Self {
+        Self {
+            listen: vec![SocketAddr::from(([127, 0, 0, 1], 5300))],
+            max_udp_payload: 1232,
+            udp_sockets: 2,
+            tcp_idle_timeout_secs: 10,
+            tcp_max_connections: 1024,
+        }
+    }
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8053)),
+            token: None,
+        }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Text,
+            level: "info".to_string(),
+        }
+    }
+}
+
+/// Why a configuration was rejected. The message always says where.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{file}: cannot read: {source}")]
+    Read {
+        file: String,
+        source: std::io::Error,
+    },
+    #[error("{file}: {path}: {message}")]
+    Invalid {
+        file: String,
+        path: String,
+        message: String,
+    },
+}
+
+impl Config {
+    /// Reads and validates a configuration file.
+    pub fn load(file: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(file).map_err(|source| ConfigError::Read {
+            file: file.display().to_string(),
+            source,
+        })?;
+        Self::from_yaml(&text, &file.display().to_string())
+    }
+
+    /// Parses and validates YAML text; `origin` names the text in error messages.
+    pub fn from_yaml(text: &str, origin: &str) -> Result<Self, ConfigError> {
+        let invalid = |path: String, message: String| ConfigError::Invalid {
+            file: origin.to_string(),
+            path,
+            message,
+        };
+        // An empty file is a valid "all defaults" configuration.
+        if text.trim().is_empty() {
+            return Ok(Self::default());
+        }
+        let deserializer = serde_yaml::Deserializer::from_str(text);
+        let config: Config = serde_path_to_error::deserialize(deserializer).map_err(|e| {
+            let path = e.path().to_string();
+            let inner = e.into_inner();
+            let path = if path == "." {
+                "(top level)".to_string()
+            } else {
+                path
+            };
+            invalid(path, inner.to_string())
+        })?;
+        config
+            .validate()
+            .map_err(|(path, message)| invalid(path, message))?;
+        Ok(config)
+    }
+
+    /// Checks the values serde cannot: returns the key path and the reason.
+    fn validate(&self) -> Result<(), (String, String)> {
+        if self.dns.listen.is_empty() {
+            return Err((
+                "dns.listen".into(),
+                "at least one address is required".into(),
+            ));
+        }
+        for (i, a) in self.dns.listen.iter().enumerate() {
+            if self.dns.listen[..i].contains(a) {
+                return Err((format!("dns.listen[{i}]"), format!("{a} is listed twice")));
+            }
+        }
+        if !(512..=65535).contains(&self.dns.max_udp_payload) {
+            return Err((
+                "dns.max_udp_payload".into(),
+                format!("{} is outside 512..=65535", self.dns.max_udp_payload),
+            ));
+        }
+        if !(1..=64).contains(&self.dns.udp_sockets) {
+            return Err((
+                "dns.udp_sockets".into(),
+                format!("{} is outside 1..=64", self.dns.udp_sockets),
+            ));
+        }
+        if self.dns.tcp_max_connections == 0 {
+            return Err((
+                "dns.tcp_max_connections".into(),
+                "must be at least 1".into(),
+            ));
+        }
+        if let Some(token) = &self.http.token
+            && (token.len() < 16 || token.chars().any(|c| c.is_whitespace() || c.is_control()))
+        {
+            return Err((
+                "http.token".into(),
+                "must be at least 16 characters without spaces".into(),
+            ));
+        }
+        if self.zones_dir.as_os_str().is_empty() {
+            return Err(("zones_dir".into(), "must not be empty".into()));
+        }
+        if self.keys_dir.as_os_str().is_empty() {
+            return Err(("keys_dir".into(), "must not be empty".into()));
+        }
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
+            return Err(("log.level".into(), e.to_string()));
+        }
+        Ok(())
+    }
+
+    /// The effective configuration as YAML, the token masked.
+    pub fn to_yaml_redacted(&self) -> String {
+        let mut shown = self.clone();
+        if shown.http.token.is_some() {
+            shown.http.token = Some("<redacted>".into());
+        }
+        serde_yaml::to_string(&shown).unwrap_or_else(|e| format!("# cannot render: {e}\n"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_text_gives_the_embedded_defaults() {
+        assert_eq!(Config::from_yaml("", "t").unwrap(), Config::default());
+    }
+
+    #[test]
+    fn unknown_key_is_rejected_with_its_path() {
+        let err = Config::from_yaml("dns:\n  lisen: []\n", "c.yaml")
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("c.yaml: dns: "), "{err}");
+        assert!(err.contains("lisen"), "{err}");
+    }
+
+    #[test]
+    fn bad_value_is_rejected_with_its_path() {
+        let err = Config::from_yaml("dns:\n  listen: [\"nope\"]\n", "c.yaml")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("dns.listen[0]"), "{err}");
+    }
+
+    #[test]
+    fn out_of_range_payload_is_rejected() {
+        let err = Config::from_yaml("dns:\n  max_udp_payload: 100\n", "c.yaml")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("dns.max_udp_payload"), "{err}");
+    }
+}

@@ -1,0 +1,259 @@
+//! The running daemon: loads the zones, binds the listeners, publishes snapshots, reloads.
+//!
+//! This module owns start-up order (zones first, then sockets, so the first query already
+//! has answers), the shared state handed to the DNS and HTTP sides, reload (one at a time,
+//! never dropping a query), and shutdown. Tests start a [`Daemon`] in-process on port 0 and
+//! read the bound addresses back. It must not parse DNS or HTTP itself.
+
+pub mod token;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use arc_swap::ArcSwap;
+use serde::Serialize;
+use tokio::net::TcpListener;
+use tokio::sync::{Mutex, oneshot};
+use tokio::task::JoinSet;
+
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::zone::ZoneSet;
+
+/// Why the daemon could not start. Each variant says what it was doing.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot read the zones folder {dir}: {source}")]
+    ZonesDir { dir: String, source: std::io::Error },
+    #[error("cannot bind DNS on {addr}: {source}")]
+    BindDns {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot bind HTTP on {addr}: {source}")]
+    BindHttp {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("API token: {0}")]
+    Token(#[from] token::TokenError),
+    #[error("metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+}
+
+/// The outcome of one reload, as reported by the API.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReloadSummary {
+    pub zones_loaded: usize,
+    /// One entry per zone file that failed, `file:line: reason`.
+    pub errors: Vec<String>,
+}
+
+/// State shared by the DNS loops, the HTTP API and the signal handlers.
+pub struct Shared {
+    pub config: Config,
+    /// The snapshot the DNS path answers from; replaced whole, never mutated.
+    pub zones: Arc<ArcSwap<ZoneSet>>,
+    pub metrics: Arc<Metrics>,
+    pub token: String,
+    pub started: Instant,
+    pub dns_addrs: Vec<SocketAddr>,
+    /// Serialises reloads (and, later, every write): one writer at a time.
+    writer: Mutex<()>,
+}
+
+impl Shared {
+    /// Re-reads the zones folder and publishes the result. Queries in flight keep the old
+    /// snapshot; the next ones see the new one. A broken file keeps its last good version.
+    pub async fn reload(&self) -> Result<ReloadSummary, std::io::Error> {
+        let _writer = self.writer.lock().await;
+        self.metrics.reloads.inc();
+        let previous = self.zones.load_full();
+        let dir = self.config.zones_dir.clone();
+        let report = tokio::task::spawn_blocking(move || ZoneSet::load_dir(&dir, Some(&previous)))
+            .await
+            .map_err(std::io::Error::other)?;
+        let report = match report {
+            Ok(r) => r,
+            Err(e) => {
+                self.metrics.reload_failures.inc();
+                tracing::error!(dir = %self.config.zones_dir.display(), error = %e, "reload failed: cannot read the zones folder; still serving the previous zones");
+                return Err(e);
+            }
+        };
+        if !report.errors.is_empty() {
+            self.metrics.reload_failures.inc();
+        }
+        let summary = self.publish(report);
+        tracing::info!(
+            zones = summary.zones_loaded,
+            failed = summary.errors.len(),
+            "reload done"
+        );
+        Ok(summary)
+    }
+
+    fn publish(&self, report: crate::zone::set::LoadReport) -> ReloadSummary {
+        for e in &report.errors {
+            tracing::error!(error = %e, "zone not loaded");
+        }
+        let zones_loaded = report.set.len();
+        let failing = report.errors.len();
+        self.zones.store(Arc::new(report.set));
+        self.metrics.zones_loaded.set(zones_loaded as i64);
+        self.metrics.zones_failing.set(failing as i64);
+        ReloadSummary {
+            zones_loaded,
+            errors: report.errors,
+        }
+    }
+}
+
+/// A running daemon. Dropping it stops every listener.
+pub struct Daemon {
+    shared: Arc<Shared>,
+    http_addr: SocketAddr,
+    tasks: JoinSet<()>,
+    http_task: tokio::task::JoinHandle<()>,
+    http_stop: Option<oneshot::Sender<()>>,
+}
+
+impl Daemon {
+    /// Loads the zones, binds DNS and HTTP, and starts serving.
+    pub async fn start(config: Config) -> Result<Self, StartError> {
+        let metrics = Arc::new(Metrics::new()?);
+        let token = token::load_or_create(&config)?;
+
+        let dir = config.zones_dir.clone();
+        let report = tokio::task::spawn_blocking(move || {
+            if let Ok(n) = crate::durable::remove_stale_temp_files(&dir)
+                && n > 0
+            {
+                tracing::warn!(dir = %dir.display(), removed = n, "removed temp files left by a crash");
+            }
+            ZoneSet::load_dir(&dir, None)
+        })
+        .await
+        .map_err(|e| StartError::ZonesDir {
+            dir: config.zones_dir.display().to_string(),
+            source: std::io::Error::other(e),
+        })?
+        .map_err(|source| StartError::ZonesDir {
+            dir: config.zones_dir.display().to_string(),
+            source,
+        })?;
+
+        let mut bound = Vec::new();
+        for addr in &config.dns.listen {
+            let b = crate::dns::bind(*addr, config.dns.udp_sockets).map_err(|source| {
+                StartError::BindDns {
+                    addr: *addr,
+                    source,
+                }
+            })?;
+            bound.push(b);
+        }
+        let dns_addrs: Vec<SocketAddr> = bound.iter().map(|b| b.local).collect();
+        let http_listener = TcpListener::bind(config.http.listen)
+            .await
+            .map_err(|source| StartError::BindHttp {
+                addr: config.http.listen,
+                source,
+            })?;
+        let http_addr = http_listener
+            .local_addr()
+            .map_err(|source| StartError::BindHttp {
+                addr: config.http.listen,
+                source,
+            })?;
+
+        let shared = Arc::new(Shared {
+            zones: Arc::new(ArcSwap::from_pointee(ZoneSet::default())),
+            metrics: metrics.clone(),
+            token,
+            started: Instant::now(),
+            dns_addrs: dns_addrs.clone(),
+            writer: Mutex::new(()),
+            config,
+        });
+        let summary = shared.publish(report);
+        for status in shared.zones.load().statuses() {
+            if status.serving {
+                tracing::info!(zone = %status.name, serial = status.serial.unwrap_or(0), records = status.records, "zone loaded");
+            }
+        }
+
+        let mut tasks = JoinSet::new();
+        let ctx = Arc::new(crate::dns::context(
+            &shared.config.dns,
+            shared.zones.clone(),
+            metrics,
+        ));
+        for b in bound {
+            crate::dns::serve(
+                b,
+                ctx.clone(),
+                shared.config.dns.tcp_max_connections,
+                &mut tasks,
+            );
+        }
+        let (http_stop, stopped) = oneshot::channel::<()>();
+        let app = crate::http::router(shared.clone());
+        let http_task = tokio::spawn(async move {
+            let served = axum::serve(http_listener, app)
+                .with_graceful_shutdown(async {
+                    let _ = stopped.await;
+                })
+                .await;
+            if let Err(e) = served {
+                tracing::error!(error = %e, "HTTP server stopped");
+            }
+        });
+        for addr in &dns_addrs {
+            tracing::info!(%addr, "DNS listening on UDP and TCP");
+        }
+        tracing::info!(addr = %http_addr, "HTTP listening");
+        tracing::info!(
+            zones = summary.zones_loaded,
+            failed = summary.errors.len(),
+            "serving"
+        );
+        Ok(Self {
+            shared,
+            http_addr,
+            tasks,
+            http_task,
+            http_stop: Some(http_stop),
+        })
+    }
+
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    /// The DNS addresses actually bound (UDP and TCP share each one).
+    pub fn dns_addrs(&self) -> &[SocketAddr] {
+        &self.shared.dns_addrs
+    }
+
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http_addr
+    }
+
+    /// Stops accepting work: HTTP finishes its requests in flight, DNS loops stop.
+    pub async fn shutdown(mut self) {
+        if let Some(stop) = self.http_stop.take() {
+            let _ = stop.send(());
+        }
+        // HTTP finishes the requests in flight; DNS answers are instantaneous.
+        if tokio::time::timeout(std::time::Duration::from_secs(5), &mut self.http_task)
+            .await
+            .is_err()
+        {
+            self.http_task.abort();
+        }
+        self.tasks.shutdown().await;
+        tracing::info!("stopped");
+    }
+}

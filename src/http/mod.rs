@@ -1,0 +1,161 @@
+//! The HTTP side: health, status, Prometheus metrics and the `/v1` API.
+//!
+//! This module owns routes, the bearer-token check and the JSON error shape
+//! `{"error": {"code", "message"}}`. It must not change state itself: mutations go through
+//! the daemon's single writer ([`crate::daemon::Shared`]).
+
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Serialize;
+use serde_json::json;
+
+use crate::daemon::Shared;
+use crate::zone::ZoneStatus;
+
+type AppState = Arc<Shared>;
+
+/// The router of every HTTP endpoint.
+pub fn router(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .route("/v1/status", get(status))
+        .route("/v1/reload", post(reload))
+        .fallback(not_found)
+        .layer(middleware::from_fn_with_state(
+            shared.clone(),
+            count_requests,
+        ))
+        .with_state(shared)
+}
+
+/// An API error: an HTTP status, a stable code and a message for humans.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = json!({"error": {"code": self.code, "message": self.message}});
+        (self.status, Json(body)).into_response()
+    }
+}
+
+/// Checks `Authorization: Bearer <token>` in constant time.
+pub fn require_token(shared: &Shared, headers: &HeaderMap) -> Result<(), ApiError> {
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    let Some(given) = given else {
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "this call needs the header Authorization: Bearer <token>",
+        ));
+    };
+    let expected = shared.token.as_bytes();
+    let given = given.as_bytes();
+    let mut diff = expected.len() ^ given.len();
+    for (i, b) in expected.iter().enumerate() {
+        diff |= usize::from(b ^ given.get(i).copied().unwrap_or(0));
+    }
+    if diff != 0 {
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "wrong token",
+        ));
+    }
+    Ok(())
+}
+
+async fn count_requests(State(shared): State<AppState>, request: Request, next: Next) -> Response {
+    // Label by route template, never by raw path, to keep the label set bounded.
+    let route = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or("unmatched", |p| p.as_str())
+        .to_string();
+    let response = next.run(request).await;
+    shared
+        .metrics
+        .http_requests
+        .with_label_values(&[route.as_str(), response.status().as_str()])
+        .inc();
+    response
+}
+
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+async fn metrics(State(shared): State<AppState>) -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        shared.metrics.render(),
+    )
+}
+
+#[derive(Serialize)]
+struct StatusBody<'a> {
+    version: &'static str,
+    uptime_seconds: u64,
+    dns_listen: Vec<String>,
+    zones_loaded: usize,
+    zones_failing: usize,
+    zones: &'a [ZoneStatus],
+}
+
+async fn status(State(shared): State<AppState>) -> Response {
+    let zones = shared.zones.load();
+    let statuses = zones.statuses();
+    Json(StatusBody {
+        version: env!("CARGO_PKG_VERSION"),
+        uptime_seconds: shared.started.elapsed().as_secs(),
+        dns_listen: shared.dns_addrs.iter().map(ToString::to_string).collect(),
+        zones_loaded: zones.len(),
+        zones_failing: statuses.iter().filter(|s| s.last_error.is_some()).count(),
+        zones: statuses,
+    })
+    .into_response()
+}
+
+async fn reload(State(shared): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
+    require_token(&shared, &headers)?;
+    match shared.reload().await {
+        Ok(summary) => Ok(Json(summary).into_response()),
+        Err(e) => Err(ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "reload_failed",
+            format!("cannot read the zones folder: {e}; still serving the previous zones"),
+        )),
+    }
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
+}

@@ -1,0 +1,114 @@
+//! The `mailzone` command line: parse arguments, set up logging, run the library.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use mailzone::config::{Config, LogFormat};
+use mailzone::daemon::Daemon;
+use tokio::signal::unix::{SignalKind, signal};
+
+#[derive(Parser)]
+#[command(
+    name = "mailzone",
+    version,
+    about = "Authoritative DNS that provisions and diagnoses e-mail records"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the daemon (embedded defaults when no --config is given).
+    Serve {
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+    /// Validate a configuration file and print the effective configuration.
+    CheckConfig { file: Option<PathBuf> },
+}
+
+/// Exit code for a configuration the daemon refuses.
+const EXIT_BAD_CONFIG: u8 = 2;
+
+fn load_config(file: Option<&PathBuf>) -> Result<Config, ExitCode> {
+    match file {
+        None => Ok(Config::default()),
+        Some(f) => Config::load(f).map_err(|e| {
+            eprintln!("mailzone: invalid configuration: {e}");
+            ExitCode::from(EXIT_BAD_CONFIG)
+        }),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::CheckConfig { file } => match load_config(file.as_ref()) {
+            Ok(config) => {
+                print!("{}", config.to_yaml_redacted());
+                ExitCode::SUCCESS
+            }
+            Err(code) => code,
+        },
+        Command::Serve { config } => {
+            let config = match load_config(config.as_ref()) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            init_logging(&config);
+            match run(config) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!("{e:#}");
+                    eprintln!("mailzone: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+fn init_logging(config: &Config) {
+    // hickory logs every query at INFO, which costs throughput and floods the log.
+    let directives = std::env::var("RUST_LOG")
+        .unwrap_or_else(|_| format!("{},hickory_proto=warn", config.log.level));
+    let filter = tracing_subscriber::EnvFilter::try_new(&directives)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    match config.log.format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+fn run(config: Config) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async {
+        let mut hangup = signal(SignalKind::hangup()).context("cannot watch SIGHUP")?;
+        let mut terminate = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
+        let mut interrupt = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
+        let daemon = Daemon::start(config).await?;
+        loop {
+            tokio::select! {
+                _ = hangup.recv() => {
+                    tracing::info!("SIGHUP: reloading zones");
+                    let _ = daemon.shared().reload().await;
+                }
+                _ = terminate.recv() => { tracing::info!("SIGTERM: shutting down"); break; }
+                _ = interrupt.recv() => { tracing::info!("SIGINT: shutting down"); break; }
+            }
+        }
+        daemon.shutdown().await;
+        Ok(())
+    })
+}

@@ -1,0 +1,215 @@
+//! Prometheus metrics, all prefixed `mailzone_`.
+//!
+//! This module owns the registry and the metric handles. Handles used on the DNS answer path
+//! are resolved once at start (one `IntCounter` per protocol × qtype × rcode) so that
+//! counting a query is a single atomic add: no label hashing, no lock. It must not decide
+//! what to count; callers do.
+
+use hickory_proto::op::ResponseCode;
+use hickory_proto::rr::RecordType;
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+    TextEncoder,
+};
+
+/// Transport a query came over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    Udp = 0,
+    Tcp = 1,
+}
+
+impl Protocol {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Udp => "udp",
+            Protocol::Tcp => "tcp",
+        }
+    }
+}
+
+const PROTOCOLS: [Protocol; 2] = [Protocol::Udp, Protocol::Tcp];
+
+/// Query types given their own label value; the rest are counted as `OTHER` so that the
+/// label set stays bounded whatever clients send.
+const QTYPES: [RecordType; 19] = [
+    RecordType::A,
+    RecordType::AAAA,
+    RecordType::MX,
+    RecordType::TXT,
+    RecordType::SRV,
+    RecordType::NS,
+    RecordType::SOA,
+    RecordType::CNAME,
+    RecordType::PTR,
+    RecordType::CAA,
+    RecordType::DS,
+    RecordType::DNSKEY,
+    RecordType::HTTPS,
+    RecordType::SVCB,
+    RecordType::TLSA,
+    RecordType::ANY,
+    RecordType::AXFR,
+    RecordType::IXFR,
+    RecordType::NULL,
+];
+const QTYPE_LABELS: usize = QTYPES.len() + 1;
+
+const RCODES: [ResponseCode; 7] = [
+    ResponseCode::NoError,
+    ResponseCode::FormErr,
+    ResponseCode::ServFail,
+    ResponseCode::NXDomain,
+    ResponseCode::NotImp,
+    ResponseCode::Refused,
+    ResponseCode::BADVERS,
+];
+const RCODE_LABELS: usize = RCODES.len() + 1;
+
+fn rcode_label(r: ResponseCode) -> &'static str {
+    match r {
+        ResponseCode::NoError => "NOERROR",
+        ResponseCode::FormErr => "FORMERR",
+        ResponseCode::ServFail => "SERVFAIL",
+        ResponseCode::NXDomain => "NXDOMAIN",
+        ResponseCode::NotImp => "NOTIMP",
+        ResponseCode::Refused => "REFUSED",
+        ResponseCode::BADVERS => "BADVERS",
+        _ => "OTHER",
+    }
+}
+
+/// Every metric the daemon exports.
+pub struct Metrics {
+    registry: Registry,
+    /// `[protocol][qtype][rcode]`, flattened.
+    queries: Vec<IntCounter>,
+    response_seconds: [Histogram; 2],
+    pub dropped_packets: IntCounter,
+    pub tcp_connections: IntGauge,
+    pub tcp_refused_connections: IntCounter,
+    pub zones_loaded: IntGauge,
+    pub zones_failing: IntGauge,
+    pub reloads: IntCounter,
+    pub reload_failures: IntCounter,
+    pub http_requests: IntCounterVec,
+}
+
+impl Metrics {
+    pub fn new() -> Result<Self, prometheus::Error> {
+        let registry = Registry::new_custom(Some("mailzone".into()), None)?;
+        let queries_vec = IntCounterVec::new(
+            Opts::new(
+                "dns_queries_total",
+                "DNS queries answered, by protocol, query type and response code",
+            ),
+            &["protocol", "qtype", "rcode"],
+        )?;
+        registry.register(Box::new(queries_vec.clone()))?;
+        let mut queries = Vec::with_capacity(PROTOCOLS.len() * QTYPE_LABELS * RCODE_LABELS);
+        for p in PROTOCOLS {
+            for q in 0..QTYPE_LABELS {
+                let qlabel = QTYPES.get(q).map_or("OTHER".to_string(), |t| t.to_string());
+                for r in 0..RCODE_LABELS {
+                    let rlabel = RCODES.get(r).map_or("OTHER", |c| rcode_label(*c));
+                    queries.push(queries_vec.with_label_values(&[p.as_str(), &qlabel, rlabel]));
+                }
+            }
+        }
+        let hist = prometheus::HistogramVec::new(
+            HistogramOpts::new(
+                "dns_response_seconds",
+                "Time from a query's arrival to its response being handed to the socket",
+            )
+            .buckets(vec![
+                0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005,
+                0.01, 0.05, 0.25,
+            ]),
+            &["protocol"],
+        )?;
+        registry.register(Box::new(hist.clone()))?;
+        let response_seconds = [
+            hist.with_label_values(&["udp"]),
+            hist.with_label_values(&["tcp"]),
+        ];
+
+        let counter = |name: &str, help: &str| -> Result<IntCounter, prometheus::Error> {
+            let c = IntCounter::new(name, help)?;
+            registry.register(Box::new(c.clone()))?;
+            Ok(c)
+        };
+        let gauge = |name: &str, help: &str| -> Result<IntGauge, prometheus::Error> {
+            let g = IntGauge::new(name, help)?;
+            registry.register(Box::new(g.clone()))?;
+            Ok(g)
+        };
+        let http_requests = IntCounterVec::new(
+            Opts::new(
+                "http_requests_total",
+                "HTTP requests, by route and status code",
+            ),
+            &["route", "status"],
+        )?;
+        registry.register(Box::new(http_requests.clone()))?;
+        let build = IntGauge::with_opts(
+            Opts::new("build_info", "Always 1; the version is a label")
+                .const_label("version", env!("CARGO_PKG_VERSION")),
+        )?;
+        build.set(1);
+        registry.register(Box::new(build))?;
+
+        Ok(Self {
+            queries,
+            response_seconds,
+            dropped_packets: counter(
+                "dns_dropped_packets_total",
+                "Datagrams dropped unanswered (too short, or a response)",
+            )?,
+            tcp_connections: gauge("dns_tcp_connections", "Open DNS TCP connections")?,
+            tcp_refused_connections: counter(
+                "dns_tcp_refused_connections_total",
+                "TCP connections closed at once because the connection limit was reached",
+            )?,
+            zones_loaded: gauge("zones_loaded", "Zones being served")?,
+            zones_failing: gauge("zones_failing", "Zone files whose last load failed")?,
+            reloads: counter("reloads_total", "Reloads of the zones folder")?,
+            reload_failures: counter(
+                "reload_failures_total",
+                "Reloads during which at least one zone file failed",
+            )?,
+            http_requests,
+            registry,
+        })
+    }
+
+    /// Counts one answered query; lock-free.
+    pub fn count_query(
+        &self,
+        protocol: Protocol,
+        qtype: Option<RecordType>,
+        rcode: ResponseCode,
+        seconds: f64,
+    ) {
+        let q = qtype
+            .and_then(|t| QTYPES.iter().position(|x| *x == t))
+            .unwrap_or(QTYPES.len());
+        let r = RCODES
+            .iter()
+            .position(|x| *x == rcode)
+            .unwrap_or(RCODES.len());
+        let i = (protocol as usize * QTYPE_LABELS + q) * RCODE_LABELS + r;
+        if let Some(c) = self.queries.get(i) {
+            c.inc();
+        }
+        self.response_seconds[protocol as usize].observe(seconds);
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut buf) {
+            return format!("# encoding failed: {e}\n");
+        }
+        String::from_utf8(buf).unwrap_or_default()
+    }
+}

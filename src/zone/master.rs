@@ -1,0 +1,635 @@
+//! Reading RFC 1035 master files.
+//!
+//! This module owns turning zone-file text into records, each tagged with the line it came
+//! from, so that every error says `file:line: reason`. It does not judge the zone as a whole
+//! (SOA, CNAME exclusivity, …): that is [`super::Zone::build`]'s job.
+//!
+//! We lex the text ourselves rather than use hickory's `Parser` because that parser reports
+//! no line numbers, decodes `\DDD` escapes wrongly, mis-reads quoted strings inside
+//! parentheses (the usual DKIM layout) and follows `$INCLUDE` anywhere on disk
+//! (`../shared/HICKORY-NOTES.md` §2, §11). The common record types are built here directly;
+//! rarer ones are handed, one record at a time, to hickory's parser.
+
+use std::net::{Ipv4Addr, Ipv6Addr};
+use std::str::FromStr;
+
+use hickory_proto::rr::rdata::{A, AAAA, CNAME, MX, NS, PTR, SOA, SRV, TXT};
+use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
+use hickory_proto::serialize::txt::{Parser, parse_ttl};
+
+/// The longest TTL we accept (RFC 2181 §8: 2^31 - 1).
+pub const MAX_TTL: u32 = 0x7FFF_FFFF;
+
+/// A record and the line of the master file it was read from.
+#[derive(Debug, Clone)]
+pub struct SourcedRecord {
+    pub record: Record,
+    pub line: usize,
+}
+
+/// A master-file error: the line (1-based) and what is wrong there.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("line {line}: {message}")]
+pub struct MasterFileError {
+    pub line: usize,
+    pub message: String,
+}
+
+fn err<T>(line: usize, message: impl Into<String>) -> Result<T, MasterFileError> {
+    Err(MasterFileError {
+        line,
+        message: message.into(),
+    })
+}
+
+/// One lexical token of a master file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Token {
+    /// An unquoted word, kept as written (escapes are left for the name parser).
+    Word(String),
+    /// A quoted string, escapes decoded.
+    Quoted(Vec<u8>),
+}
+
+/// One logical entry: a line, with parenthesised continuations folded in.
+#[derive(Debug)]
+struct Entry {
+    line: usize,
+    /// The line started with white space: the owner is the previous one.
+    inherits_owner: bool,
+    tokens: Vec<Token>,
+}
+
+/// Splits master-file text into logical entries.
+fn lex(text: &str) -> Result<Vec<Entry>, MasterFileError> {
+    let bytes = text.as_bytes();
+    let mut entries = Vec::new();
+    let mut i = 0;
+    let mut line = 1;
+    let mut depth = 0usize;
+    let mut paren_line = 0;
+    let mut current: Option<Entry> = None;
+    let mut at_line_start = true;
+
+    while i < bytes.len() {
+        let c = bytes[i];
+        match c {
+            b'\n' => {
+                if depth == 0
+                    && let Some(e) = current.take()
+                {
+                    entries.push(e);
+                }
+                line += 1;
+                i += 1;
+                at_line_start = true;
+                continue;
+            }
+            b' ' | b'\t' | b'\r' => {
+                i += 1;
+                // A line that starts with blank space inherits the previous owner.
+                if at_line_start && depth == 0 && current.is_none() {
+                    current = Some(Entry {
+                        line,
+                        inherits_owner: true,
+                        tokens: Vec::new(),
+                    });
+                }
+                at_line_start = false;
+                continue;
+            }
+            b';' => {
+                while i < bytes.len() && bytes[i] != b'\n' {
+                    i += 1;
+                }
+                continue;
+            }
+            _ => {}
+        }
+        at_line_start = false;
+        let entry = current.get_or_insert_with(|| Entry {
+            line,
+            inherits_owner: false,
+            tokens: Vec::new(),
+        });
+        match c {
+            b'(' => {
+                if depth == 0 {
+                    paren_line = line;
+                }
+                depth += 1;
+                i += 1;
+            }
+            b')' => {
+                if depth == 0 {
+                    return err(line, "')' without a matching '('");
+                }
+                depth -= 1;
+                i += 1;
+            }
+            b'"' => {
+                let start_line = line;
+                i += 1;
+                let mut out = Vec::new();
+                loop {
+                    let Some(&b) = bytes.get(i) else {
+                        return err(start_line, "quoted string is not closed");
+                    };
+                    match b {
+                        b'"' => {
+                            i += 1;
+                            break;
+                        }
+                        b'\\' => {
+                            let (byte, used) =
+                                unescape(&bytes[i + 1..]).ok_or_else(|| MasterFileError {
+                                    line,
+                                    message: "bad escape sequence in quoted string".into(),
+                                })?;
+                            out.push(byte);
+                            i += 1 + used;
+                        }
+                        b'\n' => {
+                            // RFC 1035 lets a quoted string span lines; the newline is data.
+                            line += 1;
+                            out.push(b);
+                            i += 1;
+                        }
+                        _ => {
+                            out.push(b);
+                            i += 1;
+                        }
+                    }
+                }
+                entry.tokens.push(Token::Quoted(out));
+            }
+            _ => {
+                let start = i;
+                while i < bytes.len() {
+                    match bytes[i] {
+                        b' ' | b'\t' | b'\r' | b'\n' | b';' | b'(' | b')' | b'"' => break,
+                        b'\\' => i += 2,
+                        _ => i += 1,
+                    }
+                }
+                let i_end = i.min(bytes.len());
+                let word = std::str::from_utf8(&bytes[start..i_end])
+                    .map_err(|_| MasterFileError {
+                        line,
+                        message: "invalid UTF-8".into(),
+                    })?
+                    .to_string();
+                i = i_end;
+                entry.tokens.push(Token::Word(word));
+            }
+        }
+    }
+    if depth > 0 {
+        return err(paren_line, "'(' is never closed");
+    }
+    if let Some(e) = current.take() {
+        entries.push(e);
+    }
+    entries.retain(|e| !e.tokens.is_empty());
+    Ok(entries)
+}
+
+/// Decodes the escape after a backslash: `\DDD` (decimal) or `\X`. Returns the byte and how
+/// many input bytes it used.
+fn unescape(rest: &[u8]) -> Option<(u8, usize)> {
+    let first = *rest.first()?;
+    if first.is_ascii_digit() {
+        let digits = rest.get(..3)?;
+        if !digits.iter().all(u8::is_ascii_digit) {
+            return None;
+        }
+        let value = digits
+            .iter()
+            .fold(0u32, |acc, d| acc * 10 + u32::from(d - b'0'));
+        return u8::try_from(value).ok().map(|b| (b, 3));
+    }
+    Some((first, 1))
+}
+
+/// Reads master-file text. `origin` is the zone's name; `$ORIGIN` may change it for the
+/// lines that follow.
+pub fn read(text: &str, origin: &Name) -> Result<Vec<SourcedRecord>, MasterFileError> {
+    let mut origin = origin.clone();
+    let mut default_ttl: Option<u32> = None;
+    let mut last_ttl: Option<u32> = None;
+    let mut last_owner: Option<Name> = None;
+    let mut records = Vec::new();
+
+    for entry in lex(text)? {
+        let line = entry.line;
+        let mut tokens = entry.tokens.into_iter().peekable();
+        // Directives.
+        if !entry.inherits_owner
+            && let Some(Token::Word(w)) = tokens.peek()
+            && w.starts_with('$')
+        {
+            let directive = w.to_ascii_uppercase();
+            tokens.next();
+            let args: Vec<Token> = tokens.collect();
+            match directive.as_str() {
+                "$ORIGIN" => {
+                    let [Token::Word(name)] = args.as_slice() else {
+                        return err(line, "$ORIGIN takes exactly one domain name");
+                    };
+                    origin = parse_name(name, &origin, line)?;
+                }
+                "$TTL" => {
+                    let [Token::Word(ttl)] = args.as_slice() else {
+                        return err(line, "$TTL takes exactly one TTL");
+                    };
+                    default_ttl = Some(parse_ttl_value(ttl, line)?);
+                }
+                "$INCLUDE" => {
+                    return err(
+                        line,
+                        "$INCLUDE is not supported: a zone must be one file in the zones folder",
+                    );
+                }
+                other => return err(line, format!("unknown directive {other}")),
+            }
+            continue;
+        }
+
+        let owner = if entry.inherits_owner {
+            match &last_owner {
+                Some(o) => o.clone(),
+                None => return err(line, "the first record has no owner name"),
+            }
+        } else {
+            match tokens.next() {
+                Some(Token::Word(w)) => parse_name(&w, &origin, line)?,
+                _ => return err(line, "expected an owner name"),
+            }
+        };
+
+        // [TTL] [CLASS] TYPE or [CLASS] [TTL] TYPE
+        let mut ttl: Option<u32> = None;
+        let mut rtype: Option<RecordType> = None;
+        let mut class_seen = false;
+        while rtype.is_none() {
+            let Some(tok) = tokens.next() else {
+                return err(line, "expected a record type");
+            };
+            let Token::Word(w) = tok else {
+                return err(
+                    line,
+                    "expected a TTL, class or record type, found a quoted string",
+                );
+            };
+            if ttl.is_none() && w.as_bytes()[0].is_ascii_digit() {
+                ttl = Some(parse_ttl_value(&w, line)?);
+            } else if !class_seen && is_class(&w) {
+                if !w.eq_ignore_ascii_case("IN") {
+                    return err(line, format!("class {w} is not supported: only IN"));
+                }
+                class_seen = true;
+            } else {
+                rtype = Some(parse_type(&w, line)?);
+            }
+        }
+        let Some(rtype) = rtype else {
+            return err(line, "expected a record type");
+        };
+        let rdata_tokens: Vec<Token> = tokens.collect();
+        let rdata = parse_rdata(rtype, &rdata_tokens, &origin, &owner, line)?;
+
+        let ttl = match ttl.or(default_ttl).or(last_ttl) {
+            Some(t) => t,
+            // RFC 2308: without $TTL, the SOA's MINIMUM is the classic default.
+            None => match &rdata {
+                RData::SOA(soa) => soa.minimum.min(MAX_TTL),
+                _ => return err(line, "no TTL given and no $TTL before this record"),
+            },
+        };
+        last_ttl = Some(ttl);
+        last_owner = Some(owner.clone());
+        records.push(SourcedRecord {
+            record: Record::from_rdata(owner, ttl, rdata),
+            line,
+        });
+    }
+    Ok(records)
+}
+
+fn is_class(w: &str) -> bool {
+    ["IN", "CH", "CS", "HS", "ANY", "NONE"]
+        .iter()
+        .any(|c| w.eq_ignore_ascii_case(c))
+}
+
+fn parse_type(w: &str, line: usize) -> Result<RecordType, MasterFileError> {
+    let upper = w.to_ascii_uppercase();
+    match RecordType::from_str(&upper) {
+        Ok(RecordType::Unknown(_)) | Err(_) => err(line, format!("unknown record type {w}")),
+        Ok(t) => Ok(t),
+    }
+}
+
+fn parse_ttl_value(w: &str, line: usize) -> Result<u32, MasterFileError> {
+    match parse_ttl(w) {
+        Ok(t) if t <= MAX_TTL => Ok(t),
+        Ok(t) => err(line, format!("TTL {t} is larger than {MAX_TTL}")),
+        Err(_) => err(line, format!("invalid TTL {w}")),
+    }
+}
+
+/// Parses a domain name as written in a master file: `@`, relative or absolute.
+pub fn parse_name(w: &str, origin: &Name, line: usize) -> Result<Name, MasterFileError> {
+    if w == "@" {
+        return Ok(origin.clone());
+    }
+    let name = Name::from_ascii(w).map_err(|e| MasterFileError {
+        line,
+        message: format!("invalid domain name {w}: {e}"),
+    })?;
+    let name = if name.is_fqdn() {
+        name
+    } else {
+        name.append_domain(origin).map_err(|e| MasterFileError {
+            line,
+            message: format!("domain name {w} is too long: {e}"),
+        })?
+    };
+    Ok(name)
+}
+
+fn word<'t>(
+    tokens: &'t [Token],
+    i: usize,
+    what: &str,
+    line: usize,
+) -> Result<&'t str, MasterFileError> {
+    match tokens.get(i) {
+        Some(Token::Word(w)) => Ok(w),
+        Some(Token::Quoted(_)) => err(line, format!("{what}: unexpected quoted string")),
+        None => err(line, format!("missing {what}")),
+    }
+}
+
+fn number<T: FromStr>(
+    tokens: &[Token],
+    i: usize,
+    what: &str,
+    line: usize,
+) -> Result<T, MasterFileError> {
+    let w = word(tokens, i, what, line)?;
+    w.parse()
+        .or_else(|_| err(line, format!("invalid {what}: {w}")))
+}
+
+fn exact_count(
+    tokens: &[Token],
+    n: usize,
+    rtype: RecordType,
+    line: usize,
+) -> Result<(), MasterFileError> {
+    if tokens.len() != n {
+        return err(
+            line,
+            format!("{rtype} takes {n} field(s), found {}", tokens.len()),
+        );
+    }
+    Ok(())
+}
+
+fn parse_rdata(
+    rtype: RecordType,
+    t: &[Token],
+    origin: &Name,
+    owner: &Name,
+    line: usize,
+) -> Result<RData, MasterFileError> {
+    let name_at = |i: usize, what: &str| -> Result<Name, MasterFileError> {
+        parse_name(word(t, i, what, line)?, origin, line)
+    };
+    Ok(match rtype {
+        RecordType::A => {
+            exact_count(t, 1, rtype, line)?;
+            let w = word(t, 0, "IPv4 address", line)?;
+            RData::A(A(Ipv4Addr::from_str(w)
+                .or_else(|_| err(line, format!("invalid IPv4 address {w}")))?))
+        }
+        RecordType::AAAA => {
+            exact_count(t, 1, rtype, line)?;
+            let w = word(t, 0, "IPv6 address", line)?;
+            RData::AAAA(AAAA(
+                Ipv6Addr::from_str(w)
+                    .or_else(|_| err(line, format!("invalid IPv6 address {w}")))?,
+            ))
+        }
+        RecordType::NS => {
+            exact_count(t, 1, rtype, line)?;
+            RData::NS(NS(name_at(0, "name server")?))
+        }
+        RecordType::CNAME => {
+            exact_count(t, 1, rtype, line)?;
+            RData::CNAME(CNAME(name_at(0, "canonical name")?))
+        }
+        RecordType::PTR => {
+            exact_count(t, 1, rtype, line)?;
+            RData::PTR(PTR(name_at(0, "pointer target")?))
+        }
+        RecordType::MX => {
+            exact_count(t, 2, rtype, line)?;
+            RData::MX(MX::new(
+                number(t, 0, "MX preference", line)?,
+                name_at(1, "mail exchange")?,
+            ))
+        }
+        RecordType::SRV => {
+            exact_count(t, 4, rtype, line)?;
+            RData::SRV(SRV::new(
+                number(t, 0, "SRV priority", line)?,
+                number(t, 1, "SRV weight", line)?,
+                number(t, 2, "SRV port", line)?,
+                name_at(3, "SRV target")?,
+            ))
+        }
+        RecordType::TXT => {
+            if t.is_empty() {
+                return err(line, "TXT needs at least one string");
+            }
+            let mut strings: Vec<Vec<u8>> = Vec::with_capacity(t.len());
+            for tok in t {
+                let bytes = match tok {
+                    Token::Quoted(b) => b.clone(),
+                    Token::Word(w) => unescape_word(w).ok_or_else(|| MasterFileError {
+                        line,
+                        message: format!("bad escape sequence in {w}"),
+                    })?,
+                };
+                if bytes.len() > 255 {
+                    return err(
+                        line,
+                        format!(
+                            "TXT string of {} bytes: each string is at most 255 bytes, split it into several quoted strings",
+                            bytes.len()
+                        ),
+                    );
+                }
+                strings.push(bytes);
+            }
+            RData::TXT(TXT::from_bytes(strings.iter().map(Vec::as_slice).collect()))
+        }
+        RecordType::SOA => {
+            exact_count(t, 7, rtype, line)?;
+            let timer = |i: usize, what: &str| -> Result<i32, MasterFileError> {
+                let w = word(t, i, what, line)?;
+                let v = parse_ttl_value(w, line)?;
+                i32::try_from(v).or_else(|_| err(line, format!("{what} {w} is too large")))
+            };
+            let serial: u32 = number(t, 2, "SOA serial", line)?;
+            RData::SOA(SOA::new(
+                name_at(0, "SOA primary name server")?,
+                name_at(1, "SOA responsible mailbox")?,
+                serial,
+                timer(3, "SOA refresh")?,
+                timer(4, "SOA retry")?,
+                timer(5, "SOA expire")?,
+                timer(6, "SOA minimum")? as u32,
+            ))
+        }
+        _ => parse_with_hickory(rtype, t, owner, line)?,
+    })
+}
+
+/// Decodes escapes in an unquoted TXT word.
+fn unescape_word(w: &str) -> Option<Vec<u8>> {
+    let b = w.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\' {
+            let (byte, used) = unescape(&b[i + 1..])?;
+            out.push(byte);
+            i += 1 + used;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    Some(out)
+}
+
+/// For the record types we do not build ourselves (CAA, TLSA, SSHFP, DS, HTTPS, NAPTR, …):
+/// rebuild the single record as text and let hickory's parser read it.
+fn parse_with_hickory(
+    rtype: RecordType,
+    tokens: &[Token],
+    owner: &Name,
+    line: usize,
+) -> Result<RData, MasterFileError> {
+    let mut text = format!("{owner} 0 IN {rtype}");
+    for tok in tokens {
+        text.push(' ');
+        match tok {
+            Token::Word(w) => text.push_str(w),
+            Token::Quoted(bytes) => {
+                // hickory mis-decodes \DDD, so only printable ASCII can be passed through.
+                if bytes.iter().any(|b| !(0x20..0x7f).contains(b)) {
+                    return err(
+                        line,
+                        format!(
+                            "{rtype}: non-printable bytes in a quoted string are not supported"
+                        ),
+                    );
+                }
+                text.push('"');
+                for &b in bytes {
+                    if b == b'"' || b == b'\\' {
+                        text.push('\\');
+                    }
+                    text.push(b as char);
+                }
+                text.push('"');
+            }
+        }
+    }
+    text.push('\n');
+    let parsed = Parser::new(text, None, Some(Name::root())).parse();
+    let (_, sets) = parsed.map_err(|e| MasterFileError {
+        line,
+        message: format!("invalid {rtype} record: {e}"),
+    })?;
+    sets.into_values()
+        .flat_map(|set| set.records_without_rrsigs().cloned().collect::<Vec<_>>())
+        .find(|r| r.record_type() == rtype && r.dns_class == DNSClass::IN)
+        .map(|r| r.data)
+        .ok_or_else(|| MasterFileError {
+            line,
+            message: format!("invalid {rtype} record"),
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn origin() -> Name {
+        Name::from_ascii("example.test.").unwrap()
+    }
+
+    #[test]
+    fn multi_line_dkim_record_with_semicolon_in_quotes_is_read_as_one_record() {
+        let text = "$TTL 300\n\
+            sel._domainkey IN TXT ( \"v=DKIM1; k=rsa; \"\n   \"p=MIIB\" ) ; comment\n";
+        let recs = read(text, &origin()).unwrap();
+        assert_eq!(recs.len(), 1);
+        let RData::TXT(txt) = &recs[0].record.data else {
+            panic!("not TXT")
+        };
+        assert_eq!(&*txt.txt_data[0], b"v=DKIM1; k=rsa; ");
+        assert_eq!(&*txt.txt_data[1], b"p=MIIB");
+        assert_eq!(recs[0].line, 2);
+    }
+
+    #[test]
+    fn decimal_escapes_are_decoded_as_decimal() {
+        let recs = read("@ 60 TXT \"a\\077b\\\"\"\n", &origin()).unwrap();
+        let RData::TXT(txt) = &recs[0].record.data else {
+            panic!("not TXT")
+        };
+        assert_eq!(&*txt.txt_data[0], b"aMb\"");
+    }
+
+    #[test]
+    fn errors_carry_the_line_number() {
+        let e = read("$TTL 60\n@ NS ns1\nwww A 999.1.1.1\n", &origin()).unwrap_err();
+        assert_eq!(e.line, 3);
+        assert!(e.message.contains("IPv4"), "{e}");
+    }
+
+    #[test]
+    fn include_is_refused() {
+        let e = read("$INCLUDE /etc/passwd\n", &origin()).unwrap_err();
+        assert!(e.message.contains("$INCLUDE"), "{e}");
+    }
+
+    #[test]
+    fn txt_string_over_255_bytes_is_refused() {
+        let long = "x".repeat(256);
+        let e = read(&format!("@ 60 TXT \"{long}\"\n"), &origin()).unwrap_err();
+        assert!(e.message.contains("255"), "{e}");
+    }
+
+    #[test]
+    fn blank_owner_inherits_previous_owner_and_ttl_units_work() {
+        let recs = read("mail 1h IN A 192.0.2.1\n  AAAA 2001:db8::1\n", &origin()).unwrap();
+        assert_eq!(
+            recs[1].record.name,
+            Name::from_ascii("mail.example.test.").unwrap()
+        );
+        assert_eq!(recs[1].record.ttl, 3600);
+    }
+
+    #[test]
+    fn rare_types_go_through_hickory() {
+        let recs = read("@ 60 CAA 0 issue \"letsencrypt.org\"\n", &origin()).unwrap();
+        assert_eq!(recs[0].record.record_type(), RecordType::CAA);
+    }
+}

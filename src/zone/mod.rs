@@ -1,0 +1,287 @@
+//! Zones: the in-memory model that the DNS path answers from, and how it is built and found.
+//!
+//! This module owns the rules a zone must satisfy (one SOA at the apex, NS at the apex, no
+//! CNAME beside other data, nothing outside the zone) and the authoritative lookup algorithm
+//! of RFC 1034 §4.3.2 (delegations, CNAME, wildcards of RFC 4592, empty non-terminals). A
+//! built [`Zone`] is immutable: a change builds a new one and the snapshot is swapped. It must
+//! not do I/O: reading files is [`set`]'s job, the wire format is `dns`'s.
+
+pub mod lookup;
+pub mod master;
+pub mod set;
+
+use std::collections::HashMap;
+
+use hickory_proto::rr::{Name, RData, Record, RecordType};
+
+pub use lookup::Lookup;
+pub use master::{MasterFileError, SourcedRecord};
+pub use set::{ZoneSet, ZoneStatus};
+
+/// All records of one type at one name. Records share one TTL (RFC 2181 §5.2).
+#[derive(Debug, Clone)]
+pub struct RrSet {
+    pub rtype: RecordType,
+    pub records: Vec<Record>,
+}
+
+/// One name of the zone. A node with no rrsets is an empty non-terminal: it exists (NODATA,
+/// not NXDOMAIN) because a name below it has records.
+#[derive(Debug, Clone, Default)]
+pub struct Node {
+    pub rrsets: Vec<RrSet>,
+    /// NS records at a name below the apex: everything at and below is delegated.
+    pub delegation: bool,
+}
+
+impl Node {
+    pub fn rrset(&self, rtype: RecordType) -> Option<&RrSet> {
+        self.rrsets.iter().find(|s| s.rtype == rtype)
+    }
+}
+
+/// An authoritative zone, ready to answer from.
+#[derive(Debug, Clone)]
+pub struct Zone {
+    origin: Name,
+    soa: Record,
+    /// The SOA as sent with negative answers: TTL = min(TTL, MINIMUM) (RFC 2308 §3).
+    negative_soa: Record,
+    /// Every name of the zone, empty non-terminals included. `Name` hashes and compares
+    /// case-insensitively, so the query name can be used as the key as it arrives.
+    nodes: HashMap<Name, Node>,
+    record_count: usize,
+    has_delegations: bool,
+    has_wildcards: bool,
+}
+
+/// Why records do not make a valid zone; `line` is 0 when the problem is the zone as a whole.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}{message}", if *line > 0 { format!("line {line}: ") } else { String::new() })]
+pub struct ZoneError {
+    pub line: usize,
+    pub message: String,
+}
+
+impl From<MasterFileError> for ZoneError {
+    fn from(e: MasterFileError) -> Self {
+        Self {
+            line: e.line,
+            message: e.message,
+        }
+    }
+}
+
+impl Zone {
+    /// Parses master-file text into a zone.
+    pub fn from_master_text(origin: &Name, text: &str) -> Result<Self, ZoneError> {
+        let records = master::read(text, origin)?;
+        Self::build(origin.clone(), records)
+    }
+
+    /// Checks the records and builds the zone. Duplicate records are merged (RFC 2181 §5);
+    /// the TTLs of one rrset are set to the first one's.
+    pub fn build(mut origin: Name, records: Vec<SourcedRecord>) -> Result<Self, ZoneError> {
+        origin.set_fqdn(true);
+        let mut nodes: HashMap<Name, Node> = HashMap::new();
+        let mut soa: Option<(Record, usize)> = None;
+        let mut record_count = 0;
+        let mut cname_lines: HashMap<Name, usize> = HashMap::new();
+        let mut other_lines: HashMap<Name, usize> = HashMap::new();
+
+        for SourcedRecord { record, line } in records {
+            let fail = |message: String| Err(ZoneError { line, message });
+            if !origin.zone_of(&record.name) {
+                return fail(format!("{} is outside the zone {origin}", record.name));
+            }
+            let rtype = record.record_type();
+            match rtype {
+                RecordType::SOA => {
+                    if record.name != origin {
+                        return fail(format!(
+                            "SOA at {} is not at the zone apex {origin}",
+                            record.name
+                        ));
+                    }
+                    if let Some((_, first)) = &soa {
+                        return fail(format!(
+                            "a second SOA record (the first is on line {first})"
+                        ));
+                    }
+                    soa = Some((record.clone(), line));
+                }
+                RecordType::CNAME => {
+                    if let Some(first) = cname_lines.get(&record.name) {
+                        return fail(format!(
+                            "a second CNAME at {} (the first is on line {first})",
+                            record.name
+                        ));
+                    }
+                    if let Some(other) = other_lines.get(&record.name) {
+                        return fail(format!(
+                            "CNAME at {} beside other data (line {other})",
+                            record.name
+                        ));
+                    }
+                    cname_lines.insert(record.name.clone(), line);
+                }
+                _ => {
+                    if let Some(c) = cname_lines.get(&record.name) {
+                        return fail(format!(
+                            "{rtype} at {} beside a CNAME (line {c})",
+                            record.name
+                        ));
+                    }
+                    other_lines.entry(record.name.clone()).or_insert(line);
+                }
+            }
+            let node = nodes.entry(record.name.clone()).or_default();
+            match node.rrsets.iter_mut().find(|s| s.rtype == rtype) {
+                Some(set) => {
+                    if set.records.iter().any(|r| r.data == record.data) {
+                        continue;
+                    }
+                    let mut record = record;
+                    record.ttl = set.records[0].ttl;
+                    set.records.push(record);
+                }
+                None => node.rrsets.push(RrSet {
+                    rtype,
+                    records: vec![record],
+                }),
+            }
+            record_count += 1;
+        }
+
+        let Some((soa, _)) = soa else {
+            return Err(ZoneError {
+                line: 0,
+                message: format!("no SOA record at the zone apex {origin}"),
+            });
+        };
+        let apex_has_ns = nodes
+            .get(&origin)
+            .is_some_and(|n| n.rrset(RecordType::NS).is_some());
+        if !apex_has_ns {
+            return Err(ZoneError {
+                line: 0,
+                message: format!("no NS record at the zone apex {origin}"),
+            });
+        }
+
+        // Empty non-terminals: every name between a record's owner and the apex exists.
+        let apex_labels = origin.num_labels();
+        let owners: Vec<Name> = nodes.keys().cloned().collect();
+        for owner in owners {
+            for n in (apex_labels + 1)..owner.num_labels() {
+                nodes.entry(owner.trim_to(n as usize)).or_default();
+            }
+        }
+        let mut has_delegations = false;
+        let mut has_wildcards = false;
+        for (name, node) in nodes.iter_mut() {
+            if *name != origin && node.rrset(RecordType::NS).is_some() {
+                node.delegation = true;
+                has_delegations = true;
+            }
+            has_wildcards |= name.is_wildcard();
+            // A stable order: SOA and NS first, which also makes ANY answers predictable.
+            node.rrsets.sort_by_key(|s| u16::from(s.rtype));
+        }
+
+        let mut negative_soa = soa.clone();
+        if let RData::SOA(s) = &soa.data {
+            negative_soa.ttl = soa.ttl.min(s.minimum);
+        }
+        Ok(Self {
+            origin,
+            soa,
+            negative_soa,
+            nodes,
+            record_count,
+            has_delegations,
+            has_wildcards,
+        })
+    }
+
+    pub fn origin(&self) -> &Name {
+        &self.origin
+    }
+
+    pub fn soa(&self) -> &Record {
+        &self.soa
+    }
+
+    pub fn serial(&self) -> u32 {
+        match &self.soa.data {
+            RData::SOA(soa) => soa.serial,
+            _ => 0,
+        }
+    }
+
+    pub fn record_count(&self) -> usize {
+        self.record_count
+    }
+
+    pub fn node(&self, name: &Name) -> Option<&Node> {
+        self.nodes.get(name)
+    }
+
+    /// Every record, in no particular order.
+    pub fn records(&self) -> impl Iterator<Item = &Record> {
+        self.nodes
+            .values()
+            .flat_map(|n| n.rrsets.iter().flat_map(|s| s.records.iter()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn build(text: &str) -> Result<Zone, ZoneError> {
+        Zone::from_master_text(&Name::from_ascii("example.test.").unwrap(), text)
+    }
+
+    const HEAD: &str =
+        "$TTL 300\n@ SOA ns1 hostmaster 1 3600 600 86400 300\n@ NS ns1\nns1 A 192.0.2.1\n";
+
+    #[test]
+    fn a_minimal_zone_builds() {
+        let z = build(HEAD).unwrap();
+        assert_eq!(z.serial(), 1);
+        assert_eq!(z.record_count(), 3);
+    }
+
+    #[test]
+    fn cname_beside_other_data_is_refused_with_both_lines() {
+        let e = build(&format!("{HEAD}www A 192.0.2.2\nwww CNAME ns1\n")).unwrap_err();
+        assert_eq!(e.line, 6);
+        assert!(e.message.contains("line 5"), "{e}");
+    }
+
+    #[test]
+    fn record_outside_the_zone_is_refused() {
+        let e = build(&format!("{HEAD}www.other.test. A 192.0.2.2\n")).unwrap_err();
+        assert_eq!(e.line, 5);
+    }
+
+    #[test]
+    fn missing_soa_is_refused() {
+        let e = build("$TTL 300\n@ NS ns1\n").unwrap_err();
+        assert!(e.message.contains("SOA"), "{e}");
+    }
+
+    #[test]
+    fn empty_non_terminals_exist() {
+        let z = build(&format!("{HEAD}a.b.c A 192.0.2.9\n")).unwrap();
+        assert!(
+            z.node(&Name::from_ascii("c.example.test.").unwrap())
+                .is_some()
+        );
+        assert!(
+            z.node(&Name::from_ascii("B.C.example.test.").unwrap())
+                .is_some()
+        );
+    }
+}
