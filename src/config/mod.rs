@@ -148,13 +148,20 @@ impl Config {
         let deserializer = serde_yaml::Deserializer::from_str(text);
         let config: Config = serde_path_to_error::deserialize(deserializer).map_err(|e| {
             let path = e.path().to_string();
-            let inner = e.into_inner();
+            let mut message = e.into_inner().to_string();
+            // serde_yaml repeats the path in front of its message; we already give it.
+            if let Some((head, rest)) = message.split_once(": ")
+                && !head.contains(' ')
+                && path.contains(head)
+            {
+                message = rest.to_string();
+            }
             let path = if path == "." {
                 "(top level)".to_string()
             } else {
                 path
             };
-            invalid(path, inner.to_string())
+            invalid(path, message)
         })?;
         config
             .validate()
@@ -237,8 +244,11 @@ mod tests {
         let err = Config::from_yaml("dns:\n  lisen: []\n", "c.yaml")
             .unwrap_err()
             .to_string();
-        assert!(err.starts_with("c.yaml: dns: "), "{err}");
-        assert!(err.contains("lisen"), "{err}");
+        assert!(
+            err.starts_with("c.yaml: dns.lisen: unknown field `lisen`"),
+            "{err}"
+        );
+        assert!(err.contains("line 2"), "{err}");
     }
 
     #[test]

@@ -1,0 +1,251 @@
+//! Test support: a real daemon on ephemeral loopback ports, and small real clients (DNS over
+//! UDP and TCP, HTTP/1.1, dig) that talk to it over sockets.
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::str::FromStr;
+use std::time::Duration;
+
+use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query};
+use hickory_proto::rr::{Name, RecordType};
+use mailzone::config::Config;
+use mailzone::daemon::Daemon;
+
+pub const TOKEN: &str = "test-token-0123456789abcdef";
+
+/// The standard zone most tests use.
+pub const EXAMPLE_ZONE: &str = include_str!("../../zones/example.test.zone");
+
+/// A daemon running in its own runtime, with its own zones and keys folders.
+pub struct TestDaemon {
+    pub dir: tempfile::TempDir,
+    pub dns: SocketAddr,
+    pub http: SocketAddr,
+    runtime: Option<tokio::runtime::Runtime>,
+    daemon: Option<Daemon>,
+}
+
+impl TestDaemon {
+    /// Starts a daemon serving the given `(file name, text)` zone files.
+    pub fn start(zones: &[(&str, &str)]) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let zones_dir = dir.path().join("zones");
+        std::fs::create_dir(&zones_dir).unwrap();
+        for (name, text) in zones {
+            std::fs::write(zones_dir.join(name), text).unwrap();
+        }
+        let config = test_config(dir.path());
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let daemon = runtime.block_on(Daemon::start(config)).unwrap();
+        Self {
+            dns: daemon.dns_addrs()[0],
+            http: daemon.http_addr(),
+            dir,
+            runtime: Some(runtime),
+            daemon: Some(daemon),
+        }
+    }
+
+    pub fn example() -> Self {
+        Self::start(&[("example.test.zone", EXAMPLE_ZONE)])
+    }
+
+    pub fn zones_dir(&self) -> PathBuf {
+        self.dir.path().join("zones")
+    }
+
+    pub fn daemon(&self) -> &Daemon {
+        self.daemon.as_ref().unwrap()
+    }
+}
+
+impl Drop for TestDaemon {
+    fn drop(&mut self) {
+        if let (Some(rt), Some(d)) = (self.runtime.take(), self.daemon.take()) {
+            rt.block_on(d.shutdown());
+            rt.shutdown_timeout(Duration::from_secs(2));
+        }
+    }
+}
+
+/// A configuration on ephemeral loopback ports inside `root`.
+pub fn test_config(root: &Path) -> Config {
+    let mut config = Config {
+        zones_dir: root.join("zones"),
+        keys_dir: root.join("keys"),
+        ..Config::default()
+    };
+    config.dns.listen = vec![SocketAddr::from(([127, 0, 0, 1], 0))];
+    config.http.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+    config.http.token = Some(TOKEN.to_string());
+    config
+}
+
+/// How to send a query.
+#[derive(Clone)]
+pub struct Ask {
+    pub edns: Option<u16>,
+    pub edns_version: u8,
+    pub rd: bool,
+}
+
+impl Default for Ask {
+    fn default() -> Self {
+        Self {
+            edns: Some(1232),
+            edns_version: 0,
+            rd: false,
+        }
+    }
+}
+
+pub fn query_message(name: &str, qtype: RecordType, ask: &Ask) -> Message {
+    let mut m = Message::new(0x5a5a, MessageType::Query, OpCode::Query);
+    m.metadata.recursion_desired = ask.rd;
+    m.add_query(Query::query(Name::from_str(name).unwrap(), qtype));
+    if let Some(size) = ask.edns {
+        let mut e = Edns::new();
+        e.set_max_payload(size);
+        e.set_version(ask.edns_version);
+        m.set_edns(e);
+    }
+    m
+}
+
+/// Sends raw bytes over UDP and returns the raw reply, or None on timeout.
+pub fn udp_raw(server: SocketAddr, bytes: &[u8]) -> Option<Vec<u8>> {
+    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_millis(700)))
+        .unwrap();
+    socket.send_to(bytes, server).unwrap();
+    let mut buf = vec![0u8; 65535];
+    match socket.recv_from(&mut buf) {
+        Ok((n, _)) => {
+            buf.truncate(n);
+            Some(buf)
+        }
+        Err(_) => None,
+    }
+}
+
+pub fn udp(server: SocketAddr, name: &str, qtype: RecordType) -> Message {
+    udp_with(server, name, qtype, &Ask::default())
+}
+
+pub fn udp_with(server: SocketAddr, name: &str, qtype: RecordType, ask: &Ask) -> Message {
+    let bytes = query_message(name, qtype, ask).to_vec().unwrap();
+    let reply = udp_raw(server, &bytes).expect("no UDP answer");
+    Message::from_vec(&reply).unwrap()
+}
+
+/// Sends raw bytes over TCP (length-prefixed) and returns the raw reply.
+pub fn tcp_raw(server: SocketAddr, bytes: &[u8]) -> Vec<u8> {
+    let mut s = TcpStream::connect(server).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    let mut out = (bytes.len() as u16).to_be_bytes().to_vec();
+    out.extend_from_slice(bytes);
+    s.write_all(&out).unwrap();
+    let mut len = [0u8; 2];
+    s.read_exact(&mut len).unwrap();
+    let mut reply = vec![0u8; u16::from_be_bytes(len) as usize];
+    s.read_exact(&mut reply).unwrap();
+    reply
+}
+
+pub fn tcp(server: SocketAddr, name: &str, qtype: RecordType) -> Message {
+    let bytes = query_message(name, qtype, &Ask::default())
+        .to_vec()
+        .unwrap();
+    Message::from_vec(&tcp_raw(server, &bytes)).unwrap()
+}
+
+/// Runs dig against the daemon; returns stdout.
+pub fn dig(server: SocketAddr, args: &[&str]) -> String {
+    let out = Command::new("dig")
+        .arg(format!("@{}", server.ip()))
+        .arg("-p")
+        .arg(server.port().to_string())
+        .args(["+time=2", "+tries=1"])
+        .args(args)
+        .output()
+        .expect("dig is not installed: run the README's test command, which installs it");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A minimal HTTP/1.1 exchange; returns (status, body).
+pub fn http(
+    server: SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<&str>,
+) -> (u16, String) {
+    let mut s = TcpStream::connect(server).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n");
+    if let Some(t) = token {
+        req.push_str(&format!("Authorization: Bearer {t}\r\n"));
+    }
+    let body = body.unwrap_or("");
+    if !body.is_empty() || method != "GET" {
+        req.push_str(&format!(
+            "Content-Type: application/json\r\nContent-Length: {}\r\n",
+            body.len()
+        ));
+    }
+    req.push_str("\r\n");
+    req.push_str(body);
+    s.write_all(req.as_bytes()).unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).unwrap();
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let status: u16 = text
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let (head, rest) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        dechunk(rest)
+    } else {
+        rest.to_string()
+    };
+    (status, body)
+}
+
+fn dechunk(mut rest: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, tail)) = rest.split_once("\r\n") {
+        let Ok(n) = usize::from_str_radix(size.trim(), 16) else {
+            break;
+        };
+        if n == 0 || tail.len() < n {
+            break;
+        }
+        out.push_str(&tail[..n]);
+        rest = tail[n..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+pub fn json(body: &str) -> serde_json::Value {
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"))
+}
+
+/// Zone-file text for a small zone `name` whose apex A record is `ip`.
+pub fn small_zone(name: &str, serial: u32, ip: &str) -> String {
+    format!(
+        "$ORIGIN {name}.\n$TTL 300\n@ SOA ns1 hostmaster {serial} 3600 600 86400 60\n@ NS ns1\nns1 A 192.0.2.53\n@ A {ip}\n"
+    )
+}

@@ -1,0 +1,328 @@
+//! HTTP health, status and metrics, the token, and the binary as an operator runs it:
+//! config errors, logs, SIGHUP and SIGTERM.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use hickory_proto::rr::RecordType;
+
+#[test]
+fn healthz_answers_ok() {
+    let d = TestDaemon::example();
+    let (status, body) = http(d.http, "GET", "/healthz", None, None);
+    assert_eq!(status, 200);
+    assert_eq!(body.trim(), "ok");
+}
+
+#[test]
+fn status_lists_each_zone_with_serial_and_record_count_and_the_daemon_version() {
+    let d = TestDaemon::example();
+    let (status, body) = http(d.http, "GET", "/v1/status", None, None);
+    assert_eq!(status, 200);
+    let v = json(&body);
+    assert_eq!(v["version"], env!("CARGO_PKG_VERSION"));
+    assert!(v["uptime_seconds"].is_u64());
+    let z = &v["zones"][0];
+    assert_eq!(z["name"], "example.test.");
+    assert_eq!(z["serial"], 2026112301u32);
+    assert_eq!(z["records"], 30);
+    assert!(z["last_error"].is_null());
+}
+
+#[test]
+fn metrics_count_queries_by_protocol_qtype_and_rcode() {
+    let d = TestDaemon::example();
+    udp(d.dns, "example.test.", RecordType::MX);
+    udp(d.dns, "example.test.", RecordType::MX);
+    udp(d.dns, "nope.example.test.", RecordType::A);
+    tcp(d.dns, "example.org.", RecordType::A);
+    let (status, body) = http(d.http, "GET", "/metrics", None, None);
+    assert_eq!(status, 200);
+    assert!(
+        body.contains(r#"mailzone_dns_queries_total{protocol="udp",qtype="MX",rcode="NOERROR"} 2"#),
+        "{body}"
+    );
+    assert!(
+        body.contains(r#"mailzone_dns_queries_total{protocol="udp",qtype="A",rcode="NXDOMAIN"} 1"#)
+    );
+    assert!(
+        body.contains(r#"mailzone_dns_queries_total{protocol="tcp",qtype="A",rcode="REFUSED"} 1"#)
+    );
+    assert!(body.contains(r#"mailzone_dns_response_seconds_count{protocol="udp"} 3"#));
+    assert!(body.contains("mailzone_zones_loaded 1"));
+    assert!(body.contains("mailzone_reloads_total 0"));
+    assert!(body.contains("mailzone_reload_failures_total 0"));
+}
+
+#[test]
+fn reloads_and_reload_failures_are_counted() {
+    let d = TestDaemon::example();
+    http(d.http, "POST", "/v1/reload", Some(TOKEN), None);
+    std::fs::write(d.zones_dir().join("bad.test.zone"), "garbage\n").unwrap();
+    http(d.http, "POST", "/v1/reload", Some(TOKEN), None);
+    let (_, body) = http(d.http, "GET", "/metrics", None, None);
+    assert!(body.contains("mailzone_reloads_total 2"), "{body}");
+    assert!(body.contains("mailzone_reload_failures_total 1"), "{body}");
+    assert!(body.contains("mailzone_zones_failing 1"), "{body}");
+}
+
+#[test]
+fn reload_needs_the_bearer_token() {
+    let d = TestDaemon::example();
+    let (status, body) = http(d.http, "POST", "/v1/reload", None, None);
+    assert_eq!(status, 401);
+    assert_eq!(json(&body)["error"]["code"], "unauthorized");
+    let (status, _) = http(
+        d.http,
+        "POST",
+        "/v1/reload",
+        Some("wrong-token-wrong-token"),
+        None,
+    );
+    assert_eq!(status, 401);
+}
+
+#[test]
+fn unknown_endpoint_is_a_json_404() {
+    let d = TestDaemon::example();
+    let (status, body) = http(d.http, "GET", "/v1/nope", None, None);
+    assert_eq!(status, 404);
+    assert_eq!(json(&body)["error"]["code"], "not_found");
+}
+
+// ---- the binary, as a child process ----
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_mailzone"))
+}
+
+#[test]
+fn check_config_rejects_an_unknown_key_with_its_path_and_exit_code_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("c.yaml");
+    std::fs::write(
+        &file,
+        "dns:\n  listen: [\"127.0.0.1:5300\"]\n  max_udp_payload: 1232\n  colour: blue\n",
+    )
+    .unwrap();
+    let out = bin().arg("check-config").arg(&file).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("c.yaml: dns.colour: unknown field `colour`"),
+        "{err}"
+    );
+}
+
+#[test]
+fn check_config_rejects_a_bad_value_with_its_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("c.yaml");
+    std::fs::write(&file, "http:\n  listen: localhost\n").unwrap();
+    let out = bin().arg("check-config").arg(&file).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("http.listen"));
+}
+
+#[test]
+fn check_config_prints_the_effective_config() {
+    let out = bin().arg("check-config").output().unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("127.0.0.1:5300"), "{text}");
+    assert!(text.contains("127.0.0.1:8053"), "{text}");
+    assert!(text.contains("max_udp_payload: 1232"), "{text}");
+}
+
+#[test]
+fn serve_refuses_a_bad_config_with_exit_code_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("c.yaml");
+    std::fs::write(&file, "dns: [1, 2]\n").unwrap();
+    let out = bin()
+        .arg("serve")
+        .arg("--config")
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}
+
+/// A daemon child process with JSON logs; its ports are read from its log lines.
+struct ChildDaemon {
+    child: Child,
+    dns: std::net::SocketAddr,
+    http: std::net::SocketAddr,
+    lines: std::sync::mpsc::Receiver<String>,
+    _dir: tempfile::TempDir,
+}
+
+impl ChildDaemon {
+    fn start(zones: &[(&str, &str)]) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("zones")).unwrap();
+        for (n, t) in zones {
+            std::fs::write(dir.path().join("zones").join(n), t).unwrap();
+        }
+        let config = format!(
+            "zones_dir: {}\nkeys_dir: {}\ndns:\n  listen: [\"127.0.0.1:0\"]\nhttp:\n  listen: \"127.0.0.1:0\"\nlog:\n  format: json\n",
+            dir.path().join("zones").display(),
+            dir.path().join("keys").display()
+        );
+        std::fs::write(dir.path().join("c.yaml"), config).unwrap();
+        let mut child = bin()
+            .arg("serve")
+            .arg("--config")
+            .arg(dir.path().join("c.yaml"))
+            .env_remove("RUST_LOG")
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut d = ChildDaemon {
+            child,
+            dns: "0.0.0.0:0".parse().unwrap(),
+            http: "0.0.0.0:0".parse().unwrap(),
+            lines,
+            _dir: dir,
+        };
+        let dns_line = d.wait_for("DNS listening");
+        d.dns = log_field(&dns_line, "addr").parse().unwrap();
+        let http_line = d.wait_for("HTTP listening");
+        d.http = log_field(&http_line, "addr").parse().unwrap();
+        d.wait_for("\"serving\"");
+        d
+    }
+
+    /// Waits for a log line containing `needle`; every line must be JSON.
+    fn wait_for(&mut self, needle: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = self
+                .lines
+                .recv_timeout(left)
+                .unwrap_or_else(|_| panic!("no log line with {needle}"));
+            assert!(
+                serde_json::from_str::<serde_json::Value>(&line).is_ok(),
+                "not a JSON log line: {line}"
+            );
+            if line.contains(needle) {
+                return line;
+            }
+        }
+    }
+
+    fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    }
+}
+
+impl Drop for ChildDaemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn log_field(line: &str, field: &str) -> String {
+    let v: serde_json::Value = serde_json::from_str(line).unwrap();
+    v["fields"][field].as_str().unwrap_or_default().to_string()
+}
+
+#[test]
+fn start_up_logs_addresses_and_zones_as_json() {
+    let d = ChildDaemon::start(&[("one.test.zone", &small_zone("one.test", 1, "192.0.2.1"))]);
+    assert_eq!(d.dns.ip().to_string(), "127.0.0.1");
+    assert_ne!(d.dns.port(), 0);
+    let (status, _) = http(d.http, "GET", "/healthz", None, None);
+    assert_eq!(status, 200);
+    // The zone was announced before "serving".
+    drop(d.lines.try_recv());
+    d.signal("TERM");
+}
+
+#[test]
+fn sighup_reloads_the_zones() {
+    let mut d = ChildDaemon::start(&[("one.test.zone", &small_zone("one.test", 1, "192.0.2.1"))]);
+    std::fs::write(
+        d._dir.path().join("zones/one.test.zone"),
+        small_zone("one.test", 2, "192.0.2.77"),
+    )
+    .unwrap();
+    d.signal("HUP");
+    d.wait_for("reload done");
+    let m = udp(d.dns, "one.test.", RecordType::A);
+    assert_eq!(m.answers[0].data.to_string(), "192.0.2.77");
+}
+
+#[test]
+fn sigterm_shuts_down_gracefully() {
+    let mut d = ChildDaemon::start(&[("one.test.zone", &small_zone("one.test", 1, "192.0.2.1"))]);
+    d.signal("TERM");
+    d.wait_for("stopped");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(status) = d.child.try_wait().unwrap() {
+            assert!(status.success(), "exit status {status}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still running 10 s after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn sigint_shuts_down_gracefully() {
+    let mut d = ChildDaemon::start(&[("one.test.zone", &small_zone("one.test", 1, "192.0.2.1"))]);
+    d.signal("INT");
+    d.wait_for("stopped");
+    let status = d.child.wait().unwrap();
+    assert!(status.success());
+}
+
+#[test]
+fn generated_api_token_file_is_private_and_never_logged() {
+    use std::os::unix::fs::PermissionsExt;
+    let d = ChildDaemon::start(&[]);
+    let path = d._dir.path().join("keys/api-token");
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+    let dir_mode = std::fs::metadata(d._dir.path().join("keys"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(dir_mode & 0o777, 0o700);
+    let token = std::fs::read_to_string(&path).unwrap().trim().to_string();
+    let (status, _) = http(d.http, "POST", "/v1/reload", Some(&token), None);
+    assert_eq!(status, 200);
+    d.signal("TERM");
+    let mut all = String::new();
+    while let Ok(line) = d.lines.recv_timeout(Duration::from_secs(5)) {
+        all.push_str(&line);
+        if line.contains("stopped") {
+            break;
+        }
+    }
+    assert!(!all.contains(&token), "the token appeared in the log");
+}

@@ -1,0 +1,205 @@
+//! Loading the zones folder: broken files, reloads through the API, serving during reloads.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use common::*;
+use hickory_proto::op::ResponseCode;
+use hickory_proto::rr::{RData, RecordType};
+
+fn apex_a(d: &TestDaemon, zone: &str) -> Option<String> {
+    let m = udp(d.dns, zone, RecordType::A);
+    m.answers.iter().find_map(|r| match &r.data {
+        RData::A(a) => Some(a.to_string()),
+        _ => None,
+    })
+}
+
+fn reload(d: &TestDaemon) -> serde_json::Value {
+    let (status, body) = http(d.http, "POST", "/v1/reload", Some(TOKEN), None);
+    assert_eq!(status, 200, "{body}");
+    json(&body)
+}
+
+#[test]
+fn a_broken_zone_file_is_reported_with_file_and_line_and_others_are_served() {
+    let broken = "$TTL 300\n@ SOA ns1 hostmaster 1 3600 600 86400 60\n@ NS ns1\nns1 A 300.1.1.1\n";
+    let d = TestDaemon::start(&[
+        ("good.test.zone", &small_zone("good.test", 1, "192.0.2.1")),
+        ("broken.test.zone", broken),
+    ]);
+    assert_eq!(apex_a(&d, "good.test.").as_deref(), Some("192.0.2.1"));
+    let m = udp(d.dns, "broken.test.", RecordType::A);
+    assert_eq!(
+        m.metadata.response_code,
+        ResponseCode::Refused,
+        "a zone that never loaded is not served"
+    );
+
+    let (status, body) = http(d.http, "GET", "/v1/status", None, None);
+    assert_eq!(status, 200);
+    let v = json(&body);
+    let zones = v["zones"].as_array().unwrap();
+    let broken = zones.iter().find(|z| z["name"] == "broken.test.").unwrap();
+    let error = broken["last_error"].as_str().unwrap();
+    assert!(
+        error.contains("broken.test.zone:4:"),
+        "file:line expected: {error}"
+    );
+    assert!(error.contains("IPv4"), "{error}");
+    assert_eq!(broken["serving"], false);
+    assert_eq!(v["zones_failing"], 1);
+    assert_eq!(v["zones_loaded"], 1);
+}
+
+#[test]
+fn reload_picks_up_changed_added_and_removed_files() {
+    let d = TestDaemon::start(&[
+        ("one.test.zone", &small_zone("one.test", 1, "192.0.2.1")),
+        ("two.test.zone", &small_zone("two.test", 1, "192.0.2.2")),
+    ]);
+    let dir = d.zones_dir();
+    std::fs::write(
+        dir.join("one.test.zone"),
+        small_zone("one.test", 2, "192.0.2.11"),
+    )
+    .unwrap();
+    std::fs::remove_file(dir.join("two.test.zone")).unwrap();
+    std::fs::write(
+        dir.join("three.test.zone"),
+        small_zone("three.test", 1, "192.0.2.3"),
+    )
+    .unwrap();
+
+    let summary = reload(&d);
+    assert_eq!(summary["zones_loaded"], 2);
+    assert_eq!(apex_a(&d, "one.test.").as_deref(), Some("192.0.2.11"));
+    assert_eq!(
+        udp(d.dns, "two.test.", RecordType::A)
+            .metadata
+            .response_code,
+        ResponseCode::Refused
+    );
+    assert_eq!(apex_a(&d, "three.test.").as_deref(), Some("192.0.2.3"));
+}
+
+#[test]
+fn a_zone_whose_new_file_is_broken_keeps_serving_its_last_good_version() {
+    let d = TestDaemon::start(&[("one.test.zone", &small_zone("one.test", 1, "192.0.2.1"))]);
+    std::fs::write(
+        d.zones_dir().join("one.test.zone"),
+        "$TTL 300\n@ SOA ns1 hostmaster 2 (\n",
+    )
+    .unwrap();
+    let summary = reload(&d);
+    let errors = summary["errors"].as_array().unwrap();
+    assert_eq!(errors.len(), 1);
+    assert!(
+        errors[0].as_str().unwrap().contains("one.test.zone:2:"),
+        "{errors:?}"
+    );
+    assert_eq!(apex_a(&d, "one.test.").as_deref(), Some("192.0.2.1"));
+
+    let (_, body) = http(d.http, "GET", "/v1/status", None, None);
+    let v = json(&body);
+    let z = &v["zones"][0];
+    assert_eq!(z["serving"], true);
+    assert_eq!(z["serial"], 1);
+    assert!(
+        z["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("is never closed"),
+        "{z}"
+    );
+}
+
+#[test]
+fn temp_files_and_dot_files_are_never_loaded_as_zones() {
+    let d = TestDaemon::start(&[
+        ("one.test.zone", &small_zone("one.test", 1, "192.0.2.1")),
+        (
+            ".one.test.zone.tmp-1-1",
+            &small_zone("one.test", 9, "192.0.2.9"),
+        ),
+        (
+            ".hidden.test.zone",
+            &small_zone("hidden.test", 1, "192.0.2.9"),
+        ),
+        ("notes.txt", "not a zone"),
+    ]);
+    assert_eq!(apex_a(&d, "one.test.").as_deref(), Some("192.0.2.1"));
+    assert_eq!(
+        udp(d.dns, "hidden.test.", RecordType::A)
+            .metadata
+            .response_code,
+        ResponseCode::Refused
+    );
+    assert!(
+        !d.zones_dir().join(".one.test.zone.tmp-1-1").exists(),
+        "stale temp files are removed at start"
+    );
+}
+
+#[test]
+fn reload_drops_no_query() {
+    let d = TestDaemon::start(&[("one.test.zone", &small_zone("one.test", 1, "192.0.2.1"))]);
+    let stop = Arc::new(AtomicBool::new(false));
+    let server = d.dns;
+    let asker = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut answered = 0u32;
+            let mut seen = std::collections::HashSet::new();
+            while !stop.load(Ordering::Relaxed) {
+                let m = udp(server, "one.test.", RecordType::A);
+                assert_eq!(m.metadata.response_code, ResponseCode::NoError);
+                let RData::A(a) = &m.answers[0].data else {
+                    panic!("no A")
+                };
+                seen.insert(a.to_string());
+                answered += 1;
+            }
+            (answered, seen)
+        })
+    };
+    for i in 0..20u32 {
+        let ip = if i % 2 == 0 { "192.0.2.2" } else { "192.0.2.1" };
+        std::fs::write(
+            d.zones_dir().join("one.test.zone"),
+            small_zone("one.test", 2 + i, ip),
+        )
+        .unwrap();
+        reload(&d);
+    }
+    stop.store(true, Ordering::Relaxed);
+    // `udp` panics on a timeout: reaching here means every query was answered.
+    let (answered, seen) = asker
+        .join()
+        .expect("a query was lost or wrong during reloads");
+    assert!(answered > 20, "only {answered} queries");
+    assert!(
+        seen.contains("192.0.2.2"),
+        "the new version was served: {seen:?}"
+    );
+}
+
+#[test]
+fn include_directive_is_refused() {
+    let text = format!(
+        "{}$INCLUDE /etc/passwd\n",
+        small_zone("inc.test", 1, "192.0.2.1")
+    );
+    let d = TestDaemon::start(&[("inc.test.zone", &text)]);
+    let (_, body) = http(d.http, "GET", "/v1/status", None, None);
+    let v = json(&body);
+    assert!(
+        v["zones"][0]["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("inc.test.zone:7: $INCLUDE"),
+        "{v}"
+    );
+}
