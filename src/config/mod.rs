@@ -9,6 +9,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::zone::serial::SerialScheme;
+
 /// Everything the daemon needs to start. Every field has a default, so an empty file (or no
 /// file at all) runs the example zone on loopback ports.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -21,6 +23,43 @@ pub struct Config {
     pub dns: DnsConfig,
     pub http: HttpConfig,
     pub log: LogConfig,
+    /// What a zone created through the API gets when the request does not say.
+    pub zone_defaults: ZoneDefaults,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ZoneDefaults {
+    /// How SOA serials are bumped on every change: `date` (YYYYMMDDnn), `unixtime`, `increment`.
+    pub serial: SerialScheme,
+    /// Name servers of a new zone when the request lists none (absolute names).
+    pub nameservers: Vec<String>,
+    /// SOA RNAME (the responsible mailbox, `hostmaster.example.net.`); default
+    /// `hostmaster.<zone>`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hostmaster: Option<String>,
+    /// TTL of new records when none is given.
+    pub ttl: u32,
+    pub refresh: u32,
+    pub retry: u32,
+    pub expire: u32,
+    /// SOA MINIMUM: the TTL of negative answers (RFC 2308).
+    pub minimum: u32,
+}
+
+impl Default for ZoneDefaults {
+    fn default() -> Self {
+        Self {
+            serial: SerialScheme::Date,
+            nameservers: Vec::new(),
+            hostmaster: None,
+            ttl: 3600,
+            refresh: 3600,
+            retry: 900,
+            expire: 1_209_600,
+            minimum: 300,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -49,6 +88,8 @@ pub struct HttpConfig {
     /// `<keys_dir>/api-token` (mode 0600).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub token: Option<String>,
+    /// Largest request body accepted; larger ones get 413.
+    pub max_body_bytes: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -74,6 +115,7 @@ impl Default for Config {
             dns: DnsConfig::default(),
             http: HttpConfig::default(),
             log: LogConfig::default(),
+            zone_defaults: ZoneDefaults::default(),
         }
     }
 }
@@ -95,6 +137,7 @@ impl Default for HttpConfig {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8053)),
             token: None,
+            max_body_bytes: 1 << 20,
         }
     }
 }
@@ -207,6 +250,31 @@ impl Config {
                 "http.token".into(),
                 "must be at least 16 characters without spaces".into(),
             ));
+        }
+        let zd = &self.zone_defaults;
+        for (i, ns) in zd.nameservers.iter().enumerate() {
+            if !ns.ends_with('.') || hickory_proto::rr::Name::from_ascii(ns).is_err() {
+                return Err((
+                    format!("zone_defaults.nameservers[{i}]"),
+                    format!("{ns:?} is not an absolute domain name (it must end with a dot)"),
+                ));
+            }
+        }
+        if let Some(h) = &zd.hostmaster
+            && (!h.ends_with('.') || hickory_proto::rr::Name::from_ascii(h).is_err())
+        {
+            return Err((
+                "zone_defaults.hostmaster".into(),
+                format!("{h:?} is not an absolute domain name (it must end with a dot)"),
+            ));
+        }
+        for (key, v) in [("ttl", zd.ttl), ("refresh", zd.refresh), ("retry", zd.retry), ("expire", zd.expire), ("minimum", zd.minimum)] {
+            if v > crate::zone::master::MAX_TTL {
+                return Err((format!("zone_defaults.{key}"), format!("{v} is larger than {}", crate::zone::master::MAX_TTL)));
+            }
+        }
+        if self.http.max_body_bytes < 1024 {
+            return Err(("http.max_body_bytes".into(), "must be at least 1024".into()));
         }
         if self.zones_dir.as_os_str().is_empty() {
             return Err(("zones_dir".into(), "must not be empty".into()));

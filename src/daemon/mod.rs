@@ -6,6 +6,7 @@
 //! read the bound addresses back. It must not parse DNS or HTTP itself.
 
 pub mod token;
+pub mod writer;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

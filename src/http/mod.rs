@@ -1,12 +1,12 @@
 //! The HTTP side: health, status, Prometheus metrics and the `/v1` API.
 //!
 //! This module owns routes, the bearer-token check and the JSON error shape
-//! `{"error": {"code", "message"}}`. It must not change state itself: mutations go through
+//! `{"error": {"code", "message", "field"}}` (`field` only when one request field is at fault). It must not change state itself: mutations go through
 //! the daemon's single writer ([`crate::daemon::Shared`]).
 
 use std::sync::Arc;
 
-use axum::extract::{Request, State};
+use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -16,6 +16,8 @@ use serde::Serialize;
 use serde_json::json;
 
 use crate::daemon::Shared;
+
+pub mod zones;
 use crate::zone::ZoneStatus;
 
 type AppState = Arc<Shared>;
@@ -27,7 +29,12 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/metrics", get(metrics))
         .route("/v1/status", get(status))
         .route("/v1/reload", post(reload))
+        .route("/v1/zones", get(zones::list).post(zones::create))
+        .route("/v1/zones/{zone}", get(zones::show).delete(zones::delete))
+        .route("/v1/zones/{zone}/records", get(zones::records).patch(zones::patch_records))
+        .route("/v1/zones/{zone}/export", get(zones::export))
         .fallback(not_found)
+        .layer(DefaultBodyLimit::max(shared.config.http.max_body_bytes))
         .layer(middleware::from_fn_with_state(
             shared.clone(),
             count_requests,
@@ -41,6 +48,8 @@ pub struct ApiError {
     pub status: StatusCode,
     pub code: &'static str,
     pub message: String,
+    /// The request field at fault (`name`, `operations[1].records[0]`), when one is.
+    pub field: Option<String>,
 }
 
 impl ApiError {
@@ -49,13 +58,23 @@ impl ApiError {
             status,
             code,
             message: message.into(),
+            field: None,
         }
+    }
+
+    pub fn with_field(mut self, field: impl Into<String>) -> Self {
+        self.field = Some(field.into());
+        self
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = json!({"error": {"code": self.code, "message": self.message}});
+        let mut error = json!({"code": self.code, "message": self.message});
+        if let Some(field) = self.field {
+            error["field"] = json!(field);
+        }
+        let body = json!({ "error": error });
         (self.status, Json(body)).into_response()
     }
 }

@@ -6,9 +6,12 @@
 //! built [`Zone`] is immutable: a change builds a new one and the snapshot is swapped. It must
 //! not do I/O: reading files is [`set`]'s job, the wire format is `dns`'s.
 
+pub mod edit;
 pub mod lookup;
 pub mod master;
+pub mod serial;
 pub mod set;
+pub mod writer;
 
 use std::collections::HashMap;
 
@@ -72,6 +75,15 @@ impl From<MasterFileError> for ZoneError {
     }
 }
 
+/// " (line N)" naming the other record of a conflict, when it came from a file.
+fn from_line(line: usize) -> String {
+    if line > 0 {
+        format!(" (line {line})")
+    } else {
+        String::new()
+    }
+}
+
 impl Zone {
     /// Parses master-file text into a zone.
     pub fn from_master_text(origin: &Name, text: &str) -> Result<Self, ZoneError> {
@@ -105,7 +117,7 @@ impl Zone {
                     }
                     if let Some((_, first)) = &soa {
                         return fail(format!(
-                            "a second SOA record (the first is on line {first})"
+                            "a second SOA record{}", from_line(*first)
                         ));
                     }
                     soa = Some((record.clone(), line));
@@ -113,14 +125,16 @@ impl Zone {
                 RecordType::CNAME => {
                     if let Some(first) = cname_lines.get(&record.name) {
                         return fail(format!(
-                            "a second CNAME at {} (the first is on line {first})",
-                            record.name
+                            "a second CNAME at {}{}",
+                            record.name,
+                            from_line(*first)
                         ));
                     }
                     if let Some(other) = other_lines.get(&record.name) {
                         return fail(format!(
-                            "CNAME at {} beside other data (line {other})",
-                            record.name
+                            "CNAME at {} beside other data{}",
+                            record.name,
+                            from_line(*other)
                         ));
                     }
                     cname_lines.insert(record.name.clone(), line);
@@ -128,8 +142,9 @@ impl Zone {
                 _ => {
                     if let Some(c) = cname_lines.get(&record.name) {
                         return fail(format!(
-                            "{rtype} at {} beside a CNAME (line {c})",
-                            record.name
+                            "{rtype} at {} beside a CNAME{}",
+                            record.name,
+                            from_line(*c)
                         ));
                     }
                     other_lines.entry(record.name.clone()).or_insert(line);

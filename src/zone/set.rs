@@ -113,6 +113,31 @@ impl ZoneSet {
         &self.statuses
     }
 
+    /// A copy of this set with `zone` added or replaced, read from or written to `file`.
+    pub fn with_zone(&self, zone: Arc<Zone>, file: PathBuf) -> ZoneSet {
+        let mut zones: Vec<Arc<Zone>> = self.zones.values().filter(|z| z.origin() != zone.origin()).cloned().collect();
+        let mut statuses: Vec<ZoneStatus> = self.statuses.iter().filter(|s| s.file != file).cloned().collect();
+        statuses.push(ZoneStatus {
+            name: zone.origin().to_ascii(),
+            file,
+            serial: Some(zone.serial()),
+            records: zone.record_count(),
+            serving: true,
+            last_error: None,
+            loaded_at: Some(unix_now()),
+        });
+        statuses.sort_by(|a, b| a.name.cmp(&b.name));
+        zones.push(zone);
+        ZoneSet::from_zones(zones, statuses)
+    }
+
+    /// A copy of this set without the zone `origin` and without the status of `file`.
+    pub fn without_zone(&self, origin: &Name, file: &Path) -> ZoneSet {
+        let zones: Vec<Arc<Zone>> = self.zones.values().filter(|z| z.origin() != origin).cloned().collect();
+        let statuses = self.statuses.iter().filter(|s| s.file != file).cloned().collect();
+        ZoneSet::from_zones(zones, statuses)
+    }
+
     /// Reads every `*.zone` file of `dir`. `previous` is the snapshot being served: a zone
     /// whose new file is broken keeps its previous version.
     pub fn load_dir(dir: &Path, previous: Option<&ZoneSet>) -> Result<LoadReport, std::io::Error> {
@@ -122,10 +147,7 @@ impl ZoneSet {
             .collect();
         files.sort();
 
-        let now = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
+        let now = unix_now();
         let mut zones = Vec::with_capacity(files.len());
         let mut statuses = Vec::with_capacity(files.len());
         let mut errors = Vec::new();
@@ -204,6 +226,20 @@ impl ZoneSet {
             errors,
         })
     }
+}
+
+/// Seconds since the Unix epoch.
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// The file that holds zone `origin` in `dir`: `<zone>.zone`, lower case, no trailing dot.
+pub fn zone_file(dir: &Path, origin: &Name) -> PathBuf {
+    let name = origin.to_lowercase().to_ascii();
+    dir.join(format!("{}.zone", name.trim_end_matches('.')))
 }
 
 /// Zone files are `<zone>.zone`; dot-files and editor or temp files are not zones.

@@ -1,0 +1,349 @@
+//! `/v1/zones`: hosted zones and their rrsets as JSON.
+//!
+//! This module owns the JSON shapes of zones and rrsets and turns request bodies into
+//! validated changes, naming the offending field (`operations[2].records[0]`) on error. It
+//! never writes: every change goes to the daemon's single writer.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use hickory_proto::rr::{Name, RData, RecordType};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use super::{ApiError, require_token};
+use crate::daemon::Shared;
+use crate::daemon::writer::{SoaRequest, WriteError};
+use crate::zone::edit::{ChangeKind, RrsetChange};
+use crate::zone::master::{MAX_TTL, parse_api_name, parse_rdata_text, parse_record_type};
+use crate::zone::{Zone, writer};
+
+type AppState = Arc<Shared>;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateZone {
+    pub name: String,
+    #[serde(default)]
+    pub nameservers: Vec<String>,
+    #[serde(default)]
+    pub soa: Option<SoaJson>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SoaJson {
+    pub mname: Option<String>,
+    pub rname: Option<String>,
+    pub refresh: Option<u32>,
+    pub retry: Option<u32>,
+    pub expire: Option<u32>,
+    pub minimum: Option<u32>,
+    pub ttl: Option<u32>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PatchRecords {
+    pub operations: Vec<Operation>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Operation {
+    pub op: OpKind,
+    pub name: String,
+    #[serde(rename = "type")]
+    pub rtype: String,
+    #[serde(default)]
+    pub ttl: Option<u32>,
+    #[serde(default)]
+    pub records: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OpKind {
+    Add,
+    Replace,
+    Delete,
+}
+
+/// An rrset as the API shows it: record data in presentation format.
+#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RrsetJson {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub rtype: String,
+    pub ttl: u32,
+    pub records: Vec<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct ZoneJson {
+    name: String,
+    serial: u32,
+    records: usize,
+    soa: String,
+    nameservers: Vec<String>,
+}
+
+fn zone_json(zone: &Zone) -> ZoneJson {
+    let nameservers = zone
+        .node(zone.origin())
+        .and_then(|n| n.rrset(RecordType::NS))
+        .map(|s| s.records.iter().map(|r| writer::rdata_text(&r.data)).collect())
+        .unwrap_or_default();
+    ZoneJson {
+        name: zone.origin().to_ascii(),
+        serial: zone.serial(),
+        records: zone.record_count(),
+        soa: writer::rdata_text(&zone.soa().data),
+        nameservers,
+    }
+}
+
+fn bad(field: impl Into<String>, message: impl Into<String>) -> ApiError {
+    ApiError::new(StatusCode::BAD_REQUEST, "invalid", message).with_field(field)
+}
+
+/// Parses a JSON body, naming the field at fault.
+fn parse_body<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> Result<T, ApiError> {
+    let body = body.map_err(|r| {
+        if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", "the request body is over the size limit")
+        } else {
+            ApiError::new(StatusCode::BAD_REQUEST, "invalid", r.body_text())
+        }
+    })?;
+    let mut de = serde_json::Deserializer::from_slice(&body);
+    serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let field = e.path().to_string();
+        let field = if field == "." { String::new() } else { field };
+        let message = e.into_inner().to_string();
+        let err = ApiError::new(StatusCode::BAD_REQUEST, "invalid", format!("invalid JSON body: {message}"));
+        if field.is_empty() { err } else { err.with_field(field) }
+    })
+}
+
+fn zone_name(text: &str) -> Result<Name, ApiError> {
+    let mut name = parse_api_name(text, &Name::root()).map_err(|m| bad("zone", m))?;
+    name.set_fqdn(true);
+    if name.is_root() || name.is_wildcard() {
+        return Err(bad("zone", format!("{text} is not a zone name")));
+    }
+    Ok(name.to_lowercase())
+}
+
+fn write_error(e: WriteError) -> ApiError {
+    match e {
+        WriteError::NotFound(z) => ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("zone {z} not found")),
+        WriteError::Conflict(m) => ApiError::new(StatusCode::CONFLICT, "conflict", m),
+        WriteError::Invalid(e) => {
+            let err = ApiError::new(StatusCode::BAD_REQUEST, "invalid", e.message);
+            match e.operation {
+                Some(i) => err.with_field(format!("operations[{i}]")),
+                None => err,
+            }
+        }
+        WriteError::Io { .. } => {
+            tracing::error!(error = %e, "zone write failed");
+            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "io", e.to_string())
+        }
+    }
+}
+
+pub async fn list(State(shared): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
+    require_token(&shared, &headers)?;
+    let set = shared.zones.load();
+    let mut zones: Vec<ZoneJson> = set.zones().map(|z| zone_json(z)).collect();
+    zones.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(Json(zones).into_response())
+}
+
+pub async fn create(
+    State(shared): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    require_token(&shared, &headers)?;
+    let req: CreateZone = parse_body(body)?;
+    let origin = zone_name(&req.name).map_err(|e| e.with_field("name"))?;
+    let mut nameservers = Vec::new();
+    for (i, ns) in req.nameservers.iter().enumerate() {
+        let field = format!("nameservers[{i}]");
+        if !ns.ends_with('.') {
+            return Err(bad(field, format!("{ns} must be an absolute name ending with a dot")));
+        }
+        nameservers.push(parse_api_name(ns, &Name::root()).map_err(|m| bad(field, m))?);
+    }
+    if nameservers.is_empty() && shared.config.zone_defaults.nameservers.is_empty() {
+        return Err(bad("nameservers", "at least one name server is needed (and zone_defaults.nameservers is empty)"));
+    }
+    let soa = req.soa.unwrap_or_default();
+    let absolute = |v: &Option<String>, field: &str| -> Result<Option<Name>, ApiError> {
+        v.as_deref()
+            .map(|t| {
+                if !t.ends_with('.') {
+                    return Err(bad(field, format!("{t} must be an absolute name ending with a dot")));
+                }
+                parse_api_name(t, &Name::root()).map_err(|m| bad(field, m))
+            })
+            .transpose()
+    };
+    for (field, v) in [
+        ("soa.refresh", soa.refresh),
+        ("soa.retry", soa.retry),
+        ("soa.expire", soa.expire),
+        ("soa.minimum", soa.minimum),
+        ("soa.ttl", soa.ttl),
+    ] {
+        if v.is_some_and(|v| v > MAX_TTL) {
+            return Err(bad(field, format!("must be at most {MAX_TTL}")));
+        }
+    }
+    let request = SoaRequest {
+        mname: absolute(&soa.mname, "soa.mname")?,
+        rname: absolute(&soa.rname, "soa.rname")?,
+        refresh: soa.refresh,
+        retry: soa.retry,
+        expire: soa.expire,
+        minimum: soa.minimum,
+        ttl: soa.ttl,
+    };
+    let zone = shared.create_zone(origin, nameservers, request).await.map_err(write_error)?;
+    Ok((StatusCode::CREATED, Json(zone_json(&zone))).into_response())
+}
+
+fn served_zone(shared: &Shared, zone: &str) -> Result<Arc<Zone>, ApiError> {
+    let origin = zone_name(zone)?;
+    shared
+        .zones
+        .load()
+        .get(&origin)
+        .cloned()
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("zone {origin} not found")))
+}
+
+pub async fn show(State(shared): State<AppState>, headers: HeaderMap, Path(zone): Path<String>) -> Result<Response, ApiError> {
+    require_token(&shared, &headers)?;
+    let zone = served_zone(&shared, &zone)?;
+    Ok(Json(zone_json(&zone)).into_response())
+}
+
+pub async fn delete(State(shared): State<AppState>, headers: HeaderMap, Path(zone): Path<String>) -> Result<Response, ApiError> {
+    require_token(&shared, &headers)?;
+    let origin = zone_name(&zone)?;
+    shared.delete_zone(&origin).await.map_err(write_error)?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+#[derive(Debug, Deserialize)]
+pub struct RecordFilter {
+    name: Option<String>,
+    #[serde(rename = "type")]
+    rtype: Option<String>,
+}
+
+/// Every rrset of the zone, in canonical order, optionally filtered by name and type.
+pub fn rrsets(zone: &Zone, name: Option<&Name>, rtype: Option<RecordType>) -> Vec<RrsetJson> {
+    let mut records: Vec<_> = zone
+        .records()
+        .filter(|r| name.is_none_or(|n| r.name == *n))
+        .filter(|r| rtype.is_none_or(|t| r.record_type() == t))
+        .collect();
+    records.sort_by_cached_key(|r| (r.name.clone(), u16::from(r.record_type()), writer::rdata_text(&r.data)));
+    let mut out: Vec<RrsetJson> = Vec::new();
+    for r in records {
+        let name = r.name.to_ascii();
+        let rtype = r.record_type().to_string();
+        let data = writer::rdata_text(&r.data);
+        match out.last_mut() {
+            Some(last) if last.name == name && last.rtype == rtype => last.records.push(data),
+            _ => out.push(RrsetJson {
+                name,
+                rtype,
+                ttl: r.ttl,
+                records: vec![data],
+            }),
+        }
+    }
+    out
+}
+
+pub async fn records(
+    State(shared): State<AppState>,
+    headers: HeaderMap,
+    Path(zone): Path<String>,
+    Query(filter): Query<RecordFilter>,
+) -> Result<Response, ApiError> {
+    require_token(&shared, &headers)?;
+    let zone = served_zone(&shared, &zone)?;
+    let name = filter
+        .name
+        .as_deref()
+        .map(|n| parse_api_name(n, zone.origin()).map_err(|m| bad("name", m)))
+        .transpose()?;
+    let rtype = filter
+        .rtype
+        .as_deref()
+        .map(|t| t.to_ascii_uppercase().parse::<RecordType>().map_err(|_| bad("type", format!("unknown type {t}"))))
+        .transpose()?;
+    Ok(Json(rrsets(&zone, name.as_ref(), rtype)).into_response())
+}
+
+pub async fn patch_records(
+    State(shared): State<AppState>,
+    headers: HeaderMap,
+    Path(zone): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    require_token(&shared, &headers)?;
+    let zone = served_zone(&shared, &zone)?;
+    let req: PatchRecords = parse_body(body)?;
+    if req.operations.is_empty() {
+        return Err(bad("operations", "no operations"));
+    }
+    let origin = zone.origin().clone();
+    let mut changes = Vec::with_capacity(req.operations.len());
+    for (i, op) in req.operations.iter().enumerate() {
+        let at = |f: &str| format!("operations[{i}].{f}");
+        let name = parse_api_name(&op.name, &origin).map_err(|m| bad(at("name"), m))?;
+        if !origin.zone_of(&name) {
+            return Err(bad(at("name"), format!("{name} is outside the zone {origin}")));
+        }
+        let rtype = parse_record_type(&op.rtype).map_err(|m| bad(at("type"), m))?;
+        if op.ttl.is_some_and(|t| t > MAX_TTL) {
+            return Err(bad(at("ttl"), format!("must be at most {MAX_TTL}")));
+        }
+        let mut records: Vec<RData> = Vec::with_capacity(op.records.len());
+        for (j, text) in op.records.iter().enumerate() {
+            let data = parse_rdata_text(rtype, text, &origin).map_err(|m| bad(at(&format!("records[{j}]")), m))?;
+            records.push(data);
+        }
+        changes.push(RrsetChange {
+            kind: match op.op {
+                OpKind::Add => ChangeKind::Add,
+                OpKind::Replace => ChangeKind::Replace,
+                OpKind::Delete => ChangeKind::Delete,
+            },
+            name,
+            rtype,
+            ttl: op.ttl,
+            records,
+        });
+    }
+    let zone = shared.change_records(&origin, changes).await.map_err(write_error)?;
+    Ok(Json(zone_json(&zone)).into_response())
+}
+
+pub async fn export(State(shared): State<AppState>, headers: HeaderMap, Path(zone): Path<String>) -> Result<Response, ApiError> {
+    require_token(&shared, &headers)?;
+    let zone = served_zone(&shared, &zone)?;
+    Ok(([(header::CONTENT_TYPE, "text/dns; charset=utf-8")], writer::to_master_text(&zone)).into_response())
+}
