@@ -9,6 +9,7 @@
 //!
 //! `main.rs` is only the command line on top of this library.
 
+pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod dns;

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use mailzone::cli::{ApiArgs, ZoneCommand};
 use mailzone::config::{Config, LogFormat};
 use mailzone::daemon::Daemon;
 use tokio::signal::unix::{SignalKind, signal};
@@ -29,6 +30,13 @@ enum Command {
     },
     /// Validate a configuration file and print the effective configuration.
     CheckConfig { file: Option<PathBuf> },
+    /// Manage hosted zones through a running daemon's API.
+    Zone {
+        #[command(flatten)]
+        api: ApiArgs,
+        #[command(subcommand)]
+        command: ZoneCommand,
+    },
 }
 
 /// Exit code for a configuration the daemon refuses.
@@ -53,6 +61,16 @@ fn main() -> ExitCode {
                 ExitCode::SUCCESS
             }
             Err(code) => code,
+        },
+        Command::Zone { api, command } => match mailzone::cli::run_zone(&api, &command) {
+            Ok(out) => {
+                print!("{out}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("mailzone: {e}");
+                ExitCode::FAILURE
+            }
         },
         Command::Serve { config } => {
             let config = match load_config(config.as_ref()) {

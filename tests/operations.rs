@@ -3,8 +3,7 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -152,101 +151,6 @@ fn serve_refuses_a_bad_config_with_exit_code_2() {
     assert_eq!(out.status.code(), Some(2));
 }
 
-/// A daemon child process with JSON logs; its ports are read from its log lines.
-struct ChildDaemon {
-    child: Child,
-    dns: std::net::SocketAddr,
-    http: std::net::SocketAddr,
-    lines: std::sync::mpsc::Receiver<String>,
-    _dir: tempfile::TempDir,
-}
-
-impl ChildDaemon {
-    fn start(zones: &[(&str, &str)]) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::create_dir(dir.path().join("zones")).unwrap();
-        for (n, t) in zones {
-            std::fs::write(dir.path().join("zones").join(n), t).unwrap();
-        }
-        let config = format!(
-            "zones_dir: {}\nkeys_dir: {}\ndns:\n  listen: [\"127.0.0.1:0\"]\nhttp:\n  listen: \"127.0.0.1:0\"\nlog:\n  format: json\n",
-            dir.path().join("zones").display(),
-            dir.path().join("keys").display()
-        );
-        std::fs::write(dir.path().join("c.yaml"), config).unwrap();
-        let mut child = bin()
-            .arg("serve")
-            .arg("--config")
-            .arg(dir.path().join("c.yaml"))
-            .env_remove("RUST_LOG")
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let (tx, lines) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let mut d = ChildDaemon {
-            child,
-            dns: "0.0.0.0:0".parse().unwrap(),
-            http: "0.0.0.0:0".parse().unwrap(),
-            lines,
-            _dir: dir,
-        };
-        let dns_line = d.wait_for("DNS listening");
-        d.dns = log_field(&dns_line, "addr").parse().unwrap();
-        let http_line = d.wait_for("HTTP listening");
-        d.http = log_field(&http_line, "addr").parse().unwrap();
-        d.wait_for("\"serving\"");
-        d
-    }
-
-    /// Waits for a log line containing `needle`; every line must be JSON.
-    fn wait_for(&mut self, needle: &str) -> String {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let line = self
-                .lines
-                .recv_timeout(left)
-                .unwrap_or_else(|_| panic!("no log line with {needle}"));
-            assert!(
-                serde_json::from_str::<serde_json::Value>(&line).is_ok(),
-                "not a JSON log line: {line}"
-            );
-            if line.contains(needle) {
-                return line;
-            }
-        }
-    }
-
-    fn signal(&self, sig: &str) {
-        let ok = Command::new("kill")
-            .arg(format!("-{sig}"))
-            .arg(self.child.id().to_string())
-            .status()
-            .unwrap();
-        assert!(ok.success());
-    }
-}
-
-impl Drop for ChildDaemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn log_field(line: &str, field: &str) -> String {
-    let v: serde_json::Value = serde_json::from_str(line).unwrap();
-    v["fields"][field].as_str().unwrap_or_default().to_string()
-}
-
 #[test]
 fn start_up_logs_addresses_and_zones_as_json() {
     let d = ChildDaemon::start(&[("one.test.zone", &small_zone("one.test", 1, "192.0.2.1"))]);
@@ -263,7 +167,7 @@ fn start_up_logs_addresses_and_zones_as_json() {
 fn sighup_reloads_the_zones() {
     let mut d = ChildDaemon::start(&[("one.test.zone", &small_zone("one.test", 1, "192.0.2.1"))]);
     std::fs::write(
-        d._dir.path().join("zones/one.test.zone"),
+        d.dir.path().join("zones/one.test.zone"),
         small_zone("one.test", 2, "192.0.2.77"),
     )
     .unwrap();
@@ -305,10 +209,10 @@ fn sigint_shuts_down_gracefully() {
 fn generated_api_token_file_is_private_and_never_logged() {
     use std::os::unix::fs::PermissionsExt;
     let d = ChildDaemon::start(&[]);
-    let path = d._dir.path().join("keys/api-token");
+    let path = d.dir.path().join("keys/api-token");
     let mode = std::fs::metadata(&path).unwrap().permissions().mode();
     assert_eq!(mode & 0o777, 0o600);
-    let dir_mode = std::fs::metadata(d._dir.path().join("keys"))
+    let dir_mode = std::fs::metadata(d.dir.path().join("keys"))
         .unwrap()
         .permissions()
         .mode();

@@ -268,9 +268,18 @@ impl Config {
                 format!("{h:?} is not an absolute domain name (it must end with a dot)"),
             ));
         }
-        for (key, v) in [("ttl", zd.ttl), ("refresh", zd.refresh), ("retry", zd.retry), ("expire", zd.expire), ("minimum", zd.minimum)] {
+        for (key, v) in [
+            ("ttl", zd.ttl),
+            ("refresh", zd.refresh),
+            ("retry", zd.retry),
+            ("expire", zd.expire),
+            ("minimum", zd.minimum),
+        ] {
             if v > crate::zone::master::MAX_TTL {
-                return Err((format!("zone_defaults.{key}"), format!("{v} is larger than {}", crate::zone::master::MAX_TTL)));
+                return Err((
+                    format!("zone_defaults.{key}"),
+                    format!("{v} is larger than {}", crate::zone::master::MAX_TTL),
+                ));
             }
         }
         if self.http.max_body_bytes < 1024 {

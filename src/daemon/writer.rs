@@ -51,12 +51,19 @@ fn invalid(message: impl Into<String>) -> WriteError {
 
 impl Shared {
     /// Creates a zone with its SOA and NS records.
-    pub async fn create_zone(&self, origin: Name, nameservers: Vec<Name>, soa: SoaRequest) -> Result<Arc<Zone>, WriteError> {
+    pub async fn create_zone(
+        &self,
+        origin: Name,
+        nameservers: Vec<Name>,
+        soa: SoaRequest,
+    ) -> Result<Arc<Zone>, WriteError> {
         let _writer = self.writer.lock().await;
         let file = zone_file(&self.config.zones_dir, &origin);
         let current = self.zones.load_full();
         if current.get(&origin).is_some() || file.exists() {
-            return Err(WriteError::Conflict(format!("zone {origin} already exists")));
+            return Err(WriteError::Conflict(format!(
+                "zone {origin} already exists"
+            )));
         }
         if current.find(&origin).is_some() {
             // Serving a child zone separately would need a delegation in the parent.
@@ -64,7 +71,10 @@ impl Shared {
         }
         let d = &self.config.zone_defaults;
         let nameservers = if nameservers.is_empty() {
-            d.nameservers.iter().filter_map(|n| Name::from_ascii(n).ok()).collect()
+            d.nameservers
+                .iter()
+                .filter_map(|n| Name::from_ascii(n).ok())
+                .collect()
         } else {
             nameservers
         };
@@ -75,7 +85,8 @@ impl Shared {
         };
         let rname = match (soa.rname, &d.hostmaster) {
             (Some(r), _) => r,
-            (None, Some(h)) => Name::from_ascii(h).map_err(|e| invalid(format!("zone_defaults.hostmaster: {e}")))?,
+            (None, Some(h)) => Name::from_ascii(h)
+                .map_err(|e| invalid(format!("zone_defaults.hostmaster: {e}")))?,
             (None, None) => origin
                 .prepend_label("hostmaster")
                 .map_err(|e| invalid(format!("name: {e}")))?,
@@ -96,7 +107,11 @@ impl Shared {
     }
 
     /// Applies rrset operations to a zone, all or nothing.
-    pub async fn change_records(&self, origin: &Name, changes: Vec<RrsetChange>) -> Result<Arc<Zone>, WriteError> {
+    pub async fn change_records(
+        &self,
+        origin: &Name,
+        changes: Vec<RrsetChange>,
+    ) -> Result<Arc<Zone>, WriteError> {
         let _writer = self.writer.lock().await;
         let current = self.zones.load_full();
         let Some(zone) = current.get(origin).cloned() else {
@@ -143,27 +158,38 @@ impl Shared {
         })?;
         let next = current.without_zone(origin, &file);
         self.zones.store(Arc::new(next));
-        self.metrics.zones_loaded.set(self.zones.load().len() as i64);
+        self.metrics
+            .zones_loaded
+            .set(self.zones.load().len() as i64);
         tracing::info!(zone = %origin, "zone deleted");
         Ok(())
     }
 
     /// Writes the zone file durably, then publishes the zone.
-    async fn store(&self, zone: Zone, file: std::path::PathBuf, current: &crate::zone::ZoneSet) -> Result<Arc<Zone>, WriteError> {
+    async fn store(
+        &self,
+        zone: Zone,
+        file: std::path::PathBuf,
+        current: &crate::zone::ZoneSet,
+    ) -> Result<Arc<Zone>, WriteError> {
         let zone = Arc::new(zone);
         let text = writer::to_master_text(&zone);
         let target = file.clone();
-        tokio::task::spawn_blocking(move || crate::durable::write_atomically(&target, text.as_bytes(), 0o644))
-            .await
-            .map_err(std::io::Error::other)
-            .and_then(|r| r)
-            .map_err(|e| WriteError::Io {
-                file: file.display().to_string(),
-                message: e.to_string(),
-            })?;
+        tokio::task::spawn_blocking(move || {
+            crate::durable::write_atomically(&target, text.as_bytes(), 0o644)
+        })
+        .await
+        .map_err(std::io::Error::other)
+        .and_then(|r| r)
+        .map_err(|e| WriteError::Io {
+            file: file.display().to_string(),
+            message: e.to_string(),
+        })?;
         let next = current.with_zone(zone.clone(), file);
         self.zones.store(Arc::new(next));
-        self.metrics.zones_loaded.set(self.zones.load().len() as i64);
+        self.metrics
+            .zones_loaded
+            .set(self.zones.load().len() as i64);
         tracing::info!(zone = %zone.origin(), serial = zone.serial(), records = zone.record_count(), "zone written");
         Ok(zone)
     }

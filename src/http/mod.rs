@@ -31,7 +31,10 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/v1/reload", post(reload))
         .route("/v1/zones", get(zones::list).post(zones::create))
         .route("/v1/zones/{zone}", get(zones::show).delete(zones::delete))
-        .route("/v1/zones/{zone}/records", get(zones::records).patch(zones::patch_records))
+        .route(
+            "/v1/zones/{zone}/records",
+            get(zones::records).patch(zones::patch_records),
+        )
         .route("/v1/zones/{zone}/export", get(zones::export))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(shared.config.http.max_body_bytes))

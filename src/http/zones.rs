@@ -6,12 +6,12 @@
 
 use std::sync::Arc;
 
+use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
 use hickory_proto::rr::{Name, RData, RecordType};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -97,7 +97,12 @@ fn zone_json(zone: &Zone) -> ZoneJson {
     let nameservers = zone
         .node(zone.origin())
         .and_then(|n| n.rrset(RecordType::NS))
-        .map(|s| s.records.iter().map(|r| writer::rdata_text(&r.data)).collect())
+        .map(|s| {
+            s.records
+                .iter()
+                .map(|r| writer::rdata_text(&r.data))
+                .collect()
+        })
         .unwrap_or_default();
     ZoneJson {
         name: zone.origin().to_ascii(),
@@ -116,7 +121,11 @@ fn bad(field: impl Into<String>, message: impl Into<String>) -> ApiError {
 fn parse_body<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> Result<T, ApiError> {
     let body = body.map_err(|r| {
         if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", "the request body is over the size limit")
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too_large",
+                "the request body is over the size limit",
+            )
         } else {
             ApiError::new(StatusCode::BAD_REQUEST, "invalid", r.body_text())
         }
@@ -126,8 +135,16 @@ fn parse_body<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> Resul
         let field = e.path().to_string();
         let field = if field == "." { String::new() } else { field };
         let message = e.into_inner().to_string();
-        let err = ApiError::new(StatusCode::BAD_REQUEST, "invalid", format!("invalid JSON body: {message}"));
-        if field.is_empty() { err } else { err.with_field(field) }
+        let err = ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid",
+            format!("invalid JSON body: {message}"),
+        );
+        if field.is_empty() {
+            err
+        } else {
+            err.with_field(field)
+        }
     })
 }
 
@@ -142,7 +159,11 @@ fn zone_name(text: &str) -> Result<Name, ApiError> {
 
 fn write_error(e: WriteError) -> ApiError {
     match e {
-        WriteError::NotFound(z) => ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("zone {z} not found")),
+        WriteError::NotFound(z) => ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("zone {z} not found"),
+        ),
         WriteError::Conflict(m) => ApiError::new(StatusCode::CONFLICT, "conflict", m),
         WriteError::Invalid(e) => {
             let err = ApiError::new(StatusCode::BAD_REQUEST, "invalid", e.message);
@@ -158,7 +179,10 @@ fn write_error(e: WriteError) -> ApiError {
     }
 }
 
-pub async fn list(State(shared): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
+pub async fn list(
+    State(shared): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
     require_token(&shared, &headers)?;
     let set = shared.zones.load();
     let mut zones: Vec<ZoneJson> = set.zones().map(|z| zone_json(z)).collect();
@@ -178,19 +202,28 @@ pub async fn create(
     for (i, ns) in req.nameservers.iter().enumerate() {
         let field = format!("nameservers[{i}]");
         if !ns.ends_with('.') {
-            return Err(bad(field, format!("{ns} must be an absolute name ending with a dot")));
+            return Err(bad(
+                field,
+                format!("{ns} must be an absolute name ending with a dot"),
+            ));
         }
         nameservers.push(parse_api_name(ns, &Name::root()).map_err(|m| bad(field, m))?);
     }
     if nameservers.is_empty() && shared.config.zone_defaults.nameservers.is_empty() {
-        return Err(bad("nameservers", "at least one name server is needed (and zone_defaults.nameservers is empty)"));
+        return Err(bad(
+            "nameservers",
+            "at least one name server is needed (and zone_defaults.nameservers is empty)",
+        ));
     }
     let soa = req.soa.unwrap_or_default();
     let absolute = |v: &Option<String>, field: &str| -> Result<Option<Name>, ApiError> {
         v.as_deref()
             .map(|t| {
                 if !t.ends_with('.') {
-                    return Err(bad(field, format!("{t} must be an absolute name ending with a dot")));
+                    return Err(bad(
+                        field,
+                        format!("{t} must be an absolute name ending with a dot"),
+                    ));
                 }
                 parse_api_name(t, &Name::root()).map_err(|m| bad(field, m))
             })
@@ -216,27 +249,39 @@ pub async fn create(
         minimum: soa.minimum,
         ttl: soa.ttl,
     };
-    let zone = shared.create_zone(origin, nameservers, request).await.map_err(write_error)?;
+    let zone = shared
+        .create_zone(origin, nameservers, request)
+        .await
+        .map_err(write_error)?;
     Ok((StatusCode::CREATED, Json(zone_json(&zone))).into_response())
 }
 
 fn served_zone(shared: &Shared, zone: &str) -> Result<Arc<Zone>, ApiError> {
     let origin = zone_name(zone)?;
-    shared
-        .zones
-        .load()
-        .get(&origin)
-        .cloned()
-        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("zone {origin} not found")))
+    shared.zones.load().get(&origin).cloned().ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("zone {origin} not found"),
+        )
+    })
 }
 
-pub async fn show(State(shared): State<AppState>, headers: HeaderMap, Path(zone): Path<String>) -> Result<Response, ApiError> {
+pub async fn show(
+    State(shared): State<AppState>,
+    headers: HeaderMap,
+    Path(zone): Path<String>,
+) -> Result<Response, ApiError> {
     require_token(&shared, &headers)?;
     let zone = served_zone(&shared, &zone)?;
     Ok(Json(zone_json(&zone)).into_response())
 }
 
-pub async fn delete(State(shared): State<AppState>, headers: HeaderMap, Path(zone): Path<String>) -> Result<Response, ApiError> {
+pub async fn delete(
+    State(shared): State<AppState>,
+    headers: HeaderMap,
+    Path(zone): Path<String>,
+) -> Result<Response, ApiError> {
     require_token(&shared, &headers)?;
     let origin = zone_name(&zone)?;
     shared.delete_zone(&origin).await.map_err(write_error)?;
@@ -257,7 +302,13 @@ pub fn rrsets(zone: &Zone, name: Option<&Name>, rtype: Option<RecordType>) -> Ve
         .filter(|r| name.is_none_or(|n| r.name == *n))
         .filter(|r| rtype.is_none_or(|t| r.record_type() == t))
         .collect();
-    records.sort_by_cached_key(|r| (r.name.clone(), u16::from(r.record_type()), writer::rdata_text(&r.data)));
+    records.sort_by_cached_key(|r| {
+        (
+            r.name.clone(),
+            u16::from(r.record_type()),
+            writer::rdata_text(&r.data),
+        )
+    });
     let mut out: Vec<RrsetJson> = Vec::new();
     for r in records {
         let name = r.name.to_ascii();
@@ -292,7 +343,11 @@ pub async fn records(
     let rtype = filter
         .rtype
         .as_deref()
-        .map(|t| t.to_ascii_uppercase().parse::<RecordType>().map_err(|_| bad("type", format!("unknown type {t}"))))
+        .map(|t| {
+            t.to_ascii_uppercase()
+                .parse::<RecordType>()
+                .map_err(|_| bad("type", format!("unknown type {t}")))
+        })
         .transpose()?;
     Ok(Json(rrsets(&zone, name.as_ref(), rtype)).into_response())
 }
@@ -315,7 +370,10 @@ pub async fn patch_records(
         let at = |f: &str| format!("operations[{i}].{f}");
         let name = parse_api_name(&op.name, &origin).map_err(|m| bad(at("name"), m))?;
         if !origin.zone_of(&name) {
-            return Err(bad(at("name"), format!("{name} is outside the zone {origin}")));
+            return Err(bad(
+                at("name"),
+                format!("{name} is outside the zone {origin}"),
+            ));
         }
         let rtype = parse_record_type(&op.rtype).map_err(|m| bad(at("type"), m))?;
         if op.ttl.is_some_and(|t| t > MAX_TTL) {
@@ -323,7 +381,8 @@ pub async fn patch_records(
         }
         let mut records: Vec<RData> = Vec::with_capacity(op.records.len());
         for (j, text) in op.records.iter().enumerate() {
-            let data = parse_rdata_text(rtype, text, &origin).map_err(|m| bad(at(&format!("records[{j}]")), m))?;
+            let data = parse_rdata_text(rtype, text, &origin)
+                .map_err(|m| bad(at(&format!("records[{j}]")), m))?;
             records.push(data);
         }
         changes.push(RrsetChange {
@@ -338,12 +397,23 @@ pub async fn patch_records(
             records,
         });
     }
-    let zone = shared.change_records(&origin, changes).await.map_err(write_error)?;
+    let zone = shared
+        .change_records(&origin, changes)
+        .await
+        .map_err(write_error)?;
     Ok(Json(zone_json(&zone)).into_response())
 }
 
-pub async fn export(State(shared): State<AppState>, headers: HeaderMap, Path(zone): Path<String>) -> Result<Response, ApiError> {
+pub async fn export(
+    State(shared): State<AppState>,
+    headers: HeaderMap,
+    Path(zone): Path<String>,
+) -> Result<Response, ApiError> {
     require_token(&shared, &headers)?;
     let zone = served_zone(&shared, &zone)?;
-    Ok(([(header::CONTENT_TYPE, "text/dns; charset=utf-8")], writer::to_master_text(&zone)).into_response())
+    Ok((
+        [(header::CONTENT_TYPE, "text/dns; charset=utf-8")],
+        writer::to_master_text(&zone),
+    )
+        .into_response())
 }

@@ -43,7 +43,12 @@ pub struct EditError {
 
 impl Zone {
     /// A new zone holding only its SOA and NS records.
-    pub fn new_with_soa(origin: &Name, soa: SOA, ttl: u32, nameservers: &[Name]) -> Result<Zone, ZoneError> {
+    pub fn new_with_soa(
+        origin: &Name,
+        soa: SOA,
+        ttl: u32,
+        nameservers: &[Name],
+    ) -> Result<Zone, ZoneError> {
         let mut records = vec![SourcedRecord {
             record: Record::from_rdata(origin.clone(), ttl, RData::SOA(soa)),
             line: 0,
@@ -57,7 +62,12 @@ impl Zone {
 
     /// This zone with `changes` applied in order and the SOA serial set to `serial`.
     /// `default_ttl` is used for a new rrset whose change gives no TTL.
-    pub fn with_changes(&self, changes: &[RrsetChange], serial: u32, default_ttl: u32) -> Result<Zone, EditError> {
+    pub fn with_changes(
+        &self,
+        changes: &[RrsetChange],
+        serial: u32,
+        default_ttl: u32,
+    ) -> Result<Zone, EditError> {
         // rrsets keyed by (name, type); `Name` compares case-insensitively. The value keeps
         // which operation last touched the rrset, to blame the right one on failure.
         let mut rrsets: HashMap<(Name, RecordType), (Vec<Record>, usize)> = HashMap::new();
@@ -77,7 +87,11 @@ impl Zone {
                 message,
             };
             if !self.origin().zone_of(&change.name) {
-                return Err(fail(format!("{} is outside the zone {}", change.name, self.origin())));
+                return Err(fail(format!(
+                    "{} is outside the zone {}",
+                    change.name,
+                    self.origin()
+                )));
             }
             if change.rtype == RecordType::SOA {
                 return Err(fail("the SOA record is managed by mailzone".into()));
@@ -89,7 +103,9 @@ impl Zone {
             match change.kind {
                 ChangeKind::Add | ChangeKind::Replace => {
                     if change.records.is_empty() {
-                        return Err(fail("at least one record is needed (use delete to remove an rrset)".into()));
+                        return Err(fail(
+                            "at least one record is needed (use delete to remove an rrset)".into(),
+                        ));
                     }
                     let entry = rrsets.entry(key.clone()).or_insert_with(|| {
                         order.push(key);
@@ -121,9 +137,23 @@ impl Zone {
             }
         }
 
+        // A zone must keep name servers at its apex: blame the operation that removed them.
+        if let Some((set, line)) = rrsets.get(&(self.origin().clone(), RecordType::NS))
+            && set.is_empty()
+        {
+            return Err(EditError {
+                operation: line.checked_sub(1),
+                message: format!(
+                    "the zone {} must keep at least one NS record at its apex",
+                    self.origin()
+                ),
+            });
+        }
         let mut records = Vec::new();
         for key in order {
-            let Some((set, line)) = rrsets.remove(&key) else { continue };
+            let Some((set, line)) = rrsets.remove(&key) else {
+                continue;
+            };
             for mut record in set {
                 if let RData::SOA(soa) = &mut record.data {
                     soa.serial = serial;

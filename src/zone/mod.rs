@@ -116,9 +116,7 @@ impl Zone {
                         ));
                     }
                     if let Some((_, first)) = &soa {
-                        return fail(format!(
-                            "a second SOA record{}", from_line(*first)
-                        ));
+                        return fail(format!("a second SOA record{}", from_line(*first)));
                     }
                     soa = Some((record.clone(), line));
                 }

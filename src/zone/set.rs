@@ -115,8 +115,18 @@ impl ZoneSet {
 
     /// A copy of this set with `zone` added or replaced, read from or written to `file`.
     pub fn with_zone(&self, zone: Arc<Zone>, file: PathBuf) -> ZoneSet {
-        let mut zones: Vec<Arc<Zone>> = self.zones.values().filter(|z| z.origin() != zone.origin()).cloned().collect();
-        let mut statuses: Vec<ZoneStatus> = self.statuses.iter().filter(|s| s.file != file).cloned().collect();
+        let mut zones: Vec<Arc<Zone>> = self
+            .zones
+            .values()
+            .filter(|z| z.origin() != zone.origin())
+            .cloned()
+            .collect();
+        let mut statuses: Vec<ZoneStatus> = self
+            .statuses
+            .iter()
+            .filter(|s| s.file != file)
+            .cloned()
+            .collect();
         statuses.push(ZoneStatus {
             name: zone.origin().to_ascii(),
             file,
@@ -133,8 +143,18 @@ impl ZoneSet {
 
     /// A copy of this set without the zone `origin` and without the status of `file`.
     pub fn without_zone(&self, origin: &Name, file: &Path) -> ZoneSet {
-        let zones: Vec<Arc<Zone>> = self.zones.values().filter(|z| z.origin() != origin).cloned().collect();
-        let statuses = self.statuses.iter().filter(|s| s.file != file).cloned().collect();
+        let zones: Vec<Arc<Zone>> = self
+            .zones
+            .values()
+            .filter(|z| z.origin() != origin)
+            .cloned()
+            .collect();
+        let statuses = self
+            .statuses
+            .iter()
+            .filter(|s| s.file != file)
+            .cloned()
+            .collect();
         ZoneSet::from_zones(zones, statuses)
     }
 

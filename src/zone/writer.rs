@@ -24,7 +24,11 @@ pub fn to_master_text(zone: &Zone) -> String {
         )
     });
     let mut out = String::with_capacity(64 * records.len() + 128);
-    let _ = writeln!(out, "; zone {} written by mailzone; edits through the API keep this file current", zone.origin());
+    let _ = writeln!(
+        out,
+        "; zone {} written by mailzone; edits through the API keep this file current",
+        zone.origin()
+    );
     let _ = writeln!(out, "$ORIGIN {}", zone.origin());
     for r in records {
         let _ = writeln!(out, "{}", record_line(r));
@@ -34,7 +38,13 @@ pub fn to_master_text(zone: &Zone) -> String {
 
 /// One record as a master-file line: `owner TTL IN TYPE rdata`.
 pub fn record_line(r: &Record) -> String {
-    format!("{} {} IN {} {}", r.name, r.ttl, r.record_type(), rdata_text(&r.data))
+    format!(
+        "{} {} IN {} {}",
+        r.name,
+        r.ttl,
+        r.record_type(),
+        rdata_text(&r.data)
+    )
 }
 
 /// The presentation form of the record data.
@@ -102,6 +112,9 @@ mod tests {
         a.sort();
         b.sort();
         assert_eq!(a, b, "{written}");
-        assert!(written.lines().nth(2).unwrap().contains(" SOA "), "{written}");
+        assert!(
+            written.lines().nth(2).unwrap().contains(" SOA "),
+            "{written}"
+        );
     }
 }

@@ -2,12 +2,13 @@
 //! UDP and TCP, HTTP/1.1, dig) that talk to it over sockets.
 #![allow(dead_code)]
 
-use std::io::{Read, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Child, Command, Stdio};
 use std::str::FromStr;
 use std::time::Duration;
+use std::time::Instant;
 
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query};
 use hickory_proto::rr::{Name, RecordType};
@@ -31,13 +32,24 @@ pub struct TestDaemon {
 impl TestDaemon {
     /// Starts a daemon serving the given `(file name, text)` zone files.
     pub fn start(zones: &[(&str, &str)]) -> Self {
+        Self::start_tuned(zones, |_| {})
+    }
+
+    /// Like `start`, with a chance to change the configuration first.
+    pub fn start_tuned(zones: &[(&str, &str)], tune: impl FnOnce(&mut Config)) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let zones_dir = dir.path().join("zones");
         std::fs::create_dir(&zones_dir).unwrap();
         for (name, text) in zones {
             std::fs::write(zones_dir.join(name), text).unwrap();
         }
-        let config = test_config(dir.path());
+        let mut config = test_config(dir.path());
+        tune(&mut config);
+        Self::run(dir, config)
+    }
+
+    /// Starts a daemon on an existing folder with this configuration.
+    pub fn run(dir: tempfile::TempDir, config: Config) -> Self {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -51,6 +63,20 @@ impl TestDaemon {
             runtime: Some(runtime),
             daemon: Some(daemon),
         }
+    }
+
+    /// Stops this daemon and starts a new one on the same folder and configuration.
+    pub fn restart(mut self) -> Self {
+        let config = self.daemon().shared().config.clone();
+        if let (Some(rt), Some(d)) = (self.runtime.take(), self.daemon.take()) {
+            rt.block_on(d.shutdown());
+            rt.shutdown_timeout(Duration::from_secs(2));
+        }
+        let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap());
+        let mut config = config;
+        config.dns.listen = vec![SocketAddr::from(([127, 0, 0, 1], 0))];
+        config.http.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+        Self::run(dir, config)
     }
 
     pub fn example() -> Self {
@@ -248,4 +274,122 @@ pub fn small_zone(name: &str, serial: u32, ip: &str) -> String {
     format!(
         "$ORIGIN {name}.\n$TTL 300\n@ SOA ns1 hostmaster {serial} 3600 600 86400 60\n@ NS ns1\nns1 A 192.0.2.53\n@ A {ip}\n"
     )
+}
+
+/// A daemon child process with JSON logs; its ports are read from its log lines.
+pub struct ChildDaemon {
+    pub child: Child,
+    pub dns: std::net::SocketAddr,
+    pub http: std::net::SocketAddr,
+    pub lines: std::sync::mpsc::Receiver<String>,
+    pub dir: tempfile::TempDir,
+}
+
+impl ChildDaemon {
+    pub fn start(zones: &[(&str, &str)]) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("zones")).unwrap();
+        for (n, t) in zones {
+            std::fs::write(dir.path().join("zones").join(n), t).unwrap();
+        }
+        Self::start_in(dir)
+    }
+
+    /// Starts a daemon on the zones and keys already in `dir` (a restart).
+    pub fn start_in(dir: tempfile::TempDir) -> Self {
+        let config = format!(
+            "zones_dir: {}\nkeys_dir: {}\ndns:\n  listen: [\"127.0.0.1:0\"]\nhttp:\n  listen: \"127.0.0.1:0\"\nlog:\n  format: json\n",
+            dir.path().join("zones").display(),
+            dir.path().join("keys").display()
+        );
+        std::fs::write(dir.path().join("c.yaml"), config).unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_mailzone"))
+            .arg("serve")
+            .arg("--config")
+            .arg(dir.path().join("c.yaml"))
+            .env_remove("RUST_LOG")
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut d = ChildDaemon {
+            child,
+            dns: "0.0.0.0:0".parse().unwrap(),
+            http: "0.0.0.0:0".parse().unwrap(),
+            lines,
+            dir,
+        };
+        let dns_line = d.wait_for("DNS listening");
+        d.dns = log_field(&dns_line, "addr").parse().unwrap();
+        let http_line = d.wait_for("HTTP listening");
+        d.http = log_field(&http_line, "addr").parse().unwrap();
+        d.wait_for("\"serving\"");
+        d
+    }
+
+    /// Waits for a log line containing `needle`; every line must be JSON.
+    pub fn wait_for(&mut self, needle: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = self
+                .lines
+                .recv_timeout(left)
+                .unwrap_or_else(|_| panic!("no log line with {needle}"));
+            assert!(
+                serde_json::from_str::<serde_json::Value>(&line).is_ok(),
+                "not a JSON log line: {line}"
+            );
+            if line.contains(needle) {
+                return line;
+            }
+        }
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    }
+}
+
+impl Drop for ChildDaemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn log_field(line: &str, field: &str) -> String {
+    let v: serde_json::Value = serde_json::from_str(line).unwrap();
+    v["fields"][field].as_str().unwrap_or_default().to_string()
+}
+
+impl ChildDaemon {
+    /// SIGKILLs the daemon and hands its folder back for a restart.
+    pub fn kill_hard(mut self) -> tempfile::TempDir {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap());
+        dir
+    }
+
+    /// The generated API token.
+    pub fn token(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("keys/api-token"))
+            .unwrap()
+            .trim()
+            .to_string()
+    }
 }
