@@ -566,74 +566,6 @@ fn parse_with_hickory(
         })
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn origin() -> Name {
-        Name::from_ascii("example.test.").unwrap()
-    }
-
-    #[test]
-    fn multi_line_dkim_record_with_semicolon_in_quotes_is_read_as_one_record() {
-        let text = "$TTL 300\n\
-            sel._domainkey IN TXT ( \"v=DKIM1; k=rsa; \"\n   \"p=MIIB\" ) ; comment\n";
-        let recs = read(text, &origin()).unwrap();
-        assert_eq!(recs.len(), 1);
-        let RData::TXT(txt) = &recs[0].record.data else {
-            panic!("not TXT")
-        };
-        assert_eq!(&*txt.txt_data[0], b"v=DKIM1; k=rsa; ");
-        assert_eq!(&*txt.txt_data[1], b"p=MIIB");
-        assert_eq!(recs[0].line, 2);
-    }
-
-    #[test]
-    fn decimal_escapes_are_decoded_as_decimal() {
-        let recs = read("@ 60 TXT \"a\\077b\\\"\"\n", &origin()).unwrap();
-        let RData::TXT(txt) = &recs[0].record.data else {
-            panic!("not TXT")
-        };
-        assert_eq!(&*txt.txt_data[0], b"aMb\"");
-    }
-
-    #[test]
-    fn errors_carry_the_line_number() {
-        let e = read("$TTL 60\n@ NS ns1\nwww A 999.1.1.1\n", &origin()).unwrap_err();
-        assert_eq!(e.line, 3);
-        assert!(e.message.contains("IPv4"), "{e}");
-    }
-
-    #[test]
-    fn include_is_refused() {
-        let e = read("$INCLUDE /etc/passwd\n", &origin()).unwrap_err();
-        assert!(e.message.contains("$INCLUDE"), "{e}");
-    }
-
-    #[test]
-    fn txt_string_over_255_bytes_is_refused() {
-        let long = "x".repeat(256);
-        let e = read(&format!("@ 60 TXT \"{long}\"\n"), &origin()).unwrap_err();
-        assert!(e.message.contains("255"), "{e}");
-    }
-
-    #[test]
-    fn blank_owner_inherits_previous_owner_and_ttl_units_work() {
-        let recs = read("mail 1h IN A 192.0.2.1\n  AAAA 2001:db8::1\n", &origin()).unwrap();
-        assert_eq!(
-            recs[1].record.name,
-            Name::from_ascii("mail.example.test.").unwrap()
-        );
-        assert_eq!(recs[1].record.ttl, 3600);
-    }
-
-    #[test]
-    fn rare_types_go_through_hickory() {
-        let recs = read("@ 60 CAA 0 issue \"letsencrypt.org\"\n", &origin()).unwrap();
-        assert_eq!(recs[0].record.record_type(), RecordType::CAA);
-    }
-}
-
 /// Parses record data written in presentation format, as in a zone file (`10 mx1` for MX,
 /// quoted strings for TXT). A TXT value that does not start with a quote is taken as one
 /// raw text and split into 255-byte strings, which is what a DKIM key or SPF record needs.
@@ -703,4 +635,72 @@ pub fn parse_api_name(text: &str, origin: &Name) -> Result<Name, String> {
         }
     }
     parse_name(text, origin, 0).map_err(|e| e.message)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn origin() -> Name {
+        Name::from_ascii("example.test.").unwrap()
+    }
+
+    #[test]
+    fn multi_line_dkim_record_with_semicolon_in_quotes_is_read_as_one_record() {
+        let text = "$TTL 300\n\
+            sel._domainkey IN TXT ( \"v=DKIM1; k=rsa; \"\n   \"p=MIIB\" ) ; comment\n";
+        let recs = read(text, &origin()).unwrap();
+        assert_eq!(recs.len(), 1);
+        let RData::TXT(txt) = &recs[0].record.data else {
+            panic!("not TXT")
+        };
+        assert_eq!(&*txt.txt_data[0], b"v=DKIM1; k=rsa; ");
+        assert_eq!(&*txt.txt_data[1], b"p=MIIB");
+        assert_eq!(recs[0].line, 2);
+    }
+
+    #[test]
+    fn decimal_escapes_are_decoded_as_decimal() {
+        let recs = read("@ 60 TXT \"a\\077b\\\"\"\n", &origin()).unwrap();
+        let RData::TXT(txt) = &recs[0].record.data else {
+            panic!("not TXT")
+        };
+        assert_eq!(&*txt.txt_data[0], b"aMb\"");
+    }
+
+    #[test]
+    fn errors_carry_the_line_number() {
+        let e = read("$TTL 60\n@ NS ns1\nwww A 999.1.1.1\n", &origin()).unwrap_err();
+        assert_eq!(e.line, 3);
+        assert!(e.message.contains("IPv4"), "{e}");
+    }
+
+    #[test]
+    fn include_is_refused() {
+        let e = read("$INCLUDE /etc/passwd\n", &origin()).unwrap_err();
+        assert!(e.message.contains("$INCLUDE"), "{e}");
+    }
+
+    #[test]
+    fn txt_string_over_255_bytes_is_refused() {
+        let long = "x".repeat(256);
+        let e = read(&format!("@ 60 TXT \"{long}\"\n"), &origin()).unwrap_err();
+        assert!(e.message.contains("255"), "{e}");
+    }
+
+    #[test]
+    fn blank_owner_inherits_previous_owner_and_ttl_units_work() {
+        let recs = read("mail 1h IN A 192.0.2.1\n  AAAA 2001:db8::1\n", &origin()).unwrap();
+        assert_eq!(
+            recs[1].record.name,
+            Name::from_ascii("mail.example.test.").unwrap()
+        );
+        assert_eq!(recs[1].record.ttl, 3600);
+    }
+
+    #[test]
+    fn rare_types_go_through_hickory() {
+        let recs = read("@ 60 CAA 0 issue \"letsencrypt.org\"\n", &origin()).unwrap();
+        assert_eq!(recs[0].record.record_type(), RecordType::CAA);
+    }
 }
