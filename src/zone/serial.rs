@@ -81,8 +81,8 @@ mod tests {
     #[test]
     fn a_serial_ahead_of_the_clock_is_incremented() {
         assert_eq!(
-            next_serial(SerialScheme::Unixtime, 4_000_000_000, NOW),
-            4_000_000_001
+            next_serial(SerialScheme::Unixtime, 1_900_000_000, NOW),
+            1_900_000_001
         );
         assert_eq!(next_serial(SerialScheme::Date, 2030010100, NOW), 2030010101);
     }
