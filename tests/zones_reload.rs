@@ -166,7 +166,7 @@ fn reload_drops_no_query() {
         })
     };
     for i in 0..20u32 {
-        let ip = if i % 2 == 0 { "192.0.2.2" } else { "192.0.2.1" };
+        let ip = if i % 2 == 1 { "192.0.2.2" } else { "192.0.2.1" };
         std::fs::write(
             d.zones_dir().join("one.test.zone"),
             small_zone("one.test", 2 + i, ip),
