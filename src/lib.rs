@@ -16,4 +16,5 @@ pub mod dns;
 pub mod durable;
 pub mod http;
 pub mod metrics;
+pub mod provision;
 pub mod zone;

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::provision::platform::Platform;
 pub use crate::zone::serial::SerialScheme;
 
 /// Everything the daemon needs to start. Every field has a default, so an empty file (or no
@@ -25,6 +26,8 @@ pub struct Config {
     pub log: LogConfig,
     /// What a zone created through the API gets when the request does not say.
     pub zone_defaults: ZoneDefaults,
+    /// E-mail platforms domains can be associated with.
+    pub platforms: Vec<Platform>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -116,6 +119,7 @@ impl Default for Config {
             http: HttpConfig::default(),
             log: LogConfig::default(),
             zone_defaults: ZoneDefaults::default(),
+            platforms: vec![Platform::example()],
         }
     }
 }
@@ -282,6 +286,16 @@ impl Config {
                 ));
             }
         }
+        for (i, p) in self.platforms.iter().enumerate() {
+            p.validate()
+                .map_err(|(key, message)| (format!("platforms[{i}].{key}"), message))?;
+            if self.platforms[..i].iter().any(|q| q.id == p.id) {
+                return Err((
+                    format!("platforms[{i}].id"),
+                    format!("{:?} is used twice", p.id),
+                ));
+            }
+        }
         if self.http.max_body_bytes < 1024 {
             return Err(("http.max_body_bytes".into(), "must be at least 1024".into()));
         }
@@ -334,6 +348,21 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("dns.listen[0]"), "{err}");
+    }
+
+    #[test]
+    fn a_bad_platform_setting_is_rejected_with_its_path() {
+        let yaml = "platforms:\n  - id: p\n    mx: [{host: mx.example.net, priority: 10}]\n";
+        let err = Config::from_yaml(yaml, "c.yaml").unwrap_err().to_string();
+        assert!(err.contains("platforms[0].mx[0].host"), "{err}");
+    }
+
+    #[test]
+    fn the_embedded_defaults_ship_the_example_platform() {
+        let c = Config::default();
+        assert_eq!(c.platforms.len(), 1);
+        assert_eq!(c.platforms[0].mx.len(), 5);
+        assert!(c.validate().is_ok());
     }
 
     #[test]

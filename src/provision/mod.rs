@@ -1,0 +1,12 @@
+//! Provisioning: e-mail platforms, domain associations and the records they need.
+//!
+//! This module owns the product rules of the "add an associated domain" flow: what a
+//! platform offers ([`platform`]), which records an association expects ([`records`]) and
+//! how SPF is shared between platforms ([`spf`]). It computes; it does not write zones.
+//!
+//! Status: the record model is done and tested; associations (API, persistence, applying to
+//! hosted zones, reconciling) are the rest of issue 4.
+
+pub mod platform;
+pub mod records;
+pub mod spf;
