@@ -97,7 +97,8 @@ impl ApiClient {
     }
 }
 
-fn parse_response(raw: &[u8]) -> Result<(u16, String), ClientError> {
+/// Splits a raw HTTP/1.1 response into its status and its (de-chunked) body.
+pub fn parse_response(raw: &[u8]) -> Result<(u16, String), ClientError> {
     let text = String::from_utf8_lossy(raw);
     let (head, body) = text
         .split_once("\r\n\r\n")

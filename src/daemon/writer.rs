@@ -141,7 +141,7 @@ impl Shared {
         }
         let dir = self.config.zones_dir.clone();
         let target = file.clone();
-        tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+        on_disk(&file, move || {
             match std::fs::remove_file(&target) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -149,18 +149,8 @@ impl Shared {
             }
             crate::durable::sync_dir(&dir)
         })
-        .await
-        .map_err(std::io::Error::other)
-        .and_then(|r| r)
-        .map_err(|e| WriteError::Io {
-            file: file.display().to_string(),
-            message: e.to_string(),
-        })?;
-        let next = current.without_zone(origin, &file);
-        self.zones.store(Arc::new(next));
-        self.metrics
-            .zones_loaded
-            .set(self.zones.load().len() as i64);
+        .await?;
+        self.publish_set(current.without_zone(origin, &file));
         tracing::info!(zone = %origin, "zone deleted");
         Ok(())
     }
@@ -175,22 +165,32 @@ impl Shared {
         let zone = Arc::new(zone);
         let text = writer::to_master_text(&zone);
         let target = file.clone();
-        tokio::task::spawn_blocking(move || {
+        on_disk(&file, move || {
             crate::durable::write_atomically(&target, text.as_bytes(), 0o644)
         })
+        .await?;
+        self.publish_set(current.with_zone(zone.clone(), file));
+        tracing::info!(zone = %zone.origin(), serial = zone.serial(), records = zone.record_count(), "zone written");
+        Ok(zone)
+    }
+
+    fn publish_set(&self, set: crate::zone::ZoneSet) {
+        self.metrics.zones_loaded.set(set.len() as i64);
+        self.zones.store(Arc::new(set));
+    }
+}
+
+/// Runs blocking file work off the runtime; an error names the file.
+async fn on_disk(
+    file: &std::path::Path,
+    work: impl FnOnce() -> std::io::Result<()> + Send + 'static,
+) -> Result<(), WriteError> {
+    tokio::task::spawn_blocking(work)
         .await
         .map_err(std::io::Error::other)
         .and_then(|r| r)
         .map_err(|e| WriteError::Io {
             file: file.display().to_string(),
             message: e.to_string(),
-        })?;
-        let next = current.with_zone(zone.clone(), file);
-        self.zones.store(Arc::new(next));
-        self.metrics
-            .zones_loaded
-            .set(self.zones.load().len() as i64);
-        tracing::info!(zone = %zone.origin(), serial = zone.serial(), records = zone.record_count(), "zone written");
-        Ok(zone)
-    }
+        })
 }
