@@ -4,9 +4,12 @@
 //! platform offers ([`platform`]), which records an association expects ([`records`]) and
 //! how SPF is shared between platforms ([`spf`]). It computes; it does not write zones.
 //!
-//! Status: the record model is done and tested; associations (API, persistence, applying to
-//! hosted zones, reconciling) are the rest of issue 4.
+//! Status (issue 4 is open): the record model, SPF sharing, the association rules and the
+//! apply/remove plans ([`association`]) are done and unit-tested. Still to build: the
+//! `/v1/domains` API and `mailzone domain` CLI, persisting `zones/domains.yaml` through the
+//! writer, applying plans through the writer, reconcile at start/reload, and the benchmark.
 
+pub mod association;
 pub mod platform;
 pub mod records;
 pub mod spf;
