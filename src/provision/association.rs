@@ -442,6 +442,16 @@ mod tests {
             .collect()
     }
 
+    fn spf_only() -> Families {
+        Families {
+            mx: false,
+            srv: false,
+            autoconfig: false,
+            spf: true,
+            dmarc: false,
+        }
+    }
+
     fn no_autoconfig() -> Families {
         Families {
             autoconfig: false,
@@ -576,13 +586,7 @@ mod tests {
         let mut p2 = Platform::example();
         p2.id = "p2".into();
         p2.spf = vec!["ip4:198.51.100.0/24".into()];
-        let spf_only = Families {
-            mx: false,
-            srv: false,
-            autoconfig: false,
-            spf: true,
-            dmarc: false,
-        };
+        let spf_only = spf_only();
         let plan1 = plan_apply(
             &z,
             &origin,
@@ -623,13 +627,7 @@ mod tests {
         let text = "$TTL 300\n@ SOA ns1 h 1 1 1 1 1\n@ NS ns1.other.example.\n@ TXT \"v=spf1 a -all\"\n@ TXT \"v=spf1 mx -all\"\n";
         let z = Zone::from_master_text(&origin, text).unwrap();
         let p = Platform::example();
-        let spf_only = Families {
-            mx: false,
-            srv: false,
-            autoconfig: false,
-            spf: true,
-            dmarc: false,
-        };
+        let spf_only = spf_only();
         let e = plan_apply(
             &z,
             &origin,
