@@ -73,12 +73,13 @@ fn main() -> ExitCode {
             }
         },
         Command::Serve { config } => {
+            let config_file = config.clone();
             let config = match load_config(config.as_ref()) {
                 Ok(c) => c,
                 Err(code) => return code,
             };
             init_logging(&config);
-            match run(config) {
+            match run(config, config_file) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     tracing::error!("{e:#}");
@@ -106,7 +107,7 @@ fn init_logging(config: &Config) {
     }
 }
 
-fn run(config: Config) -> anyhow::Result<()> {
+fn run(config: Config, config_file: Option<PathBuf>) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -115,7 +116,7 @@ fn run(config: Config) -> anyhow::Result<()> {
         let mut hangup = signal(SignalKind::hangup()).context("cannot watch SIGHUP")?;
         let mut terminate = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
         let mut interrupt = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
-        let daemon = Daemon::start(config).await?;
+        let daemon = Daemon::start_with_config_file(config, config_file).await?;
         loop {
             tokio::select! {
                 _ = hangup.recv() => {

@@ -5,6 +5,7 @@
 //! never dropping a query), and shutdown. Tests start a [`Daemon`] in-process on port 0 and
 //! read the bound addresses back. It must not parse DNS or HTTP itself.
 
+pub mod associations;
 pub mod token;
 pub mod writer;
 
@@ -18,7 +19,11 @@ use tokio::net::TcpListener;
 use tokio::sync::{Mutex, oneshot};
 use tokio::task::JoinSet;
 
+use std::path::PathBuf;
+
 use crate::config::Config;
+use crate::provision::association::{ASSOCIATIONS_FILE, Associations};
+use crate::provision::platform::Platform;
 use crate::metrics::Metrics;
 use crate::zone::ZoneSet;
 
@@ -41,6 +46,8 @@ pub enum StartError {
     Token(#[from] token::TokenError),
     #[error("metrics: {0}")]
     Metrics(#[from] prometheus::Error),
+    #[error("associations: {0}")]
+    Associations(String),
 }
 
 /// The outcome of one reload, as reported by the API.
@@ -60,7 +67,13 @@ pub struct Shared {
     pub token: String,
     pub started: Instant,
     pub dns_addrs: Vec<SocketAddr>,
-    /// Serialises reloads (and, later, every write): one writer at a time.
+    /// Domain associations, as persisted in `zones/domains.yaml`.
+    pub associations: ArcSwap<Associations>,
+    /// The configured platforms; re-read from the config file on reload.
+    pub platforms: ArcSwap<Vec<Platform>>,
+    /// The file the configuration came from, if any (re-read on reload for platforms).
+    pub config_file: Option<PathBuf>,
+    /// Serialises reloads and every write: one writer at a time.
     writer: Mutex<()>,
 }
 
@@ -68,7 +81,24 @@ impl Shared {
     /// Re-reads the zones folder and publishes the result. Queries in flight keep the old
     /// snapshot; the next ones see the new one. A broken file keeps its last good version.
     pub async fn reload(&self) -> Result<ReloadSummary, std::io::Error> {
+        let summary = self.reload_files().await?;
+        self.reconcile().await;
+        Ok(summary)
+    }
+
+    /// Re-reads the platforms of the config file (other settings need a restart) and the
+    /// zones folder.
+    async fn reload_files(&self) -> Result<ReloadSummary, std::io::Error> {
         let _writer = self.writer.lock().await;
+        if let Some(file) = &self.config_file {
+            match Config::load(file) {
+                Ok(c) => self.platforms.store(Arc::new(c.platforms)),
+                Err(e) => {
+                    self.metrics.reload_failures.inc();
+                    tracing::error!(error = %e, "config not reloaded; keeping the previous platforms");
+                }
+            }
+        }
         self.metrics.reloads.inc();
         let previous = self.zones.load_full();
         let dir = self.config.zones_dir.clone();
@@ -123,6 +153,11 @@ pub struct Daemon {
 impl Daemon {
     /// Loads the zones, binds DNS and HTTP, and starts serving.
     pub async fn start(config: Config) -> Result<Self, StartError> {
+        Self::start_with_config_file(config, None).await
+    }
+
+    /// Like [`Daemon::start`], remembering the config file so a reload re-reads platforms.
+    pub async fn start_with_config_file(config: Config, config_file: Option<PathBuf>) -> Result<Self, StartError> {
         let metrics = Arc::new(Metrics::new()?);
         let token = token::load_or_create(&config)?;
 
@@ -144,6 +179,8 @@ impl Daemon {
             dir: config.zones_dir.display().to_string(),
             source,
         })?;
+
+        let associations = Associations::load(&config.zones_dir.join(ASSOCIATIONS_FILE)).map_err(StartError::Associations)?;
 
         let mut bound = Vec::new();
         for addr in &config.dns.listen {
@@ -175,6 +212,9 @@ impl Daemon {
             token,
             started: Instant::now(),
             dns_addrs: dns_addrs.clone(),
+            associations: ArcSwap::from_pointee(associations),
+            platforms: ArcSwap::from_pointee(config.platforms.clone()),
+            config_file,
             writer: Mutex::new(()),
             config,
         });
@@ -183,6 +223,12 @@ impl Daemon {
             if status.serving {
                 tracing::info!(zone = %status.name, serial = status.serial.unwrap_or(0), records = status.records, "zone loaded");
             }
+        }
+        // Before the first query: associations whose platform changed, or whose records a
+        // crash left unwritten, are brought up to date.
+        let reconciled = shared.reconcile().await;
+        if reconciled > 0 {
+            tracing::info!(associations = reconciled, "associations reconciled at start");
         }
 
         let mut tasks = JoinSet::new();

@@ -103,7 +103,7 @@ impl Shared {
         );
         let zone = Zone::new_with_soa(&origin, record, soa.ttl.unwrap_or(d.ttl), &nameservers)
             .map_err(|e| invalid(e.message))?;
-        self.store(zone, file, current.as_ref()).await
+        self.store_zone(zone, file).await
     }
 
     /// Applies rrset operations to a zone, all or nothing.
@@ -128,7 +128,7 @@ impl Shared {
             })?;
         let zone = built.map_err(WriteError::Invalid)?;
         let file = zone_file(&self.config.zones_dir, origin);
-        self.store(zone, file, current.as_ref()).await
+        self.store_zone(zone, file).await
     }
 
     /// Deletes a zone: its file goes, and it stops being served.
@@ -155,13 +155,8 @@ impl Shared {
         Ok(())
     }
 
-    /// Writes the zone file durably, then publishes the zone.
-    async fn store(
-        &self,
-        zone: Zone,
-        file: std::path::PathBuf,
-        current: &crate::zone::ZoneSet,
-    ) -> Result<Arc<Zone>, WriteError> {
+    /// Writes the zone file durably, then publishes the zone. Call with the writer lock held.
+    pub(super) async fn store_zone(&self, zone: Zone, file: std::path::PathBuf) -> Result<Arc<Zone>, WriteError> {
         let zone = Arc::new(zone);
         let text = writer::to_master_text(&zone);
         let target = file.clone();
@@ -169,6 +164,7 @@ impl Shared {
             crate::durable::write_atomically(&target, text.as_bytes(), 0o644)
         })
         .await?;
+        let current = self.zones.load_full();
         self.publish_set(current.with_zone(zone.clone(), file));
         tracing::info!(zone = %zone.origin(), serial = zone.serial(), records = zone.record_count(), "zone written");
         Ok(zone)
@@ -181,7 +177,7 @@ impl Shared {
 }
 
 /// Runs blocking file work off the runtime; an error names the file.
-async fn on_disk(
+pub(super) async fn on_disk(
     file: &std::path::Path,
     work: impl FnOnce() -> std::io::Result<()> + Send + 'static,
 ) -> Result<(), WriteError> {

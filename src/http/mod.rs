@@ -17,6 +17,7 @@ use serde_json::json;
 
 use crate::daemon::Shared;
 
+pub mod domains;
 pub mod zones;
 use crate::zone::ZoneStatus;
 
@@ -36,6 +37,11 @@ pub fn router(shared: Arc<Shared>) -> Router {
             get(zones::records).patch(zones::patch_records),
         )
         .route("/v1/zones/{zone}/export", get(zones::export))
+        .route("/v1/domains", get(domains::list).post(domains::associate))
+        .route(
+            "/v1/domains/{domain}",
+            get(domains::show).patch(domains::change).delete(domains::remove),
+        )
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(shared.config.http.max_body_bytes))
         .layer(middleware::from_fn_with_state(

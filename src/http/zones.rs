@@ -118,7 +118,7 @@ fn bad(field: impl Into<String>, message: impl Into<String>) -> ApiError {
 }
 
 /// Parses a JSON body, naming the field at fault.
-fn parse_body<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> Result<T, ApiError> {
+pub(super) fn parse_body<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> Result<T, ApiError> {
     let body = body.map_err(|r| {
         if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::new(
@@ -157,7 +157,7 @@ fn zone_name(text: &str) -> Result<Name, ApiError> {
     Ok(name.to_lowercase())
 }
 
-fn write_error(e: WriteError) -> ApiError {
+pub(super) fn write_error(e: WriteError) -> ApiError {
     match e {
         WriteError::NotFound(z) => ApiError::new(
             StatusCode::NOT_FOUND,

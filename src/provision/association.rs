@@ -64,6 +64,16 @@ pub struct Association {
     /// Records of the user it replaced, restored when it goes.
     #[serde(default)]
     pub replaced: Vec<StoredRecord>,
+    /// Whether the user's records in the way were to be replaced (kept for reconciling).
+    #[serde(default)]
+    pub replace: bool,
+    /// The platform's definition when the records were computed: a reconcile recomputes
+    /// them when the configured platform no longer matches.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub applied_platform: Option<Platform>,
+    /// External domains: whether the ownership token has been seen (set by diagnosis).
+    #[serde(default)]
+    pub validated: bool,
 }
 
 /// The persisted set of associations.
@@ -95,7 +105,54 @@ pub enum RuleError {
     SeveralSpf(String, usize),
 }
 
+/// The file associations are kept in, beside the zones.
+pub const ASSOCIATIONS_FILE: &str = "domains.yaml";
+
 impl Associations {
+    /// Reads `domains.yaml`; a missing file is an empty set. Errors say file:line.
+    pub fn load(path: &std::path::Path) -> Result<Self, String> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Self::default()),
+            Err(e) => return Err(format!("{}: cannot read: {e}", path.display())),
+        };
+        if text.trim().is_empty() {
+            return Ok(Self::default());
+        }
+        let de = serde_yaml::Deserializer::from_str(&text);
+        serde_path_to_error::deserialize(de).map_err(|e| {
+            let at = e.path().to_string();
+            let inner = e.into_inner();
+            let line = inner.location().map(|l| format!(":{}", l.line())).unwrap_or_default();
+            format!("{}{line}: {at}: {inner}", path.display())
+        })
+    }
+
+    pub fn to_yaml(&self) -> String {
+        serde_yaml::to_string(self).unwrap_or_default()
+    }
+
+    /// A copy with `association` added or replacing the one for the same domain and platform.
+    pub fn with(&self, association: Association) -> Self {
+        let mut out = self.without(&association.domain, &association.platform);
+        out.associations.push(association);
+        out.associations
+            .sort_by(|a, b| (&a.domain, &a.platform).cmp(&(&b.domain, &b.platform)));
+        out
+    }
+
+    /// A copy without the association of `domain` with `platform`.
+    pub fn without(&self, domain: &str, platform: &str) -> Self {
+        Self {
+            associations: self
+                .associations
+                .iter()
+                .filter(|a| !(a.domain == domain && a.platform == platform))
+                .cloned()
+                .collect(),
+        }
+    }
+
     pub fn for_domain<'a>(&'a self, domain: &'a str) -> impl Iterator<Item = &'a Association> + 'a {
         self.associations.iter().filter(move |a| a.domain == domain)
     }
@@ -432,6 +489,9 @@ mod tests {
             spf_created: false,
             applied: vec![],
             replaced: vec![],
+            replace: false,
+            applied_platform: None,
+            validated: false,
         }
     }
 

@@ -1,0 +1,367 @@
+//! The writer's side of associations: applying, changing, removing and reconciling them.
+//!
+//! Everything here runs under the single writer lock. Order on disk: when an association is
+//! added or changed, `zones/domains.yaml` is written before the zone (a crash in between
+//! leaves an association whose records a reconcile at start completes); when one is removed,
+//! the zone is written first (a crash in between leaves the association, and the unanswered
+//! DELETE can be retried). A request that changes nothing writes nothing and bumps no serial.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use hickory_proto::rr::{Name, RecordType};
+use ring::rand::{SecureRandom, SystemRandom};
+use serde::Serialize;
+
+use super::Shared;
+use super::writer::WriteError;
+use crate::provision::association::{ASSOCIATIONS_FILE, Association, Associations, Mode, RuleError, plan_apply, plan_remove};
+use crate::provision::platform::Platform;
+use crate::provision::records::{ExpectedRecord, Families, MissingSetting, expected_records};
+use crate::zone::edit::EditError;
+use crate::zone::serial::next_serial;
+use crate::zone::set::{unix_now, zone_file};
+use crate::zone::{Zone, writer};
+
+/// What a client asks for.
+#[derive(Debug, Clone)]
+pub struct AssociateRequest {
+    pub domain: Name,
+    pub platform: String,
+    pub mode: Mode,
+    pub relay_host: Option<String>,
+    pub records: Families,
+}
+
+/// What happened (or, in a dry run, would happen).
+#[derive(Debug, Serialize)]
+pub struct AssociationReport {
+    pub association: Association,
+    /// The hosted zone the records go into, if the domain is served here.
+    pub zone: Option<String>,
+    pub expected: Vec<ExpectedRecord>,
+    /// Zone lines this request adds and removes (hosted domains); empty on a no-op.
+    pub added: Vec<String>,
+    pub removed: Vec<String>,
+    /// External domains: the lines to paste into the domain's zone, by family.
+    pub to_paste: BTreeMap<String, Vec<String>>,
+    pub dry_run: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AssociationError {
+    #[error("unknown platform {0}")]
+    UnknownPlatform(String),
+    /// 422: the request is well formed but cannot be served (`field` says which part).
+    #[error("{message}")]
+    Unprocessable { field: &'static str, message: String },
+    #[error("{0}")]
+    Rule(#[from] RuleError),
+    #[error("{0}")]
+    Missing(#[from] MissingSetting),
+    /// 409: the records would not make a valid zone with the user's data.
+    #[error("{}", .0.message)]
+    Zone(EditError),
+    #[error("no association of {domain} with platform {platform}")]
+    NotFound { domain: String, platform: String },
+    #[error("{0}")]
+    Write(#[from] WriteError),
+}
+
+fn lines(zone: &Zone) -> BTreeSet<String> {
+    zone.records()
+        .filter(|r| r.record_type() != RecordType::SOA)
+        .map(writer::record_line)
+        .collect()
+}
+
+fn new_token() -> String {
+    let mut bytes = [0u8; 8];
+    // A token only needs to be unguessable enough to prove control; fall back to the clock.
+    if SystemRandom::new().fill(&mut bytes).is_err() {
+        bytes = unix_now().to_be_bytes();
+    }
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl Shared {
+    fn associations_path(&self) -> std::path::PathBuf {
+        self.config.zones_dir.join(ASSOCIATIONS_FILE)
+    }
+
+    async fn save_associations(&self, set: Associations) -> Result<(), WriteError> {
+        let path = self.associations_path();
+        let text = set.to_yaml();
+        let target = path.clone();
+        super::writer::on_disk(&path, move || crate::durable::write_atomically(&target, text.as_bytes(), 0o644)).await?;
+        self.associations.store(Arc::new(set));
+        Ok(())
+    }
+
+    fn platform(&self, id: &str) -> Result<Platform, AssociationError> {
+        self.platforms
+            .load()
+            .iter()
+            .find(|p| p.id == id)
+            .cloned()
+            .ok_or_else(|| AssociationError::UnknownPlatform(id.to_string()))
+    }
+
+    /// The zone with `association` (re)applied, `previous` taken out first; fills in what
+    /// the association remembers. Returns the new zone and the lines added and removed.
+    fn rebuild(
+        &self,
+        zone: &Zone,
+        previous: Option<&Association>,
+        others: &[&Association],
+        association: &mut Association,
+        platform: &Platform,
+        expected: &[ExpectedRecord],
+    ) -> Result<(Zone, Vec<String>, Vec<String>), AssociationError> {
+        let domain = Name::from_ascii(&association.domain).unwrap_or_else(|_| Name::root());
+        let serial = next_serial(self.config.zone_defaults.serial, zone.serial(), unix_now());
+        let ttl = platform.ttl;
+        let base = match previous {
+            Some(p) => {
+                let changes = plan_remove(zone, p, others)?;
+                zone.with_changes(&changes, serial, ttl).map_err(AssociationError::Zone)?
+            }
+            None => zone.clone(),
+        };
+        let plan = plan_apply(&base, &domain, platform, expected, association.replace)?;
+        let next = base.with_changes(&plan.changes, serial, ttl).map_err(AssociationError::Zone)?;
+        association.applied = plan.applied;
+        association.replaced = plan.replaced;
+        association.spf_mechanisms = plan.spf_mechanisms;
+        // Whoever created the SPF record, it stays "created by mailzone".
+        association.spf_created = plan.spf_created || previous.is_some_and(|p| p.spf_created);
+        association.applied_platform = Some(platform.clone());
+        let (before, after) = (lines(zone), lines(&next));
+        let added = after.difference(&before).cloned().collect();
+        let removed = before.difference(&after).cloned().collect();
+        Ok((next, added, removed))
+    }
+
+    /// Associates a domain with a platform (or re-applies / changes an existing association).
+    pub async fn associate(&self, req: AssociateRequest, dry_run: bool, replace: bool) -> Result<AssociationReport, AssociationError> {
+        let _writer = self.writer.lock().await;
+        self.associate_locked(req, dry_run, replace).await
+    }
+
+    async fn associate_locked(&self, req: AssociateRequest, dry_run: bool, replace: bool) -> Result<AssociationReport, AssociationError> {
+        let platform = self.platform(&req.platform)?;
+        if req.mode == Mode::NonAuthoritative && req.relay_host.is_none() {
+            return Err(AssociationError::Unprocessable {
+                field: "relay_host",
+                message: "relay_host is required in non-authoritative mode (where mail for unknown recipients goes)".into(),
+            });
+        }
+        let domain = req.domain.to_lowercase();
+        let domain_text = domain.to_ascii();
+        let set = self.associations.load_full();
+        let existing = set.find(&domain_text, &platform.id).cloned();
+        let zones = self.zones.load_full();
+        let zone = zones.find(&domain).cloned();
+        let mut association = Association {
+            domain: domain_text.clone(),
+            platform: platform.id.clone(),
+            mode: req.mode,
+            relay_host: req.relay_host,
+            records: req.records,
+            ownership_token: existing.as_ref().map_or_else(new_token, |e| e.ownership_token.clone()),
+            hosted: zone.is_some(),
+            spf_mechanisms: vec![],
+            spf_created: false,
+            applied: vec![],
+            replaced: vec![],
+            replace: replace || existing.as_ref().is_some_and(|e| e.replace),
+            applied_platform: None,
+            validated: existing.as_ref().is_some_and(|e| e.validated),
+        };
+        set.check(&association)?;
+        let token = (!association.hosted).then_some(association.ownership_token.as_str());
+        let expected = expected_records(&domain, &platform, &association.records, token)?;
+        let mut report = AssociationReport {
+            association: association.clone(),
+            zone: zone.as_ref().map(|z| z.origin().to_ascii()),
+            expected: expected.clone(),
+            added: vec![],
+            removed: vec![],
+            to_paste: BTreeMap::new(),
+            dry_run,
+        };
+
+        let Some(zone) = zone else {
+            // External: nothing is written into any zone; the records are listed.
+            for e in &expected {
+                report.to_paste.entry(e.family.as_str().to_string()).or_default().push(e.line.clone());
+            }
+            association.applied_platform = Some(platform.clone());
+            report.association = association.clone();
+            if !dry_run && existing.as_ref() != Some(&association) {
+                self.save_associations(set.with(association)).await?;
+                tracing::info!(domain = %domain_text, platform = %platform.id, "external domain associated");
+            }
+            return Ok(report);
+        };
+
+        // Re-applying the same association whose records are all in place: nothing to do.
+        if let Some(e) = &existing
+            && e.mode == association.mode
+            && e.relay_host == association.relay_host
+            && e.records == association.records
+            && e.applied_platform.as_ref() == Some(&platform)
+            && records_present(&zone, e)
+        {
+            report.association = e.clone();
+            return Ok(report);
+        }
+        let others: Vec<&Association> = set
+            .for_domain(&domain_text)
+            .filter(|a| a.platform != platform.id)
+            .collect();
+        let (next, added, removed) = self.rebuild(&zone, existing.as_ref(), &others, &mut association, &platform, &expected)?;
+        report.association = association.clone();
+        report.added = added;
+        report.removed = removed;
+        if dry_run {
+            return Ok(report);
+        }
+        self.save_associations(set.with(association)).await?;
+        if !report.added.is_empty() || !report.removed.is_empty() {
+            let file = zone_file(&self.config.zones_dir, next.origin());
+            self.store_zone(next, file).await?;
+        }
+        tracing::info!(domain = %domain_text, platform = %platform.id, added = report.added.len(), removed = report.removed.len(), "domain associated");
+        Ok(report)
+    }
+
+    /// Changes an association's mode, relay host or families.
+    pub async fn change_association(
+        &self,
+        domain: &Name,
+        platform: &str,
+        mode: Option<Mode>,
+        relay_host: Option<Option<String>>,
+        records: Option<Families>,
+        dry_run: bool,
+        replace: bool,
+    ) -> Result<AssociationReport, AssociationError> {
+        let _writer = self.writer.lock().await;
+        let domain_text = domain.to_lowercase().to_ascii();
+        let Some(existing) = self.associations.load().find(&domain_text, platform).cloned() else {
+            return Err(AssociationError::NotFound {
+                domain: domain_text,
+                platform: platform.to_string(),
+            });
+        };
+        let req = AssociateRequest {
+            domain: domain.clone(),
+            platform: platform.to_string(),
+            mode: mode.unwrap_or(existing.mode),
+            relay_host: relay_host.unwrap_or(existing.relay_host),
+            records: records.unwrap_or(existing.records),
+        };
+        self.associate_locked(req, dry_run, replace).await
+    }
+
+    /// Removes an association: exactly its records go, what it replaced comes back.
+    pub async fn dissociate(&self, domain: &Name, platform: &str) -> Result<AssociationReport, AssociationError> {
+        let _writer = self.writer.lock().await;
+        let domain_text = domain.to_lowercase().to_ascii();
+        let set = self.associations.load_full();
+        let Some(association) = set.find(&domain_text, platform).cloned() else {
+            return Err(AssociationError::NotFound {
+                domain: domain_text,
+                platform: platform.to_string(),
+            });
+        };
+        let others: Vec<&Association> = set.for_domain(&domain_text).filter(|a| a.platform != platform).collect();
+        let mut report = AssociationReport {
+            association: association.clone(),
+            zone: None,
+            expected: vec![],
+            added: vec![],
+            removed: vec![],
+            to_paste: BTreeMap::new(),
+            dry_run: false,
+        };
+        let zones = self.zones.load_full();
+        if association.hosted
+            && let Some(zone) = zones.find(&domain.to_lowercase()).cloned()
+        {
+            let changes = plan_remove(&zone, &association, &others)?;
+            let serial = next_serial(self.config.zone_defaults.serial, zone.serial(), unix_now());
+            let next = zone.with_changes(&changes, serial, 3600).map_err(AssociationError::Zone)?;
+            let (before, after) = (lines(&zone), lines(&next));
+            report.zone = Some(zone.origin().to_ascii());
+            report.added = after.difference(&before).cloned().collect();
+            report.removed = before.difference(&after).cloned().collect();
+            if !report.added.is_empty() || !report.removed.is_empty() {
+                let file = zone_file(&self.config.zones_dir, next.origin());
+                self.store_zone(next, file).await?;
+            }
+        }
+        let mut remaining = set.without(&domain_text, platform);
+        if association.spf_created
+            && let Some(heir) = remaining
+                .associations
+                .iter_mut()
+                .find(|a| a.domain == domain_text && a.records.spf)
+        {
+            heir.spf_created = true;
+        }
+        self.save_associations(remaining).await?;
+        tracing::info!(domain = %domain_text, platform, removed = report.removed.len(), restored = report.added.len(), "domain dissociated");
+        Ok(report)
+    }
+
+    /// Brings every hosted association to the state its platform now asks for: after a
+    /// platform changed in the config, or after a crash between the two writes of a change.
+    pub async fn reconcile(&self) -> usize {
+        let _writer = self.writer.lock().await;
+        let mut changed = 0;
+        let all = self.associations.load_full().associations.clone();
+        for a in all.iter().filter(|a| a.hosted) {
+            let platform = match self.platform(&a.platform) {
+                Ok(p) => p,
+                Err(_) => {
+                    tracing::warn!(domain = %a.domain, platform = %a.platform, "platform no longer configured; its records are left as they are");
+                    continue;
+                }
+            };
+            let Ok(domain) = Name::from_ascii(&a.domain) else { continue };
+            let Some(zone) = self.zones.load().find(&domain).cloned() else {
+                tracing::warn!(domain = %a.domain, "the zone of an associated domain is no longer hosted");
+                continue;
+            };
+            if a.applied_platform.as_ref() == Some(&platform) && records_present(&zone, a) {
+                continue;
+            }
+            let req = AssociateRequest {
+                domain,
+                platform: a.platform.clone(),
+                mode: a.mode,
+                relay_host: a.relay_host.clone(),
+                records: a.records,
+            };
+            match self.associate_locked(req, false, a.replace).await {
+                Ok(r) => {
+                    changed += 1;
+                    tracing::info!(domain = %a.domain, platform = %a.platform, added = ?r.added, removed = ?r.removed, "association reconciled");
+                }
+                Err(e) => tracing::error!(domain = %a.domain, platform = %a.platform, error = %e, "association cannot be reconciled"),
+            }
+        }
+        changed
+    }
+}
+
+/// Whether every record the association wrote is still in the zone.
+fn records_present(zone: &Zone, a: &Association) -> bool {
+    let present = lines(zone);
+    a.applied.iter().all(|r| {
+        let line = format!("{} {} IN {} {}", r.name, r.ttl, r.rtype, r.value);
+        present.contains(&line)
+    })
+}

@@ -1,0 +1,227 @@
+//! `/v1/domains`: associating domains with e-mail platforms.
+//!
+//! This module owns the JSON of associations and maps the product rules to HTTP: 409 with
+//! `authoritative domain detected` (and the holder), 422 for an unknown platform, a missing
+//! relay host or a family the platform cannot provide, 400 for a bad domain name. The work is
+//! done by the daemon's single writer.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use hickory_proto::rr::Name;
+use serde::{Deserialize, Serialize};
+
+use super::zones::{parse_body, write_error};
+use super::{ApiError, require_token};
+use crate::daemon::Shared;
+use crate::daemon::associations::{AssociateRequest, AssociationError};
+use crate::provision::association::{Association, Mode, RuleError};
+use crate::provision::records::{ExpectedRecord, Families, expected_records};
+use crate::zone::master::parse_api_name;
+
+type AppState = Arc<Shared>;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AssociateBody {
+    pub domain: String,
+    pub platform: String,
+    pub mode: Mode,
+    #[serde(default)]
+    pub relay_host: Option<String>,
+    #[serde(default)]
+    pub records: Families,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChangeBody {
+    #[serde(default)]
+    pub mode: Option<Mode>,
+    #[serde(default, deserialize_with = "some_or_null")]
+    pub relay_host: Option<Option<String>>,
+    #[serde(default)]
+    pub records: Option<Families>,
+}
+
+/// `"relay_host": null` clears it; an absent key leaves it.
+fn some_or_null<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<String>>, D::Error> {
+    Option::<String>::deserialize(d).map(Some)
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct Flags {
+    #[serde(default)]
+    dry_run: bool,
+    #[serde(default)]
+    replace: bool,
+    #[serde(default)]
+    platform: Option<String>,
+}
+
+fn bad(status: StatusCode, code: &'static str, field: &str, message: impl Into<String>) -> ApiError {
+    ApiError::new(status, code, message).with_field(field)
+}
+
+fn domain_name(text: &str, field: &str) -> Result<Name, ApiError> {
+    let mut name = parse_api_name(text, &Name::root()).map_err(|m| bad(StatusCode::BAD_REQUEST, "invalid", field, m))?;
+    name.set_fqdn(true);
+    if name.is_root() || name.is_wildcard() || name.num_labels() < 2 {
+        return Err(bad(StatusCode::BAD_REQUEST, "invalid", field, format!("{text} is not a domain name")));
+    }
+    Ok(name.to_lowercase())
+}
+
+fn relay(text: Option<String>) -> Result<Option<String>, ApiError> {
+    text.map(|t| {
+        let mut n = parse_api_name(&t, &Name::root()).map_err(|m| bad(StatusCode::BAD_REQUEST, "invalid", "relay_host", m))?;
+        n.set_fqdn(true);
+        Ok(n.to_ascii())
+    })
+    .transpose()
+}
+
+fn association_error(e: AssociationError) -> ApiError {
+    let message = e.to_string();
+    match e {
+        AssociationError::UnknownPlatform(_) => bad(StatusCode::UNPROCESSABLE_ENTITY, "unknown_platform", "platform", message),
+        AssociationError::Unprocessable { field, .. } => bad(StatusCode::UNPROCESSABLE_ENTITY, "unprocessable", field, message),
+        AssociationError::Missing(m) => bad(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "platform_cannot_provide",
+            &format!("records.{}", m.family),
+            message,
+        ),
+        AssociationError::Rule(RuleError::AuthoritativeDomain { .. }) => {
+            ApiError::new(StatusCode::CONFLICT, "authoritative_domain", message)
+        }
+        AssociationError::Rule(_) | AssociationError::Zone(_) => ApiError::new(StatusCode::CONFLICT, "conflict", message),
+        AssociationError::NotFound { .. } => ApiError::new(StatusCode::NOT_FOUND, "not_found", message),
+        AssociationError::Write(w) => write_error(w),
+    }
+}
+
+pub async fn associate(
+    State(shared): State<AppState>,
+    headers: HeaderMap,
+    Query(flags): Query<Flags>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    require_token(&shared, &headers)?;
+    let body: AssociateBody = parse_body(body)?;
+    let request = AssociateRequest {
+        domain: domain_name(&body.domain, "domain")?,
+        platform: body.platform,
+        mode: body.mode,
+        relay_host: relay(body.relay_host)?,
+        records: body.records,
+    };
+    let report = shared
+        .associate(request, flags.dry_run, flags.replace)
+        .await
+        .map_err(association_error)?;
+    let status = if flags.dry_run { StatusCode::OK } else { StatusCode::CREATED };
+    Ok((status, Json(report)).into_response())
+}
+
+/// The association of `domain` the request means: `?platform=` or the only one.
+fn pick(shared: &Shared, domain: &Name, platform: Option<String>) -> Result<String, ApiError> {
+    if let Some(p) = platform {
+        return Ok(p);
+    }
+    let set = shared.associations.load();
+    let domain_text = domain.to_ascii();
+    let mut platforms = set.for_domain(&domain_text).map(|a| a.platform.clone());
+    match (platforms.next(), platforms.next()) {
+        (Some(p), None) => Ok(p),
+        (None, _) => Err(ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("{domain_text} is not associated"))),
+        (Some(_), Some(_)) => Err(bad(
+            StatusCode::BAD_REQUEST,
+            "invalid",
+            "platform",
+            "the domain has several associations: say which with ?platform=",
+        )),
+    }
+}
+
+pub async fn change(
+    State(shared): State<AppState>,
+    headers: HeaderMap,
+    Path(domain): Path<String>,
+    Query(flags): Query<Flags>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    require_token(&shared, &headers)?;
+    let domain = domain_name(&domain, "domain")?;
+    let body: ChangeBody = parse_body(body)?;
+    let platform = pick(&shared, &domain, flags.platform)?;
+    let relay_host = match body.relay_host {
+        Some(r) => Some(relay(r)?),
+        None => None,
+    };
+    let report = shared
+        .change_association(&domain, &platform, body.mode, relay_host, body.records, flags.dry_run, flags.replace)
+        .await
+        .map_err(association_error)?;
+    Ok(Json(report).into_response())
+}
+
+pub async fn remove(
+    State(shared): State<AppState>,
+    headers: HeaderMap,
+    Path(domain): Path<String>,
+    Query(flags): Query<Flags>,
+) -> Result<Response, ApiError> {
+    require_token(&shared, &headers)?;
+    let domain = domain_name(&domain, "domain")?;
+    let platform = pick(&shared, &domain, flags.platform)?;
+    let report = shared.dissociate(&domain, &platform).await.map_err(association_error)?;
+    Ok(Json(report).into_response())
+}
+
+#[derive(Serialize)]
+struct AssociationView {
+    #[serde(flatten)]
+    association: Association,
+    expected: Vec<ExpectedRecord>,
+}
+
+fn view(shared: &Shared, a: &Association) -> AssociationView {
+    let platforms = shared.platforms.load();
+    let expected = platforms
+        .iter()
+        .find(|p| p.id == a.platform)
+        .and_then(|p| {
+            let domain = Name::from_ascii(&a.domain).ok()?;
+            let token = (!a.hosted).then_some(a.ownership_token.as_str());
+            expected_records(&domain, p, &a.records, token).ok()
+        })
+        .unwrap_or_default();
+    AssociationView {
+        association: a.clone(),
+        expected,
+    }
+}
+
+pub async fn list(State(shared): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
+    require_token(&shared, &headers)?;
+    let set = shared.associations.load();
+    let views: Vec<AssociationView> = set.associations.iter().map(|a| view(&shared, a)).collect();
+    Ok(Json(views).into_response())
+}
+
+pub async fn show(State(shared): State<AppState>, headers: HeaderMap, Path(domain): Path<String>) -> Result<Response, ApiError> {
+    require_token(&shared, &headers)?;
+    let domain = domain_name(&domain, "domain")?.to_ascii();
+    let set = shared.associations.load();
+    let views: Vec<AssociationView> = set.for_domain(&domain).map(|a| view(&shared, a)).collect();
+    if views.is_empty() {
+        return Err(ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("{domain} is not associated")));
+    }
+    Ok(Json(serde_json::json!({"domain": domain, "associations": views})).into_response())
+}
