@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use mailzone::cli::{ApiArgs, ZoneCommand};
+use mailzone::cli::{ApiArgs, DomainCommand, ZoneCommand};
 use mailzone::config::{Config, LogFormat};
 use mailzone::daemon::Daemon;
 use tokio::signal::unix::{SignalKind, signal};
@@ -30,6 +30,13 @@ enum Command {
     },
     /// Validate a configuration file and print the effective configuration.
     CheckConfig { file: Option<PathBuf> },
+    /// Associate domains with e-mail platforms through a running daemon's API.
+    Domain {
+        #[command(flatten)]
+        api: ApiArgs,
+        #[command(subcommand)]
+        command: DomainCommand,
+    },
     /// Manage hosted zones through a running daemon's API.
     Zone {
         #[command(flatten)]
@@ -62,16 +69,10 @@ fn main() -> ExitCode {
             }
             Err(code) => code,
         },
-        Command::Zone { api, command } => match mailzone::cli::run_zone(&api, &command) {
-            Ok(out) => {
-                print!("{out}");
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("mailzone: {e}");
-                ExitCode::FAILURE
-            }
-        },
+        Command::Zone { api, command } => print_outcome(mailzone::cli::run_zone(&api, &command)),
+        Command::Domain { api, command } => {
+            print_outcome(mailzone::cli::run_domain(&api, &command))
+        }
         Command::Serve { config } => {
             let config_file = config.clone();
             let config = match load_config(config.as_ref()) {
@@ -87,6 +88,19 @@ fn main() -> ExitCode {
                     ExitCode::FAILURE
                 }
             }
+        }
+    }
+}
+
+fn print_outcome(outcome: Result<String, mailzone::cli::CliError>) -> ExitCode {
+    match outcome {
+        Ok(out) => {
+            print!("{out}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("mailzone: {e}");
+            ExitCode::FAILURE
         }
     }
 }

@@ -66,6 +66,42 @@ pub enum ZoneCommand {
     Export { zone: String },
 }
 
+#[derive(Debug, Subcommand)]
+pub enum DomainCommand {
+    /// Associate a domain with a platform (records written if its zone is hosted here).
+    Add {
+        domain: String,
+        #[arg(long)]
+        platform: String,
+        /// Share the domain with another mail service (needs --relay-host).
+        #[arg(long)]
+        non_authoritative: bool,
+        #[arg(long)]
+        relay_host: Option<String>,
+        /// Families not to manage, e.g. `--skip dmarc --skip srv`.
+        #[arg(long, value_parser = ["mx", "srv", "autoconfig", "spf", "dmarc"])]
+        skip: Vec<String>,
+        /// Replace user records that stand where a record must go.
+        #[arg(long)]
+        replace: bool,
+        /// Show what would change without changing anything.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// List the associations.
+    List,
+    /// Show a domain's associations.
+    Show { domain: String },
+    /// Print the records a domain needs, as zone-file lines.
+    Records { domain: String },
+    /// Remove an association (its records go, replaced records come back).
+    Remove {
+        domain: String,
+        #[arg(long)]
+        platform: Option<String>,
+    },
+}
+
 /// A failure of a client command, already worded for the terminal.
 #[derive(Debug, thiserror::Error)]
 pub enum CliError {
@@ -198,6 +234,126 @@ pub fn run_zone(args: &ApiArgs, command: &ZoneCommand) -> Result<String, CliErro
         }
         ZoneCommand::Export { zone } => {
             api.request_text("GET", &format!("/v1/zones/{zone}/export"))?
+        }
+    };
+    Ok(out)
+}
+
+/// Runs one `domain` subcommand; returns what to print.
+pub fn run_domain(args: &ApiArgs, command: &DomainCommand) -> Result<String, CliError> {
+    let api = client(args)?;
+    let changes = |v: &Value| -> String {
+        let mut out = String::new();
+        for l in v["removed"].as_array().into_iter().flatten() {
+            out.push_str(&format!("- {}\n", text(l)));
+        }
+        for l in v["added"].as_array().into_iter().flatten() {
+            out.push_str(&format!("+ {}\n", text(l)));
+        }
+        out
+    };
+    let out = match command {
+        DomainCommand::Add {
+            domain,
+            platform,
+            non_authoritative,
+            relay_host,
+            skip,
+            replace,
+            dry_run,
+        } => {
+            let mut records = json!({});
+            for f in ["mx", "srv", "autoconfig", "spf", "dmarc"] {
+                records[f] = json!(!skip.iter().any(|s| s == f));
+            }
+            let mode = if *non_authoritative {
+                "non-authoritative"
+            } else {
+                "authoritative"
+            };
+            let body = json!({"domain": domain, "platform": platform, "mode": mode, "relay_host": relay_host, "records": records});
+            let v = api.request(
+                "POST",
+                &format!("/v1/domains?dry_run={dry_run}&replace={replace}"),
+                Some(&body),
+            )?;
+            if args.json {
+                pretty(&v)
+            } else if v["zone"].is_null() {
+                let mut out =
+                    format!("{domain} is not hosted here: add these records to its zone\n");
+                for (family, lines) in v["to_paste"].as_object().into_iter().flatten() {
+                    out.push_str(&format!("; {family}\n"));
+                    for l in lines.as_array().into_iter().flatten() {
+                        out.push_str(&format!("{}\n", text(l)));
+                    }
+                }
+                out
+            } else {
+                let head = if *dry_run { "would change" } else { "changed" };
+                let body = changes(&v);
+                if body.is_empty() {
+                    format!("{domain}: nothing to change\n")
+                } else {
+                    format!("{head} zone {}:\n{body}", text(&v["zone"]))
+                }
+            }
+        }
+        DomainCommand::List => {
+            let v = api.request("GET", "/v1/domains", None)?;
+            if args.json {
+                pretty(&v)
+            } else {
+                let rows: Vec<Vec<String>> = v
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|a| {
+                        let hosted = if a["hosted"] == json!(true) {
+                            "hosted"
+                        } else {
+                            "external"
+                        };
+                        vec![
+                            text(&a["domain"]),
+                            text(&a["platform"]),
+                            text(&a["mode"]),
+                            hosted.to_string(),
+                        ]
+                    })
+                    .collect();
+                table(&["DOMAIN", "PLATFORM", "MODE", "ZONE"], &rows)
+            }
+        }
+        DomainCommand::Show { domain } => {
+            pretty(&api.request("GET", &format!("/v1/domains/{domain}"), None)?)
+        }
+        DomainCommand::Records { domain } => {
+            let v = api.request("GET", &format!("/v1/domains/{domain}"), None)?;
+            if args.json {
+                pretty(&v)
+            } else {
+                let mut out = String::new();
+                for a in v["associations"].as_array().into_iter().flatten() {
+                    out.push_str(&format!("; platform {}\n", text(&a["platform"])));
+                    for r in a["expected"].as_array().into_iter().flatten() {
+                        out.push_str(&format!("{}\n", text(&r["line"])));
+                    }
+                }
+                out
+            }
+        }
+        DomainCommand::Remove { domain, platform } => {
+            let query = platform
+                .as_ref()
+                .map(|p| format!("?platform={p}"))
+                .unwrap_or_default();
+            let v = api.request("DELETE", &format!("/v1/domains/{domain}{query}"), None)?;
+            if args.json {
+                pretty(&v)
+            } else {
+                format!("removed {domain}\n{}", changes(&v))
+            }
         }
     };
     Ok(out)

@@ -15,7 +15,9 @@ use serde::Serialize;
 
 use super::Shared;
 use super::writer::WriteError;
-use crate::provision::association::{ASSOCIATIONS_FILE, Association, Associations, Mode, RuleError, plan_apply, plan_remove};
+use crate::provision::association::{
+    ASSOCIATIONS_FILE, Association, Associations, Mode, RuleError, plan_apply, plan_remove,
+};
 use crate::provision::platform::Platform;
 use crate::provision::records::{ExpectedRecord, Families, MissingSetting, expected_records};
 use crate::zone::edit::EditError;
@@ -31,6 +33,15 @@ pub struct AssociateRequest {
     pub mode: Mode,
     pub relay_host: Option<String>,
     pub records: Families,
+}
+
+/// What a change of an association sets; `None` keeps the current value.
+#[derive(Debug, Clone, Default)]
+pub struct AssociationChange {
+    pub mode: Option<Mode>,
+    /// `Some(None)` clears the relay host.
+    pub relay_host: Option<Option<String>>,
+    pub records: Option<Families>,
 }
 
 /// What happened (or, in a dry run, would happen).
@@ -54,7 +65,10 @@ pub enum AssociationError {
     UnknownPlatform(String),
     /// 422: the request is well formed but cannot be served (`field` says which part).
     #[error("{message}")]
-    Unprocessable { field: &'static str, message: String },
+    Unprocessable {
+        field: &'static str,
+        message: String,
+    },
     #[error("{0}")]
     Rule(#[from] RuleError),
     #[error("{0}")]
@@ -93,7 +107,10 @@ impl Shared {
         let path = self.associations_path();
         let text = set.to_yaml();
         let target = path.clone();
-        super::writer::on_disk(&path, move || crate::durable::write_atomically(&target, text.as_bytes(), 0o644)).await?;
+        super::writer::on_disk(&path, move || {
+            crate::durable::write_atomically(&target, text.as_bytes(), 0o644)
+        })
+        .await?;
         self.associations.store(Arc::new(set));
         Ok(())
     }
@@ -124,12 +141,15 @@ impl Shared {
         let base = match previous {
             Some(p) => {
                 let changes = plan_remove(zone, p, others)?;
-                zone.with_changes(&changes, serial, ttl).map_err(AssociationError::Zone)?
+                zone.with_changes(&changes, serial, ttl)
+                    .map_err(AssociationError::Zone)?
             }
             None => zone.clone(),
         };
         let plan = plan_apply(&base, &domain, platform, expected, association.replace)?;
-        let next = base.with_changes(&plan.changes, serial, ttl).map_err(AssociationError::Zone)?;
+        let next = base
+            .with_changes(&plan.changes, serial, ttl)
+            .map_err(AssociationError::Zone)?;
         association.applied = plan.applied;
         association.replaced = plan.replaced;
         association.spf_mechanisms = plan.spf_mechanisms;
@@ -143,12 +163,22 @@ impl Shared {
     }
 
     /// Associates a domain with a platform (or re-applies / changes an existing association).
-    pub async fn associate(&self, req: AssociateRequest, dry_run: bool, replace: bool) -> Result<AssociationReport, AssociationError> {
+    pub async fn associate(
+        &self,
+        req: AssociateRequest,
+        dry_run: bool,
+        replace: bool,
+    ) -> Result<AssociationReport, AssociationError> {
         let _writer = self.writer.lock().await;
         self.associate_locked(req, dry_run, replace).await
     }
 
-    async fn associate_locked(&self, req: AssociateRequest, dry_run: bool, replace: bool) -> Result<AssociationReport, AssociationError> {
+    async fn associate_locked(
+        &self,
+        req: AssociateRequest,
+        dry_run: bool,
+        replace: bool,
+    ) -> Result<AssociationReport, AssociationError> {
         let platform = self.platform(&req.platform)?;
         if req.mode == Mode::NonAuthoritative && req.relay_host.is_none() {
             return Err(AssociationError::Unprocessable {
@@ -168,7 +198,9 @@ impl Shared {
             mode: req.mode,
             relay_host: req.relay_host,
             records: req.records,
-            ownership_token: existing.as_ref().map_or_else(new_token, |e| e.ownership_token.clone()),
+            ownership_token: existing
+                .as_ref()
+                .map_or_else(new_token, |e| e.ownership_token.clone()),
             hosted: zone.is_some(),
             spf_mechanisms: vec![],
             spf_created: false,
@@ -194,7 +226,11 @@ impl Shared {
         let Some(zone) = zone else {
             // External: nothing is written into any zone; the records are listed.
             for e in &expected {
-                report.to_paste.entry(e.family.as_str().to_string()).or_default().push(e.line.clone());
+                report
+                    .to_paste
+                    .entry(e.family.as_str().to_string())
+                    .or_default()
+                    .push(e.line.clone());
             }
             association.applied_platform = Some(platform.clone());
             report.association = association.clone();
@@ -220,7 +256,14 @@ impl Shared {
             .for_domain(&domain_text)
             .filter(|a| a.platform != platform.id)
             .collect();
-        let (next, added, removed) = self.rebuild(&zone, existing.as_ref(), &others, &mut association, &platform, &expected)?;
+        let (next, added, removed) = self.rebuild(
+            &zone,
+            existing.as_ref(),
+            &others,
+            &mut association,
+            &platform,
+            &expected,
+        )?;
         report.association = association.clone();
         report.added = added;
         report.removed = removed;
@@ -241,15 +284,18 @@ impl Shared {
         &self,
         domain: &Name,
         platform: &str,
-        mode: Option<Mode>,
-        relay_host: Option<Option<String>>,
-        records: Option<Families>,
+        change: AssociationChange,
         dry_run: bool,
         replace: bool,
     ) -> Result<AssociationReport, AssociationError> {
         let _writer = self.writer.lock().await;
         let domain_text = domain.to_lowercase().to_ascii();
-        let Some(existing) = self.associations.load().find(&domain_text, platform).cloned() else {
+        let Some(existing) = self
+            .associations
+            .load()
+            .find(&domain_text, platform)
+            .cloned()
+        else {
             return Err(AssociationError::NotFound {
                 domain: domain_text,
                 platform: platform.to_string(),
@@ -258,15 +304,19 @@ impl Shared {
         let req = AssociateRequest {
             domain: domain.clone(),
             platform: platform.to_string(),
-            mode: mode.unwrap_or(existing.mode),
-            relay_host: relay_host.unwrap_or(existing.relay_host),
-            records: records.unwrap_or(existing.records),
+            mode: change.mode.unwrap_or(existing.mode),
+            relay_host: change.relay_host.unwrap_or(existing.relay_host),
+            records: change.records.unwrap_or(existing.records),
         };
         self.associate_locked(req, dry_run, replace).await
     }
 
     /// Removes an association: exactly its records go, what it replaced comes back.
-    pub async fn dissociate(&self, domain: &Name, platform: &str) -> Result<AssociationReport, AssociationError> {
+    pub async fn dissociate(
+        &self,
+        domain: &Name,
+        platform: &str,
+    ) -> Result<AssociationReport, AssociationError> {
         let _writer = self.writer.lock().await;
         let domain_text = domain.to_lowercase().to_ascii();
         let set = self.associations.load_full();
@@ -276,7 +326,10 @@ impl Shared {
                 platform: platform.to_string(),
             });
         };
-        let others: Vec<&Association> = set.for_domain(&domain_text).filter(|a| a.platform != platform).collect();
+        let others: Vec<&Association> = set
+            .for_domain(&domain_text)
+            .filter(|a| a.platform != platform)
+            .collect();
         let mut report = AssociationReport {
             association: association.clone(),
             zone: None,
@@ -292,7 +345,9 @@ impl Shared {
         {
             let changes = plan_remove(&zone, &association, &others)?;
             let serial = next_serial(self.config.zone_defaults.serial, zone.serial(), unix_now());
-            let next = zone.with_changes(&changes, serial, 3600).map_err(AssociationError::Zone)?;
+            let next = zone
+                .with_changes(&changes, serial, 3600)
+                .map_err(AssociationError::Zone)?;
             let (before, after) = (lines(&zone), lines(&next));
             report.zone = Some(zone.origin().to_ascii());
             report.added = after.difference(&before).cloned().collect();
@@ -330,7 +385,9 @@ impl Shared {
                     continue;
                 }
             };
-            let Ok(domain) = Name::from_ascii(&a.domain) else { continue };
+            let Ok(domain) = Name::from_ascii(&a.domain) else {
+                continue;
+            };
             let Some(zone) = self.zones.load().find(&domain).cloned() else {
                 tracing::warn!(domain = %a.domain, "the zone of an associated domain is no longer hosted");
                 continue;
@@ -350,7 +407,9 @@ impl Shared {
                     changed += 1;
                     tracing::info!(domain = %a.domain, platform = %a.platform, added = ?r.added, removed = ?r.removed, "association reconciled");
                 }
-                Err(e) => tracing::error!(domain = %a.domain, platform = %a.platform, error = %e, "association cannot be reconciled"),
+                Err(e) => {
+                    tracing::error!(domain = %a.domain, platform = %a.platform, error = %e, "association cannot be reconciled")
+                }
             }
         }
         changed

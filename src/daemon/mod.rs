@@ -22,9 +22,9 @@ use tokio::task::JoinSet;
 use std::path::PathBuf;
 
 use crate::config::Config;
+use crate::metrics::Metrics;
 use crate::provision::association::{ASSOCIATIONS_FILE, Associations};
 use crate::provision::platform::Platform;
-use crate::metrics::Metrics;
 use crate::zone::ZoneSet;
 
 /// Why the daemon could not start. Each variant says what it was doing.
@@ -157,7 +157,10 @@ impl Daemon {
     }
 
     /// Like [`Daemon::start`], remembering the config file so a reload re-reads platforms.
-    pub async fn start_with_config_file(config: Config, config_file: Option<PathBuf>) -> Result<Self, StartError> {
+    pub async fn start_with_config_file(
+        config: Config,
+        config_file: Option<PathBuf>,
+    ) -> Result<Self, StartError> {
         let metrics = Arc::new(Metrics::new()?);
         let token = token::load_or_create(&config)?;
 
@@ -180,7 +183,8 @@ impl Daemon {
             source,
         })?;
 
-        let associations = Associations::load(&config.zones_dir.join(ASSOCIATIONS_FILE)).map_err(StartError::Associations)?;
+        let associations = Associations::load(&config.zones_dir.join(ASSOCIATIONS_FILE))
+            .map_err(StartError::Associations)?;
 
         let mut bound = Vec::new();
         for addr in &config.dns.listen {
@@ -228,7 +232,10 @@ impl Daemon {
         // crash left unwritten, are brought up to date.
         let reconciled = shared.reconcile().await;
         if reconciled > 0 {
-            tracing::info!(associations = reconciled, "associations reconciled at start");
+            tracing::info!(
+                associations = reconciled,
+                "associations reconciled at start"
+            );
         }
 
         let mut tasks = JoinSet::new();

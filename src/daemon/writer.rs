@@ -156,7 +156,11 @@ impl Shared {
     }
 
     /// Writes the zone file durably, then publishes the zone. Call with the writer lock held.
-    pub(super) async fn store_zone(&self, zone: Zone, file: std::path::PathBuf) -> Result<Arc<Zone>, WriteError> {
+    pub(super) async fn store_zone(
+        &self,
+        zone: Zone,
+        file: std::path::PathBuf,
+    ) -> Result<Arc<Zone>, WriteError> {
         let zone = Arc::new(zone);
         let text = writer::to_master_text(&zone);
         let target = file.clone();

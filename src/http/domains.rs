@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use super::zones::{parse_body, write_error};
 use super::{ApiError, require_token};
 use crate::daemon::Shared;
-use crate::daemon::associations::{AssociateRequest, AssociationError};
+use crate::daemon::associations::{AssociateRequest, AssociationChange, AssociationError};
 use crate::provision::association::{Association, Mode, RuleError};
 use crate::provision::records::{ExpectedRecord, Families, expected_records};
 use crate::zone::master::parse_api_name;
@@ -50,7 +50,9 @@ pub struct ChangeBody {
 }
 
 /// `"relay_host": null` clears it; an absent key leaves it.
-fn some_or_null<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<String>>, D::Error> {
+fn some_or_null<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<Option<String>>, D::Error> {
     Option::<String>::deserialize(d).map(Some)
 }
 
@@ -64,22 +66,34 @@ pub struct Flags {
     platform: Option<String>,
 }
 
-fn bad(status: StatusCode, code: &'static str, field: &str, message: impl Into<String>) -> ApiError {
+fn bad(
+    status: StatusCode,
+    code: &'static str,
+    field: &str,
+    message: impl Into<String>,
+) -> ApiError {
     ApiError::new(status, code, message).with_field(field)
 }
 
 fn domain_name(text: &str, field: &str) -> Result<Name, ApiError> {
-    let mut name = parse_api_name(text, &Name::root()).map_err(|m| bad(StatusCode::BAD_REQUEST, "invalid", field, m))?;
+    let mut name = parse_api_name(text, &Name::root())
+        .map_err(|m| bad(StatusCode::BAD_REQUEST, "invalid", field, m))?;
     name.set_fqdn(true);
     if name.is_root() || name.is_wildcard() || name.num_labels() < 2 {
-        return Err(bad(StatusCode::BAD_REQUEST, "invalid", field, format!("{text} is not a domain name")));
+        return Err(bad(
+            StatusCode::BAD_REQUEST,
+            "invalid",
+            field,
+            format!("{text} is not a domain name"),
+        ));
     }
     Ok(name.to_lowercase())
 }
 
 fn relay(text: Option<String>) -> Result<Option<String>, ApiError> {
     text.map(|t| {
-        let mut n = parse_api_name(&t, &Name::root()).map_err(|m| bad(StatusCode::BAD_REQUEST, "invalid", "relay_host", m))?;
+        let mut n = parse_api_name(&t, &Name::root())
+            .map_err(|m| bad(StatusCode::BAD_REQUEST, "invalid", "relay_host", m))?;
         n.set_fqdn(true);
         Ok(n.to_ascii())
     })
@@ -89,8 +103,18 @@ fn relay(text: Option<String>) -> Result<Option<String>, ApiError> {
 fn association_error(e: AssociationError) -> ApiError {
     let message = e.to_string();
     match e {
-        AssociationError::UnknownPlatform(_) => bad(StatusCode::UNPROCESSABLE_ENTITY, "unknown_platform", "platform", message),
-        AssociationError::Unprocessable { field, .. } => bad(StatusCode::UNPROCESSABLE_ENTITY, "unprocessable", field, message),
+        AssociationError::UnknownPlatform(_) => bad(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "unknown_platform",
+            "platform",
+            message,
+        ),
+        AssociationError::Unprocessable { field, .. } => bad(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "unprocessable",
+            field,
+            message,
+        ),
         AssociationError::Missing(m) => bad(
             StatusCode::UNPROCESSABLE_ENTITY,
             "platform_cannot_provide",
@@ -100,8 +124,12 @@ fn association_error(e: AssociationError) -> ApiError {
         AssociationError::Rule(RuleError::AuthoritativeDomain { .. }) => {
             ApiError::new(StatusCode::CONFLICT, "authoritative_domain", message)
         }
-        AssociationError::Rule(_) | AssociationError::Zone(_) => ApiError::new(StatusCode::CONFLICT, "conflict", message),
-        AssociationError::NotFound { .. } => ApiError::new(StatusCode::NOT_FOUND, "not_found", message),
+        AssociationError::Rule(_) | AssociationError::Zone(_) => {
+            ApiError::new(StatusCode::CONFLICT, "conflict", message)
+        }
+        AssociationError::NotFound { .. } => {
+            ApiError::new(StatusCode::NOT_FOUND, "not_found", message)
+        }
         AssociationError::Write(w) => write_error(w),
     }
 }
@@ -125,7 +153,11 @@ pub async fn associate(
         .associate(request, flags.dry_run, flags.replace)
         .await
         .map_err(association_error)?;
-    let status = if flags.dry_run { StatusCode::OK } else { StatusCode::CREATED };
+    let status = if flags.dry_run {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    };
     Ok((status, Json(report)).into_response())
 }
 
@@ -139,7 +171,11 @@ fn pick(shared: &Shared, domain: &Name, platform: Option<String>) -> Result<Stri
     let mut platforms = set.for_domain(&domain_text).map(|a| a.platform.clone());
     match (platforms.next(), platforms.next()) {
         (Some(p), None) => Ok(p),
-        (None, _) => Err(ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("{domain_text} is not associated"))),
+        (None, _) => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("{domain_text} is not associated"),
+        )),
         (Some(_), Some(_)) => Err(bad(
             StatusCode::BAD_REQUEST,
             "invalid",
@@ -165,7 +201,17 @@ pub async fn change(
         None => None,
     };
     let report = shared
-        .change_association(&domain, &platform, body.mode, relay_host, body.records, flags.dry_run, flags.replace)
+        .change_association(
+            &domain,
+            &platform,
+            AssociationChange {
+                mode: body.mode,
+                relay_host,
+                records: body.records,
+            },
+            flags.dry_run,
+            flags.replace,
+        )
         .await
         .map_err(association_error)?;
     Ok(Json(report).into_response())
@@ -180,7 +226,10 @@ pub async fn remove(
     require_token(&shared, &headers)?;
     let domain = domain_name(&domain, "domain")?;
     let platform = pick(&shared, &domain, flags.platform)?;
-    let report = shared.dissociate(&domain, &platform).await.map_err(association_error)?;
+    let report = shared
+        .dissociate(&domain, &platform)
+        .await
+        .map_err(association_error)?;
     Ok(Json(report).into_response())
 }
 
@@ -208,20 +257,31 @@ fn view(shared: &Shared, a: &Association) -> AssociationView {
     }
 }
 
-pub async fn list(State(shared): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
+pub async fn list(
+    State(shared): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
     require_token(&shared, &headers)?;
     let set = shared.associations.load();
     let views: Vec<AssociationView> = set.associations.iter().map(|a| view(&shared, a)).collect();
     Ok(Json(views).into_response())
 }
 
-pub async fn show(State(shared): State<AppState>, headers: HeaderMap, Path(domain): Path<String>) -> Result<Response, ApiError> {
+pub async fn show(
+    State(shared): State<AppState>,
+    headers: HeaderMap,
+    Path(domain): Path<String>,
+) -> Result<Response, ApiError> {
     require_token(&shared, &headers)?;
     let domain = domain_name(&domain, "domain")?.to_ascii();
     let set = shared.associations.load();
     let views: Vec<AssociationView> = set.for_domain(&domain).map(|a| view(&shared, a)).collect();
     if views.is_empty() {
-        return Err(ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("{domain} is not associated")));
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("{domain} is not associated"),
+        ));
     }
     Ok(Json(serde_json::json!({"domain": domain, "associations": views})).into_response())
 }

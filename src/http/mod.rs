@@ -40,7 +40,9 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/v1/domains", get(domains::list).post(domains::associate))
         .route(
             "/v1/domains/{domain}",
-            get(domains::show).patch(domains::change).delete(domains::remove),
+            get(domains::show)
+                .patch(domains::change)
+                .delete(domains::remove),
         )
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(shared.config.http.max_body_bytes))

@@ -118,7 +118,9 @@ fn bad(field: impl Into<String>, message: impl Into<String>) -> ApiError {
 }
 
 /// Parses a JSON body, naming the field at fault.
-pub(super) fn parse_body<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> Result<T, ApiError> {
+pub(super) fn parse_body<T: DeserializeOwned>(
+    body: Result<Bytes, BytesRejection>,
+) -> Result<T, ApiError> {
     let body = body.map_err(|r| {
         if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::new(

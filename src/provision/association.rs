@@ -123,7 +123,10 @@ impl Associations {
         serde_path_to_error::deserialize(de).map_err(|e| {
             let at = e.path().to_string();
             let inner = e.into_inner();
-            let line = inner.location().map(|l| format!(":{}", l.line())).unwrap_or_default();
+            let line = inner
+                .location()
+                .map(|l| format!(":{}", l.line()))
+                .unwrap_or_default();
             format!("{}{line}: {at}: {inner}", path.display())
         })
     }

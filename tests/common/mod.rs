@@ -267,8 +267,13 @@ impl ChildDaemon {
 
     /// Starts a daemon on the zones and keys already in `dir` (a restart).
     pub fn start_in(dir: tempfile::TempDir) -> Self {
+        Self::start_configured(dir, "")
+    }
+
+    /// Starts with `extra` appended to the generated config (e.g. a `platforms:` list).
+    pub fn start_configured(dir: tempfile::TempDir, extra: &str) -> Self {
         let config = format!(
-            "zones_dir: {}\nkeys_dir: {}\ndns:\n  listen: [\"127.0.0.1:0\"]\nhttp:\n  listen: \"127.0.0.1:0\"\nlog:\n  format: json\n",
+            "zones_dir: {}\nkeys_dir: {}\ndns:\n  listen: [\"127.0.0.1:0\"]\nhttp:\n  listen: \"127.0.0.1:0\"\nlog:\n  format: json\n{extra}",
             dir.path().join("zones").display(),
             dir.path().join("keys").display()
         );
