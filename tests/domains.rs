@@ -167,7 +167,10 @@ fn user_records_in_the_way_are_a_conflict_unless_replace_and_nothing_is_written(
         "{v}"
     );
     assert_eq!(zone_lines(&d, "example.test"), before);
-    assert!(!d.zones_dir().join("domains.yaml").exists());
+    assert!(
+        !d.zones_dir().join("associations").exists(),
+        "nothing is stored"
+    );
 
     let (status, v) = associate(
         &d,
@@ -280,8 +283,13 @@ fn an_external_domain_gets_the_lines_to_paste_and_nothing_is_written() {
             .difference(&files_before)
             .cloned()
             .collect::<Vec<_>>(),
-        vec![std::ffi::OsString::from("domains.yaml")],
+        vec![std::ffi::OsString::from("associations")],
         "only the association is stored"
+    );
+    assert!(
+        d.zones_dir()
+            .join("associations/elsewhere.example.yaml")
+            .exists()
     );
     assert_eq!(
         udp(d.dns, "elsewhere.example.", RecordType::MX)
@@ -628,4 +636,54 @@ fn the_cli_associates_lists_and_removes_domains() {
     assert!(ok);
     assert!(out.starts_with("removed shop.test"), "{out}");
     assert_eq!(dig(d.dns, &["+short", "shop.test", "MX"]).trim(), "");
+}
+
+#[test]
+fn a_broken_association_file_is_reported_and_blocks_only_its_domain() {
+    let shop = "$ORIGIN shop.test.\n$TTL 3600\n@ SOA ns1.provider.example. hostmaster 1 3600 900 1209600 300\n@ NS ns1.provider.example.\n";
+    let d = TestDaemon::start(&[
+        ("shop.test.zone", shop),
+        ("other.test.zone", &small_zone("other.test", 1, "192.0.2.1")),
+    ]);
+    std::fs::create_dir(d.zones_dir().join("associations")).unwrap();
+    std::fs::write(
+        d.zones_dir().join("associations/shop.test.yaml"),
+        "associations:\n  - domain: shop.test.\n    colour: red\n",
+    )
+    .unwrap();
+    let (status, _) = http(d.http, "POST", "/v1/reload", Some(TOKEN), None);
+    assert_eq!(status, 200);
+    let (_, text) = http(d.http, "GET", "/v1/status", None, None);
+    let v = json(&text);
+    let error = v["association_errors"]["shop.test."]
+        .as_str()
+        .unwrap_or_default();
+    assert!(error.contains("associations/shop.test.yaml:3:"), "{v}");
+    let (status, v) = associate(
+        &d,
+        "",
+        json!({"domain": "shop.test", "platform": "pro1", "mode": "authoritative"}),
+    );
+    assert_eq!(status, 409, "{v}");
+    assert_eq!(v["error"]["code"], "broken_file");
+    assert!(
+        std::fs::read_to_string(d.zones_dir().join("associations/shop.test.yaml"))
+            .unwrap()
+            .contains("colour"),
+        "the file is kept as it was"
+    );
+    let (status, v) = associate(
+        &d,
+        "",
+        json!({"domain": "other.test", "platform": "pro1", "mode": "authoritative", "records": {"autoconfig": false}}),
+    );
+    assert_eq!(status, 201, "{v}");
+}
+
+#[test]
+fn an_association_body_over_the_size_limit_gets_413() {
+    let d = TestDaemon::start_tuned(&[], |c| c.http.max_body_bytes = 2048);
+    let body = json!({"domain": "x.example", "platform": "pro1", "mode": "authoritative", "relay_host": "r".repeat(5000)});
+    let (status, v) = associate(&d, "", body);
+    assert_eq!(status, 413, "{v}");
 }

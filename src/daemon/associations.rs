@@ -1,7 +1,7 @@
 //! The writer's side of associations: applying, changing, removing and reconciling them.
 //!
 //! Everything here runs under the single writer lock. Order on disk: when an association is
-//! added or changed, `zones/domains.yaml` is written before the zone (a crash in between
+//! added or changed, its file `zones/associations/<domain>.yaml` is written before the zone (a crash in between
 //! leaves an association whose records a reconcile at start completes); when one is removed,
 //! the zone is written first (a crash in between leaves the association, and the unanswered
 //! DELETE can be retried). A request that changes nothing writes nothing and bumps no serial.
@@ -16,7 +16,8 @@ use serde::Serialize;
 use super::Shared;
 use super::writer::WriteError;
 use crate::provision::association::{
-    ASSOCIATIONS_FILE, Association, Associations, Mode, RuleError, plan_apply, plan_remove,
+    ASSOCIATIONS_DIR, Association, Associations, Mode, RuleError, domain_file, plan_apply,
+    plan_remove,
 };
 use crate::provision::platform::Platform;
 use crate::provision::records::{ExpectedRecord, Families, MissingSetting, expected_records};
@@ -80,6 +81,9 @@ pub enum AssociationError {
     NotFound { domain: String, platform: String },
     #[error("{0}")]
     Write(#[from] WriteError),
+    /// 409: the domain's association file does not load; fix it first.
+    #[error("the association file of {domain} is broken ({error}); fix or remove it, then reload")]
+    Broken { domain: String, error: String },
 }
 
 fn lines(zone: &Zone) -> BTreeSet<String> {
@@ -99,16 +103,23 @@ fn new_token() -> String {
 }
 
 impl Shared {
-    fn associations_path(&self) -> std::path::PathBuf {
-        self.config.zones_dir.join(ASSOCIATIONS_FILE)
-    }
-
-    async fn save_associations(&self, set: Associations) -> Result<(), WriteError> {
-        let path = self.associations_path();
-        let text = set.to_yaml();
+    /// Persists `domain`'s associations as they are in `set` (its file goes when it has
+    /// none left), then publishes `set`.
+    async fn save_domain(&self, set: Associations, domain: &str) -> Result<(), WriteError> {
+        let dir = self.config.zones_dir.join(ASSOCIATIONS_DIR);
+        let path = domain_file(&dir, domain);
+        let text = set.domain_yaml(domain);
         let target = path.clone();
-        super::writer::on_disk(&path, move || {
-            crate::durable::write_atomically(&target, text.as_bytes(), 0o644)
+        super::writer::on_disk(&path, move || match text {
+            Some(text) => {
+                std::fs::create_dir_all(&dir)?;
+                crate::durable::write_atomically(&target, text.as_bytes(), 0o644)
+            }
+            None => match std::fs::remove_file(&target) {
+                Ok(()) => crate::durable::sync_dir(&dir),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                Err(e) => Err(e),
+            },
         })
         .await?;
         self.associations.store(Arc::new(set));
@@ -189,6 +200,7 @@ impl Shared {
         let domain = req.domain.to_lowercase();
         let domain_text = domain.to_ascii();
         let set = self.associations.load_full();
+        refuse_broken(&set, &domain_text)?;
         let existing = set.find(&domain_text, &platform.id).cloned();
         let zones = self.zones.load_full();
         let zone = zones.find(&domain).cloned();
@@ -235,7 +247,8 @@ impl Shared {
             association.applied_platform = Some(platform.clone());
             report.association = association.clone();
             if !dry_run && existing.as_ref() != Some(&association) {
-                self.save_associations(set.with(association)).await?;
+                self.save_domain(set.with(association), &domain_text)
+                    .await?;
                 tracing::info!(domain = %domain_text, platform = %platform.id, "external domain associated");
             }
             return Ok(report);
@@ -270,7 +283,8 @@ impl Shared {
         if dry_run {
             return Ok(report);
         }
-        self.save_associations(set.with(association)).await?;
+        self.save_domain(set.with(association), &domain_text)
+            .await?;
         if !report.added.is_empty() || !report.removed.is_empty() {
             let file = zone_file(&self.config.zones_dir, next.origin());
             self.store_zone(next, file).await?;
@@ -320,6 +334,7 @@ impl Shared {
         let _writer = self.writer.lock().await;
         let domain_text = domain.to_lowercase().to_ascii();
         let set = self.associations.load_full();
+        refuse_broken(&set, &domain_text)?;
         let Some(association) = set.find(&domain_text, platform).cloned() else {
             return Err(AssociationError::NotFound {
                 domain: domain_text,
@@ -358,15 +373,10 @@ impl Shared {
             }
         }
         let mut remaining = set.without(&domain_text, platform);
-        if association.spf_created
-            && let Some(heir) = remaining
-                .associations
-                .iter_mut()
-                .find(|a| a.domain == domain_text && a.records.spf)
-        {
-            heir.spf_created = true;
+        if association.spf_created {
+            remaining.hand_spf_to_another(&domain_text);
         }
-        self.save_associations(remaining).await?;
+        self.save_domain(remaining, &domain_text).await?;
         tracing::info!(domain = %domain_text, platform, removed = report.removed.len(), restored = report.added.len(), "domain dissociated");
         Ok(report)
     }
@@ -376,7 +386,7 @@ impl Shared {
     pub async fn reconcile(&self) -> usize {
         let _writer = self.writer.lock().await;
         let mut changed = 0;
-        let all = self.associations.load_full().associations.clone();
+        let all: Vec<Association> = self.associations.load().all().cloned().collect();
         for a in all.iter().filter(|a| a.hosted) {
             let platform = match self.platform(&a.platform) {
                 Ok(p) => p,
@@ -416,11 +426,34 @@ impl Shared {
     }
 }
 
-/// Whether every record the association wrote is still in the zone.
+fn refuse_broken(set: &Associations, domain: &str) -> Result<(), AssociationError> {
+    match set.broken().get(domain) {
+        Some(error) => Err(AssociationError::Broken {
+            domain: domain.to_string(),
+            error: error.clone(),
+        }),
+        None => Ok(()),
+    }
+}
+
+/// Whether every record the association wrote is still in the zone, and its SPF mechanisms
+/// in the SPF record.
 fn records_present(zone: &Zone, a: &Association) -> bool {
     let present = lines(zone);
-    a.applied.iter().all(|r| {
+    let records = a.applied.iter().all(|r| {
         let line = format!("{} {} IN {} {}", r.name, r.ttl, r.rtype, r.value);
         present.contains(&line)
-    })
+    });
+    let spf = !a.records.spf || {
+        let prefix = format!("{} ", a.domain);
+        present
+            .iter()
+            .filter(|l| l.starts_with(&prefix) && l.contains(" IN TXT \"v=spf1"))
+            .any(|l| {
+                a.spf_mechanisms
+                    .iter()
+                    .all(|m| l.split([' ', '"']).any(|t| t.eq_ignore_ascii_case(m)))
+            })
+    };
+    records && spf
 }

@@ -23,7 +23,7 @@ use std::path::PathBuf;
 
 use crate::config::Config;
 use crate::metrics::Metrics;
-use crate::provision::association::{ASSOCIATIONS_FILE, Associations};
+use crate::provision::association::{ASSOCIATIONS_DIR, Associations};
 use crate::provision::platform::Platform;
 use crate::zone::ZoneSet;
 
@@ -67,7 +67,7 @@ pub struct Shared {
     pub token: String,
     pub started: Instant,
     pub dns_addrs: Vec<SocketAddr>,
-    /// Domain associations, as persisted in `zones/domains.yaml`.
+    /// Domain associations, as persisted in `zones/associations/`.
     pub associations: ArcSwap<Associations>,
     /// The configured platforms; re-read from the config file on reload.
     pub platforms: ArcSwap<Vec<Platform>>,
@@ -115,6 +115,15 @@ impl Shared {
         };
         if !report.errors.is_empty() {
             self.metrics.reload_failures.inc();
+        }
+        match Associations::load_dir(&self.config.zones_dir.join(ASSOCIATIONS_DIR)) {
+            Ok(set) => {
+                for (domain, error) in set.broken() {
+                    tracing::error!(%domain, %error, "association file not loaded");
+                }
+                self.associations.store(Arc::new(set));
+            }
+            Err(e) => tracing::error!(error = %e, "associations not reloaded"),
         }
         let summary = self.publish(report);
         tracing::info!(
@@ -183,8 +192,11 @@ impl Daemon {
             source,
         })?;
 
-        let associations = Associations::load(&config.zones_dir.join(ASSOCIATIONS_FILE))
+        let associations = Associations::load_dir(&config.zones_dir.join(ASSOCIATIONS_DIR))
             .map_err(StartError::Associations)?;
+        for (domain, error) in associations.broken() {
+            tracing::error!(%domain, %error, "association file not loaded; changes to this domain are refused until it is fixed");
+        }
 
         let mut bound = Vec::new();
         for addr in &config.dns.listen {

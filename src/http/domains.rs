@@ -127,6 +127,9 @@ fn association_error(e: AssociationError) -> ApiError {
         AssociationError::Rule(_) | AssociationError::Zone(_) => {
             ApiError::new(StatusCode::CONFLICT, "conflict", message)
         }
+        AssociationError::Broken { .. } => {
+            ApiError::new(StatusCode::CONFLICT, "broken_file", message)
+        }
         AssociationError::NotFound { .. } => {
             ApiError::new(StatusCode::NOT_FOUND, "not_found", message)
         }
@@ -263,7 +266,7 @@ pub async fn list(
 ) -> Result<Response, ApiError> {
     require_token(&shared, &headers)?;
     let set = shared.associations.load();
-    let views: Vec<AssociationView> = set.associations.iter().map(|a| view(&shared, a)).collect();
+    let views: Vec<AssociationView> = set.all().map(|a| view(&shared, a)).collect();
     Ok(Json(views).into_response())
 }
 

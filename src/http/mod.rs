@@ -158,6 +158,8 @@ struct StatusBody<'a> {
     zones_loaded: usize,
     zones_failing: usize,
     zones: &'a [ZoneStatus],
+    /// Association files that did not load (`domain` → `file:line: reason`).
+    association_errors: std::collections::BTreeMap<String, String>,
 }
 
 async fn status(State(shared): State<AppState>) -> Response {
@@ -170,6 +172,7 @@ async fn status(State(shared): State<AppState>) -> Response {
         zones_loaded: zones.len(),
         zones_failing: statuses.iter().filter(|s| s.last_error.is_some()).count(),
         zones: statuses,
+        association_errors: shared.associations.load().broken().clone(),
     })
     .into_response()
 }

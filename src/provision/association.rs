@@ -2,10 +2,14 @@
 //!
 //! This module owns the association rules (one authoritative platform per domain; MX, SRV
 //! and autoconfig managed by one association at a time), the persisted form
-//! (`zones/domains.yaml`), and the plans that apply an association to a hosted zone or take
+//! (`zones/associations/<domain>.yaml`), and the plans that apply an association to a hosted zone or take
 //! it out again: exactly the records it wrote are removed and the records it replaced are
 //! restored, so a record the user wrote is never touched. Plans are pure; the daemon's writer
 //! applies them.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use hickory_proto::rr::{Name, RData, RecordType};
 use serde::{Deserialize, Serialize};
@@ -37,7 +41,7 @@ pub struct StoredRecord {
     pub value: String,
 }
 
-/// A domain attached to a platform. Persisted in `zones/domains.yaml`.
+/// A domain attached to a platform. Persisted in `zones/associations/<domain>.yaml`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Association {
@@ -76,14 +80,6 @@ pub struct Association {
     pub validated: bool,
 }
 
-/// The persisted set of associations.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Associations {
-    #[serde(default)]
-    pub associations: Vec<Association>,
-}
-
 /// Why an association was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RuleError {
@@ -105,65 +101,139 @@ pub enum RuleError {
     SeveralSpf(String, usize),
 }
 
-/// The file associations are kept in, beside the zones.
-pub const ASSOCIATIONS_FILE: &str = "domains.yaml";
+/// Every association, by domain. Each domain's list is shared (`Arc`), so a change copies
+/// pointers, not associations; persisted one file per domain.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Associations {
+    by_domain: BTreeMap<String, Arc<Vec<Association>>>,
+    /// Domains whose file did not load: `file:line: reason`. Their associations are not
+    /// known, so changes to them are refused until the file is fixed (nothing is lost).
+    broken: BTreeMap<String, String>,
+}
+
+/// The content of one domain's file.
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DomainFile {
+    #[serde(default)]
+    associations: Vec<Association>,
+}
+
+fn read_domain_file(path: &Path) -> Result<DomainFile, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("{}: cannot read: {e}", path.display()))?;
+    let de = serde_yaml::Deserializer::from_str(&text);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let at = e.path().to_string();
+        let inner = e.into_inner();
+        let line = inner
+            .location()
+            .map(|l| format!(":{}", l.line()))
+            .unwrap_or_default();
+        format!("{}{line}: {at}: {inner}", path.display())
+    })
+}
+
+/// The folder, inside the zones folder, holding one `<domain>.yaml` per associated domain.
+pub const ASSOCIATIONS_DIR: &str = "associations";
+
+/// The file of `domain` (absolute, lower case) in `dir`.
+pub fn domain_file(dir: &Path, domain: &str) -> PathBuf {
+    dir.join(format!("{}.yaml", domain.trim_end_matches('.')))
+}
 
 impl Associations {
-    /// Reads `domains.yaml`; a missing file is an empty set. Errors say file:line.
-    pub fn load(path: &std::path::Path) -> Result<Self, String> {
-        let text = match std::fs::read_to_string(path) {
-            Ok(t) => t,
+    /// Reads every `<domain>.yaml` of `dir`; a missing folder is an empty set. A file that
+    /// does not load is recorded as broken (`file:line: key: reason`), the rest load.
+    pub fn load_dir(dir: &Path) -> Result<Self, String> {
+        let entries = match std::fs::read_dir(dir) {
+            Ok(e) => e,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Self::default()),
-            Err(e) => return Err(format!("{}: cannot read: {e}", path.display())),
+            Err(e) => return Err(format!("{}: cannot read: {e}", dir.display())),
         };
-        if text.trim().is_empty() {
-            return Ok(Self::default());
+        let mut out = Self::default();
+        for entry in entries.filter_map(Result::ok) {
+            let path = entry.path();
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with('.') || !name.ends_with(".yaml") {
+                continue;
+            }
+            let domain = format!("{}.", name.trim_end_matches(".yaml").to_ascii_lowercase());
+            match read_domain_file(&path) {
+                Ok(file) => {
+                    for a in file.associations {
+                        let list: &mut Arc<Vec<Association>> =
+                            out.by_domain.entry(a.domain.clone()).or_default();
+                        Arc::make_mut(list).push(a);
+                    }
+                }
+                Err(e) => {
+                    out.broken.insert(domain, e);
+                }
+            }
         }
-        let de = serde_yaml::Deserializer::from_str(&text);
-        serde_path_to_error::deserialize(de).map_err(|e| {
-            let at = e.path().to_string();
-            let inner = e.into_inner();
-            let line = inner
-                .location()
-                .map(|l| format!(":{}", l.line()))
-                .unwrap_or_default();
-            format!("{}{line}: {at}: {inner}", path.display())
-        })
+        Ok(out)
     }
 
-    pub fn to_yaml(&self) -> String {
-        serde_yaml::to_string(self).unwrap_or_default()
+    /// Association files that did not load, by domain.
+    pub fn broken(&self) -> &BTreeMap<String, String> {
+        &self.broken
+    }
+
+    /// The YAML of one domain's file, or `None` when the domain has no association left.
+    pub fn domain_yaml(&self, domain: &str) -> Option<String> {
+        let list = self.by_domain.get(domain)?;
+        let file = DomainFile {
+            associations: list.as_ref().clone(),
+        };
+        Some(serde_yaml::to_string(&file).unwrap_or_default())
+    }
+
+    /// Every association, by domain then platform.
+    pub fn all(&self) -> impl Iterator<Item = &Association> {
+        self.by_domain.values().flat_map(|l| l.iter())
     }
 
     /// A copy with `association` added or replacing the one for the same domain and platform.
     pub fn with(&self, association: Association) -> Self {
-        let mut out = self.without(&association.domain, &association.platform);
-        out.associations.push(association);
-        out.associations
-            .sort_by(|a, b| (&a.domain, &a.platform).cmp(&(&b.domain, &b.platform)));
+        let mut out = self.clone();
+        let list = Arc::make_mut(out.by_domain.entry(association.domain.clone()).or_default());
+        list.retain(|a| a.platform != association.platform);
+        list.push(association);
+        list.sort_by(|a, b| a.platform.cmp(&b.platform));
         out
     }
 
     /// A copy without the association of `domain` with `platform`.
     pub fn without(&self, domain: &str, platform: &str) -> Self {
-        Self {
-            associations: self
-                .associations
-                .iter()
-                .filter(|a| !(a.domain == domain && a.platform == platform))
-                .cloned()
-                .collect(),
+        let mut out = self.clone();
+        if let Some(list) = out.by_domain.get_mut(domain) {
+            Arc::make_mut(list).retain(|a| a.platform != platform);
+            if list.is_empty() {
+                out.by_domain.remove(domain);
+            }
+        }
+        out
+    }
+
+    /// Marks another SPF-managing association of `domain` as owner of the SPF record.
+    pub fn hand_spf_to_another(&mut self, domain: &str) {
+        if let Some(list) = self.by_domain.get_mut(domain)
+            && let Some(heir) = Arc::make_mut(list).iter_mut().find(|a| a.records.spf)
+        {
+            heir.spf_created = true;
         }
     }
 
-    pub fn for_domain<'a>(&'a self, domain: &'a str) -> impl Iterator<Item = &'a Association> + 'a {
-        self.associations.iter().filter(move |a| a.domain == domain)
+    pub fn for_domain(&self, domain: &str) -> impl Iterator<Item = &Association> {
+        self.by_domain
+            .get(domain)
+            .into_iter()
+            .flat_map(|l| l.iter())
     }
 
     pub fn find(&self, domain: &str, platform: &str) -> Option<&Association> {
-        self.associations
-            .iter()
-            .find(|a| a.domain == domain && a.platform == platform)
+        self.for_domain(domain).find(|a| a.platform == platform)
     }
 
     /// Checks the product rules for a new or changed association `candidate`.
@@ -524,13 +594,11 @@ mod tests {
 
     #[test]
     fn a_second_platform_on_an_authoritative_domain_is_refused_naming_the_holder() {
-        let set = Associations {
-            associations: vec![association(
-                "pro1",
-                Mode::Authoritative,
-                Families::default(),
-            )],
-        };
+        let set = Associations::default().with(association(
+            "pro1",
+            Mode::Authoritative,
+            Families::default(),
+        ));
         let e = set
             .check(&association(
                 "other",
@@ -546,13 +614,11 @@ mod tests {
 
     #[test]
     fn two_non_authoritative_platforms_coexist_but_only_one_manages_mx() {
-        let set = Associations {
-            associations: vec![association(
-                "pro1",
-                Mode::NonAuthoritative,
-                Families::default(),
-            )],
-        };
+        let set = Associations::default().with(association(
+            "pro1",
+            Mode::NonAuthoritative,
+            Families::default(),
+        ));
         let only_spf = Families {
             mx: false,
             srv: false,
