@@ -203,7 +203,7 @@ impl Shared {
         refuse_broken(&set, &domain_text)?;
         let existing = set.find(&domain_text, &platform.id).cloned();
         let zones = self.zones.load_full();
-        let zone = zones.find(&domain).cloned();
+        let zone = zones.find_arc(&domain);
         let mut association = Association {
             domain: domain_text.clone(),
             platform: platform.id.clone(),
@@ -356,7 +356,7 @@ impl Shared {
         };
         let zones = self.zones.load_full();
         if association.hosted
-            && let Some(zone) = zones.find(&domain.to_lowercase()).cloned()
+            && let Some(zone) = zones.find_arc(&domain.to_lowercase())
         {
             let changes = plan_remove(&zone, &association, &others)?;
             let serial = next_serial(self.config.zone_defaults.serial, zone.serial(), unix_now());
@@ -398,7 +398,7 @@ impl Shared {
             let Ok(domain) = Name::from_ascii(&a.domain) else {
                 continue;
             };
-            let Some(zone) = self.zones.load().find(&domain).cloned() else {
+            let Some(zone) = self.zones.load().find_arc(&domain) else {
                 tracing::warn!(domain = %a.domain, "the zone of an associated domain is no longer hosted");
                 continue;
             };

@@ -114,7 +114,7 @@ impl Shared {
     ) -> Result<Arc<Zone>, WriteError> {
         let _writer = self.writer.lock().await;
         let current = self.zones.load_full();
-        let Some(zone) = current.get(origin).cloned() else {
+        let Some(zone) = current.get(origin) else {
             return Err(WriteError::NotFound(origin.to_string()));
         };
         let serial = next_serial(self.config.zone_defaults.serial, zone.serial(), unix_now());
@@ -169,7 +169,10 @@ impl Shared {
         })
         .await?;
         let current = self.zones.load_full();
-        self.publish_set(current.with_zone(zone.clone(), file));
+        // An existing zone is swapped in place; only a new zone needs a new set.
+        if !current.replace_zone(zone.clone(), file.clone()) {
+            self.publish_set(current.with_zone(zone.clone(), file));
+        }
         tracing::info!(zone = %zone.origin(), serial = zone.serial(), records = zone.record_count(), "zone written");
         Ok(zone)
     }

@@ -171,7 +171,7 @@ async fn status(State(shared): State<AppState>) -> Response {
         dns_listen: shared.dns_addrs.iter().map(ToString::to_string).collect(),
         zones_loaded: zones.len(),
         zones_failing: statuses.iter().filter(|s| s.last_error.is_some()).count(),
-        zones: statuses,
+        zones: &statuses,
         association_errors: shared.associations.load().broken().clone(),
     })
     .into_response()

@@ -187,7 +187,7 @@ pub async fn list(
 ) -> Result<Response, ApiError> {
     require_token(&shared, &headers)?;
     let set = shared.zones.load();
-    let mut zones: Vec<ZoneJson> = set.zones().map(|z| zone_json(z)).collect();
+    let mut zones: Vec<ZoneJson> = set.zones().iter().map(|z| zone_json(z)).collect();
     zones.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(Json(zones).into_response())
 }
@@ -260,7 +260,7 @@ pub async fn create(
 
 fn served_zone(shared: &Shared, zone: &str) -> Result<Arc<Zone>, ApiError> {
     let origin = zone_name(zone)?;
-    shared.zones.load().get(&origin).cloned().ok_or_else(|| {
+    shared.zones.load().get(&origin).ok_or_else(|| {
         ApiError::new(
             StatusCode::NOT_FOUND,
             "not_found",

@@ -1,7 +1,7 @@
 //! The set of hosted zones as served, and loading it from the zones folder.
 //!
-//! This module owns reading `zones/*.zone` into a [`ZoneSet`]: one immutable snapshot holding
-//! every servable zone plus, per file, how its last load went. A file that fails to load is
+//! This module owns reading `zones/*.zone` into a [`ZoneSet`]: every servable zone plus, per
+//! file, how its last load went. A file that fails to load is
 //! reported (file:line: reason) and, on a reload, its last good version keeps being served.
 //! It must not touch sockets; publishing the snapshot is the daemon's job.
 
@@ -9,6 +9,8 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::SystemTime;
+
+use arc_swap::ArcSwap;
 
 use hickory_proto::rr::Name;
 use serde::Serialize;
@@ -33,14 +35,24 @@ pub struct ZoneStatus {
     pub loaded_at: Option<u64>,
 }
 
-/// An immutable snapshot of every hosted zone. Swapped whole on every change.
+/// One served zone: its current version and how it got there. A change to an existing zone
+/// swaps these in place (one atomic store), so it costs the same with 10 or 100,000 zones.
+#[derive(Debug)]
+struct ZoneEntry {
+    zone: ArcSwap<Zone>,
+    status: ArcSwap<ZoneStatus>,
+}
+
+/// Every hosted zone. Queries read it without locks; adding or removing a zone swaps a new
+/// set in, changing one swaps that zone's entry.
 #[derive(Debug, Default)]
 pub struct ZoneSet {
-    zones: HashMap<Name, Arc<Zone>>,
+    zones: HashMap<Name, Arc<ZoneEntry>>,
     /// Label counts of the shortest and longest origin, to bound the suffix walk.
     min_labels: u8,
     max_labels: u8,
-    statuses: Vec<ZoneStatus>,
+    /// Files that serve nothing (they never loaded).
+    failed: Vec<ZoneStatus>,
 }
 
 /// The result of reading the zones folder.
@@ -51,26 +63,51 @@ pub struct LoadReport {
     pub errors: Vec<String>,
 }
 
+/// A served zone as a query sees it: a cheap guard, no reference count touched.
+pub type ZoneRef = arc_swap::Guard<Arc<Zone>>;
+
 impl ZoneSet {
-    /// Builds a snapshot from ready zones (used by tests and by the state writer).
+    /// Builds a set from ready zones and their statuses (matched by zone name; a status
+    /// without a zone is a file that serves nothing).
     pub fn from_zones(
         zones: impl IntoIterator<Item = Arc<Zone>>,
         statuses: Vec<ZoneStatus>,
     ) -> Self {
-        let zones: HashMap<Name, Arc<Zone>> =
-            zones.into_iter().map(|z| (z.origin().clone(), z)).collect();
+        let mut by_name: HashMap<String, ZoneStatus> =
+            statuses.into_iter().map(|s| (s.name.clone(), s)).collect();
+        let zones: HashMap<Name, Arc<ZoneEntry>> = zones
+            .into_iter()
+            .map(|z| {
+                let status = by_name
+                    .remove(&z.origin().to_ascii())
+                    .unwrap_or_else(|| ZoneStatus {
+                        name: z.origin().to_ascii(),
+                        file: PathBuf::new(),
+                        serial: Some(z.serial()),
+                        records: z.record_count(),
+                        serving: true,
+                        last_error: None,
+                        loaded_at: Some(unix_now()),
+                    });
+                let entry = ZoneEntry {
+                    zone: ArcSwap::new(z.clone()),
+                    status: ArcSwap::from_pointee(status),
+                };
+                (z.origin().clone(), Arc::new(entry))
+            })
+            .collect();
         let min_labels = zones.keys().map(Name::num_labels).min().unwrap_or(0);
         let max_labels = zones.keys().map(Name::num_labels).max().unwrap_or(0);
         Self {
             zones,
             min_labels,
             max_labels,
-            statuses,
+            failed: by_name.into_values().collect(),
         }
     }
 
     /// The zone with the longest origin that contains `name`.
-    pub fn find(&self, name: &Name) -> Option<&Arc<Zone>> {
+    pub fn find(&self, name: &Name) -> Option<ZoneRef> {
         if self.zones.is_empty() {
             return None;
         }
@@ -85,15 +122,21 @@ impl ZoneSet {
             } else {
                 self.zones.get(&name.trim_to(k as usize))
             };
-            if found.is_some() {
-                return found;
+            if let Some(entry) = found {
+                return Some(entry.zone.load());
             }
         }
         None
     }
 
-    pub fn get(&self, origin: &Name) -> Option<&Arc<Zone>> {
-        self.zones.get(origin)
+    /// Like [`ZoneSet::find`], as an owned `Arc` (for callers that keep it).
+    pub fn find_arc(&self, name: &Name) -> Option<Arc<Zone>> {
+        self.find(name).map(|g| Arc::clone(&g))
+    }
+
+    /// The zone whose origin is exactly `origin`.
+    pub fn get(&self, origin: &Name) -> Option<Arc<Zone>> {
+        self.zones.get(origin).map(|e| e.zone.load_full())
     }
 
     pub fn len(&self) -> usize {
@@ -104,30 +147,25 @@ impl ZoneSet {
         self.zones.is_empty()
     }
 
-    pub fn zones(&self) -> impl Iterator<Item = &Arc<Zone>> {
-        self.zones.values()
+    /// Every served zone, at this instant.
+    pub fn zones(&self) -> Vec<Arc<Zone>> {
+        self.zones.values().map(|e| e.zone.load_full()).collect()
     }
 
     /// Per-file load results, sorted by zone name.
-    pub fn statuses(&self) -> &[ZoneStatus] {
-        &self.statuses
-    }
-
-    /// A copy of this set with `zone` added or replaced, read from or written to `file`.
-    pub fn with_zone(&self, zone: Arc<Zone>, file: PathBuf) -> ZoneSet {
-        let mut zones: Vec<Arc<Zone>> = self
+    pub fn statuses(&self) -> Vec<ZoneStatus> {
+        let mut out: Vec<ZoneStatus> = self
             .zones
             .values()
-            .filter(|z| z.origin() != zone.origin())
-            .cloned()
+            .map(|e| e.status.load().as_ref().clone())
+            .chain(self.failed.iter().cloned())
             .collect();
-        let mut statuses: Vec<ZoneStatus> = self
-            .statuses
-            .iter()
-            .filter(|s| s.file != file)
-            .cloned()
-            .collect();
-        statuses.push(ZoneStatus {
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        out
+    }
+
+    fn fresh_status(zone: &Zone, file: PathBuf) -> ZoneStatus {
+        ZoneStatus {
             name: zone.origin().to_ascii(),
             file,
             serial: Some(zone.serial()),
@@ -135,27 +173,63 @@ impl ZoneSet {
             serving: true,
             last_error: None,
             loaded_at: Some(unix_now()),
-        });
-        statuses.sort_by(|a, b| a.name.cmp(&b.name));
-        zones.push(zone);
-        ZoneSet::from_zones(zones, statuses)
+        }
     }
 
-    /// A copy of this set without the zone `origin` and without the status of `file`.
-    pub fn without_zone(&self, origin: &Name, file: &Path) -> ZoneSet {
-        let zones: Vec<Arc<Zone>> = self
-            .zones
-            .values()
-            .filter(|z| z.origin() != origin)
-            .cloned()
-            .collect();
-        let statuses = self
-            .statuses
+    /// Replaces a zone this set serves, in place; `false` if it serves no such zone.
+    pub fn replace_zone(&self, zone: Arc<Zone>, file: PathBuf) -> bool {
+        let Some(entry) = self.zones.get(zone.origin()) else {
+            return false;
+        };
+        entry
+            .status
+            .store(Arc::new(Self::fresh_status(&zone, file)));
+        entry.zone.store(zone);
+        true
+    }
+
+    /// A copy of this set with `zone` added (or replaced), written to `file`.
+    pub fn with_zone(&self, zone: Arc<Zone>, file: PathBuf) -> ZoneSet {
+        let mut zones = self.zones.clone();
+        let status = Self::fresh_status(&zone, file.clone());
+        zones.insert(
+            zone.origin().clone(),
+            Arc::new(ZoneEntry {
+                zone: ArcSwap::new(zone),
+                status: ArcSwap::from_pointee(status),
+            }),
+        );
+        let failed = self
+            .failed
             .iter()
             .filter(|s| s.file != file)
             .cloned()
             .collect();
-        ZoneSet::from_zones(zones, statuses)
+        Self::from_entries(zones, failed)
+    }
+
+    /// A copy of this set without the zone `origin` and without the status of `file`.
+    pub fn without_zone(&self, origin: &Name, file: &Path) -> ZoneSet {
+        let mut zones = self.zones.clone();
+        zones.remove(origin);
+        let failed = self
+            .failed
+            .iter()
+            .filter(|s| s.file != file)
+            .cloned()
+            .collect();
+        Self::from_entries(zones, failed)
+    }
+
+    fn from_entries(zones: HashMap<Name, Arc<ZoneEntry>>, failed: Vec<ZoneStatus>) -> Self {
+        let min_labels = zones.keys().map(Name::num_labels).min().unwrap_or(0);
+        let max_labels = zones.keys().map(Name::num_labels).max().unwrap_or(0);
+        Self {
+            zones,
+            min_labels,
+            max_labels,
+            failed,
+        }
     }
 
     /// Reads every `*.zone` file of `dir`. `previous` is the snapshot being served: a zone
@@ -171,6 +245,14 @@ impl ZoneSet {
         let mut zones = Vec::with_capacity(files.len());
         let mut statuses = Vec::with_capacity(files.len());
         let mut errors = Vec::new();
+        let previous_statuses: HashMap<PathBuf, ZoneStatus> = previous
+            .map(|p| {
+                p.statuses()
+                    .into_iter()
+                    .map(|s| (s.file.clone(), s))
+                    .collect()
+            })
+            .unwrap_or_default();
         for file in files {
             let shown = file.display().to_string();
             let origin = match origin_from_file_name(&file) {
@@ -201,7 +283,7 @@ impl ZoneSet {
                         }
                     })
                 });
-            let old_status = previous.and_then(|p| p.statuses.iter().find(|s| s.file == file));
+            let old_status = previous_statuses.get(&file);
             match loaded {
                 Ok(zone) => {
                     // Reloading an unchanged file keeps its load time.
@@ -226,7 +308,7 @@ impl ZoneSet {
                 }
                 Err(e) => {
                     errors.push(e.clone());
-                    let kept = previous.and_then(|p| p.get(&origin)).cloned();
+                    let kept = previous.and_then(|p| p.get(&origin));
                     statuses.push(ZoneStatus {
                         name: origin.to_ascii(),
                         file,
