@@ -230,3 +230,20 @@ fn generated_api_token_file_is_private_and_never_logged() {
     }
     assert!(!all.contains(&token), "the token appeared in the log");
 }
+
+#[test]
+fn the_configuration_reference_in_the_readme_is_a_valid_config() {
+    let readme = include_str!("../README.md");
+    let block = readme
+        .split("## Configuration")
+        .nth(1)
+        .and_then(|s| s.split("```yaml").nth(1))
+        .and_then(|s| s.split("```").next())
+        .expect("a yaml block under ## Configuration");
+    let config = mailzone::config::Config::from_yaml(block, "README.md").unwrap();
+    assert_eq!(
+        config,
+        mailzone::config::Config::default(),
+        "the README shows the embedded defaults"
+    );
+}
