@@ -12,6 +12,7 @@
 pub mod cli;
 pub mod config;
 pub mod daemon;
+pub mod dkim;
 pub mod dns;
 pub mod durable;
 pub mod http;

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use mailzone::cli::{ApiArgs, DomainCommand, ZoneCommand};
+use mailzone::cli::{ApiArgs, DkimCommand, DomainCommand, ZoneCommand};
 use mailzone::config::{Config, LogFormat};
 use mailzone::daemon::Daemon;
 use tokio::signal::unix::{SignalKind, signal};
@@ -36,6 +36,13 @@ enum Command {
         api: ApiArgs,
         #[command(subcommand)]
         command: DomainCommand,
+    },
+    /// Sign messages with a domain's DKIM key, or verify their signatures.
+    Dkim {
+        #[command(flatten)]
+        api: ApiArgs,
+        #[command(subcommand)]
+        command: DkimCommand,
     },
     /// Manage hosted zones through a running daemon's API.
     Zone {
@@ -72,6 +79,27 @@ fn main() -> ExitCode {
         Command::Zone { api, command } => print_outcome(mailzone::cli::run_zone(&api, &command)),
         Command::Domain { api, command } => {
             print_outcome(mailzone::cli::run_domain(&api, &command))
+        }
+        Command::Dkim { api, command } => {
+            let mut input = Vec::new();
+            if let Err(e) = std::io::Read::read_to_end(&mut std::io::stdin(), &mut input) {
+                eprintln!("mailzone: cannot read the message: {e}");
+                return ExitCode::FAILURE;
+            }
+            match mailzone::cli::run_dkim(&api, &command, &input) {
+                Ok((out, ok)) => {
+                    let _ = std::io::Write::write_all(&mut std::io::stdout(), &out);
+                    if ok {
+                        ExitCode::SUCCESS
+                    } else {
+                        ExitCode::FAILURE
+                    }
+                }
+                Err(e) => {
+                    eprintln!("mailzone: {e}");
+                    ExitCode::FAILURE
+                }
+            }
         }
         Command::Serve { config } => {
             let config_file = config.clone();

@@ -93,6 +93,10 @@ pub struct Metrics {
     pub reloads: IntCounter,
     pub reload_failures: IntCounter,
     pub http_requests: IntCounterVec,
+    /// DKIM key lifecycle events: generated, activated, retiring, removed.
+    pub dkim_events: IntCounterVec,
+    pub dkim_signatures: IntCounterVec,
+    pub dkim_key_age: prometheus::IntGaugeVec,
 }
 
 impl Metrics {
@@ -158,7 +162,34 @@ impl Metrics {
         build.set(1);
         registry.register(Box::new(build))?;
 
+        let dkim_events = IntCounterVec::new(
+            Opts::new(
+                "dkim_rotation_events_total",
+                "DKIM key lifecycle events, by event",
+            ),
+            &["event"],
+        )?;
+        registry.register(Box::new(dkim_events.clone()))?;
+        let dkim_signatures = IntCounterVec::new(
+            Opts::new(
+                "dkim_signatures_total",
+                "DKIM signatures made, by key algorithm",
+            ),
+            &["algorithm"],
+        )?;
+        registry.register(Box::new(dkim_signatures.clone()))?;
+        let dkim_key_age = prometheus::IntGaugeVec::new(
+            Opts::new(
+                "dkim_key_age_seconds",
+                "Age of each DKIM key, by domain and selector",
+            ),
+            &["domain", "selector"],
+        )?;
+        registry.register(Box::new(dkim_key_age.clone()))?;
         Ok(Self {
+            dkim_events,
+            dkim_signatures,
+            dkim_key_age,
             queries,
             response_seconds,
             dropped_packets: counter(

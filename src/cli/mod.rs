@@ -102,6 +102,28 @@ pub enum DomainCommand {
     },
 }
 
+#[derive(Debug, Subcommand)]
+pub enum DkimCommand {
+    /// Sign the message on standard input; print the signed message.
+    Sign {
+        #[arg(long)]
+        domain: String,
+        #[arg(long)]
+        platform: Option<String>,
+        /// Sign here with this PEM key instead of asking the daemon (needs --selector).
+        #[arg(long)]
+        key: Option<PathBuf>,
+        #[arg(long)]
+        selector: Option<String>,
+    },
+    /// Verify the DKIM signatures of the message on standard input through DNS.
+    Verify {
+        /// DNS server to ask (`IP` or `IP:PORT`); default: the first of /etc/resolv.conf.
+        #[arg(long)]
+        nameserver: Option<String>,
+    },
+}
+
 /// A failure of a client command, already worded for the terminal.
 #[derive(Debug, thiserror::Error)]
 pub enum CliError {
@@ -111,6 +133,8 @@ pub enum CliError {
     Client(#[from] ClientError),
     #[error("no API token: pass --token, set MAILZONE_TOKEN, or run where {0} is readable")]
     NoToken(String),
+    #[error("{0}")]
+    Dkim(String),
 }
 
 fn client(args: &ApiArgs) -> Result<ApiClient, CliError> {
@@ -357,6 +381,83 @@ pub fn run_domain(args: &ApiArgs, command: &DomainCommand) -> Result<String, Cli
         }
     };
     Ok(out)
+}
+
+/// Runs one `dkim` subcommand on `input` (the message); returns what to print and whether
+/// it succeeded (a failed verification is an answer, not an error).
+pub fn run_dkim(
+    args: &ApiArgs,
+    command: &DkimCommand,
+    input: &[u8],
+) -> Result<(Vec<u8>, bool), CliError> {
+    use crate::dkim::message::{Message, sign, to_crlf, verify};
+    match command {
+        DkimCommand::Sign {
+            domain,
+            platform,
+            key,
+            selector,
+        } => {
+            let headers: Vec<String> = match key {
+                Some(path) => {
+                    let selector = selector
+                        .as_deref()
+                        .ok_or_else(|| CliError::Dkim("--key needs --selector".into()))?;
+                    let key = crate::dkim::SigningKey::load(path)
+                        .map_err(|e| CliError::Dkim(e.to_string()))?;
+                    let message =
+                        Message::parse(input).map_err(|e| CliError::Dkim(e.to_string()))?;
+                    let now = crate::zone::set::unix_now();
+                    vec![
+                        sign(&message, domain, selector, &key, now)
+                            .map_err(|e| CliError::Dkim(e.to_string()))?,
+                    ]
+                }
+                None => {
+                    let api = client(args)?;
+                    let body = json!({"domain": domain, "platform": platform, "message": String::from_utf8_lossy(input)});
+                    let v = api.request("POST", "/v1/dkim/sign", Some(&body))?;
+                    v["signatures"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .map(text)
+                        .collect()
+                }
+            };
+            let mut out: Vec<u8> = headers.concat().into_bytes();
+            out.extend_from_slice(&to_crlf(input));
+            Ok((out, true))
+        }
+        DkimCommand::Verify { nameserver } => {
+            let server = match nameserver {
+                Some(s) => s
+                    .parse::<SocketAddr>()
+                    .or_else(|_| {
+                        s.parse::<std::net::IpAddr>()
+                            .map(|ip| SocketAddr::new(ip, 53))
+                    })
+                    .map_err(|_| CliError::Dkim(format!("{s} is not an IP address or IP:PORT")))?,
+                None => crate::dkim::lookup::system_nameserver().ok_or_else(|| {
+                    CliError::Dkim("no nameserver in /etc/resolv.conf: pass --nameserver".into())
+                })?,
+            };
+            let message = Message::parse(input).map_err(|e| CliError::Dkim(e.to_string()))?;
+            let verdicts = verify(&message, |name| crate::dkim::lookup::txt(server, name));
+            let mut out = String::new();
+            if verdicts.is_empty() {
+                out.push_str("none: the message has no DKIM-Signature\n");
+            }
+            for v in &verdicts {
+                match &v.result {
+                    Ok(()) => out.push_str(&format!("pass d={} s={}\n", v.domain, v.selector)),
+                    Err(e) => out.push_str(&format!("fail d={} s={}: {e}\n", v.domain, v.selector)),
+                }
+            }
+            let ok = !verdicts.is_empty() && verdicts.iter().all(|v| v.result.is_ok());
+            Ok((out.into_bytes(), ok))
+        }
+    }
 }
 
 fn pretty(v: &Value) -> String {

@@ -28,6 +28,8 @@ pub struct Config {
     pub zone_defaults: ZoneDefaults,
     /// E-mail platforms domains can be associated with.
     pub platforms: Vec<Platform>,
+    /// How often DKIM rotations and key checks run, in milliseconds.
+    pub dkim_check_interval_ms: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -120,6 +122,7 @@ impl Default for Config {
             log: LogConfig::default(),
             zone_defaults: ZoneDefaults::default(),
             platforms: vec![Platform::example()],
+            dkim_check_interval_ms: 60_000,
         }
     }
 }

@@ -19,6 +19,7 @@ use crate::provision::association::{
     ASSOCIATIONS_DIR, Association, Associations, Mode, RuleError, domain_file, plan_apply,
     plan_remove,
 };
+use crate::provision::dkim::expected_dkim;
 use crate::provision::platform::Platform;
 use crate::provision::records::{ExpectedRecord, Families, MissingSetting, expected_records};
 use crate::zone::edit::EditError;
@@ -126,7 +127,7 @@ impl Shared {
         Ok(())
     }
 
-    fn platform(&self, id: &str) -> Result<Platform, AssociationError> {
+    pub(super) fn platform(&self, id: &str) -> Result<Platform, AssociationError> {
         self.platforms
             .load()
             .iter()
@@ -202,8 +203,7 @@ impl Shared {
         let set = self.associations.load_full();
         refuse_broken(&set, &domain_text)?;
         let existing = set.find(&domain_text, &platform.id).cloned();
-        let zones = self.zones.load_full();
-        let zone = zones.find_arc(&domain);
+        let zone = self.zones.load().find_arc(&domain);
         let mut association = Association {
             domain: domain_text.clone(),
             platform: platform.id.clone(),
@@ -221,38 +221,19 @@ impl Shared {
             replace: replace || existing.as_ref().is_some_and(|e| e.replace),
             applied_platform: None,
             validated: existing.as_ref().is_some_and(|e| e.validated),
+            dkim: existing
+                .as_ref()
+                .map(|e| e.dkim.clone())
+                .unwrap_or_default(),
         };
         set.check(&association)?;
-        let token = (!association.hosted).then_some(association.ownership_token.as_str());
-        let expected = expected_records(&domain, &platform, &association.records, token)?;
-        let mut report = AssociationReport {
-            association: association.clone(),
-            zone: zone.as_ref().map(|z| z.origin().to_ascii()),
-            expected: expected.clone(),
-            added: vec![],
-            removed: vec![],
-            to_paste: BTreeMap::new(),
-            dry_run,
-        };
-
-        let Some(zone) = zone else {
-            // External: nothing is written into any zone; the records are listed.
-            for e in &expected {
-                report
-                    .to_paste
-                    .entry(e.family.as_str().to_string())
-                    .or_default()
-                    .push(e.line.clone());
-            }
-            association.applied_platform = Some(platform.clone());
-            report.association = association.clone();
-            if !dry_run && existing.as_ref() != Some(&association) {
-                self.save_domain(set.with(association), &domain_text)
-                    .await?;
-                tracing::info!(domain = %domain_text, platform = %platform.id, "external domain associated");
-            }
-            return Ok(report);
-        };
+        if association.records.dkim && platform.dkim.is_none() {
+            return Err(AssociationError::Missing(MissingSetting {
+                platform: platform.id.clone(),
+                family: "dkim",
+                missing: "dkim",
+            }));
+        }
 
         // Re-applying the same association whose records are all in place: nothing to do.
         if let Some(e) = &existing
@@ -260,36 +241,122 @@ impl Shared {
             && e.relay_host == association.relay_host
             && e.records == association.records
             && e.applied_platform.as_ref() == Some(&platform)
-            && records_present(&zone, e)
+            && zone.as_ref().is_none_or(|z| records_present(z, e))
         {
+            let mut report = self.report(e, &platform, zone.as_deref(), dry_run)?;
             report.association = e.clone();
             return Ok(report);
         }
-        let others: Vec<&Association> = set
-            .for_domain(&domain_text)
-            .filter(|a| a.platform != platform.id)
-            .collect();
-        let (next, added, removed) = self.rebuild(
-            &zone,
-            existing.as_ref(),
-            &others,
-            &mut association,
-            &platform,
-            &expected,
-        )?;
+        let fresh_keys = if dry_run {
+            Vec::new()
+        } else {
+            self.prepare_dkim(&mut association, &platform).await?
+        };
+        let outcome = self
+            .commit(association, existing.as_ref(), &platform, dry_run)
+            .await;
+        if outcome.is_err() {
+            // The change did not happen: the keys made for it go.
+            for file in fresh_keys {
+                let _ = std::fs::remove_file(file);
+            }
+        }
+        outcome
+    }
+
+    /// The report of `association` on `platform` before any zone change.
+    fn report(
+        &self,
+        association: &Association,
+        platform: &Platform,
+        zone: Option<&Zone>,
+        dry_run: bool,
+    ) -> Result<AssociationReport, AssociationError> {
+        let domain = Name::from_ascii(&association.domain).unwrap_or_else(|_| Name::root());
+        let token = (!association.hosted).then_some(association.ownership_token.as_str());
+        let mut expected = expected_records(&domain, platform, &association.records, token)?;
+        if association.records.dkim {
+            expected.extend(expected_dkim(
+                &domain,
+                platform,
+                &association.dkim,
+                association.hosted,
+            ));
+        }
+        let mut to_paste: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        if zone.is_none() {
+            for e in &expected {
+                to_paste
+                    .entry(e.family.as_str().to_string())
+                    .or_default()
+                    .push(e.line.clone());
+            }
+        }
+        Ok(AssociationReport {
+            association: association.clone(),
+            zone: zone.map(|z| z.origin().to_ascii()),
+            expected,
+            added: vec![],
+            removed: vec![],
+            to_paste,
+            dry_run,
+        })
+    }
+
+    /// Writes `association` (replacing `previous`): its file, the domain's zone if hosted,
+    /// the delegation zone for delegated DKIM; then removes the keys of dropped selectors.
+    pub(super) async fn commit(
+        &self,
+        mut association: Association,
+        previous: Option<&Association>,
+        platform: &Platform,
+        dry_run: bool,
+    ) -> Result<AssociationReport, AssociationError> {
+        let domain = Name::from_ascii(&association.domain).unwrap_or_else(|_| Name::root());
+        let domain_text = association.domain.clone();
+        let set = self.associations.load_full();
+        let zone = self.zones.load().find_arc(&domain);
+        let mut report = self.report(&association, platform, zone.as_deref(), dry_run)?;
+        let expected = report.expected.clone();
+        let next = match &zone {
+            Some(zone) => {
+                let others: Vec<&Association> = set
+                    .for_domain(&domain_text)
+                    .filter(|a| a.platform != platform.id)
+                    .collect();
+                let (next, added, removed) = self.rebuild(
+                    zone,
+                    previous,
+                    &others,
+                    &mut association,
+                    platform,
+                    &expected,
+                )?;
+                report.added = added;
+                report.removed = removed;
+                Some(next)
+            }
+            None => {
+                association.applied_platform = Some(platform.clone());
+                None
+            }
+        };
         report.association = association.clone();
-        report.added = added;
-        report.removed = removed;
         if dry_run {
             return Ok(report);
         }
-        self.save_domain(set.with(association), &domain_text)
+        self.save_domain(set.with(association.clone()), &domain_text)
             .await?;
-        if !report.added.is_empty() || !report.removed.is_empty() {
+        if let Some(next) = next
+            && (!report.added.is_empty() || !report.removed.is_empty())
+        {
             let file = zone_file(&self.config.zones_dir, next.origin());
             self.store_zone(next, file).await?;
         }
-        tracing::info!(domain = %domain_text, platform = %platform.id, added = report.added.len(), removed = report.removed.len(), "domain associated");
+        self.sync_delegated_dkim(&association, previous, platform)
+            .await?;
+        self.remove_dropped_keys(&association, previous);
+        tracing::info!(domain = %domain_text, platform = %platform.id, hosted = association.hosted, added = report.added.len(), removed = report.removed.len(), "association applied");
         Ok(report)
     }
 
@@ -377,6 +444,13 @@ impl Shared {
             remaining.hand_spf_to_another(&domain_text);
         }
         self.save_domain(remaining, &domain_text).await?;
+        let mut gone = association.clone();
+        gone.dkim.clear();
+        if let Ok(platform) = self.platform(platform) {
+            self.sync_delegated_dkim(&gone, Some(&association), &platform)
+                .await?;
+        }
+        self.remove_dropped_keys(&gone, Some(&association));
         tracing::info!(domain = %domain_text, platform, removed = report.removed.len(), restored = report.added.len(), "domain dissociated");
         Ok(report)
     }

@@ -6,6 +6,7 @@
 //! read the bound addresses back. It must not parse DNS or HTTP itself.
 
 pub mod associations;
+pub mod dkim;
 pub mod token;
 pub mod writer;
 
@@ -73,6 +74,10 @@ pub struct Shared {
     pub platforms: ArcSwap<Vec<Platform>>,
     /// The file the configuration came from, if any (re-read on reload for platforms).
     pub config_file: Option<PathBuf>,
+    /// Signing keys loaded so far, by file (not on the DNS path).
+    dkim_keys: std::sync::Mutex<std::collections::HashMap<PathBuf, Arc<crate::dkim::SigningKey>>>,
+    /// Domains whose signing key cannot be used, and why.
+    pub dkim_errors: std::sync::Mutex<std::collections::BTreeMap<String, String>>,
     /// Serialises reloads and every write: one writer at a time.
     writer: Mutex<()>,
 }
@@ -231,6 +236,8 @@ impl Daemon {
             associations: ArcSwap::from_pointee(associations),
             platforms: ArcSwap::from_pointee(config.platforms.clone()),
             config_file,
+            dkim_keys: Default::default(),
+            dkim_errors: Default::default(),
             writer: Mutex::new(()),
             config,
         });
@@ -243,6 +250,7 @@ impl Daemon {
         // Before the first query: associations whose platform changed, or whose records a
         // crash left unwritten, are brought up to date.
         let reconciled = shared.reconcile().await;
+        shared.check_dkim_keys();
         if reconciled > 0 {
             tracing::info!(
                 associations = reconciled,
@@ -264,6 +272,17 @@ impl Daemon {
                 &mut tasks,
             );
         }
+        // The DKIM clock: rotations and removals of retired keys.
+        let clock = shared.clone();
+        let every = std::time::Duration::from_millis(shared.config.dkim_check_interval_ms.max(10));
+        tasks.spawn(async move {
+            let mut ticks = tokio::time::interval(every);
+            ticks.tick().await;
+            loop {
+                ticks.tick().await;
+                clock.dkim_tick().await;
+            }
+        });
         let (http_stop, stopped) = oneshot::channel::<()>();
         let app = crate::http::router(shared.clone());
         let http_task = tokio::spawn(async move {

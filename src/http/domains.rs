@@ -75,7 +75,7 @@ fn bad(
     ApiError::new(status, code, message).with_field(field)
 }
 
-fn domain_name(text: &str, field: &str) -> Result<Name, ApiError> {
+pub(super) fn domain_name(text: &str, field: &str) -> Result<Name, ApiError> {
     let mut name = parse_api_name(text, &Name::root())
         .map_err(|m| bad(StatusCode::BAD_REQUEST, "invalid", field, m))?;
     name.set_fqdn(true);
@@ -100,7 +100,7 @@ fn relay(text: Option<String>) -> Result<Option<String>, ApiError> {
     .transpose()
 }
 
-fn association_error(e: AssociationError) -> ApiError {
+pub(super) fn association_error(e: AssociationError) -> ApiError {
     let message = e.to_string();
     match e {
         AssociationError::UnknownPlatform(_) => bad(

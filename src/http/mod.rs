@@ -17,6 +17,7 @@ use serde_json::json;
 
 use crate::daemon::Shared;
 
+pub mod dkim;
 pub mod domains;
 pub mod zones;
 use crate::zone::ZoneStatus;
@@ -37,6 +38,8 @@ pub fn router(shared: Arc<Shared>) -> Router {
             get(zones::records).patch(zones::patch_records),
         )
         .route("/v1/zones/{zone}/export", get(zones::export))
+        .route("/v1/domains/{domain}/dkim/rotate", post(dkim::rotate))
+        .route("/v1/dkim/sign", post(dkim::sign))
         .route("/v1/domains", get(domains::list).post(domains::associate))
         .route(
             "/v1/domains/{domain}",
@@ -160,6 +163,8 @@ struct StatusBody<'a> {
     zones: &'a [ZoneStatus],
     /// Association files that did not load (`domain` → `file:line: reason`).
     association_errors: std::collections::BTreeMap<String, String>,
+    /// Domains whose DKIM key cannot be used (they do not sign), and why.
+    dkim_errors: std::collections::BTreeMap<String, String>,
 }
 
 async fn status(State(shared): State<AppState>) -> Response {
@@ -173,6 +178,11 @@ async fn status(State(shared): State<AppState>) -> Response {
         zones_failing: statuses.iter().filter(|s| s.last_error.is_some()).count(),
         zones: &statuses,
         association_errors: shared.associations.load().broken().clone(),
+        dkim_errors: shared
+            .dkim_errors
+            .lock()
+            .map(|e| e.clone())
+            .unwrap_or_default(),
     })
     .into_response()
 }

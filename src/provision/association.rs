@@ -78,6 +78,9 @@ pub struct Association {
     /// External domains: whether the ownership token has been seen (set by diagnosis).
     #[serde(default)]
     pub validated: bool,
+    /// DKIM key generations (when the `dkim` family is on).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dkim: Vec<super::dkim::DkimGeneration>,
 }
 
 /// Why an association was refused.
@@ -565,6 +568,7 @@ mod tests {
             replace: false,
             applied_platform: None,
             validated: false,
+            dkim: vec![],
         }
     }
 
@@ -582,6 +586,7 @@ mod tests {
             autoconfig: false,
             spf: true,
             dmarc: false,
+            dkim: false,
         }
     }
 
@@ -625,6 +630,7 @@ mod tests {
             autoconfig: false,
             spf: true,
             dmarc: true,
+            dkim: false,
         };
         assert!(
             set.check(&association("other", Mode::NonAuthoritative, only_spf))

@@ -5,6 +5,7 @@
 //! how SPF is shared between platforms ([`spf`]). It computes; it does not write zones.
 
 pub mod association;
+pub mod dkim;
 pub mod platform;
 pub mod records;
 pub mod spf;

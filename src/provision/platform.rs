@@ -7,6 +7,8 @@
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::dkim::DkimAlgorithm;
+
 /// One e-mail platform domains can be associated with.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -37,6 +39,75 @@ pub struct Platform {
     /// TTL of the records generated for this platform.
     #[serde(default = "default_ttl")]
     pub ttl: u32,
+    /// How DKIM keys are made, published and rotated for domains on this platform.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dkim: Option<DkimPolicy>,
+}
+
+/// A platform's DKIM policy.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DkimPolicy {
+    /// Key algorithms; RSA is always needed (major receivers do not verify Ed25519 alone).
+    #[serde(default = "default_algorithms")]
+    pub algorithms: Vec<DkimAlgorithm>,
+    /// 2048, 3072 or 4096.
+    #[serde(default = "default_rsa_bits")]
+    pub rsa_bits: usize,
+    /// Selector name pattern: `{platform}`, `{yyyymm}`, `{n}` (generation number) and, with
+    /// several algorithms, the algorithm is appended (`-rsa`, `-ed25519`).
+    #[serde(default = "default_selector")]
+    pub selector: String,
+    /// External domains: `txt` (the user pastes the key record) or `cname` (the user points
+    /// the selector at `delegation_zone`, a zone served here, once for all rotations).
+    #[serde(default)]
+    pub publication: DkimPublication,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delegation_zone: Option<String>,
+    /// Age of the signing key after which the successor takes over.
+    #[serde(default = "default_rotate_after")]
+    pub rotate_after_secs: u64,
+    /// How long a retired key stays published after it stopped signing.
+    #[serde(default = "default_keep_retired")]
+    pub keep_retired_secs: u64,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DkimPublication {
+    #[default]
+    Txt,
+    Cname,
+}
+
+fn default_algorithms() -> Vec<DkimAlgorithm> {
+    vec![DkimAlgorithm::Rsa]
+}
+fn default_rsa_bits() -> usize {
+    2048
+}
+fn default_selector() -> String {
+    "{platform}-{yyyymm}-{n}".into()
+}
+fn default_rotate_after() -> u64 {
+    180 * 86_400
+}
+fn default_keep_retired() -> u64 {
+    7 * 86_400
+}
+
+impl Default for DkimPolicy {
+    fn default() -> Self {
+        Self {
+            algorithms: default_algorithms(),
+            rsa_bits: default_rsa_bits(),
+            selector: default_selector(),
+            publication: DkimPublication::Txt,
+            delegation_zone: None,
+            rotate_after_secs: default_rotate_after(),
+            keep_retired_secs: default_keep_retired(),
+        }
+    }
 }
 
 fn default_ttl() -> u32 {
@@ -117,6 +188,7 @@ impl Platform {
             }),
             ownership_target: Some("check.mail.example.net.".into()),
             ttl: 3600,
+            dkim: Some(DkimPolicy::default()),
         }
     }
 
@@ -187,6 +259,51 @@ impl Platform {
                     "dmarc.rua".into(),
                     format!("{rua:?} must start with mailto:"),
                 ));
+            }
+        }
+        if let Some(d) = &self.dkim {
+            if !d.algorithms.contains(&DkimAlgorithm::Rsa) {
+                return Err((
+                    "dkim.algorithms".into(),
+                    "rsa is required (major receivers do not verify Ed25519 alone)".into(),
+                ));
+            }
+            if ![2048, 3072, 4096].contains(&d.rsa_bits) {
+                return Err((
+                    "dkim.rsa_bits".into(),
+                    format!("{}: 2048, 3072 or 4096", d.rsa_bits),
+                ));
+            }
+            if !d.selector.contains("{n}") {
+                return Err((
+                    "dkim.selector".into(),
+                    "the pattern needs {n} so that selectors differ".into(),
+                ));
+            }
+            let probe = d
+                .selector
+                .replace("{platform}", &self.id)
+                .replace("{yyyymm}", "202601")
+                .replace("{n}", "1");
+            if probe.is_empty()
+                || !probe
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
+            {
+                return Err((
+                    "dkim.selector".into(),
+                    format!("{:?} does not make a valid selector", d.selector),
+                ));
+            }
+            match (&d.publication, &d.delegation_zone) {
+                (DkimPublication::Cname, None) => {
+                    return Err((
+                        "dkim.delegation_zone".into(),
+                        "needed for cname publication".into(),
+                    ));
+                }
+                (_, Some(z)) => absolute("dkim.delegation_zone".into(), z)?,
+                _ => {}
             }
         }
         if self.ttl > crate::zone::master::MAX_TTL {

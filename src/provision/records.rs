@@ -20,6 +20,7 @@ pub enum Family {
     Autoconfig,
     Spf,
     Dmarc,
+    Dkim,
     Ownership,
 }
 
@@ -31,6 +32,7 @@ impl Family {
             Family::Autoconfig => "autoconfig",
             Family::Spf => "spf",
             Family::Dmarc => "dmarc",
+            Family::Dkim => "dkim",
             Family::Ownership => "ownership",
         }
     }
@@ -45,6 +47,8 @@ pub struct Families {
     pub autoconfig: bool,
     pub spf: bool,
     pub dmarc: bool,
+    /// DKIM keys generated, published and rotated by mailzone (off unless asked for).
+    pub dkim: bool,
 }
 
 impl Default for Families {
@@ -55,6 +59,7 @@ impl Default for Families {
             autoconfig: true,
             spf: true,
             dmarc: true,
+            dkim: false,
         }
     }
 }

@@ -42,7 +42,7 @@ pub fn next_serial(scheme: SerialScheme, old: u32, now: u64) -> u32 {
 }
 
 /// (year, month, day) in UTC of a Unix time (Howard Hinnant's days-to-civil algorithm).
-fn civil_date(secs: u64) -> (u64, u64, u64) {
+pub fn civil_date(secs: u64) -> (u64, u64, u64) {
     let z = (secs / 86_400) as i64 + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z - era * 146_097;
