@@ -506,7 +506,7 @@ fn bad_association_requests_are_refused_with_the_field() {
             "mode",
         ),
         (
-            json!({"domain": "shop.test", "platform": "pro1", "mode": "authoritative", "records": {"dkim": true}}),
+            json!({"domain": "shop.test", "platform": "pro1", "mode": "authoritative", "records": {"bimi": true}}),
             400,
             "records",
         ),
