@@ -11,7 +11,9 @@ use mailzone::dkim::{DkimAlgorithm, SigningKey, key};
 fn main() {
     let mut body = String::new();
     while body.len() < 10 * 1024 {
-        body.push_str("Lorem ipsum dolor sit amet, consectetur adipiscing elit, sed do eiusmod tempor.\r\n");
+        body.push_str(
+            "Lorem ipsum dolor sit amet, consectetur adipiscing elit, sed do eiusmod tempor.\r\n",
+        );
     }
     let raw = format!(
         "From: Alice <alice@shop.test>\r\nTo: bob@example.net\r\nSubject: A 10 KB message\r\nDate: Mon, 23 Nov 2026 10:00:00 +0000\r\nMessage-ID: <bench@shop.test>\r\nMIME-Version: 1.0\r\nContent-Type: text/plain\r\n\r\n{body}"
@@ -25,7 +27,10 @@ fn main() {
         rsa = Some(key::generate(DkimAlgorithm::Rsa, 2048).unwrap());
     }
     let each = t.elapsed() / runs;
-    println!("RSA-2048 key generation: {:.0} ms on average over {runs}", each.as_secs_f64() * 1e3);
+    println!(
+        "RSA-2048 key generation: {:.0} ms on average over {runs}",
+        each.as_secs_f64() * 1e3
+    );
 
     let ed = key::generate(DkimAlgorithm::Ed25519, 0).unwrap();
     for (name, generated) in [("RSA-2048", rsa.unwrap()), ("Ed25519", ed)] {
@@ -36,10 +41,16 @@ fn main() {
         while t.elapsed() < budget {
             // Parse and sign, as the API does for each request.
             let message = Message::parse(raw.as_bytes()).unwrap();
-            std::hint::black_box(sign(&message, "shop.test", "s1", &signing, 1_795_428_000).unwrap());
+            std::hint::black_box(
+                sign(&message, "shop.test", "s1", &signing, 1_795_428_000).unwrap(),
+            );
             n += 1;
         }
         let secs = t.elapsed().as_secs_f64();
-        println!("{name}: {:.0} signatures/s (one core), {:.1} µs each", n as f64 / secs, secs * 1e6 / n as f64);
+        println!(
+            "{name}: {:.0} signatures/s (one core), {:.1} µs each",
+            n as f64 / secs,
+            secs * 1e6 / n as f64
+        );
     }
 }

@@ -12,6 +12,7 @@
 pub mod cli;
 pub mod config;
 pub mod daemon;
+pub mod diagnose;
 pub mod dkim;
 pub mod dns;
 pub mod durable;

@@ -615,3 +615,102 @@ fn dissociating_removes_the_key_records_and_files() {
             .exists()
     );
 }
+
+/// The zone of an external domain as served by "the world": two nameservers on 127.0.0.2
+/// and 127.0.0.3, the same port, each a real mailzone.
+fn world() -> (TestDaemon, TestDaemon) {
+    let zone = "$ORIGIN far.example.\n$TTL 300\n@ SOA ns1 hostmaster 1 3600 600 86400 60\n@ NS ns1\n@ NS ns2\n\
+        ns1 A 127.0.0.2\nns2 A 127.0.0.3\n@ MX 10 mx.elsewhere.example.\n";
+    let ns1 = TestDaemon::start_tuned(&[("far.example.zone", zone)], |c| {
+        c.dns.listen = vec!["127.0.0.2:0".parse().unwrap()];
+    });
+    let port = ns1.dns.port();
+    let ns2 = TestDaemon::start_tuned(&[("far.example.zone", zone)], move |c| {
+        c.dns.listen = vec![format!("127.0.0.3:{port}").parse().unwrap()];
+    });
+    (ns1, ns2)
+}
+
+fn publish(ns: &TestDaemon, line: &str) {
+    // "<sel>._domainkey.far.example. 3600 IN TXT "..." "..."" -> owner and data
+    let (owner, rest) = line.split_once(' ').unwrap();
+    let data = rest.split_once(" IN TXT ").unwrap().1;
+    let body =
+        json!({"operations": [{"op": "replace", "name": owner, "type": "TXT", "records": [data]}]})
+            .to_string();
+    let (status, text) = http(
+        ns.http,
+        "PATCH",
+        "/v1/zones/far.example/records",
+        Some(TOKEN),
+        Some(&body),
+    );
+    assert_eq!(status, 200, "{text}");
+}
+
+#[test]
+fn an_external_domain_signs_once_every_nameserver_serves_its_key() {
+    let (ns1, ns2) = world();
+    let resolver = ns1.dns;
+    let d = TestDaemon::start_tuned(&[], move |c| {
+        c.dkim_check_interval_ms = 100;
+        c.diagnosis.resolver = Some(resolver);
+        c.diagnosis.port = resolver.port();
+    });
+    let v = associate(&d, "far.example", "pro1");
+    let lines: Vec<String> = v["to_paste"]["dkim"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l.as_str().unwrap().to_string())
+        .collect();
+
+    // On one nameserver of two: not yet.
+    publish(&ns1, &lines[0]);
+    std::thread::sleep(Duration::from_millis(600));
+    assert_eq!(
+        generations(&d, "far.example")[0]["state"],
+        "generated",
+        "ns2 does not serve it yet"
+    );
+    assert_eq!(
+        sign(&d, "far.example", "From: a@far.example\r\n\r\nx\r\n").0,
+        409
+    );
+
+    publish(&ns2, &lines[0]);
+    wait_for("the key to be seen everywhere and signing to start", || {
+        generations(&d, "far.example")[0]["state"] == "active"
+    });
+    let message = signed(
+        &d,
+        "far.example",
+        "From: a@far.example\r\nSubject: hi\r\n\r\nhello\r\n",
+    );
+    let (ok, out) = dkimpy(&ns1, &message);
+    assert!(ok, "verified against the customer's own nameserver: {out}");
+
+    // The successor can take over once it too is published everywhere.
+    let (status, _) = http(
+        d.http,
+        "POST",
+        "/v1/domains/far.example/dkim/rotate",
+        Some(TOKEN),
+        None,
+    );
+    assert_eq!(status, 422, "the successor is not published yet");
+    publish(&ns1, &lines[1]);
+    publish(&ns2, &lines[1]);
+    wait_for("the successor to be seen", || {
+        generations(&d, "far.example")[1]["state"] == "published"
+    });
+    let (status, text) = http(
+        d.http,
+        "POST",
+        "/v1/domains/far.example/dkim/rotate",
+        Some(TOKEN),
+        None,
+    );
+    assert_eq!(status, 200, "{text}");
+    assert_eq!(generations(&d, "far.example")[1]["state"], "active");
+}

@@ -30,6 +30,30 @@ pub struct Config {
     pub platforms: Vec<Platform>,
     /// How often DKIM rotations and key checks run, in milliseconds.
     pub dkim_check_interval_ms: u64,
+    pub diagnosis: DiagnosisConfig,
+}
+
+/// How domains hosted elsewhere are looked at.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DiagnosisConfig {
+    /// Resolver used to find a domain's nameservers (`IP:PORT`); default: the system's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resolver: Option<SocketAddr>,
+    /// Port the nameservers themselves are asked on (53; tests use loopback ports).
+    pub port: u16,
+    /// Time allowed for one query, in milliseconds.
+    pub timeout_ms: u64,
+}
+
+impl Default for DiagnosisConfig {
+    fn default() -> Self {
+        Self {
+            resolver: None,
+            port: 53,
+            timeout_ms: 2000,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -123,6 +147,7 @@ impl Default for Config {
             zone_defaults: ZoneDefaults::default(),
             platforms: vec![Platform::example()],
             dkim_check_interval_ms: 60_000,
+            diagnosis: DiagnosisConfig::default(),
         }
     }
 }

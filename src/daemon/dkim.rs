@@ -350,7 +350,10 @@ impl Shared {
     /// One pass of the DKIM clock: rotate keys older than `rotate_after`, remove keys retired
     /// longer than `keep_retired`, check every signing key file, refresh the key ages.
     pub async fn dkim_tick(&self) {
+        // Probing other servers takes time: do it before taking the writer lock.
+        let observed = self.observe_external_dkim().await;
         let _writer = self.writer.lock().await;
+        self.apply_observed(observed).await;
         let now = unix_now();
         let all: Vec<Association> = self
             .associations
@@ -395,6 +398,135 @@ impl Shared {
             }
         }
         self.check_dkim_keys();
+    }
+
+    /// External domains whose key records the customer publishes: the generations that every
+    /// authoritative nameserver now serves, with our key (keys compared, not strings).
+    async fn observe_external_dkim(&self) -> Vec<(String, String, Vec<u32>)> {
+        let Some(prober) = crate::diagnose::prober(&self.config.diagnosis) else {
+            return Vec::new();
+        };
+        let waiting: Vec<Association> = self
+            .associations
+            .load()
+            .all()
+            .filter(|a| !a.hosted && a.dkim.iter().any(|g| g.state == SelectorState::Generated))
+            .cloned()
+            .collect();
+        let mut out = Vec::new();
+        for a in waiting {
+            let Ok(platform) = self.platform(&a.platform) else {
+                continue;
+            };
+            if delegated(&platform, false).is_some() {
+                continue;
+            }
+            let Ok(domain) = Name::from_ascii(&a.domain) else {
+                continue;
+            };
+            let nameservers = match prober.nameservers(&domain).await {
+                Ok(ns) => ns,
+                Err(e) => {
+                    tracing::debug!(domain = %a.domain, error = %e, "nameservers not found");
+                    continue;
+                }
+            };
+            let addresses: Vec<std::net::SocketAddr> = nameservers
+                .iter()
+                .flat_map(|n| n.addresses.iter().copied())
+                .collect();
+            if addresses.is_empty() {
+                continue;
+            }
+            let mut seen = Vec::new();
+            for g in a
+                .dkim
+                .iter()
+                .filter(|g| g.state == SelectorState::Generated)
+            {
+                let mut everywhere = true;
+                'keys: for k in &g.keys {
+                    let Ok(name) =
+                        Name::from_ascii(format!("{}._domainkey.{}", k.selector, a.domain))
+                    else {
+                        everywhere = false;
+                        break;
+                    };
+                    for server in &addresses {
+                        let served =
+                            match prober.query(*server, &name, RecordType::TXT, false).await {
+                                Ok(m) => {
+                                    m.metadata.authoritative
+                                        && crate::diagnose::probe::txt_values(&m)
+                                            .iter()
+                                            .any(|v| same_key(v, &k.public))
+                                }
+                                Err(_) => false,
+                            };
+                        if !served {
+                            everywhere = false;
+                            break 'keys;
+                        }
+                    }
+                }
+                if everywhere {
+                    seen.push(g.n);
+                }
+            }
+            if !seen.is_empty() {
+                out.push((a.domain.clone(), a.platform.clone(), seen));
+            }
+        }
+        out
+    }
+
+    /// Marks observed generations published, and lets the oldest published one sign when
+    /// none does yet. Call with the writer lock held.
+    async fn apply_observed(&self, observed: Vec<(String, String, Vec<u32>)>) {
+        let now = unix_now();
+        for (domain, platform_id, generations) in observed {
+            let Some(current) = self
+                .associations
+                .load()
+                .find(&domain, &platform_id)
+                .cloned()
+            else {
+                continue;
+            };
+            let Ok(platform) = self.platform(&platform_id) else {
+                continue;
+            };
+            let mut next = current.clone();
+            for g in next
+                .dkim
+                .iter_mut()
+                .filter(|g| generations.contains(&g.n) && g.state == SelectorState::Generated)
+            {
+                g.state = SelectorState::Published;
+                g.published_at = Some(now);
+                tracing::info!(%domain, generation = g.n, "DKIM key record seen on every nameserver");
+            }
+            if active(&next.dkim).is_none()
+                && let Some(first) = next
+                    .dkim
+                    .iter_mut()
+                    .filter(|g| g.state == SelectorState::Published)
+                    .min_by_key(|g| g.n)
+            {
+                first.state = SelectorState::Active;
+                first.active_since = Some(now);
+                self.metrics
+                    .dkim_events
+                    .with_label_values(&["activated"])
+                    .inc();
+                tracing::info!(%domain, generation = first.n, "DKIM signing starts");
+            }
+            if next != current
+                && let Err(e) = self.commit(next, Some(&current), &platform, false).await
+            {
+                tracing::error!(%domain, error = %e, "observed DKIM state not saved");
+            }
+        }
     }
 
     /// Loads every signing key once, recording those that cannot be used, and sets the
@@ -481,5 +613,23 @@ impl Shared {
                 .inc();
         }
         Ok(headers)
+    }
+}
+
+/// Whether a served key record carries this public key (compared as bytes, not text).
+fn same_key(record: &str, public: &str) -> bool {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let served = record
+        .split(';')
+        .filter_map(|t| t.split_once('='))
+        .find(|(k, _)| k.trim() == "p")
+        .map(|(_, v)| v.chars().filter(|c| !c.is_whitespace()).collect::<String>());
+    match (
+        served.and_then(|p| b64.decode(p).ok()),
+        b64.decode(public).ok(),
+    ) {
+        (Some(a), Some(b)) => a == b,
+        _ => false,
     }
 }
