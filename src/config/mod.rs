@@ -386,6 +386,17 @@ mod tests {
     }
 
     #[test]
+    fn rsa_keys_below_2048_bits_and_ed25519_alone_are_refused() {
+        let yaml = "platforms:\n  - id: p\n    dkim: {rsa_bits: 1024}\n";
+        let err = Config::from_yaml(yaml, "c.yaml").unwrap_err().to_string();
+        assert!(err.contains("platforms[0].dkim.rsa_bits"), "{err}");
+        let yaml = "platforms:\n  - id: p\n    dkim: {algorithms: [ed25519]}\n";
+        let err = Config::from_yaml(yaml, "c.yaml").unwrap_err().to_string();
+        assert!(err.contains("platforms[0].dkim.algorithms"), "{err}");
+        assert!(crate::dkim::key::generate(crate::dkim::DkimAlgorithm::Rsa, 1024).is_err());
+    }
+
+    #[test]
     fn the_embedded_defaults_ship_the_example_platform() {
         let c = Config::default();
         assert_eq!(c.platforms.len(), 1);
