@@ -78,6 +78,8 @@ fn main() {
     config.dns.listen = vec![SocketAddr::from(([127, 0, 0, 1], 0))];
     config.http.listen = SocketAddr::from(([127, 0, 0, 1], 0));
     config.http.token = Some(TOKEN.into());
+    // Diagnosis stays on loopback (nothing listens on port 9).
+    config.diagnosis.resolver = Some(SocketAddr::from(([127, 0, 0, 1], 9)));
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let t = Instant::now();
     let daemon = runtime.block_on(Daemon::start(config)).unwrap();

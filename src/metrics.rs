@@ -97,6 +97,12 @@ pub struct Metrics {
     pub dkim_events: IntCounterVec,
     pub dkim_signatures: IntCounterVec,
     pub dkim_key_age: prometheus::IntGaugeVec,
+    pub diagnosis_runs: IntCounterVec,
+    pub diagnosis_seconds: Histogram,
+    pub diagnosis_queries: IntCounter,
+    pub nameserver_errors: IntCounter,
+    pub diagnosis_check_status: prometheus::IntGaugeVec,
+    pub domains_by_status: prometheus::IntGaugeVec,
 }
 
 impl Metrics {
@@ -186,7 +192,43 @@ impl Metrics {
             &["domain", "selector"],
         )?;
         registry.register(Box::new(dkim_key_age.clone()))?;
+        let diagnosis_runs = IntCounterVec::new(
+            Opts::new("diagnosis_runs_total", "Diagnosis runs, by overall result"),
+            &["result"],
+        )?;
+        registry.register(Box::new(diagnosis_runs.clone()))?;
+        let diagnosis_seconds = Histogram::with_opts(
+            HistogramOpts::new("diagnosis_run_seconds", "Time to diagnose one domain").buckets(
+                vec![0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0],
+            ),
+        )?;
+        registry.register(Box::new(diagnosis_seconds.clone()))?;
+        let diagnosis_check_status = prometheus::IntGaugeVec::new(
+            Opts::new(
+                "diagnosis_check_status",
+                "Per domain and check: 0 ok, 1 pending, 2 notice, 3 red",
+            ),
+            &["domain", "check"],
+        )?;
+        registry.register(Box::new(diagnosis_check_status.clone()))?;
+        let domains_by_status = prometheus::IntGaugeVec::new(
+            Opts::new(
+                "diagnosis_domains",
+                "Associated domains by overall diagnosis status",
+            ),
+            &["status"],
+        )?;
+        registry.register(Box::new(domains_by_status.clone()))?;
         Ok(Self {
+            diagnosis_runs,
+            diagnosis_seconds,
+            diagnosis_queries: counter("diagnosis_queries_total", "DNS queries sent by diagnosis")?,
+            nameserver_errors: counter(
+                "diagnosis_nameserver_errors_total",
+                "Diagnosis queries a nameserver did not answer usefully (timeout, network error)",
+            )?,
+            diagnosis_check_status,
+            domains_by_status,
             dkim_events,
             dkim_signatures,
             dkim_key_age,

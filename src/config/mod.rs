@@ -44,6 +44,12 @@ pub struct DiagnosisConfig {
     pub port: u16,
     /// Time allowed for one query, in milliseconds.
     pub timeout_ms: u64,
+    /// How often each association is diagnosed (with ±10% jitter), in seconds.
+    pub interval_secs: u64,
+    /// Domains diagnosed at the same time.
+    pub concurrency: usize,
+    /// Queries in flight to one nameserver address at the same time.
+    pub per_nameserver: usize,
 }
 
 impl Default for DiagnosisConfig {
@@ -52,6 +58,9 @@ impl Default for DiagnosisConfig {
             resolver: None,
             port: 53,
             timeout_ms: 2000,
+            interval_secs: 300,
+            concurrency: 32,
+            per_nameserver: 4,
         }
     }
 }

@@ -225,6 +225,7 @@ impl Shared {
                 .as_ref()
                 .map(|e| e.dkim.clone())
                 .unwrap_or_default(),
+            updated_at: existing.as_ref().map_or(0, |e| e.updated_at),
         };
         set.check(&association)?;
         if association.records.dkim && platform.dkim.is_none() {

@@ -558,7 +558,11 @@ impl Shared {
     }
 
     /// The signing key of a selector, from the cache or its file (re-checked each load).
-    fn signing_key(&self, domain: &str, selector: &str) -> Result<Arc<SigningKey>, String> {
+    pub(super) fn signing_key(
+        &self,
+        domain: &str,
+        selector: &str,
+    ) -> Result<Arc<SigningKey>, String> {
         let path = self.key_file(domain, selector);
         if let Some(k) = self
             .dkim_keys
@@ -617,7 +621,7 @@ impl Shared {
 }
 
 /// Whether a served key record carries this public key (compared as bytes, not text).
-fn same_key(record: &str, public: &str) -> bool {
+pub fn same_key(record: &str, public: &str) -> bool {
     use base64::Engine;
     let b64 = base64::engine::general_purpose::STANDARD;
     let served = record

@@ -6,6 +6,7 @@
 //! read the bound addresses back. It must not parse DNS or HTTP itself.
 
 pub mod associations;
+pub mod diagnosis;
 pub mod dkim;
 pub mod token;
 pub mod writer;
@@ -78,6 +79,8 @@ pub struct Shared {
     dkim_keys: std::sync::Mutex<std::collections::HashMap<PathBuf, Arc<crate::dkim::SigningKey>>>,
     /// Domains whose signing key cannot be used, and why.
     pub dkim_errors: std::sync::Mutex<std::collections::BTreeMap<String, String>>,
+    /// Diagnosis results and schedule.
+    pub diagnosis: diagnosis::DiagnosisState,
     /// Serialises reloads and every write: one writer at a time.
     writer: Mutex<()>,
 }
@@ -238,6 +241,7 @@ impl Daemon {
             config_file,
             dkim_keys: Default::default(),
             dkim_errors: Default::default(),
+            diagnosis: Default::default(),
             writer: Mutex::new(()),
             config,
         });
@@ -283,6 +287,7 @@ impl Daemon {
                 clock.dkim_tick().await;
             }
         });
+        tasks.spawn(shared.clone().diagnosis_loop());
         let (http_stop, stopped) = oneshot::channel::<()>();
         let app = crate::http::router(shared.clone());
         let http_task = tokio::spawn(async move {

@@ -4,7 +4,10 @@
 //! an external domain's DKIM key records are served by every authoritative nameserver, which
 //! is what lets such a domain start signing (and rotate) once the customer published them.
 
+pub mod check;
+pub mod checks;
 pub mod probe;
+pub mod spf;
 
 use std::net::SocketAddr;
 use std::time::Duration;

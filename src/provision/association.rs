@@ -78,6 +78,10 @@ pub struct Association {
     /// External domains: whether the ownership token has been seen (set by diagnosis).
     #[serde(default)]
     pub validated: bool,
+    /// When the association last changed (seconds since the epoch): within a TTL of it,
+    /// diagnosis reports records as pending rather than wrong.
+    #[serde(default)]
+    pub updated_at: u64,
     /// DKIM key generations (when the `dkim` family is on).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub dkim: Vec<super::dkim::DkimGeneration>,
@@ -568,6 +572,7 @@ mod tests {
             replace: false,
             applied_platform: None,
             validated: false,
+            updated_at: 0,
             dkim: vec![],
         }
     }

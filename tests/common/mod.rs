@@ -111,6 +111,9 @@ pub fn test_config(root: &Path) -> Config {
     config.dns.listen = vec![SocketAddr::from(([127, 0, 0, 1], 0))];
     config.http.listen = SocketAddr::from(([127, 0, 0, 1], 0));
     config.http.token = Some(TOKEN.to_string());
+    // Diagnosis stays on this machine: nothing listens on port 9 (discard) of loopback.
+    config.diagnosis.resolver = Some(SocketAddr::from(([127, 0, 0, 1], 9)));
+    config.diagnosis.timeout_ms = 200;
     config
 }
 
@@ -273,7 +276,7 @@ impl ChildDaemon {
     /// Starts with `extra` appended to the generated config (e.g. a `platforms:` list).
     pub fn start_configured(dir: tempfile::TempDir, extra: &str) -> Self {
         let config = format!(
-            "zones_dir: {}\nkeys_dir: {}\ndns:\n  listen: [\"127.0.0.1:0\"]\nhttp:\n  listen: \"127.0.0.1:0\"\nlog:\n  format: json\n{extra}",
+            "zones_dir: {}\nkeys_dir: {}\ndns:\n  listen: [\"127.0.0.1:0\"]\nhttp:\n  listen: \"127.0.0.1:0\"\nlog:\n  format: json\ndiagnosis:\n  resolver: \"127.0.0.1:9\"\n  timeout_ms: 200\n{extra}",
             dir.path().join("zones").display(),
             dir.path().join("keys").display()
         );
