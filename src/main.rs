@@ -44,6 +44,8 @@ enum Command {
         #[command(subcommand)]
         command: DkimCommand,
     },
+    /// Check a domain's records on its own nameservers, once, without a daemon; exit 1 if anything is red.
+    Diagnose(mailzone::cli::DiagnoseArgs),
     /// Manage hosted zones through a running daemon's API.
     Zone {
         #[command(flatten)]
@@ -98,6 +100,25 @@ fn main() -> ExitCode {
                 Err(e) => {
                     eprintln!("mailzone: {e}");
                     ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Diagnose(args) => {
+            let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("mailzone: cannot start the async runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match runtime.block_on(mailzone::cli::run_diagnose(&args)) {
+                Ok((out, green)) => {
+                    print!("{out}");
+                    if green { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+                }
+                Err(e) => {
+                    eprintln!("mailzone: {e}");
+                    ExitCode::from(2)
                 }
             }
         }

@@ -124,6 +124,29 @@ pub enum DkimCommand {
     },
 }
 
+/// `mailzone diagnose`: the checks of one domain, once, without a daemon.
+#[derive(Debug, Clone, Args)]
+pub struct DiagnoseArgs {
+    pub domain: String,
+    /// The platform whose records the domain should carry.
+    #[arg(long)]
+    pub platform: String,
+    /// The domain shares mailboxes with another service.
+    #[arg(long)]
+    pub non_authoritative: bool,
+    /// Resolver used to find the nameservers (`IP:PORT`); default: the config's, or the system's.
+    #[arg(long)]
+    pub resolver: Option<SocketAddr>,
+    /// Port the nameservers are asked on (default 53).
+    #[arg(long)]
+    pub port: Option<u16>,
+    /// Configuration file (for the platforms and diagnosis settings).
+    #[arg(long, short)]
+    pub config: Option<PathBuf>,
+    #[arg(long)]
+    pub json: bool,
+}
+
 /// A failure of a client command, already worded for the terminal.
 #[derive(Debug, thiserror::Error)]
 pub enum CliError {
@@ -402,15 +425,15 @@ pub fn run_dkim(
                 Some(path) => {
                     let selector = selector
                         .as_deref()
-                        .ok_or_else(|| CliError::Dkim("--key needs --selector".into()))?;
+                        .ok_or_else(|| CliError::Failed("--key needs --selector".into()))?;
                     let key = crate::dkim::SigningKey::load(path)
-                        .map_err(|e| CliError::Dkim(e.to_string()))?;
+                        .map_err(|e| CliError::Failed(e.to_string()))?;
                     let message =
-                        Message::parse(input).map_err(|e| CliError::Dkim(e.to_string()))?;
+                        Message::parse(input).map_err(|e| CliError::Failed(e.to_string()))?;
                     let now = crate::zone::set::unix_now();
                     vec![
                         sign(&message, domain, selector, &key, now)
-                            .map_err(|e| CliError::Dkim(e.to_string()))?,
+                            .map_err(|e| CliError::Failed(e.to_string()))?,
                     ]
                 }
                 None => {
@@ -437,12 +460,12 @@ pub fn run_dkim(
                         s.parse::<std::net::IpAddr>()
                             .map(|ip| SocketAddr::new(ip, 53))
                     })
-                    .map_err(|_| CliError::Dkim(format!("{s} is not an IP address or IP:PORT")))?,
+                    .map_err(|_| CliError::Failed(format!("{s} is not an IP address or IP:PORT")))?,
                 None => crate::dkim::lookup::system_nameserver().ok_or_else(|| {
-                    CliError::Dkim("no nameserver in /etc/resolv.conf: pass --nameserver".into())
+                    CliError::Failed("no nameserver in /etc/resolv.conf: pass --nameserver".into())
                 })?,
             };
-            let message = Message::parse(input).map_err(|e| CliError::Dkim(e.to_string()))?;
+            let message = Message::parse(input).map_err(|e| CliError::Failed(e.to_string()))?;
             let verdicts = verify(&message, |name| crate::dkim::lookup::txt(server, name));
             let mut out = String::new();
             if verdicts.is_empty() {
@@ -458,6 +481,86 @@ pub fn run_dkim(
             Ok((out.into_bytes(), ok))
         }
     }
+}
+
+/// Runs the checks of one domain once. Returns what to print and whether nothing is red.
+pub async fn run_diagnose(args: &DiagnoseArgs) -> Result<(String, bool), CliError> {
+    use crate::diagnose::checks::{Subject, diagnosis};
+    use crate::provision::association::{Association, Mode};
+    use crate::provision::records::Families;
+    let mut config = match &args.config {
+        Some(f) => Config::load(f)?,
+        None => Config::default(),
+    };
+    if let Some(r) = args.resolver {
+        config.diagnosis.resolver = Some(r);
+    }
+    if let Some(p) = args.port {
+        config.diagnosis.port = p;
+    }
+    let platform = config
+        .platforms
+        .iter()
+        .find(|p| p.id == args.platform)
+        .cloned()
+        .ok_or_else(|| CliError::Failed(format!("unknown platform {}", args.platform)))?;
+    let prober = crate::diagnose::prober(&config.diagnosis)
+        .ok_or_else(|| CliError::Failed("no resolver: pass --resolver".into()))?;
+    let mut domain = hickory_proto::rr::Name::from_ascii(&args.domain).map_err(|e| CliError::Failed(format!("{}: {e}", args.domain)))?;
+    domain.set_fqdn(true);
+    // What the domain should carry on this platform; without keys or a token, DKIM and
+    // ownership are not checked here.
+    let association = Association {
+        domain: domain.to_lowercase().to_ascii(),
+        platform: platform.id.clone(),
+        mode: if args.non_authoritative { Mode::NonAuthoritative } else { Mode::Authoritative },
+        relay_host: None,
+        records: Families::default(),
+        ownership_token: String::new(),
+        hosted: true,
+        spf_mechanisms: vec![],
+        spf_created: false,
+        applied: vec![],
+        replaced: vec![],
+        replace: false,
+        applied_platform: None,
+        validated: false,
+        updated_at: 0,
+        dkim: vec![],
+    };
+    let subject = Subject::new(&association, &platform);
+    let per = config.diagnosis.per_nameserver.max(1);
+    let slots = std::sync::Mutex::new(std::collections::HashMap::new());
+    let outcome = crate::diagnose::check_once(&prober, &subject, &|addr| {
+        slots
+            .lock()
+            .map(|mut m| m.entry(addr).or_insert_with(|| std::sync::Arc::new(tokio::sync::Semaphore::new(per))).clone())
+            .unwrap_or_else(|_| std::sync::Arc::new(tokio::sync::Semaphore::new(per)))
+    })
+    .await;
+    let result = diagnosis(&subject, outcome.findings, outcome.queries, crate::zone::set::unix_now());
+    let green = !result.checks.iter().any(|f| f.is_red());
+    if args.json {
+        return Ok((format!("{}\n", serde_json::to_string_pretty(&result).unwrap_or_default()), green));
+    }
+    let rows: Vec<Vec<String>> = result
+        .checks
+        .iter()
+        .map(|f| {
+            let status = if f.is_red() { format!("{:?} (red)", f.status) } else { format!("{:?}", f.status) };
+            vec![f.check.clone(), status.to_lowercase(), f.code.clone(), f.message.clone()]
+        })
+        .collect();
+    let mut out = format!("{} on {}: {}\n\n", result.domain, result.platform, result.overall.as_str());
+    out.push_str(&table(&["CHECK", "STATUS", "CODE", "MESSAGE"], &rows));
+    let fixes: Vec<&String> = result.checks.iter().filter(|f| f.is_red()).flat_map(|f| f.fix.iter()).collect();
+    if !fixes.is_empty() {
+        out.push_str("\nLines to add:\n");
+        for f in fixes {
+            out.push_str(&format!("{f}\n"));
+        }
+    }
+    Ok((out, green))
 }
 
 fn pretty(v: &Value) -> String {

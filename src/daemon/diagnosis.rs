@@ -15,8 +15,7 @@ use tokio::sync::Semaphore;
 
 use super::Shared;
 use crate::diagnose::check::{Diagnosis, Finding, Overall, Severity};
-use crate::diagnose::checks::{Subject, diagnosis, gather, judge, served_spf};
-use crate::diagnose::spf::evaluate;
+use crate::diagnose::checks::{Subject, diagnosis};
 use crate::provision::association::Association;
 use crate::provision::dkim::SelectorState;
 use crate::zone::set::unix_now;
@@ -160,27 +159,11 @@ impl Shared {
             }
         }
         let started = Instant::now();
-        let gathered = gather(&prober, &subject, &|addr| self.semaphore_for(addr)).await;
-        let mut queries = gathered.queries;
-        let spf = match served_spf(&association.domain, &gathered) {
-            Ok(records) if association.records.spf && records.len() == 1 => {
-                let r = evaluate(&prober, &association.domain, &records[0], &platform.spf).await;
-                queries += r.queries;
-                Some(r)
-            }
-            _ => None,
-        };
-        let findings = judge(&subject, &gathered, spf.as_ref());
-        self.metrics
-            .diagnosis_seconds
-            .observe(started.elapsed().as_secs_f64());
-        self.metrics.diagnosis_queries.inc_by(u64::from(queries));
-        for served in gathered.answers.values().flat_map(|m| m.values()) {
-            if let crate::diagnose::checks::Served::Failed(_) = served {
-                self.metrics.nameserver_errors.inc();
-            }
-        }
-        diagnosis(&subject, findings, queries, now)
+        let outcome = crate::diagnose::check_once(&prober, &subject, &|addr| self.semaphore_for(addr)).await;
+        self.metrics.diagnosis_seconds.observe(started.elapsed().as_secs_f64());
+        self.metrics.diagnosis_queries.inc_by(u64::from(outcome.queries));
+        self.metrics.nameserver_errors.inc_by(u64::from(outcome.failures));
+        diagnosis(&subject, outcome.findings, outcome.queries, now)
     }
 
     /// Diagnoses one association now, stores the result and returns it.

@@ -241,6 +241,8 @@ struct AssociationView {
     #[serde(flatten)]
     association: Association,
     expected: Vec<ExpectedRecord>,
+    /// The last diagnosis, if one ran.
+    diagnosis: Option<Arc<crate::diagnose::check::Diagnosis>>,
 }
 
 fn view(shared: &Shared, a: &Association) -> AssociationView {
@@ -257,6 +259,7 @@ fn view(shared: &Shared, a: &Association) -> AssociationView {
     AssociationView {
         association: a.clone(),
         expected,
+        diagnosis: shared.diagnosis.get(&a.domain, &a.platform),
     }
 }
 
@@ -287,4 +290,24 @@ pub async fn show(
         ));
     }
     Ok(Json(serde_json::json!({"domain": domain, "associations": views})).into_response())
+}
+
+/// Runs the diagnosis of a domain now and returns it.
+pub async fn diagnose(
+    State(shared): State<AppState>,
+    headers: HeaderMap,
+    Path(domain): Path<String>,
+    Query(flags): Query<Flags>,
+) -> Result<Response, ApiError> {
+    require_token(&shared, &headers)?;
+    let domain = domain_name(&domain, "domain")?;
+    let platform = pick(&shared, &domain, flags.platform)?;
+    let association = shared
+        .associations
+        .load()
+        .find(&domain.to_ascii(), &platform)
+        .cloned()
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("{domain} is not associated with {platform}")))?;
+    let result = shared.diagnose(&association).await;
+    Ok(Json(result).into_response())
 }

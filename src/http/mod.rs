@@ -19,6 +19,7 @@ use crate::daemon::Shared;
 
 pub mod dkim;
 pub mod domains;
+pub mod page;
 pub mod zones;
 use crate::zone::ZoneStatus;
 
@@ -39,6 +40,8 @@ pub fn router(shared: Arc<Shared>) -> Router {
         )
         .route("/v1/zones/{zone}/export", get(zones::export))
         .route("/v1/domains/{domain}/dkim/rotate", post(dkim::rotate))
+        .route("/v1/domains/{domain}/diagnose", post(domains::diagnose))
+        .route("/", get(page::status_page))
         .route("/v1/dkim/sign", post(dkim::sign))
         .route("/v1/domains", get(domains::list).post(domains::associate))
         .route(
@@ -165,6 +168,8 @@ struct StatusBody<'a> {
     association_errors: std::collections::BTreeMap<String, String>,
     /// Domains whose DKIM key cannot be used (they do not sign), and why.
     dkim_errors: std::collections::BTreeMap<String, String>,
+    /// Associated domains by overall diagnosis status (`ok`, `pending`, `warning`, `error`).
+    domains_by_status: std::collections::BTreeMap<&'static str, usize>,
 }
 
 async fn status(State(shared): State<AppState>) -> Response {
@@ -183,6 +188,13 @@ async fn status(State(shared): State<AppState>) -> Response {
             .lock()
             .map(|e| e.clone())
             .unwrap_or_default(),
+        domains_by_status: {
+            let mut counts = std::collections::BTreeMap::new();
+            for d in shared.diagnosis.all() {
+                *counts.entry(d.overall.as_str()).or_insert(0) += 1;
+            }
+            counts
+        },
     })
     .into_response()
 }
