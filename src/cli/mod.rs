@@ -157,7 +157,7 @@ pub enum CliError {
     #[error("no API token: pass --token, set MAILZONE_TOKEN, or run where {0} is readable")]
     NoToken(String),
     #[error("{0}")]
-    Dkim(String),
+    Failed(String),
 }
 
 fn client(args: &ApiArgs) -> Result<ApiClient, CliError> {
