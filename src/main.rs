@@ -104,7 +104,10 @@ fn main() -> ExitCode {
             }
         }
         Command::Diagnose(args) => {
-            let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
                 Ok(r) => r,
                 Err(e) => {
                     eprintln!("mailzone: cannot start the async runtime: {e}");
@@ -114,7 +117,11 @@ fn main() -> ExitCode {
             match runtime.block_on(mailzone::cli::run_diagnose(&args)) {
                 Ok((out, green)) => {
                     print!("{out}");
-                    if green { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+                    if green {
+                        ExitCode::SUCCESS
+                    } else {
+                        ExitCode::FAILURE
+                    }
                 }
                 Err(e) => {
                     eprintln!("mailzone: {e}");

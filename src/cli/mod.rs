@@ -460,7 +460,9 @@ pub fn run_dkim(
                         s.parse::<std::net::IpAddr>()
                             .map(|ip| SocketAddr::new(ip, 53))
                     })
-                    .map_err(|_| CliError::Failed(format!("{s} is not an IP address or IP:PORT")))?,
+                    .map_err(|_| {
+                        CliError::Failed(format!("{s} is not an IP address or IP:PORT"))
+                    })?,
                 None => crate::dkim::lookup::system_nameserver().ok_or_else(|| {
                     CliError::Failed("no nameserver in /etc/resolv.conf: pass --nameserver".into())
                 })?,
@@ -506,14 +508,19 @@ pub async fn run_diagnose(args: &DiagnoseArgs) -> Result<(String, bool), CliErro
         .ok_or_else(|| CliError::Failed(format!("unknown platform {}", args.platform)))?;
     let prober = crate::diagnose::prober(&config.diagnosis)
         .ok_or_else(|| CliError::Failed("no resolver: pass --resolver".into()))?;
-    let mut domain = hickory_proto::rr::Name::from_ascii(&args.domain).map_err(|e| CliError::Failed(format!("{}: {e}", args.domain)))?;
+    let mut domain = hickory_proto::rr::Name::from_ascii(&args.domain)
+        .map_err(|e| CliError::Failed(format!("{}: {e}", args.domain)))?;
     domain.set_fqdn(true);
     // What the domain should carry on this platform; without keys or a token, DKIM and
     // ownership are not checked here.
     let association = Association {
         domain: domain.to_lowercase().to_ascii(),
         platform: platform.id.clone(),
-        mode: if args.non_authoritative { Mode::NonAuthoritative } else { Mode::Authoritative },
+        mode: if args.non_authoritative {
+            Mode::NonAuthoritative
+        } else {
+            Mode::Authoritative
+        },
         relay_host: None,
         records: Families::default(),
         ownership_token: String::new(),
@@ -534,26 +541,60 @@ pub async fn run_diagnose(args: &DiagnoseArgs) -> Result<(String, bool), CliErro
     let outcome = crate::diagnose::check_once(&prober, &subject, &|addr| {
         slots
             .lock()
-            .map(|mut m| m.entry(addr).or_insert_with(|| std::sync::Arc::new(tokio::sync::Semaphore::new(per))).clone())
+            .map(|mut m| {
+                m.entry(addr)
+                    .or_insert_with(|| std::sync::Arc::new(tokio::sync::Semaphore::new(per)))
+                    .clone()
+            })
             .unwrap_or_else(|_| std::sync::Arc::new(tokio::sync::Semaphore::new(per)))
     })
     .await;
-    let result = diagnosis(&subject, outcome.findings, outcome.queries, crate::zone::set::unix_now());
+    let result = diagnosis(
+        &subject,
+        outcome.findings,
+        outcome.queries,
+        crate::zone::set::unix_now(),
+    );
     let green = !result.checks.iter().any(|f| f.is_red());
     if args.json {
-        return Ok((format!("{}\n", serde_json::to_string_pretty(&result).unwrap_or_default()), green));
+        return Ok((
+            format!(
+                "{}\n",
+                serde_json::to_string_pretty(&result).unwrap_or_default()
+            ),
+            green,
+        ));
     }
     let rows: Vec<Vec<String>> = result
         .checks
         .iter()
         .map(|f| {
-            let status = if f.is_red() { format!("{:?} (red)", f.status) } else { format!("{:?}", f.status) };
-            vec![f.check.clone(), status.to_lowercase(), f.code.clone(), f.message.clone()]
+            let status = if f.is_red() {
+                format!("{:?} (red)", f.status)
+            } else {
+                format!("{:?}", f.status)
+            };
+            vec![
+                f.check.clone(),
+                status.to_lowercase(),
+                f.code.clone(),
+                f.message.clone(),
+            ]
         })
         .collect();
-    let mut out = format!("{} on {}: {}\n\n", result.domain, result.platform, result.overall.as_str());
+    let mut out = format!(
+        "{} on {}: {}\n\n",
+        result.domain,
+        result.platform,
+        result.overall.as_str()
+    );
     out.push_str(&table(&["CHECK", "STATUS", "CODE", "MESSAGE"], &rows));
-    let fixes: Vec<&String> = result.checks.iter().filter(|f| f.is_red()).flat_map(|f| f.fix.iter()).collect();
+    let fixes: Vec<&String> = result
+        .checks
+        .iter()
+        .filter(|f| f.is_red())
+        .flat_map(|f| f.fix.iter())
+        .collect();
     if !fixes.is_empty() {
         out.push_str("\nLines to add:\n");
         for f in fixes {

@@ -342,12 +342,25 @@ impl Shared {
                 None
             }
         };
+        let changed = !report.added.is_empty()
+            || !report.removed.is_empty()
+            || previous.is_none_or(|p| {
+                p.records != association.records
+                    || p.dkim != association.dkim
+                    || p.mode != association.mode
+            });
+        if changed {
+            association.updated_at = unix_now();
+        }
         report.association = association.clone();
         if dry_run {
             return Ok(report);
         }
         self.save_domain(set.with(association.clone()), &domain_text)
             .await?;
+        if changed {
+            self.diagnose_soon(&association.domain, &association.platform);
+        }
         if let Some(next) = next
             && (!report.added.is_empty() || !report.removed.is_empty())
         {

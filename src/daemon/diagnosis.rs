@@ -20,6 +20,9 @@ use crate::provision::association::Association;
 use crate::provision::dkim::SelectorState;
 use crate::zone::set::unix_now;
 
+/// An association: (domain, platform).
+type Key = (String, String);
+
 /// Diagnosis state kept by the daemon (not on the DNS path).
 #[derive(Default)]
 pub struct DiagnosisState {
@@ -27,6 +30,8 @@ pub struct DiagnosisState {
     /// When each association is next due, and its consecutive failing runs.
     due: std::sync::Mutex<HashMap<(String, String), (u64, u32)>>,
     per_server: std::sync::Mutex<HashMap<SocketAddr, Arc<Semaphore>>>,
+    /// One run at a time per association, so an older run never overwrites a newer one.
+    running: std::sync::Mutex<HashMap<Key, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 impl DiagnosisState {
@@ -159,16 +164,33 @@ impl Shared {
             }
         }
         let started = Instant::now();
-        let outcome = crate::diagnose::check_once(&prober, &subject, &|addr| self.semaphore_for(addr)).await;
-        self.metrics.diagnosis_seconds.observe(started.elapsed().as_secs_f64());
-        self.metrics.diagnosis_queries.inc_by(u64::from(outcome.queries));
-        self.metrics.nameserver_errors.inc_by(u64::from(outcome.failures));
+        let outcome =
+            crate::diagnose::check_once(&prober, &subject, &|addr| self.semaphore_for(addr)).await;
+        self.metrics
+            .diagnosis_seconds
+            .observe(started.elapsed().as_secs_f64());
+        self.metrics
+            .diagnosis_queries
+            .inc_by(u64::from(outcome.queries));
+        self.metrics
+            .nameserver_errors
+            .inc_by(u64::from(outcome.failures));
         diagnosis(&subject, outcome.findings, outcome.queries, now)
     }
 
     /// Diagnoses one association now, stores the result and returns it.
     pub async fn diagnose(&self, association: &Association) -> Arc<Diagnosis> {
         let key = (association.domain.clone(), association.platform.clone());
+        let one_at_a_time = self
+            .diagnosis
+            .running
+            .lock()
+            .map(|mut m| m.entry(key.clone()).or_default().clone())
+            .unwrap_or_default();
+        let _running = one_at_a_time.lock().await;
+        // The association may have changed while this run waited.
+        let latest = self.associations.load().find(&key.0, &key.1).cloned();
+        let association = latest.as_ref().unwrap_or(association);
         let previous = self.diagnosis.get(&key.0, &key.1);
         let mut result = self.run_checks(association).await;
         // No flapping: a failure not seen last time is re-checked before it is reported.

@@ -246,7 +246,7 @@ fn consensus(
     check: &str,
     what: &str,
     p: &BTreeMap<String, Option<Vec<String>>>,
-) -> Result<Vec<String>, Finding> {
+) -> Result<Vec<String>, Box<Finding>> {
     let answers: Vec<&Vec<String>> = p.values().flatten().collect();
     let Some(first) = answers.first() else {
         return Ok(vec![]);
@@ -265,18 +265,20 @@ fn consensus(
         .max_by_key(|(_, n)| **n)
         .map(|(v, n)| ((*v).clone(), *n))
         .unwrap_or_default();
-    Err(Finding::new(
-        check,
-        &format!("{check}.inconsistent"),
-        CheckStatus::Mismatch,
-        Severity::Error,
-        format!(
-            "{what} differs between nameservers: {n} of {} serve {:?}",
-            answers.len(),
-            majority
-        ),
-    )
-    .seen(seen_map(p)))
+    Err(Box::new(
+        Finding::new(
+            check,
+            &format!("{check}.inconsistent"),
+            CheckStatus::Mismatch,
+            Severity::Error,
+            format!(
+                "{what} differs between nameservers: {n} of {} serve {:?}",
+                answers.len(),
+                majority
+            ),
+        )
+        .seen(seen_map(p)),
+    ))
 }
 
 fn expected_of<'s>(subject: &'s Subject<'_>, family: Family) -> Vec<&'s ExpectedRecord> {
@@ -585,7 +587,7 @@ fn autoconfig(subject: &Subject<'_>, g: &Gathered) -> Vec<Finding> {
         let served = match consensus("autoconfig", &e.name, &p) {
             Ok(s) => s,
             Err(f) => {
-                out.push(f.fix(vec![e.line.clone()]));
+                out.push((*f).fix(vec![e.line.clone()]));
                 continue;
             }
         };
@@ -622,7 +624,7 @@ fn autoconfig(subject: &Subject<'_>, g: &Gathered) -> Vec<Finding> {
 }
 
 /// The SPF records at the apex, by consensus.
-pub fn served_spf(domain: &str, g: &Gathered) -> Result<Vec<String>, Finding> {
+pub fn served_spf(domain: &str, g: &Gathered) -> Result<Vec<String>, Box<Finding>> {
     let p = per_server(g, domain, RecordType::TXT);
     consensus("spf", "the SPF record", &p).map(|all| {
         all.into_iter()
@@ -641,7 +643,7 @@ fn spf_findings(
     let p = per_server(g, subject.domain(), RecordType::TXT);
     let records = match served_spf(subject.domain(), g) {
         Ok(r) => r,
-        Err(f) => return vec![f.fix(lines)],
+        Err(f) => return vec![(*f).fix(lines)],
     };
     let seen = seen_map(&p);
     let mut out = Vec::new();
@@ -761,7 +763,7 @@ fn dmarc(subject: &Subject<'_>, g: &Gathered) -> Vec<Finding> {
     let p = per_server(g, &name, RecordType::TXT);
     let all = match consensus("dmarc", "the DMARC record", &p) {
         Ok(a) => a,
-        Err(f) => return vec![f],
+        Err(f) => return vec![*f],
     };
     let records: Vec<&String> = all.iter().filter(|t| t.starts_with("v=DMARC1")).collect();
     let seen = seen_map(&p);
@@ -928,7 +930,7 @@ fn dkim(subject: &Subject<'_>, g: &Gathered) -> Vec<Finding> {
             match consensus("dkim", &format!("the DKIM key of selector {selector}"), &p) {
                 Ok(s) => s,
                 Err(f) => {
-                    out.push(f.fix(vec![e.line.clone()]));
+                    out.push((*f).fix(vec![e.line.clone()]));
                     continue;
                 }
             }

@@ -48,7 +48,13 @@ pub async fn check_once(
     let mut queries = gathered.queries;
     let spf = match checks::served_spf(&subject.association.domain, &gathered) {
         Ok(records) if subject.association.records.spf && records.len() == 1 => {
-            let r = spf::evaluate(prober, &subject.association.domain, &records[0], &subject.platform.spf).await;
+            let r = spf::evaluate(
+                prober,
+                &subject.association.domain,
+                &records[0],
+                &subject.platform.spf,
+            )
+            .await;
             queries += r.queries;
             Some(r)
         }

@@ -263,13 +263,31 @@ fn view(shared: &Shared, a: &Association) -> AssociationView {
     }
 }
 
+#[derive(Debug, Default, Deserialize)]
+pub struct ListQuery {
+    /// Only domains whose overall diagnosis is this (`ok`, `pending`, `warning`, `error`).
+    #[serde(default)]
+    status: Option<String>,
+}
+
 pub async fn list(
     State(shared): State<AppState>,
     headers: HeaderMap,
+    Query(q): Query<ListQuery>,
 ) -> Result<Response, ApiError> {
     require_token(&shared, &headers)?;
     let set = shared.associations.load();
-    let views: Vec<AssociationView> = set.all().map(|a| view(&shared, a)).collect();
+    let views: Vec<AssociationView> = set
+        .all()
+        .map(|a| view(&shared, a))
+        .filter(|v| {
+            q.status.as_deref().is_none_or(|s| {
+                v.diagnosis
+                    .as_ref()
+                    .is_some_and(|d| d.overall.as_str() == s)
+            })
+        })
+        .collect();
     Ok(Json(views).into_response())
 }
 
@@ -307,7 +325,13 @@ pub async fn diagnose(
         .load()
         .find(&domain.to_ascii(), &platform)
         .cloned()
-        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("{domain} is not associated with {platform}")))?;
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                format!("{domain} is not associated with {platform}"),
+            )
+        })?;
     let result = shared.diagnose(&association).await;
     Ok(Json(result).into_response())
 }

@@ -27,7 +27,10 @@ const BOXES: [(&str, &str); 6] = [
 ];
 
 fn escape(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
 }
 
 fn managed(a: &Association, check: &str) -> bool {
@@ -44,11 +47,17 @@ fn managed(a: &Association, check: &str) -> bool {
 
 fn cell(out: &mut String, a: &Association, d: Option<&Diagnosis>, label: &str, check: &str) {
     if !managed(a, check) {
-        let _ = write!(out, "<td><span class=\"box grey\" data-check=\"{check}\" title=\"not managed\">{label}</span></td>");
+        let _ = write!(
+            out,
+            "<td><span class=\"box grey\" data-check=\"{check}\" title=\"not managed\">{label}</span></td>"
+        );
         return;
     }
     let Some(d) = d else {
-        let _ = write!(out, "<td><span class=\"box grey\" data-check=\"{check}\" title=\"not checked yet\">{label}</span></td>");
+        let _ = write!(
+            out,
+            "<td><span class=\"box grey\" data-check=\"{check}\" title=\"not checked yet\">{label}</span></td>"
+        );
         return;
     };
     let findings: Vec<_> = d.checks.iter().filter(|f| f.check == check).collect();
@@ -56,22 +65,57 @@ fn cell(out: &mut String, a: &Association, d: Option<&Diagnosis>, label: &str, c
     if red.is_empty() {
         let pending = findings.iter().any(|f| f.status == CheckStatus::Pending);
         let (class, title) = if findings.is_empty() || pending {
-            ("grey", if pending { "pending: a change may still be within its TTL" } else { "not checked" })
+            (
+                "grey",
+                if pending {
+                    "pending: a change may still be within its TTL"
+                } else {
+                    "not checked"
+                },
+            )
         } else {
             ("green", "ok")
         };
-        let notes: Vec<String> = findings.iter().filter(|f| f.status.is_bad()).map(|f| escape(&f.message)).collect();
-        let title = if notes.is_empty() { title.to_string() } else { notes.join("; ") };
-        let _ = write!(out, "<td><span class=\"box {class}\" data-check=\"{check}\" title=\"{title}\">{label}</span></td>");
+        let notes: Vec<String> = findings
+            .iter()
+            .filter(|f| f.status.is_bad())
+            .map(|f| escape(&f.message))
+            .collect();
+        let title = if notes.is_empty() {
+            title.to_string()
+        } else {
+            notes.join("; ")
+        };
+        let _ = write!(
+            out,
+            "<td><span class=\"box {class}\" data-check=\"{check}\" title=\"{title}\">{label}</span></td>"
+        );
         return;
     }
-    let _ = write!(out, "<td><details class=\"box red\" data-check=\"{check}\"><summary>{label}</summary><div class=\"detail\">");
+    let _ = write!(
+        out,
+        "<td><details class=\"box red\" data-check=\"{check}\"><summary>{label}</summary><div class=\"detail\">"
+    );
     for f in red {
-        let _ = write!(out, "<p><b>{}</b> <code>{}</code></p>", escape(&f.message), escape(&f.code));
+        let _ = write!(
+            out,
+            "<p><b>{}</b> <code>{}</code></p>",
+            escape(&f.message),
+            escape(&f.code)
+        );
         if !f.seen.is_empty() {
             out.push_str("<table class=\"seen\"><tr><th>nameserver</th><th>served</th></tr>");
             for (server, values) in &f.seen {
-                let _ = write!(out, "<tr><td>{}</td><td>{}</td></tr>", escape(server), values.iter().map(|v| escape(v)).collect::<Vec<_>>().join("<br>"));
+                let _ = write!(
+                    out,
+                    "<tr><td>{}</td><td>{}</td></tr>",
+                    escape(server),
+                    values
+                        .iter()
+                        .map(|v| escape(v))
+                        .collect::<Vec<_>>()
+                        .join("<br>")
+                );
             }
             out.push_str("</table>");
         }
@@ -87,7 +131,10 @@ fn cell(out: &mut String, a: &Association, d: Option<&Diagnosis>, label: &str, c
 }
 
 /// Renders the page for these associations and their diagnoses.
-pub fn render(associations: &[Association], diagnosis: &dyn Fn(&Association) -> Option<Arc<Diagnosis>>) -> String {
+pub fn render(
+    associations: &[Association],
+    diagnosis: &dyn Fn(&Association) -> Option<Arc<Diagnosis>>,
+) -> String {
     let mut out = String::with_capacity(4096 + associations.len() * 512);
     out.push_str(concat!(
         "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">",
@@ -127,7 +174,9 @@ pub fn render(associations: &[Association], diagnosis: &dyn Fn(&Association) -> 
             for (label, check) in BOXES {
                 cell(&mut out, a, d.as_deref(), label, check);
             }
-            let checked = d.as_ref().map_or("never".to_string(), |d| format!("{} ({})", d.checked_at, d.overall.as_str()));
+            let checked = d.as_ref().map_or("never".to_string(), |d| {
+                format!("{} ({})", d.checked_at, d.overall.as_str())
+            });
             let _ = write!(out, "<td>{}</td></tr>", escape(&checked));
         }
         out.push_str("</table>");
@@ -138,6 +187,8 @@ pub fn render(associations: &[Association], diagnosis: &dyn Fn(&Association) -> 
 
 pub async fn status_page(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
     let associations: Vec<Association> = shared.associations.load().all().cloned().collect();
-    let html = render(&associations, &|a| shared.diagnosis.get(&a.domain, &a.platform));
+    let html = render(&associations, &|a| {
+        shared.diagnosis.get(&a.domain, &a.platform)
+    });
     ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], html)
 }

@@ -1,0 +1,546 @@
+//! Diagnosis of domains hosted elsewhere. "The world" is real: two mailzone instances on
+//! 127.0.0.2 and 127.0.0.3 (same port) serve the customer's zone `far.example` and the
+//! platform's `mail.example.net`; the daemon under test finds them through a resolver (the
+//! first of them) and asks each directly. Each failure is made, seen red, fixed, seen green.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::net::{SocketAddr, UdpSocket};
+use std::time::Duration;
+
+use common::*;
+use mailzone::provision::platform::Platform;
+use serde_json::{Value, json};
+
+struct World {
+    ns1: TestDaemon,
+    ns2: TestDaemon,
+    port: u16,
+    d: TestDaemon,
+    token: String,
+    lines: Vec<String>,
+}
+
+const PLATFORM_ZONE: &str = "$ORIGIN mail.example.net.\n$TTL 300\n@ SOA ns hostmaster 1 3600 600 86400 60\n@ NS ns\nns A 127.0.0.2\n\
+    mx TXT \"v=spf1 ip4:198.51.100.0/24 -all\"\npro1 A 198.51.100.10\n";
+
+fn zone_head(serial: u32) -> String {
+    format!(
+        "$ORIGIN far.example.\n$TTL 300\n@ SOA ns1 hostmaster {serial} 3600 600 86400 60\n@ NS ns1\n@ NS ns2\nns1 A 127.0.0.2\nns2 A 127.0.0.3\n"
+    )
+}
+
+/// The platform of these tests: pro1 with a 1-second TTL, so that fixes are not "pending".
+fn quick_platform() -> Platform {
+    let mut p = Platform::example();
+    p.id = "quick".into();
+    p.ttl = 1;
+    p
+}
+
+fn world(dkim: bool) -> World {
+    let zones = [
+        ("far.example.zone", zone_head(1)),
+        ("mail.example.net.zone", PLATFORM_ZONE.to_string()),
+    ];
+    let zones: Vec<(&str, &str)> = zones.iter().map(|(a, b)| (*a, b.as_str())).collect();
+    let ns1 = TestDaemon::start_tuned(&zones, |c| {
+        c.dns.listen = vec!["127.0.0.2:0".parse().unwrap()]
+    });
+    let port = ns1.dns.port();
+    let ns2 = TestDaemon::start_tuned(&zones, move |c| {
+        c.dns.listen = vec![format!("127.0.0.3:{port}").parse().unwrap()]
+    });
+    let resolver = ns1.dns;
+    let d = TestDaemon::start_tuned(&[], move |c| {
+        c.platforms.push(quick_platform());
+        c.diagnosis.resolver = Some(resolver);
+        c.diagnosis.port = port;
+        c.diagnosis.timeout_ms = 300;
+        c.dkim_check_interval_ms = 100;
+    });
+    let body = json!({"domain": "far.example", "platform": "quick", "mode": "authoritative", "records": {"dkim": dkim}});
+    let (status, text) = http(
+        d.http,
+        "POST",
+        "/v1/domains",
+        Some(TOKEN),
+        Some(&body.to_string()),
+    );
+    assert_eq!(status, 201, "{text}");
+    let v = json(&text);
+    let lines: Vec<String> = v["to_paste"]
+        .as_object()
+        .unwrap()
+        .values()
+        .flat_map(|l| {
+            l.as_array()
+                .unwrap()
+                .iter()
+                .map(|s| s.as_str().unwrap().to_string())
+        })
+        .collect();
+    let w = World {
+        ns1,
+        ns2,
+        port,
+        d,
+        token: TOKEN.to_string(),
+        lines,
+    };
+    // The customer publishes everything, on both nameservers.
+    w.put(&w.lines.clone());
+    // Let the association be older than the platform's 1-second TTL (no "pending").
+    std::thread::sleep(Duration::from_millis(1100));
+    w
+}
+
+impl World {
+    /// Replaces the rrsets of these zone lines on both nameservers.
+    fn put(&self, lines: &[String]) {
+        self.put_on(&self.ns1, lines);
+        self.put_on(&self.ns2, lines);
+    }
+
+    fn put_on(&self, ns: &TestDaemon, lines: &[String]) {
+        let mut sets: BTreeMap<(String, String), (u32, Vec<String>)> = BTreeMap::new();
+        for line in lines {
+            let mut parts = line.splitn(5, ' ');
+            let (name, ttl, _, rtype, data) = (
+                parts.next().unwrap(),
+                parts.next().unwrap(),
+                parts.next().unwrap(),
+                parts.next().unwrap(),
+                parts.next().unwrap(),
+            );
+            let e = sets
+                .entry((name.to_string(), rtype.to_string()))
+                .or_insert((ttl.parse().unwrap(), vec![]));
+            e.1.push(data.to_string());
+        }
+        let ops: Vec<Value> = sets
+            .into_iter()
+            .map(|((name, rtype), (ttl, records))| json!({"op": "replace", "name": name, "type": rtype, "ttl": ttl, "records": records}))
+            .collect();
+        self.patch_on(ns, json!(ops));
+    }
+
+    fn patch_on(&self, ns: &TestDaemon, ops: Value) {
+        let body = json!({ "operations": ops }).to_string();
+        let (status, text) = http(
+            ns.http,
+            "PATCH",
+            "/v1/zones/far.example/records",
+            Some(&self.token),
+            Some(&body),
+        );
+        assert_eq!(status, 200, "{text}");
+    }
+
+    fn patch(&self, ops: Value) {
+        self.patch_on(&self.ns1, ops.clone());
+        self.patch_on(&self.ns2, ops);
+    }
+
+    fn line(&self, prefix: &str) -> String {
+        self.lines
+            .iter()
+            .find(|l| l.starts_with(prefix))
+            .cloned()
+            .unwrap_or_else(|| panic!("no line {prefix}"))
+    }
+
+    fn diagnose(&self) -> Value {
+        let (status, text) = http(
+            self.d.http,
+            "POST",
+            "/v1/domains/far.example/diagnose",
+            Some(TOKEN),
+            None,
+        );
+        assert_eq!(status, 200, "{text}");
+        json(&text)
+    }
+
+    fn assert_green(&self) {
+        let v = self.diagnose();
+        assert_eq!(
+            v["overall"],
+            "ok",
+            "{}",
+            serde_json::to_string_pretty(&v).unwrap()
+        );
+    }
+
+    fn assert_red(&self, code: &str) -> Value {
+        let v = self.diagnose();
+        let found = v["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["code"] == code)
+            .cloned();
+        let f = found
+            .unwrap_or_else(|| panic!("no {code}: {}", serde_json::to_string_pretty(&v).unwrap()));
+        assert_ne!(v["overall"], "ok");
+        f
+    }
+
+    /// Points ns2's address (on both nameservers) somewhere else.
+    fn move_ns2(&self, ip: &str) {
+        self.patch(json!([{"op": "replace", "name": "ns2", "type": "A", "records": [ip]}]));
+    }
+}
+
+#[test]
+fn a_domain_with_every_record_published_is_green() {
+    let w = world(false);
+    w.assert_green();
+    let (_, text) = http(
+        w.d.http,
+        "GET",
+        "/v1/domains/far.example",
+        Some(TOKEN),
+        None,
+    );
+    let v = json(&text);
+    let d = &v["associations"][0]["diagnosis"];
+    assert_eq!(d["overall"], "ok");
+    assert!(
+        d["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|f| f["since"].as_u64().unwrap() > 0)
+    );
+    assert_eq!(
+        v["associations"][0]["validated"], true,
+        "the ownership token was seen"
+    );
+}
+
+#[test]
+fn mx_missing_then_fixed() {
+    let w = world(false);
+    w.patch(json!([{"op": "delete", "name": "@", "type": "MX"}]));
+    let f = w.assert_red("mx.missing");
+    assert!(
+        f["fix"][0]
+            .as_str()
+            .unwrap()
+            .contains("IN MX 1 mx0.mail.example.net."),
+        "{f}"
+    );
+    assert_eq!(
+        f["seen"].as_object().unwrap().len(),
+        2,
+        "what each nameserver served: {f}"
+    );
+    w.put(&[
+        w.line("far.example. 1 IN MX 1 "),
+        w.line("far.example. 1 IN MX 5 "),
+        w.line("far.example. 1 IN MX 50 "),
+        w.line("far.example. 1 IN MX 100 "),
+        w.line("far.example. 1 IN MX 200 "),
+    ]);
+    w.assert_green();
+}
+
+#[test]
+fn mx_wrong_then_fixed() {
+    let w = world(false);
+    w.patch(json!([{"op": "replace", "name": "@", "type": "MX", "records": ["10 mx.other-provider.example."]}]));
+    w.assert_red("mx.mismatch");
+    let mx: Vec<String> = w
+        .lines
+        .iter()
+        .filter(|l| l.contains(" IN MX "))
+        .cloned()
+        .collect();
+    w.put(&mx);
+    w.assert_green();
+}
+
+#[test]
+fn two_spf_records_then_fixed() {
+    let w = world(false);
+    let spf = w.line("far.example. 1 IN TXT \"v=spf1");
+    w.patch(json!([{"op": "add", "name": "@", "type": "TXT", "records": ["\"v=spf1 mx -all\""]}]));
+    let f = w.assert_red("spf.several");
+    assert!(
+        f["fix"][0]
+            .as_str()
+            .unwrap()
+            .contains("include:mx.mail.example.net"),
+        "{f}"
+    );
+    w.put(&[spf]);
+    w.assert_green();
+}
+
+#[test]
+fn spf_not_authorising_the_platform_then_fixed() {
+    let w = world(false);
+    w.patch(json!([{"op": "replace", "name": "@", "type": "TXT", "records": ["\"v=spf1 ip4:192.0.2.1 ~all\""]}]));
+    w.assert_red("spf.not_authorised");
+    w.put(&[w.line("far.example. 1 IN TXT \"v=spf1")]);
+    w.assert_green();
+}
+
+#[test]
+fn spf_over_ten_lookups_then_fixed() {
+    let w = world(false);
+    let mut ops = vec![];
+    let mut terms = vec!["include:mx.mail.example.net".to_string()];
+    for i in 0..10 {
+        ops.push(json!({"op": "replace", "name": format!("h{i}"), "type": "A", "records": ["192.0.2.1"]}));
+        terms.push(format!("a:h{i}.far.example"));
+    }
+    ops.push(json!({"op": "replace", "name": "@", "type": "TXT", "records": [format!("\"v=spf1 {} ~all\"", terms.join(" "))]}));
+    w.patch(json!(ops));
+    let f = w.assert_red("spf.too_many_lookups");
+    assert!(
+        f["message"].as_str().unwrap().contains("11 DNS lookups"),
+        "{f}"
+    );
+    w.put(&[w.line("far.example. 1 IN TXT \"v=spf1")]);
+    w.assert_green();
+}
+
+#[test]
+fn dmarc_p_none_is_a_notice_until_strengthened() {
+    let w = world(false);
+    let v = w.diagnose();
+    let notice = v["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["code"] == "dmarc.policy_none")
+        .cloned();
+    let notice = notice.expect("p=none is reported");
+    assert_eq!(notice["severity"], "notice");
+    w.patch(json!([{"op": "replace", "name": "_dmarc", "type": "TXT", "records": ["\"v=DMARC1; p=quarantine\""]}]));
+    let v = w.diagnose();
+    assert!(
+        !v["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f["code"] == "dmarc.policy_none"),
+        "{v}"
+    );
+    assert_eq!(v["overall"], "ok");
+}
+
+/// DKIM: the daemon's key is published by the customer; the checks then compare keys.
+fn world_with_active_dkim() -> World {
+    let w = world(true);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, text) = http(
+            w.d.http,
+            "GET",
+            "/v1/domains/far.example",
+            Some(TOKEN),
+            None,
+        );
+        if json(&text)["associations"][0]["dkim"][0]["state"] == "active" {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the DKIM key was never seen: {text}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    w
+}
+
+#[test]
+fn dkim_missing_then_fixed() {
+    let w = world_with_active_dkim();
+    w.assert_green();
+    let key_line = w
+        .lines
+        .iter()
+        .find(|l| l.contains("._domainkey."))
+        .unwrap()
+        .clone();
+    let owner = key_line.split(' ').next().unwrap().to_string();
+    w.patch(json!([{"op": "delete", "name": owner, "type": "TXT"}]));
+    w.assert_red("dkim.missing");
+    let dkim: Vec<String> = w
+        .lines
+        .iter()
+        .filter(|l| l.contains("._domainkey."))
+        .cloned()
+        .collect();
+    w.put(&dkim);
+    w.assert_green();
+}
+
+#[test]
+fn dkim_key_different_from_ours_then_fixed() {
+    let w = world_with_active_dkim();
+    let key_line = w
+        .lines
+        .iter()
+        .find(|l| l.contains("._domainkey."))
+        .unwrap()
+        .clone();
+    let owner = key_line.split(' ').next().unwrap().to_string();
+    let other = mailzone::dkim::key::generate(mailzone::dkim::DkimAlgorithm::Ed25519, 0).unwrap();
+    w.patch(json!([{"op": "replace", "name": owner, "type": "TXT", "records": [format!("v=DKIM1; k=ed25519; p={}", other.public)]}]));
+    w.assert_red("dkim.key_mismatch");
+    let dkim: Vec<String> = w
+        .lines
+        .iter()
+        .filter(|l| l.contains("._domainkey."))
+        .cloned()
+        .collect();
+    w.put(&dkim);
+    w.assert_green();
+}
+
+#[test]
+fn one_nameserver_serving_an_older_zone_then_fixed() {
+    let w = world(false);
+    w.patch_on(&w.ns1, json!([{"op": "replace", "name": "note", "type": "TXT", "records": ["changed on ns1 only"]}]));
+    let f = w.assert_red("delegation.serial_mismatch");
+    assert!(
+        f["message"]
+            .as_str()
+            .unwrap()
+            .contains("1 of 2 nameservers serve serial"),
+        "{f}"
+    );
+    w.patch_on(&w.ns2, json!([{"op": "replace", "name": "note", "type": "TXT", "records": ["changed on ns1 only"]}]));
+    w.assert_green();
+}
+
+#[test]
+fn one_nameserver_not_answering_then_fixed() {
+    let w = world(false);
+    w.move_ns2("127.0.0.4");
+    let f = w.assert_red("delegation.unreachable");
+    assert!(f["message"].as_str().unwrap().contains("127.0.0.4"), "{f}");
+    w.move_ns2("127.0.0.3");
+    w.assert_green();
+}
+
+#[test]
+fn one_nameserver_answering_without_authority_then_fixed() {
+    let w = world(false);
+    // A server for the parent zone only: it refers, without AA.
+    let port = w.port;
+    let parent = "$ORIGIN example.\n$TTL 300\n@ SOA ns hostmaster 1 3600 600 86400 60\n@ NS ns\nns A 127.0.0.5\nfar NS ns1.far.example.\n";
+    let _lame = TestDaemon::start_tuned(&[("example.zone", parent)], move |c| {
+        c.dns.listen = vec![format!("127.0.0.5:{port}").parse().unwrap()];
+    });
+    w.move_ns2("127.0.0.5");
+    w.assert_red("delegation.lame");
+    w.move_ns2("127.0.0.3");
+    w.assert_green();
+}
+
+#[test]
+fn a_nameserver_answering_servfail_then_fixed() {
+    let w = world(false);
+    let socket = UdpSocket::bind(SocketAddr::from(([127, 0, 0, 6], w.port))).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = stop.clone();
+    let server = std::thread::spawn(move || {
+        let mut buf = [0u8; 1500];
+        while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+            if let Ok((n, from)) = socket.recv_from(&mut buf) {
+                let mut reply = buf[..n].to_vec();
+                reply[2] |= 0x80; // QR
+                reply[3] = (reply[3] & 0xf0) | 2; // SERVFAIL
+                let _ = socket.send_to(&reply, from);
+            }
+        }
+    });
+    w.move_ns2("127.0.0.6");
+    let f = w.assert_red("delegation.rcode");
+    assert!(
+        f["message"].as_str().unwrap().contains("SERVFAIL")
+            || f["message"].as_str().unwrap().contains("Server Failure"),
+        "{f}"
+    );
+    w.move_ns2("127.0.0.3");
+    w.assert_green();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    server.join().unwrap();
+}
+
+#[test]
+fn red_domains_are_listed_counted_and_measured() {
+    let w = world(false);
+    w.patch(json!([{"op": "delete", "name": "@", "type": "MX"}]));
+    w.assert_red("mx.missing");
+    let (_, text) = http(
+        w.d.http,
+        "GET",
+        "/v1/domains?status=error",
+        Some(TOKEN),
+        None,
+    );
+    assert_eq!(json(&text).as_array().unwrap().len(), 1);
+    let (_, text) = http(w.d.http, "GET", "/v1/domains?status=ok", Some(TOKEN), None);
+    assert!(json(&text).as_array().unwrap().is_empty(), "{text}");
+    let (_, text) = http(w.d.http, "GET", "/v1/status", None, None);
+    assert_eq!(json(&text)["domains_by_status"]["error"], 1);
+    let (_, metrics) = http(w.d.http, "GET", "/metrics", None, None);
+    assert!(
+        metrics.contains(r#"mailzone_diagnosis_check_status{check="mx",domain="far.example."} 3"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"mailzone_diagnosis_domains{status="error"} 1"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("mailzone_diagnosis_run_seconds_count"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("mailzone_diagnosis_queries_total"),
+        "{metrics}"
+    );
+}
+
+#[test]
+fn the_standalone_command_prints_the_table_and_fails_when_red() {
+    let w = world(false);
+    let run = || {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_mailzone"))
+            .args([
+                "diagnose",
+                "far.example",
+                "--platform",
+                "pro1",
+                "--resolver",
+                &w.ns1.dns.to_string(),
+                "--port",
+                &w.port.to_string(),
+            ])
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    let (code, out) = run();
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("CHECK"), "{out}");
+    w.patch(json!([{"op": "delete", "name": "@", "type": "MX"}]));
+    let (code, out) = run();
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("mx.missing"), "{out}");
+    assert!(out.contains("Lines to add:"), "{out}");
+}
