@@ -103,6 +103,7 @@ pub struct Metrics {
     pub nameserver_errors: IntCounter,
     pub diagnosis_check_status: prometheus::IntGaugeVec,
     pub domains_by_status: prometheus::IntGaugeVec,
+    pub diagnosis_rcodes: IntCounterVec,
 }
 
 impl Metrics {
@@ -219,7 +220,16 @@ impl Metrics {
             &["status"],
         )?;
         registry.register(Box::new(domains_by_status.clone()))?;
+        let diagnosis_rcodes = IntCounterVec::new(
+            Opts::new(
+                "diagnosis_answers_total",
+                "Answers to diagnosis queries, by response code",
+            ),
+            &["rcode"],
+        )?;
+        registry.register(Box::new(diagnosis_rcodes.clone()))?;
         Ok(Self {
+            diagnosis_rcodes,
             diagnosis_runs,
             diagnosis_seconds,
             diagnosis_queries: counter("diagnosis_queries_total", "DNS queries sent by diagnosis")?,

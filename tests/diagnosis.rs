@@ -23,7 +23,7 @@ struct World {
 }
 
 const PLATFORM_ZONE: &str = "$ORIGIN mail.example.net.\n$TTL 300\n@ SOA ns hostmaster 1 3600 600 86400 60\n@ NS ns\nns A 127.0.0.2\n\
-    mx TXT \"v=spf1 ip4:198.51.100.0/24 -all\"\npro1 A 198.51.100.10\n";
+    mx TXT \"v=spf1 ip4:198.51.100.0/24 -all\"\npro1 A 198.51.100.10\n*._report._dmarc TXT \"v=DMARC1\"\n";
 
 fn zone_head(serial: u32) -> String {
     format!(
@@ -543,4 +543,20 @@ fn the_standalone_command_prints_the_table_and_fails_when_red() {
     assert_eq!(code, Some(1), "{out}");
     assert!(out.contains("mx.missing"), "{out}");
     assert!(out.contains("Lines to add:"), "{out}");
+}
+
+#[test]
+fn dmarc_reports_to_a_domain_that_has_not_agreed_are_flagged() {
+    let w = world(false);
+    w.patch(json!([{"op": "replace", "name": "_dmarc", "type": "TXT", "records": ["\"v=DMARC1; p=reject; rua=mailto:reports@stranger.example\""]}]));
+    let f = w.assert_red("dmarc.rua_unauthorised");
+    assert!(
+        f["fix"][1]
+            .as_str()
+            .unwrap()
+            .starts_with("far.example._report._dmarc.stranger.example."),
+        "{f}"
+    );
+    w.patch(json!([{"op": "replace", "name": "_dmarc", "type": "TXT", "records": ["\"v=DMARC1; p=reject; rua=mailto:dmarc-reports@mail.example.net\""]}]));
+    w.assert_green();
 }

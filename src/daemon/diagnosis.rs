@@ -175,6 +175,12 @@ impl Shared {
         self.metrics
             .nameserver_errors
             .inc_by(u64::from(outcome.failures));
+        for (rcode, n) in &outcome.rcodes {
+            self.metrics
+                .diagnosis_rcodes
+                .with_label_values(&[rcode])
+                .inc_by(u64::from(*n));
+        }
         diagnosis(&subject, outcome.findings, outcome.queries, now)
     }
 

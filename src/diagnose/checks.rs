@@ -294,6 +294,7 @@ pub fn judge(
     subject: &Subject<'_>,
     g: &Gathered,
     spf: Option<&super::spf::SpfReport>,
+    rua: &[(String, bool)],
 ) -> Vec<Finding> {
     let mut out = Vec::new();
     out.extend(delegation(subject, g));
@@ -314,7 +315,7 @@ pub fn judge(
         out.extend(spf_findings(subject, g, spf));
     }
     if records.dmarc {
-        out.extend(dmarc(subject, g));
+        out.extend(dmarc(subject, g, rua));
     }
     if records.dkim {
         out.extend(dkim(subject, g));
@@ -756,7 +757,7 @@ fn merged_spf_line(subject: &Subject<'_>, records: &[String]) -> Vec<String> {
     )]
 }
 
-fn dmarc(subject: &Subject<'_>, g: &Gathered) -> Vec<Finding> {
+fn dmarc(subject: &Subject<'_>, g: &Gathered, rua: &[(String, bool)]) -> Vec<Finding> {
     let name = format!("_dmarc.{}", subject.domain());
     let expected = expected_of(subject, Family::Dmarc);
     let lines: Vec<String> = expected.iter().map(|e| e.line.clone()).collect();
@@ -841,6 +842,19 @@ fn dmarc(subject: &Subject<'_>, g: &Gathered) -> Vec<Finding> {
             )
             .seen(seen.clone()),
         ),
+    }
+    for (dest, authorised) in rua {
+        if !authorised {
+            let line = format!(
+                "{}_report._dmarc.{dest}. IN TXT \"v=DMARC1\"",
+                subject.domain()
+            );
+            out.push(
+                Finding::new("dmarc", "dmarc.rua_unauthorised", CheckStatus::Mismatch, Severity::Warning, format!("aggregate reports go to {dest}, which has not agreed to receive them: they will be dropped"))
+                    .seen(seen.clone())
+                    .fix(vec![format!("; in the zone of {dest}:"), line]),
+            );
+        }
     }
     if out.is_empty() {
         out.push(Finding::ok("dmarc", "one valid DMARC record"));
@@ -1042,4 +1056,39 @@ pub fn diagnosis(
         checks: findings,
         queries,
     }
+}
+
+/// The report destinations (`rua=mailto:` domains) of the served DMARC record that are
+/// outside the domain.
+pub fn external_rua(domain: &str, g: &Gathered) -> Vec<String> {
+    let name = format!("_dmarc.{domain}");
+    let p = per_server(g, &name, RecordType::TXT);
+    let Ok(all) = consensus("dmarc", "the DMARC record", &p) else {
+        return vec![];
+    };
+    let Some(record) = all.iter().find(|t| t.starts_with("v=DMARC1")) else {
+        return vec![];
+    };
+    let own = domain.trim_end_matches('.').to_ascii_lowercase();
+    let mut out: Vec<String> = record
+        .split(';')
+        .filter_map(|t| t.split_once('='))
+        .filter(|(k, _)| k.trim().eq_ignore_ascii_case("rua"))
+        .flat_map(|(_, v)| {
+            v.split(',')
+                .map(str::trim)
+                .map(str::to_string)
+                .collect::<Vec<_>>()
+        })
+        .filter_map(|uri| {
+            uri.strip_prefix("mailto:")
+                .and_then(|a| a.split('!').next())
+                .and_then(|a| a.rsplit_once('@'))
+                .map(|(_, d)| d.trim_end_matches('.').to_ascii_lowercase())
+        })
+        .filter(|d| d != &own && !d.ends_with(&format!(".{own}")))
+        .collect();
+    out.sort();
+    out.dedup();
+    out
 }

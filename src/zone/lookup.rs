@@ -9,7 +9,7 @@ use std::borrow::Cow;
 
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 
-use super::{Node, Zone};
+use super::{Node, Zone, label_count};
 
 /// CNAME chains longer than this inside one zone are cut (as hickory and BIND do).
 const MAX_CNAME_CHAIN: usize = 8;
@@ -93,12 +93,12 @@ impl Zone {
     /// The delegation point at or above `name`, if any. At the cut itself DS belongs to the
     /// parent side, so it is answered here rather than referred.
     fn delegation_above(&self, name: &Name, qtype: RecordType) -> Option<&Node> {
-        let labels = name.num_labels();
-        for k in (self.origin.num_labels() + 1)..=labels {
+        let labels = label_count(name);
+        for k in (label_count(&self.origin) + 1)..=labels {
             let node = if k == labels {
                 self.nodes.get(name)
             } else {
-                self.nodes.get(&name.trim_to(k as usize))
+                self.nodes.get(&name.trim_to(k))
             };
             if let Some(node) = node
                 && node.delegation
@@ -123,11 +123,11 @@ impl Zone {
 
     /// RFC 4592: the source of synthesis is `*.` + the closest encloser.
     fn wildcard_for(&self, name: &Name) -> Option<&Node> {
-        let apex = self.origin.num_labels();
-        let mut k = name.num_labels();
+        let apex = label_count(&self.origin);
+        let mut k = label_count(name);
         while k > apex {
             k -= 1;
-            let ancestor = name.trim_to(k as usize);
+            let ancestor = name.trim_to(k);
             if self.nodes.contains_key(&ancestor) {
                 let wildcard = ancestor.prepend_label("*").ok()?;
                 return self.nodes.get(&wildcard);
@@ -211,5 +211,21 @@ fn named<'z>(record: &'z Record, owner: &Name) -> Cow<'z, Record> {
         let mut copy = record.clone();
         copy.name = owner.clone();
         Cow::Owned(copy)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_wildcard_below_empty_non_terminals_covers_deeper_names() {
+        let origin = Name::from_ascii("mail.example.net.").unwrap();
+        let text = "$TTL 300\n@ SOA ns h 1 1 1 1 1\n@ NS ns\nns A 127.0.0.2\n*._report._dmarc TXT \"v=DMARC1\"\n";
+        let zone = Zone::from_master_text(&origin, text).unwrap();
+        let q = Name::from_ascii("far.example._report._dmarc.mail.example.net.").unwrap();
+        let l = zone.lookup(&q, RecordType::TXT);
+        assert_eq!(l.outcome, Outcome::Answer);
+        assert_eq!(l.answers.len(), 1);
     }
 }

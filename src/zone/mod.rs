@@ -75,6 +75,12 @@ impl From<MasterFileError> for ZoneError {
     }
 }
 
+/// The number of labels of a name, a leading `*` included (hickory's `num_labels` leaves
+/// it out, as RRSIG label counts do, which is not what walking a zone needs).
+pub fn label_count(name: &Name) -> usize {
+    name.iter().count()
+}
+
 /// " (line N)" naming the other record of a conflict, when it came from a file.
 fn from_line(line: usize) -> String {
     if line > 0 {
@@ -183,11 +189,11 @@ impl Zone {
         }
 
         // Empty non-terminals: every name between a record's owner and the apex exists.
-        let apex_labels = origin.num_labels();
+        let apex_labels = label_count(&origin);
         let owners: Vec<Name> = nodes.keys().cloned().collect();
         for owner in owners {
-            for n in (apex_labels + 1)..owner.num_labels() {
-                nodes.entry(owner.trim_to(n as usize)).or_default();
+            for n in (apex_labels + 1)..label_count(&owner) {
+                nodes.entry(owner.trim_to(n)).or_default();
             }
         }
         let mut has_delegations = false;

@@ -15,7 +15,7 @@ use arc_swap::ArcSwap;
 use hickory_proto::rr::Name;
 use serde::Serialize;
 
-use super::Zone;
+use super::{Zone, label_count};
 
 /// How one zone file fared at the last (re)load.
 #[derive(Debug, Clone, Serialize)]
@@ -49,8 +49,8 @@ struct ZoneEntry {
 pub struct ZoneSet {
     zones: HashMap<Name, Arc<ZoneEntry>>,
     /// Label counts of the shortest and longest origin, to bound the suffix walk.
-    min_labels: u8,
-    max_labels: u8,
+    min_labels: usize,
+    max_labels: usize,
     /// Files that serve nothing (they never loaded).
     failed: Vec<ZoneStatus>,
 }
@@ -96,8 +96,8 @@ impl ZoneSet {
                 (z.origin().clone(), Arc::new(entry))
             })
             .collect();
-        let min_labels = zones.keys().map(Name::num_labels).min().unwrap_or(0);
-        let max_labels = zones.keys().map(Name::num_labels).max().unwrap_or(0);
+        let min_labels = zones.keys().map(label_count).min().unwrap_or(0);
+        let max_labels = zones.keys().map(label_count).max().unwrap_or(0);
         Self {
             zones,
             min_labels,
@@ -111,7 +111,7 @@ impl ZoneSet {
         if self.zones.is_empty() {
             return None;
         }
-        let labels = name.num_labels();
+        let labels = label_count(name);
         let top = labels.min(self.max_labels);
         if top < self.min_labels {
             return None;
@@ -120,7 +120,7 @@ impl ZoneSet {
             let found = if k == labels {
                 self.zones.get(name)
             } else {
-                self.zones.get(&name.trim_to(k as usize))
+                self.zones.get(&name.trim_to(k))
             };
             if let Some(entry) = found {
                 return Some(entry.zone.load());
@@ -222,8 +222,8 @@ impl ZoneSet {
     }
 
     fn from_entries(zones: HashMap<Name, Arc<ZoneEntry>>, failed: Vec<ZoneStatus>) -> Self {
-        let min_labels = zones.keys().map(Name::num_labels).min().unwrap_or(0);
-        let max_labels = zones.keys().map(Name::num_labels).max().unwrap_or(0);
+        let min_labels = zones.keys().map(label_count).min().unwrap_or(0);
+        let max_labels = zones.keys().map(label_count).max().unwrap_or(0);
         Self {
             zones,
             min_labels,
