@@ -560,3 +560,71 @@ fn dmarc_reports_to_a_domain_that_has_not_agreed_are_flagged() {
     w.patch(json!([{"op": "replace", "name": "_dmarc", "type": "TXT", "records": ["\"v=DMARC1; p=reject; rua=mailto:dmarc-reports@mail.example.net\""]}]));
     w.assert_green();
 }
+
+#[test]
+fn the_status_page_shows_the_boxes_in_a_real_browser() {
+    let w = world(false);
+    w.patch(json!([{"op": "delete", "name": "@", "type": "MX"}]));
+    w.assert_red("mx.missing");
+    let profile = tempfile::tempdir().unwrap();
+    let shot = profile.path().join("page.png");
+    let url = format!("http://{}/", w.d.http);
+    let chromium = |extra: &[&str]| {
+        std::process::Command::new("chromium")
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--window-size=1400,700",
+            ])
+            .arg(format!("--user-data-dir={}", profile.path().display()))
+            .args(extra)
+            .arg(&url)
+            .output()
+            .expect("chromium is not installed: run the README's test command")
+    };
+    let out = chromium(&["--dump-dom"]);
+    let dom = String::from_utf8_lossy(&out.stdout);
+    assert!(dom.contains(r#"<tr data-domain="far.example.">"#), "{dom}");
+    assert!(
+        dom.contains(r#"<details class="box red" data-check="mx"><summary>MX</summary>"#),
+        "{dom}"
+    );
+    assert!(
+        dom.contains(r#"class="box green" data-check="spf""#),
+        "{dom}"
+    );
+    assert!(
+        dom.contains(r#"class="box green" data-check="srv""#),
+        "{dom}"
+    );
+    assert!(
+        dom.contains(r#"class="box green" data-check="ownership""#),
+        "{dom}"
+    );
+    assert!(
+        dom.contains(r#"class="box grey" data-check="dkim""#),
+        "DKIM is not managed: {dom}"
+    );
+    assert!(
+        dom.contains("far.example. 1 IN MX 1 mx0.mail.example.net."),
+        "the red box holds the lines to add: {dom}"
+    );
+    let shot_arg = format!("--screenshot={}", shot.display());
+    chromium(&[&shot_arg]);
+    assert!(
+        std::fs::metadata(&shot)
+            .map(|m| m.len() > 1000)
+            .unwrap_or(false),
+        "no screenshot"
+    );
+    // To look at it: MAILZONE_SCREENSHOT=/tmp/page.png cargo test status_page
+    if let Ok(keep) = std::env::var("MAILZONE_SCREENSHOT") {
+        std::fs::copy(&shot, keep).unwrap();
+    }
+}

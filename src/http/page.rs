@@ -26,6 +26,17 @@ const BOXES: [(&str, &str); 6] = [
     ("DMARC", "dmarc"),
 ];
 
+/// `2026-11-23 10:00 UTC`.
+fn utc(secs: u64) -> String {
+    let (y, m, d) = crate::zone::serial::civil_date(secs);
+    let day = secs % 86_400;
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02} UTC",
+        day / 3600,
+        day % 3600 / 60
+    )
+}
+
 fn escape(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
@@ -175,7 +186,7 @@ pub fn render(
                 cell(&mut out, a, d.as_deref(), label, check);
             }
             let checked = d.as_ref().map_or("never".to_string(), |d| {
-                format!("{} ({})", d.checked_at, d.overall.as_str())
+                format!("{} ({})", utc(d.checked_at), d.overall.as_str())
             });
             let _ = write!(out, "<td>{}</td></tr>", escape(&checked));
         }
