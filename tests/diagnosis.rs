@@ -40,6 +40,11 @@ fn quick_platform() -> Platform {
 }
 
 fn world(dkim: bool) -> World {
+    world_with(dkim, 1)
+}
+
+/// `ttl` is the platform's TTL: within it after a change, failures are only pending.
+fn world_with(dkim: bool, ttl: u32) -> World {
     let zones = [
         ("far.example.zone", zone_head(1)),
         ("mail.example.net.zone", PLATFORM_ZONE.to_string()),
@@ -54,7 +59,9 @@ fn world(dkim: bool) -> World {
     });
     let resolver = ns1.dns;
     let d = TestDaemon::start_tuned(&[], move |c| {
-        c.platforms.push(quick_platform());
+        let mut p = quick_platform();
+        p.ttl = ttl;
+        c.platforms.push(p);
         c.diagnosis.resolver = Some(resolver);
         c.diagnosis.port = port;
         c.diagnosis.timeout_ms = 300;
@@ -627,4 +634,20 @@ fn the_status_page_shows_the_boxes_in_a_real_browser() {
     if let Ok(keep) = std::env::var("MAILZONE_SCREENSHOT") {
         std::fs::copy(&shot, keep).unwrap();
     }
+}
+
+#[test]
+fn a_failure_within_a_ttl_of_a_change_is_pending() {
+    let w = world_with(false, 3600);
+    w.patch(json!([{"op": "delete", "name": "@", "type": "MX"}]));
+    let v = w.diagnose();
+    let mx = v["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["code"] == "mx.missing")
+        .cloned()
+        .expect("mx.missing");
+    assert_eq!(mx["status"], "pending", "{mx}");
+    assert_eq!(v["overall"], "pending");
 }
