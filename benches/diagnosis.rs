@@ -42,24 +42,16 @@ fn main() {
     let platform = mailzone::provision::platform::Platform::example();
     for i in 0..DOMAINS {
         let d = format!("shop{i:05}.test.");
-        let association = Association {
-            domain: d.clone(),
-            platform: "pro1".into(),
-            mode: Mode::Authoritative,
-            relay_host: None,
-            records: Families::default(),
-            ownership_token: "bench".into(),
-            hosted: false,
-            spf_mechanisms: vec![],
-            spf_created: false,
-            applied: vec![],
-            replaced: vec![],
-            replace: false,
-            applied_platform: Some(platform.clone()),
-            validated: true,
-            updated_at: 0,
-            dkim: vec![],
-        };
+        let mut association = Association::new(
+            &d,
+            "pro1",
+            Mode::Authoritative,
+            Families::default(),
+            false,
+            "bench".into(),
+        );
+        association.applied_platform = Some(platform.clone());
+        association.validated = true;
         let set = mailzone::provision::association::Associations::default().with(association);
         std::fs::write(
             ours.join(format!("zones/associations/shop{i:05}.test.yaml")),

@@ -513,28 +513,19 @@ pub async fn run_diagnose(args: &DiagnoseArgs) -> Result<(String, bool), CliErro
     domain.set_fqdn(true);
     // What the domain should carry on this platform; without keys or a token, DKIM and
     // ownership are not checked here.
-    let association = Association {
-        domain: domain.to_lowercase().to_ascii(),
-        platform: platform.id.clone(),
-        mode: if args.non_authoritative {
-            Mode::NonAuthoritative
-        } else {
-            Mode::Authoritative
-        },
-        relay_host: None,
-        records: Families::default(),
-        ownership_token: String::new(),
-        hosted: true,
-        spf_mechanisms: vec![],
-        spf_created: false,
-        applied: vec![],
-        replaced: vec![],
-        replace: false,
-        applied_platform: None,
-        validated: false,
-        updated_at: 0,
-        dkim: vec![],
+    let mode = if args.non_authoritative {
+        Mode::NonAuthoritative
+    } else {
+        Mode::Authoritative
     };
+    let association = Association::new(
+        &domain.to_lowercase().to_ascii(),
+        &platform.id,
+        mode,
+        Families::default(),
+        true,
+        String::new(),
+    );
     let subject = Subject::new(&association, &platform);
     let per = config.diagnosis.per_nameserver.max(1);
     let slots = std::sync::Mutex::new(std::collections::HashMap::new());

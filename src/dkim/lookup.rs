@@ -9,7 +9,7 @@ use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::time::Duration;
 
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query};
-use hickory_proto::rr::{Name, RData, RecordType};
+use hickory_proto::rr::{Name, RecordType};
 
 /// The first `nameserver` of `/etc/resolv.conf`, port 53.
 pub fn system_nameserver() -> Option<SocketAddr> {
@@ -63,19 +63,7 @@ pub fn txt(server: SocketAddr, name: &str) -> Result<Vec<String>, String> {
         s.read_exact(&mut body).map_err(|e| e.to_string())?;
         reply = Message::from_vec(&body).map_err(|e| e.to_string())?;
     }
-    Ok(reply
-        .answers
-        .iter()
-        .filter_map(|r| match &r.data {
-            RData::TXT(t) => Some(
-                t.txt_data
-                    .iter()
-                    .map(|s| String::from_utf8_lossy(s))
-                    .collect(),
-            ),
-            _ => None,
-        })
-        .collect())
+    Ok(crate::diagnose::probe::txt_values(&reply))
 }
 
 fn rand_id() -> u16 {

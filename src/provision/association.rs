@@ -108,6 +108,37 @@ pub enum RuleError {
     SeveralSpf(String, usize),
 }
 
+impl Association {
+    /// A new association with nothing applied yet.
+    pub fn new(
+        domain: &str,
+        platform: &str,
+        mode: Mode,
+        records: Families,
+        hosted: bool,
+        ownership_token: String,
+    ) -> Self {
+        Self {
+            domain: domain.to_string(),
+            platform: platform.to_string(),
+            mode,
+            relay_host: None,
+            records,
+            ownership_token,
+            hosted,
+            spf_mechanisms: vec![],
+            spf_created: false,
+            applied: vec![],
+            replaced: vec![],
+            replace: false,
+            applied_platform: None,
+            validated: false,
+            updated_at: 0,
+            dkim: vec![],
+        }
+    }
+}
+
 /// Every association, by domain. Each domain's list is shared (`Arc`), so a change copies
 /// pointers, not associations; persisted one file per domain.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -557,24 +588,14 @@ mod tests {
     }
 
     fn association(platform: &str, mode: Mode, records: Families) -> Association {
-        Association {
-            domain: "example.test.".into(),
-            platform: platform.into(),
+        Association::new(
+            "example.test.",
+            platform,
             mode,
-            relay_host: None,
             records,
-            ownership_token: "t0k3n".into(),
-            hosted: true,
-            spf_mechanisms: vec![],
-            spf_created: false,
-            applied: vec![],
-            replaced: vec![],
-            replace: false,
-            applied_platform: None,
-            validated: false,
-            updated_at: 0,
-            dkim: vec![],
-        }
+            true,
+            "t0k3n".into(),
+        )
     }
 
     fn lines(z: &Zone) -> BTreeSet<String> {
