@@ -460,3 +460,41 @@ fn kdig_reads_the_multi_line_dkim_record_as_written() {
     assert!(out.starts_with("\"v=DKIM1; k=rsa; \" \"p=MIIB"), "{out}");
     assert!(out.trim_end().ends_with("M3QIDAQAB\""), "{out}");
 }
+
+#[test]
+fn thousands_of_random_and_mangled_packets_never_stop_the_server() {
+    let d = daemon();
+    let valid = query_message("example.test.", RecordType::MX, &Ask::default())
+        .to_vec()
+        .unwrap();
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    // A small deterministic generator: the same packets every run.
+    let mut state: u64 = 0x9e3779b97f4a7c15;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    for i in 0..3000 {
+        let packet: Vec<u8> = if i % 2 == 0 {
+            // A valid query with a few bytes flipped or cut.
+            let mut p = valid.clone();
+            for _ in 0..(1 + next() % 4) {
+                let at = (next() as usize) % p.len();
+                p[at] = next() as u8;
+            }
+            p.truncate(12 + (next() as usize) % (p.len() - 11));
+            p
+        } else {
+            (0..(next() % 600)).map(|_| next() as u8).collect()
+        };
+        socket.send_to(&packet, d.dns).unwrap();
+        if i % 200 == 0 {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+    }
+    // Still answering, over both transports.
+    assert_eq!(udp(d.dns, "example.test.", RecordType::MX).answers.len(), 2);
+    assert_eq!(tcp(d.dns, "example.test.", RecordType::MX).answers.len(), 2);
+}

@@ -573,4 +573,56 @@ mod tests {
             assert!(verdicts[0].result.is_err());
         }
     }
+
+    #[test]
+    fn random_signature_headers_and_key_records_never_panic() {
+        let mut state: u64 = 0x853c49e6748fea9b;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let pieces = [
+            "v=1",
+            "a=rsa-sha256",
+            "a=ed25519-sha256",
+            "c=relaxed/simple",
+            "c=simple",
+            "d=x.test",
+            "s=s1",
+            "h=from:to",
+            "bh=",
+            "b=",
+            "l=5",
+            "l=999999",
+            "b=AAAA",
+            "bh=47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=",
+            ";",
+            "=",
+            " b = ",
+            "\r\n\t",
+        ];
+        let records = [
+            "v=DKIM1; p=",
+            "p=AAAA",
+            "v=DKIM1; k=rsa; p=MIIBIjANBgkqhkiG9w0BAQEFAAOCAQ8AMIIBCgKCAQEA",
+            "k=ed25519; p=11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo=",
+            "garbage",
+        ];
+        for _ in 0..2000 {
+            let mut header = String::from("DKIM-Signature:");
+            for _ in 0..(next() % 8) {
+                header.push_str(pieces[(next() as usize) % pieces.len()]);
+                header.push(';');
+            }
+            let raw = format!("{header}\r\nFrom: a@x.test\r\n\r\nbody\r\n");
+            let Ok(message) = Message::parse(raw.as_bytes()) else {
+                continue;
+            };
+            let record = records[(next() as usize) % records.len()].to_string();
+            let verdicts = verify(&message, |_| Ok(vec![record.clone()]));
+            assert_eq!(verdicts.len(), 1);
+        }
+    }
 }

@@ -131,7 +131,7 @@ async fn serve_udp(socket: UdpSocket, ctx: Arc<DnsContext>) {
         }
         let response = {
             let zones = ctx.zones.load();
-            answer::respond(&zones, &buf[..len], Protocol::Udp, ctx.max_udp_payload)
+            respond_guarded(&zones, &buf[..len], Protocol::Udp, &ctx)
         };
         let Some(response) = response else {
             ctx.metrics.dropped_packets.inc();
@@ -201,7 +201,7 @@ async fn serve_tcp_connection(mut stream: TcpStream, ctx: &DnsContext) -> io::Re
         let start = Instant::now();
         let response = {
             let zones = ctx.zones.load();
-            answer::respond(&zones, &buf, Protocol::Tcp, ctx.max_udp_payload)
+            respond_guarded(&zones, &buf, Protocol::Tcp, ctx)
         };
         let Some(response) = response else {
             ctx.metrics.dropped_packets.inc();
@@ -222,6 +222,30 @@ async fn serve_tcp_connection(mut stream: TcpStream, ctx: &DnsContext) -> io::Re
             response.rcode,
             start.elapsed().as_secs_f64(),
         );
+    }
+}
+
+/// Answers one request; a bug that panics on some packet costs that packet, not the
+/// listener (the loop would otherwise die with it and stop serving).
+fn respond_guarded(
+    zones: &ZoneSet,
+    request: &[u8],
+    protocol: Protocol,
+    ctx: &DnsContext,
+) -> Option<answer::Response> {
+    let answered = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        answer::respond(zones, request, protocol, ctx.max_udp_payload)
+    }));
+    match answered {
+        Ok(r) => r,
+        Err(_) => {
+            ctx.metrics.dropped_packets.inc();
+            tracing::error!(
+                bytes = request.len(),
+                "a request made the answer path panic; dropped it"
+            );
+            None
+        }
     }
 }
 

@@ -703,4 +703,34 @@ mod tests {
         let recs = read("@ 60 CAA 0 issue \"letsencrypt.org\"\n", &origin()).unwrap();
         assert_eq!(recs[0].record.record_type(), RecordType::CAA);
     }
+
+    #[test]
+    fn random_and_mangled_text_never_panics() {
+        let origin = origin();
+        let base = "$TTL 300\n@ SOA ns1 hostmaster 1 3600 600 86400 60 ( ; c\n)\n@ NS ns1\nns1 A 192.0.2.1\n\
+            @ MX 10 mx\n@ TXT \"v=spf1 \\\" -all\" \"\\065\"\n_s._tcp SRV 0 1 993 mx\n@ CAA 0 issue \"ca\"\n";
+        let mut state: u64 = 0x2545f4914f6cdd1d;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let alphabet = b" \t\n\\\"();@$*.0123456789abcINSOATXMXV";
+        for _ in 0..3000 {
+            let mut text = base.as_bytes().to_vec();
+            for _ in 0..(1 + next() % 6) {
+                let at = (next() as usize) % text.len();
+                match next() % 3 {
+                    0 => text[at] = alphabet[(next() as usize) % alphabet.len()],
+                    1 => text.insert(at, alphabet[(next() as usize) % alphabet.len()]),
+                    _ => {
+                        text.remove(at);
+                    }
+                }
+            }
+            let text = String::from_utf8_lossy(&text);
+            let _ = crate::zone::Zone::from_master_text(&origin, &text);
+        }
+    }
 }
