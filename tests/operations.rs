@@ -247,3 +247,36 @@ fn the_configuration_reference_in_the_readme_is_a_valid_config() {
         "the README shows the embedded defaults"
     );
 }
+
+#[test]
+fn the_grafana_dashboard_only_uses_metrics_the_daemon_exports() {
+    let dashboard = include_str!("../deploy/grafana-dashboard.json");
+    let _: serde_json::Value = serde_json::from_str(dashboard).expect("valid JSON");
+    // Every metric name the daemon registers, from the metrics module.
+    let source = include_str!("../src/metrics.rs");
+    let mut exported = std::collections::BTreeSet::new();
+    for quoted in source.split('"').skip(1).step_by(2) {
+        if !quoted.is_empty()
+            && quoted.chars().all(|c| c.is_ascii_lowercase() || c == '_')
+            && quoted.contains('_')
+        {
+            let name = format!("mailzone_{quoted}");
+            for suffix in ["", "_bucket", "_count", "_sum"] {
+                exported.insert(format!("{name}{suffix}"));
+            }
+        }
+    }
+    let mut used = 0;
+    for (i, _) in dashboard.match_indices("mailzone_") {
+        let name: String = dashboard[i..]
+            .chars()
+            .take_while(|c| c.is_ascii_lowercase() || *c == '_')
+            .collect();
+        assert!(
+            exported.contains(&name),
+            "the dashboard uses {name}, which the daemon does not export"
+        );
+        used += 1;
+    }
+    assert!(used > 10);
+}
