@@ -262,7 +262,7 @@ fn unknown_edns_options_are_ignored() {
         edns.options_mut()
             .insert(EdnsOption::Unknown(65001, vec![1, 2, 3]));
     }
-    let reply = Message::from_vec(&udp_raw(d.dns, &q.to_vec().unwrap()).unwrap()).unwrap();
+    let reply = exchange(d.dns, &q);
     assert_eq!(reply.metadata.response_code, ResponseCode::NoError);
     assert_eq!(reply.answers.len(), 1);
     assert!(
@@ -383,7 +383,7 @@ fn other_opcodes_get_notimp() {
     let d = daemon();
     let mut q = query_message("example.test.", RecordType::SOA, &Ask::default());
     q.metadata.op_code = OpCode::Status;
-    let reply = Message::from_vec(&udp_raw(d.dns, &q.to_vec().unwrap()).unwrap()).unwrap();
+    let reply = exchange(d.dns, &q);
     assert_eq!(reply.metadata.response_code, ResponseCode::NotImp);
 }
 
@@ -392,7 +392,7 @@ fn other_classes_are_refused() {
     let d = daemon();
     let mut q = query_message("example.test.", RecordType::TXT, &Ask::default());
     q.queries[0].set_query_class(DNSClass::CH);
-    let reply = Message::from_vec(&udp_raw(d.dns, &q.to_vec().unwrap()).unwrap()).unwrap();
+    let reply = exchange(d.dns, &q);
     assert_eq!(reply.metadata.response_code, ResponseCode::Refused);
 }
 
@@ -404,7 +404,7 @@ fn two_questions_get_formerr() {
         name("example.test."),
         RecordType::MX,
     ));
-    let reply = Message::from_vec(&udp_raw(d.dns, &q.to_vec().unwrap()).unwrap()).unwrap();
+    let reply = exchange(d.dns, &q);
     assert_eq!(reply.metadata.response_code, ResponseCode::FormErr);
 }
 

@@ -261,6 +261,7 @@ impl Shared {
                     .set(value);
             }
         }
+        self.observe_dkim_now(association).await;
         let validated = result.checks.iter().any(|f| f.code == "ownership.ok");
         let result = Arc::new(result);
         if let Ok(mut r) = self.diagnosis.results.lock() {

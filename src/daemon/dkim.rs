@@ -403,9 +403,6 @@ impl Shared {
     /// External domains whose key records the customer publishes: the generations that every
     /// authoritative nameserver now serves, with our key (keys compared, not strings).
     async fn observe_external_dkim(&self) -> Vec<(String, String, Vec<u32>)> {
-        let Some(prober) = crate::diagnose::prober(&self.config.diagnosis) else {
-            return Vec::new();
-        };
         let waiting: Vec<Association> = self
             .associations
             .load()
@@ -415,69 +412,82 @@ impl Shared {
             .collect();
         let mut out = Vec::new();
         for a in waiting {
-            let Ok(platform) = self.platform(&a.platform) else {
-                continue;
-            };
-            if delegated(&platform, false).is_some() {
-                continue;
-            }
-            let Ok(domain) = Name::from_ascii(&a.domain) else {
-                continue;
-            };
-            let nameservers = match prober.nameservers(&domain).await {
-                Ok(ns) => ns,
-                Err(e) => {
-                    tracing::debug!(domain = %a.domain, error = %e, "nameservers not found");
-                    continue;
-                }
-            };
-            let addresses: Vec<std::net::SocketAddr> = nameservers
-                .iter()
-                .flat_map(|n| n.addresses.iter().copied())
-                .collect();
-            if addresses.is_empty() {
-                continue;
-            }
-            let mut seen = Vec::new();
-            for g in a
-                .dkim
-                .iter()
-                .filter(|g| g.state == SelectorState::Generated)
-            {
-                let mut everywhere = true;
-                'keys: for k in &g.keys {
-                    let Ok(name) =
-                        Name::from_ascii(format!("{}._domainkey.{}", k.selector, a.domain))
-                    else {
-                        everywhere = false;
-                        break;
-                    };
-                    for server in &addresses {
-                        let served =
-                            match prober.query(*server, &name, RecordType::TXT, false).await {
-                                Ok(m) => {
-                                    m.metadata.authoritative
-                                        && crate::diagnose::probe::txt_values(&m)
-                                            .iter()
-                                            .any(|v| same_key(v, &k.public))
-                                }
-                                Err(_) => false,
-                            };
-                        if !served {
-                            everywhere = false;
-                            break 'keys;
-                        }
-                    }
-                }
-                if everywhere {
-                    seen.push(g.n);
-                }
-            }
-            if !seen.is_empty() {
-                out.push((a.domain.clone(), a.platform.clone(), seen));
+            if let Some(seen) = self.observe_dkim(&a).await {
+                out.push(seen);
             }
         }
         out
+    }
+
+    /// For one external association: the generations not yet published that every
+    /// authoritative nameserver now serves with our key (keys compared as bytes).
+    async fn observe_dkim(&self, a: &Association) -> Option<(String, String, Vec<u32>)> {
+        let prober = crate::diagnose::prober(&self.config.diagnosis)?;
+        let platform = self.platform(&a.platform).ok()?;
+        if a.hosted || delegated(&platform, false).is_some() {
+            return None;
+        }
+        let domain = Name::from_ascii(&a.domain).ok()?;
+        let nameservers = match prober.nameservers(&domain).await {
+            Ok(ns) => ns,
+            Err(e) => {
+                tracing::debug!(domain = %a.domain, error = %e, "nameservers not found");
+                return None;
+            }
+        };
+        let addresses: Vec<std::net::SocketAddr> = nameservers
+            .iter()
+            .flat_map(|n| n.addresses.iter().copied())
+            .collect();
+        if addresses.is_empty() {
+            return None;
+        }
+        let mut seen = Vec::new();
+        for g in a
+            .dkim
+            .iter()
+            .filter(|g| g.state == SelectorState::Generated)
+        {
+            let mut everywhere = true;
+            'keys: for k in &g.keys {
+                let Ok(name) = Name::from_ascii(format!("{}._domainkey.{}", k.selector, a.domain))
+                else {
+                    everywhere = false;
+                    break;
+                };
+                for server in &addresses {
+                    let served = match prober.query(*server, &name, RecordType::TXT, false).await {
+                        Ok(m) => {
+                            m.metadata.authoritative
+                                && crate::diagnose::probe::txt_values(&m)
+                                    .iter()
+                                    .any(|v| same_key(v, &k.public))
+                        }
+                        Err(_) => false,
+                    };
+                    if !served {
+                        everywhere = false;
+                        break 'keys;
+                    }
+                }
+            }
+            if everywhere {
+                seen.push(g.n);
+            }
+        }
+        (!seen.is_empty()).then(|| (a.domain.clone(), a.platform.clone(), seen))
+    }
+
+    /// Diagnosis looks at the key records too: an external domain whose keys are now served
+    /// everywhere starts signing without waiting for the DKIM clock.
+    pub(super) async fn observe_dkim_now(&self, a: &Association) {
+        if a.hosted || !a.dkim.iter().any(|g| g.state == SelectorState::Generated) {
+            return;
+        }
+        if let Some(seen) = self.observe_dkim(a).await {
+            let _writer = self.writer.lock().await;
+            self.apply_observed(vec![seen]).await;
+        }
     }
 
     /// Marks observed generations published, and lets the oldest published one sign when

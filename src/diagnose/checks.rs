@@ -433,17 +433,15 @@ fn delegation(subject: &Subject<'_>, g: &Gathered) -> Vec<Finding> {
             ),
         );
     }
-    if out.is_empty() {
-        out.push(Finding::ok(
-            "delegation",
-            format!(
-                "{} nameserver address(es) answer authoritatively with serial {}",
-                g.servers.len(),
-                distinct.iter().next().copied().unwrap_or(0)
-            ),
-        ));
-    }
-    out
+    or_ok(
+        out,
+        "delegation",
+        format!(
+            "{} nameserver address(es) answer authoritatively with serial {}",
+            g.servers.len(),
+            distinct.iter().next().copied().unwrap_or(0)
+        ),
+    )
 }
 
 /// Compares an expected record set at one name with what is served.
@@ -543,13 +541,11 @@ fn mx(subject: &Subject<'_>, g: &Gathered) -> Vec<Finding> {
             );
         }
     }
-    if out.is_empty() {
-        out.push(Finding::ok(
-            "mx",
-            "the platform's MX set is served by every nameserver",
-        ));
-    }
-    out
+    or_ok(
+        out,
+        "mx",
+        "the platform's MX set is served by every nameserver",
+    )
 }
 
 fn srv(subject: &Subject<'_>, g: &Gathered) -> Vec<Finding> {
@@ -571,13 +567,11 @@ fn srv(subject: &Subject<'_>, g: &Gathered) -> Vec<Finding> {
             RecordType::SRV,
         ));
     }
-    if out.is_empty() {
-        out.push(Finding::ok(
-            "srv",
-            "every SRV record is served with the right target, port and priority",
-        ));
-    }
-    out
+    or_ok(
+        out,
+        "srv",
+        "every SRV record is served with the right target, port and priority",
+    )
 }
 
 fn autoconfig(subject: &Subject<'_>, g: &Gathered) -> Vec<Finding> {
@@ -615,13 +609,11 @@ fn autoconfig(subject: &Subject<'_>, g: &Gathered) -> Vec<Finding> {
             );
         }
     }
-    if out.is_empty() {
-        out.push(Finding::ok(
-            "autoconfig",
-            "autoconfig and autodiscover point to the platform",
-        ));
-    }
-    out
+    or_ok(
+        out,
+        "autoconfig",
+        "autoconfig and autodiscover point to the platform",
+    )
 }
 
 /// The SPF records at the apex, by consensus.
@@ -725,13 +717,11 @@ fn spf_findings(
             }
         }
     }
-    if out.is_empty() {
-        out.push(Finding::ok(
-            "spf",
-            "one SPF record, authorising the platform, within the lookup limits",
-        ));
-    }
-    out
+    or_ok(
+        out,
+        "spf",
+        "one SPF record, authorising the platform, within the lookup limits",
+    )
 }
 
 fn merged_spf_line(subject: &Subject<'_>, records: &[String]) -> Vec<String> {
@@ -856,10 +846,7 @@ fn dmarc(subject: &Subject<'_>, g: &Gathered, rua: &[(String, bool)]) -> Vec<Fin
             );
         }
     }
-    if out.is_empty() {
-        out.push(Finding::ok("dmarc", "one valid DMARC record"));
-    }
-    out
+    or_ok(out, "dmarc", "one valid DMARC record")
 }
 
 fn dkim(subject: &Subject<'_>, g: &Gathered) -> Vec<Finding> {
@@ -989,13 +976,11 @@ fn dkim(subject: &Subject<'_>, g: &Gathered) -> Vec<Finding> {
             }
         }
     }
-    if out.is_empty() {
-        out.push(Finding::ok(
-            "dkim",
-            "every DKIM key is published on every nameserver and verifies",
-        ));
-    }
-    out
+    or_ok(
+        out,
+        "dkim",
+        "every DKIM key is published on every nameserver and verifies",
+    )
 }
 
 fn ownership(subject: &Subject<'_>, g: &Gathered) -> Vec<Finding> {
@@ -1090,5 +1075,13 @@ pub fn external_rua(domain: &str, g: &Gathered) -> Vec<String> {
         .collect();
     out.sort();
     out.dedup();
+    out
+}
+
+/// The findings of a check, or one `ok` finding when there are none.
+fn or_ok(mut out: Vec<Finding>, check: &str, message: impl Into<String>) -> Vec<Finding> {
+    if out.is_empty() {
+        out.push(Finding::ok(check, message));
+    }
     out
 }

@@ -165,6 +165,12 @@ pub fn udp_raw(server: SocketAddr, bytes: &[u8]) -> Option<Vec<u8>> {
     }
 }
 
+/// Sends a prepared query over UDP and decodes the reply.
+pub fn exchange(server: SocketAddr, query: &Message) -> Message {
+    let reply = udp_raw(server, &query.to_vec().unwrap()).expect("no UDP answer");
+    Message::from_vec(&reply).unwrap()
+}
+
 pub fn udp(server: SocketAddr, name: &str, qtype: RecordType) -> Message {
     udp_with(server, name, qtype, &Ask::default())
 }
