@@ -427,7 +427,19 @@ fn associations_survive_a_restart_and_can_still_be_removed_exactly() {
         "?replace=true",
         json!({"domain": "example.test", "platform": "pro1", "mode": "authoritative"}),
     );
+    // A temp file a crash left beside the association files is cleaned up, never loaded.
+    std::fs::write(
+        d.zones_dir()
+            .join("associations/.example.test.yaml.tmp-1-1"),
+        "garbage",
+    )
+    .unwrap();
     let d = d.restart();
+    assert!(
+        !d.zones_dir()
+            .join("associations/.example.test.yaml.tmp-1-1")
+            .exists()
+    );
     let (_, text) = http(d.http, "GET", "/v1/domains/example.test", Some(TOKEN), None);
     let v = json(&text);
     assert_eq!(v["associations"][0]["platform"], "pro1");

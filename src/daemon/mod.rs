@@ -183,10 +183,12 @@ impl Daemon {
 
         let dir = config.zones_dir.clone();
         let report = tokio::task::spawn_blocking(move || {
-            if let Ok(n) = crate::durable::remove_stale_temp_files(&dir)
-                && n > 0
-            {
-                tracing::warn!(dir = %dir.display(), removed = n, "removed temp files left by a crash");
+            for folder in [dir.clone(), dir.join(ASSOCIATIONS_DIR)] {
+                if let Ok(n) = crate::durable::remove_stale_temp_files(&folder)
+                    && n > 0
+                {
+                    tracing::warn!(dir = %folder.display(), removed = n, "removed temp files left by a crash");
+                }
             }
             ZoneSet::load_dir(&dir, None)
         })
