@@ -139,8 +139,8 @@ fn main() -> ExitCode {
             match run(config, config_file) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
+                    // Logging is set up by now, and it goes to standard error.
                     tracing::error!("{e:#}");
-                    eprintln!("mailzone: {e:#}");
                     ExitCode::FAILURE
                 }
             }

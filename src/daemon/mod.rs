@@ -32,21 +32,21 @@ use crate::zone::ZoneSet;
 /// Why the daemon could not start. Each variant says what it was doing.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    #[error("cannot read the zones folder {dir}: {source}")]
+    #[error("cannot read the zones folder {dir}")]
     ZonesDir { dir: String, source: std::io::Error },
-    #[error("cannot bind DNS on {addr}: {source}")]
+    #[error("cannot bind DNS on {addr}")]
     BindDns {
         addr: SocketAddr,
         source: std::io::Error,
     },
-    #[error("cannot bind HTTP on {addr}: {source}")]
+    #[error("cannot bind HTTP on {addr}")]
     BindHttp {
         addr: SocketAddr,
         source: std::io::Error,
     },
-    #[error("API token: {0}")]
+    #[error("API token")]
     Token(#[from] token::TokenError),
-    #[error("metrics: {0}")]
+    #[error("metrics registry")]
     Metrics(#[from] prometheus::Error),
     #[error("associations: {0}")]
     Associations(String),
