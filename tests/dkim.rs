@@ -315,18 +315,19 @@ fn a_full_rotation_runs_on_its_own_with_short_durations() {
     wait_for("the retired key to go", || {
         txt(&d, &format!("{old}._domainkey.shop.test.")).0 == ResponseCode::NXDomain
     });
-    assert!(
+    wait_for("its key file to be removed", || {
         !d.dir
             .path()
             .join(format!("keys/dkim/shop.test/{old}.pem"))
-            .exists(),
-        "its key file is removed"
-    );
+            .exists()
+    });
+    // The record goes first, then the key file, then the event is counted.
+    wait_for("the removal to be counted", || {
+        http(d.http, "GET", "/metrics", None, None)
+            .1
+            .contains(r#"mailzone_dkim_rotation_events_total{event="removed"}"#)
+    });
     let (_, metrics) = http(d.http, "GET", "/metrics", None, None);
-    assert!(
-        metrics.contains(r#"mailzone_dkim_rotation_events_total{event="removed"}"#),
-        "{metrics}"
-    );
     assert!(
         metrics.contains("mailzone_dkim_key_age_seconds{domain=\"shop.test.\""),
         "{metrics}"

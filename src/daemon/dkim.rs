@@ -567,26 +567,27 @@ impl Shared {
         }
     }
 
-    /// The signing key of a selector, from the cache or its file (re-checked each load).
+    /// The signing key of a selector. The file is checked on every use (it must exist and be
+    /// private); it is parsed again only when its stamp (mtime, length) changed.
     pub(super) fn signing_key(
         &self,
         domain: &str,
         selector: &str,
     ) -> Result<Arc<SigningKey>, String> {
         let path = self.key_file(domain, selector);
-        if let Some(k) = self
+        let stamp = key::check_file(&path).map_err(|e| e.to_string())?;
+        if let Some((cached, k)) = self
             .dkim_keys
             .lock()
             .ok()
             .and_then(|c| c.get(&path).cloned())
+            && cached == stamp
         {
-            // A cached key still needs its file to be sound: a file gone bad stops signing.
-            SigningKey::load(&path).map_err(|e| e.to_string())?;
             return Ok(k);
         }
         let k = Arc::new(SigningKey::load(&path).map_err(|e| e.to_string())?);
         if let Ok(mut c) = self.dkim_keys.lock() {
-            c.insert(path, k.clone());
+            c.insert(path, (stamp, k.clone()));
         }
         Ok(k)
     }

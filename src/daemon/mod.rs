@@ -60,6 +60,10 @@ pub struct ReloadSummary {
     pub errors: Vec<String>,
 }
 
+/// Signing keys by file, with the stamp of the file they were read from.
+type DkimKeyCache =
+    std::collections::HashMap<PathBuf, (crate::dkim::key::FileStamp, Arc<crate::dkim::SigningKey>)>;
+
 /// State shared by the DNS loops, the HTTP API and the signal handlers.
 pub struct Shared {
     pub config: Config,
@@ -76,7 +80,7 @@ pub struct Shared {
     /// The file the configuration came from, if any (re-read on reload for platforms).
     pub config_file: Option<PathBuf>,
     /// Signing keys loaded so far, by file (not on the DNS path).
-    dkim_keys: std::sync::Mutex<std::collections::HashMap<PathBuf, Arc<crate::dkim::SigningKey>>>,
+    dkim_keys: std::sync::Mutex<DkimKeyCache>,
     /// Domains whose signing key cannot be used, and why.
     pub dkim_errors: std::sync::Mutex<std::collections::BTreeMap<String, String>>,
     /// Diagnosis results and schedule.

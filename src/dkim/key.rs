@@ -171,26 +171,38 @@ impl SigningKey {
 
     /// Loads a key file, refusing one that group or others may read.
     pub fn load(path: &Path) -> Result<Self, KeyError> {
-        let shown = path.display().to_string();
+        check_file(path)?;
         let fail = |reason: String| KeyError::File {
-            file: shown.clone(),
+            file: path.display().to_string(),
             reason,
         };
-        let meta = std::fs::metadata(path).map_err(|e| fail(format!("cannot read: {e}")))?;
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            let mode = meta.permissions().mode() & 0o777;
-            if mode & 0o077 != 0 {
-                return Err(fail(format!(
-                    "mode {mode:o} lets others read the private key; it must be 0600"
-                )));
-            }
-        }
         let text = std::fs::read_to_string(path).map_err(|e| fail(format!("cannot read: {e}")))?;
         let der = from_pem(&text).map_err(fail)?;
         Self::from_pkcs8(&der).map_err(fail)
     }
+}
+
+/// What identifies a key file's content without reading it: modification time and length.
+pub type FileStamp = (Option<std::time::SystemTime>, u64);
+
+/// Checks a key file exists and that only its owner may read it; returns its stamp.
+pub fn check_file(path: &Path) -> Result<FileStamp, KeyError> {
+    let fail = |reason: String| KeyError::File {
+        file: path.display().to_string(),
+        reason,
+    };
+    let meta = std::fs::metadata(path).map_err(|e| fail(format!("cannot read: {e}")))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            return Err(fail(format!(
+                "mode {mode:o} lets others read the private key; it must be 0600"
+            )));
+        }
+    }
+    Ok((meta.modified().ok(), meta.len()))
 }
 
 /// Where a selector's key lives under the keys folder.
