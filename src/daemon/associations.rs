@@ -1,12 +1,18 @@
 //! The writer's side of associations: applying, changing, removing and reconciling them.
 //!
-//! Everything here runs under the single writer lock. Order on disk: when an association is
-//! added or changed, its file `zones/associations/<domain>.yaml` is written before the zone (a crash in between
-//! leaves an association whose records a reconcile at start completes); when one is removed,
-//! the zone is written first (a crash in between leaves the association, and the unanswered
-//! DELETE can be retried). A request that changes nothing writes nothing and bumps no serial.
+//! Everything here runs under the single writer lock; DKIM keys are generated before it is
+//! taken. A change writes its files all or nothing (`durable::commit`): every file is
+//! prepared first, and if one cannot be written none is replaced and nothing is published,
+//! so an error answer never follows a visible change. Order of the renames, for a crash in
+//! the middle: when an association is added or changed, its file
+//! `zones/associations/<domain>.yaml` goes first, then its new key files, then the zones (a
+//! reconcile at start completes the records, and start-up puts in place a key file left as a
+//! temp file); when one is removed, the zone goes first (a crash in between leaves the
+//! association, and the unanswered DELETE can be retried). A request that changes nothing
+//! writes nothing and bumps no serial.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use hickory_proto::rr::{Name, RecordType};
@@ -14,7 +20,8 @@ use ring::rand::{SecureRandom, SystemRandom};
 use serde::Serialize;
 
 use super::Shared;
-use super::writer::WriteError;
+use super::writer::{WriteError, zone_change};
+use crate::durable::{self, FileChange};
 use crate::provision::association::{
     ASSOCIATIONS_DIR, Association, Associations, Mode, RuleError, domain_file, plan_apply,
     plan_remove,
@@ -85,6 +92,10 @@ pub enum AssociationError {
     /// 409: the domain's association file does not load; fix it first.
     #[error("the association file of {domain} is broken ({error}); fix or remove it, then reload")]
     Broken { domain: String, error: String },
+    /// The DKIM keys the change needs were taken by a concurrent change: they are generated
+    /// (outside the writer lock) and the change is tried again.
+    #[error("new DKIM keys are still being generated; try again")]
+    KeysPending,
 }
 
 fn lines(zone: &Zone) -> BTreeSet<String> {
@@ -104,27 +115,46 @@ fn new_token() -> String {
 }
 
 impl Shared {
-    /// Persists `domain`'s associations as they are in `set` (its file goes when it has
-    /// none left), then publishes `set`.
-    async fn save_domain(&self, set: Associations, domain: &str) -> Result<(), WriteError> {
-        let dir = self.config.zones_dir.join(ASSOCIATIONS_DIR);
-        let path = domain_file(&dir, domain);
-        let text = set.domain_yaml(domain);
-        let target = path.clone();
-        super::writer::on_disk(&path, move || match text {
-            Some(text) => {
-                std::fs::create_dir_all(&dir)?;
-                crate::durable::write_atomically(&target, text.as_bytes(), 0o644)
+    /// The file change that persists `domain`'s associations as they are in `set` (its file
+    /// goes when it has none left).
+    fn association_change(&self, set: &Associations, domain: &str) -> FileChange {
+        let path = domain_file(&self.associations_dir(), domain);
+        match set.domain_yaml(domain) {
+            Some(text) => FileChange::write(&path, text.into_bytes(), durable::PUBLIC_FILE_MODE),
+            None => FileChange::remove(&path),
+        }
+    }
+
+    fn associations_dir(&self) -> PathBuf {
+        self.config.zones_dir.join(ASSOCIATIONS_DIR)
+    }
+
+    /// Writes `changes` all or nothing, creating the associations folder and the folders
+    /// of new key files (private) first.
+    async fn write_files(&self, changes: Vec<FileChange>) -> Result<(), WriteError> {
+        let public = self.associations_dir();
+        let private: BTreeSet<PathBuf> = changes
+            .iter()
+            .filter(|c| c.content.is_some() && c.mode == durable::PRIVATE_FILE_MODE)
+            .filter_map(|c| c.path.parent().map(PathBuf::from))
+            .collect();
+        super::writer::on_disk(&public.clone(), move || {
+            durable::create_dir_with_mode(&public, durable::PUBLIC_DIR_MODE)?;
+            for dir in private {
+                super::token::create_private_dir(&dir)?;
             }
-            None => match std::fs::remove_file(&target) {
-                Ok(()) => crate::durable::sync_dir(&dir),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-                Err(e) => Err(e),
-            },
+            Ok(())
         })
         .await?;
+        super::writer::commit_files(changes).await
+    }
+
+    /// Serves what a committed change wrote: the associations, then the zones.
+    fn publish_change(&self, set: Associations, zones: Vec<(Arc<Zone>, PathBuf)>) {
         self.associations.store(Arc::new(set));
-        Ok(())
+        for (zone, file) in zones {
+            self.publish_zone(zone, file);
+        }
     }
 
     pub(super) fn platform(&self, id: &str) -> Result<Platform, AssociationError> {
@@ -181,8 +211,41 @@ impl Shared {
         dry_run: bool,
         replace: bool,
     ) -> Result<AssociationReport, AssociationError> {
-        let _writer = self.writer.lock().await;
-        self.associate_locked(req, dry_run, replace).await
+        let mut attempts = 0;
+        loop {
+            if !dry_run {
+                self.fill_keys_for(&req.domain, &req.platform, req.records.dkim)
+                    .await?;
+            }
+            let _writer = self.writer.lock().await;
+            match self.associate_locked(req.clone(), dry_run, replace).await {
+                Err(AssociationError::KeysPending) if attempts < 4 => attempts += 1,
+                outcome => return outcome,
+            }
+        }
+    }
+
+    /// Before the writer lock: generates the keys an association of `domain` with
+    /// `platform` will need if DKIM is on and it has none yet.
+    async fn fill_keys_for(
+        &self,
+        domain: &Name,
+        platform: &str,
+        dkim: bool,
+    ) -> Result<(), AssociationError> {
+        let Ok(platform) = self.platform(platform) else {
+            return Ok(());
+        };
+        let domain_text = domain.to_lowercase().to_ascii();
+        let has_keys = self
+            .associations
+            .load()
+            .find(&domain_text, &platform.id)
+            .is_some_and(|a| !a.dkim.is_empty());
+        if dkim && platform.dkim.is_some() && !has_keys {
+            self.fill_key_pool(&platform, 2).await?;
+        }
+        Ok(())
     }
 
     async fn associate_locked(
@@ -248,21 +311,19 @@ impl Shared {
             report.association = e.clone();
             return Ok(report);
         }
-        let fresh_keys = if dry_run {
+        let key_files = if dry_run {
             Vec::new()
         } else {
-            self.prepare_dkim(&mut association, &platform).await?
+            self.prepare_dkim(&mut association, &platform)?
         };
-        let outcome = self
-            .commit(association, existing.as_ref(), &platform, dry_run)
-            .await;
-        if outcome.is_err() {
-            // The change did not happen: the keys made for it go.
-            for file in fresh_keys {
-                let _ = std::fs::remove_file(file);
-            }
-        }
-        outcome
+        self.commit_with_keys(
+            association,
+            existing.as_ref(),
+            &platform,
+            dry_run,
+            key_files,
+        )
+        .await
     }
 
     /// The report of `association` on `platform` before any zone change.
@@ -305,13 +366,27 @@ impl Shared {
     }
 
     /// Writes `association` (replacing `previous`): its file, the domain's zone if hosted,
-    /// the delegation zone for delegated DKIM; then removes the keys of dropped selectors.
+    /// the delegation zone for delegated DKIM, all or nothing; then removes the keys of
+    /// dropped selectors.
     pub(super) async fn commit(
+        &self,
+        association: Association,
+        previous: Option<&Association>,
+        platform: &Platform,
+        dry_run: bool,
+    ) -> Result<AssociationReport, AssociationError> {
+        self.commit_with_keys(association, previous, platform, dry_run, Vec::new())
+            .await
+    }
+
+    /// Like [`Shared::commit`], writing the new key files `key_files` with the association.
+    pub(super) async fn commit_with_keys(
         &self,
         mut association: Association,
         previous: Option<&Association>,
         platform: &Platform,
         dry_run: bool,
+        key_files: Vec<FileChange>,
     ) -> Result<AssociationReport, AssociationError> {
         let domain = Name::from_ascii(&association.domain).unwrap_or_else(|_| Name::root());
         let domain_text = association.domain.clone();
@@ -356,19 +431,25 @@ impl Shared {
         if dry_run {
             return Ok(report);
         }
-        self.save_domain(set.with(association.clone()), &domain_text)
-            .await?;
-        if changed {
-            self.diagnose_soon(&association.domain, &association.platform);
-        }
+        let mut zones = Vec::new();
         if let Some(next) = next
             && (!report.added.is_empty() || !report.removed.is_empty())
         {
             let file = zone_file(&self.config.zones_dir, next.origin());
-            self.store_zone(next, file).await?;
+            zones.push((Arc::new(next), file));
         }
-        self.sync_delegated_dkim(&association, previous, platform)
-            .await?;
+        zones.extend(self.delegated_dkim_zone(&association, previous, platform)?);
+        let set = set.with(association.clone());
+        let written_keys: Vec<PathBuf> = key_files.iter().map(|k| k.path.clone()).collect();
+        let mut changes = vec![self.association_change(&set, &domain_text)];
+        changes.extend(key_files);
+        changes.extend(zones.iter().map(|(z, f)| zone_change(z, f)));
+        self.write_files(changes).await?;
+        self.publish_change(set, zones);
+        self.forget_leftovers(&written_keys);
+        if changed {
+            self.diagnose_soon(&association.domain, &association.platform);
+        }
         self.remove_dropped_keys(&association, previous);
         tracing::info!(domain = %domain_text, platform = %platform.id, hosted = association.hosted, added = report.added.len(), removed = report.removed.len(), "association applied");
         Ok(report)
@@ -383,27 +464,40 @@ impl Shared {
         dry_run: bool,
         replace: bool,
     ) -> Result<AssociationReport, AssociationError> {
-        let _writer = self.writer.lock().await;
         let domain_text = domain.to_lowercase().to_ascii();
-        let Some(existing) = self
-            .associations
-            .load()
-            .find(&domain_text, platform)
-            .cloned()
-        else {
-            return Err(AssociationError::NotFound {
-                domain: domain_text,
+        let request = || {
+            let Some(existing) = self
+                .associations
+                .load()
+                .find(&domain_text, platform)
+                .cloned()
+            else {
+                return Err(AssociationError::NotFound {
+                    domain: domain_text.clone(),
+                    platform: platform.to_string(),
+                });
+            };
+            Ok(AssociateRequest {
+                domain: domain.clone(),
                 platform: platform.to_string(),
-            });
+                mode: change.mode.unwrap_or(existing.mode),
+                relay_host: change.relay_host.clone().unwrap_or(existing.relay_host),
+                records: change.records.unwrap_or(existing.records),
+            })
         };
-        let req = AssociateRequest {
-            domain: domain.clone(),
-            platform: platform.to_string(),
-            mode: change.mode.unwrap_or(existing.mode),
-            relay_host: change.relay_host.unwrap_or(existing.relay_host),
-            records: change.records.unwrap_or(existing.records),
-        };
-        self.associate_locked(req, dry_run, replace).await
+        let mut attempts = 0;
+        loop {
+            if !dry_run {
+                let req = request()?;
+                self.fill_keys_for(domain, platform, req.records.dkim)
+                    .await?;
+            }
+            let _writer = self.writer.lock().await;
+            match self.associate_locked(request()?, dry_run, replace).await {
+                Err(AssociationError::KeysPending) if attempts < 4 => attempts += 1,
+                outcome => return outcome,
+            }
+        }
     }
 
     /// Removes an association: exactly its records go, what it replaced comes back.
@@ -435,9 +529,10 @@ impl Shared {
             to_paste: BTreeMap::new(),
             dry_run: false,
         };
-        let zones = self.zones.load_full();
+        let mut zones = Vec::new();
+        let served = self.zones.load_full();
         if association.hosted
-            && let Some(zone) = zones.find_arc(&domain.to_lowercase())
+            && let Some(zone) = served.find_arc(&domain.to_lowercase())
         {
             let changes = plan_remove(&zone, &association, &others)?;
             let serial = next_serial(self.config.zone_defaults.serial, zone.serial(), unix_now());
@@ -450,20 +545,24 @@ impl Shared {
             report.removed = before.difference(&after).cloned().collect();
             if !report.added.is_empty() || !report.removed.is_empty() {
                 let file = zone_file(&self.config.zones_dir, next.origin());
-                self.store_zone(next, file).await?;
+                zones.push((Arc::new(next), file));
             }
         }
         let mut remaining = set.without(&domain_text, platform);
         if association.spf_created {
             remaining.hand_spf_to_another(&domain_text);
         }
-        self.save_domain(remaining, &domain_text).await?;
         let mut gone = association.clone();
         gone.dkim.clear();
         if let Ok(platform) = self.platform(platform) {
-            self.sync_delegated_dkim(&gone, Some(&association), &platform)
-                .await?;
+            zones.extend(self.delegated_dkim_zone(&gone, Some(&association), &platform)?);
         }
+        // The zone first: a crash before the association file goes leaves the association,
+        // and the DELETE can be retried.
+        let mut changes: Vec<FileChange> = zones.iter().map(|(z, f)| zone_change(z, f)).collect();
+        changes.push(self.association_change(&remaining, &domain_text));
+        self.write_files(changes).await?;
+        self.publish_change(remaining, zones);
         self.remove_dropped_keys(&gone, Some(&association));
         tracing::info!(domain = %domain_text, platform, removed = report.removed.len(), restored = report.added.len(), "domain dissociated");
         Ok(report)

@@ -16,11 +16,13 @@ use super::Shared;
 use super::associations::{AssociationError, AssociationReport};
 use crate::dkim::key::{self, SigningKey};
 use crate::dkim::message::{Message, MessageError, sign};
+use crate::durable::FileChange;
 use crate::provision::association::Association;
 use crate::provision::dkim::{
     DkimGeneration, DkimKey, SelectorState, active, delegated, delegated_name, selector_names,
 };
 use crate::provision::platform::Platform;
+use crate::zone::Zone;
 use crate::zone::edit::{ChangeKind, RrsetChange};
 use crate::zone::serial::next_serial;
 use crate::zone::set::{unix_now, zone_file};
@@ -43,14 +45,49 @@ impl Shared {
         key::key_path(&self.config.keys_dir, domain, selector)
     }
 
-    /// Makes generation `n`: one key per algorithm, written to new files.
-    async fn make_generation(
+    /// The key kinds one generation under `platform`'s policy needs.
+    pub(super) fn generation_kinds(platform: &Platform) -> Vec<key::KeyKind> {
+        platform
+            .dkim
+            .as_ref()
+            .map(|p| {
+                p.algorithms
+                    .iter()
+                    .map(|a| key::kind(*a, p.rsa_bits))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Generates, before the writer lock is taken, the keys of `generations` generations of
+    /// `platform` that the pool lacks.
+    pub(super) async fn fill_key_pool(
+        &self,
+        platform: &Platform,
+        generations: usize,
+    ) -> Result<(), AssociationError> {
+        let wanted = Self::generation_kinds(platform).repeat(generations);
+        self.key_pool
+            .fill(&wanted)
+            .await
+            .map_err(|e| AssociationError::Unprocessable {
+                field: "records.dkim",
+                message: e.to_string(),
+            })
+    }
+
+    /// Makes generation `n` from keys of the pool: no key is generated here (the writer lock
+    /// is held), and no file is written (the key files go into `files`, written with the
+    /// association all or nothing). A key file already at a selector's place is replaced
+    /// only when no association names it: it is a leftover of an interrupted change, never
+    /// published nor used to sign.
+    fn make_generation(
         &self,
         domain: &str,
         platform: &Platform,
         n: u32,
         state: SelectorState,
-        files: &mut Vec<PathBuf>,
+        files: &mut Vec<FileChange>,
     ) -> Result<DkimGeneration, AssociationError> {
         let Some(policy) = &platform.dkim else {
             return Err(AssociationError::Unprocessable {
@@ -59,27 +96,41 @@ impl Shared {
             });
         };
         let now = unix_now();
+        let names = selector_names(policy, &platform.id, n, now);
+        let kinds: Vec<key::KeyKind> = names
+            .iter()
+            .map(|(a, _)| key::kind(*a, policy.rsa_bits))
+            .collect();
+        let made = self
+            .key_pool
+            .take(&kinds)
+            .ok_or(AssociationError::KeysPending)?;
+        let set = self.associations.load();
         let mut keys = Vec::new();
-        for (algorithm, selector) in selector_names(policy, &platform.id, n, now) {
+        for ((algorithm, selector), generated) in names.into_iter().zip(made) {
             let path = self.key_file(domain, &selector);
-            let bits = policy.rsa_bits;
-            let target = path.clone();
-            let generated =
-                tokio::task::spawn_blocking(move || -> Result<String, key::KeyError> {
-                    let k = key::generate(algorithm, bits)?;
-                    key::write_new(&target, &k.pkcs8)?;
-                    Ok(k.public)
-                })
-                .await
-                .map_err(|e| AssociationError::Unprocessable {
-                    field: "records.dkim",
-                    message: e.to_string(),
-                })?;
-            let public = generated.map_err(|e| AssociationError::Unprocessable {
-                field: "records.dkim",
-                message: e.to_string(),
-            })?;
-            files.push(path);
+            let named = set
+                .for_domain(domain)
+                .flat_map(|a| a.dkim.iter())
+                .flat_map(|g| g.keys.iter())
+                .any(|k| k.selector == selector);
+            if path.exists() {
+                if named {
+                    return Err(AssociationError::Unprocessable {
+                        field: "records.dkim",
+                        message: format!(
+                            "{}: a key file already exists there; it is not replaced",
+                            path.display()
+                        ),
+                    });
+                }
+                tracing::warn!(file = %path.display(), "replacing a leftover DKIM key file that no association names");
+            }
+            files.push(FileChange::write(
+                &path,
+                key::to_pem(&generated.pkcs8).into_bytes(),
+                crate::durable::PRIVATE_FILE_MODE,
+            ));
             self.metrics
                 .dkim_events
                 .with_label_values(&["generated"])
@@ -88,7 +139,7 @@ impl Shared {
             keys.push(DkimKey {
                 selector,
                 algorithm,
-                public,
+                public: generated.public,
             });
         }
         let published =
@@ -109,13 +160,14 @@ impl Shared {
         association.hosted || delegated(platform, false).is_some()
     }
 
-    /// Gives an association with DKIM on an active key and a successor (making them if
-    /// needed), or drops its keys when DKIM is off. Returns the files of the keys it made.
-    pub(super) async fn prepare_dkim(
+    /// Gives an association with DKIM on an active key and a successor (from the key pool,
+    /// [`AssociationError::KeysPending`] when it lacks them), or drops its keys when DKIM is
+    /// off. Returns the key files to write with the association.
+    pub(super) fn prepare_dkim(
         &self,
         association: &mut Association,
         platform: &Platform,
-    ) -> Result<Vec<PathBuf>, AssociationError> {
+    ) -> Result<Vec<FileChange>, AssociationError> {
         let mut files = Vec::new();
         if !association.records.dkim {
             association.dkim.clear();
@@ -124,6 +176,10 @@ impl Shared {
         if !association.dkim.is_empty() {
             return Ok(files);
         }
+        let kinds = Self::generation_kinds(platform).repeat(2);
+        if !self.key_pool.missing(&kinds).is_empty() {
+            return Err(AssociationError::KeysPending);
+        }
         let served = Self::serves_dkim(association, platform);
         let (first, second) = if served {
             (SelectorState::Active, SelectorState::Published)
@@ -131,40 +187,22 @@ impl Shared {
             (SelectorState::Generated, SelectorState::Generated)
         };
         let domain = association.domain.clone();
-        let made = async {
-            let a = self
-                .make_generation(&domain, platform, 1, first, &mut files)
-                .await?;
-            let b = self
-                .make_generation(&domain, platform, 2, second, &mut files)
-                .await?;
-            Ok::<_, AssociationError>(vec![a, b])
-        }
-        .await;
-        match made {
-            Ok(generations) => {
-                association.dkim = generations;
-                Ok(files)
-            }
-            Err(e) => {
-                for f in files {
-                    let _ = std::fs::remove_file(f);
-                }
-                Err(e)
-            }
-        }
+        let a = self.make_generation(&domain, platform, 1, first, &mut files)?;
+        let b = self.make_generation(&domain, platform, 2, second, &mut files)?;
+        association.dkim = vec![a, b];
+        Ok(files)
     }
 
-    /// Serves the TXT of every selector of a delegated (cname) association in the
-    /// delegation zone, and removes those of selectors that went.
-    pub(super) async fn sync_delegated_dkim(
+    /// The delegation zone serving the TXT of every selector of a delegated (cname)
+    /// association, without those of selectors that went; `None` when nothing changes.
+    pub(super) fn delegated_dkim_zone(
         &self,
         association: &Association,
         previous: Option<&Association>,
         platform: &Platform,
-    ) -> Result<(), AssociationError> {
+    ) -> Result<Option<(Arc<Zone>, PathBuf)>, AssociationError> {
         let Some(zone_name) = delegated(platform, association.hosted) else {
-            return Ok(());
+            return Ok(None);
         };
         let Some(zone) = self.zones.load().get(&zone_name) else {
             return Err(AssociationError::Unprocessable {
@@ -221,11 +259,11 @@ impl Shared {
             && zone
                 .records()
                 .all(|r| r.record_type() == RecordType::SOA || next.records().any(|n| n == r));
-        if !same {
-            let file = zone_file(&self.config.zones_dir, next.origin());
-            self.store_zone(next, file).await?;
+        if same {
+            return Ok(None);
         }
-        Ok(())
+        let file = zone_file(&self.config.zones_dir, next.origin());
+        Ok(Some((Arc::new(next), file)))
     }
 
     /// Deletes the key files of selectors `previous` had and `association` no longer has.
@@ -274,18 +312,29 @@ impl Shared {
         domain: &Name,
         platform: Option<&str>,
     ) -> Result<AssociationReport, AssociationError> {
-        let _writer = self.writer.lock().await;
         let domain_text = domain.to_lowercase().to_ascii();
-        let set = self.associations.load_full();
-        let existing = set
-            .for_domain(&domain_text)
-            .find(|a| a.records.dkim && platform.is_none_or(|p| a.platform == p))
-            .cloned()
-            .ok_or_else(|| AssociationError::NotFound {
-                domain: domain_text.clone(),
-                platform: platform.unwrap_or("(any with dkim)").to_string(),
-            })?;
-        self.rotate_locked(&existing).await
+        let find = || {
+            self.associations
+                .load()
+                .for_domain(&domain_text)
+                .find(|a| a.records.dkim && platform.is_none_or(|p| a.platform == p))
+                .cloned()
+                .ok_or_else(|| AssociationError::NotFound {
+                    domain: domain_text.clone(),
+                    platform: platform.unwrap_or("(any with dkim)").to_string(),
+                })
+        };
+        let mut attempts = 0;
+        loop {
+            // The new successor's keys are made before the writer lock is taken.
+            let p = self.platform(&find()?.platform)?;
+            self.fill_key_pool(&p, 1).await?;
+            let _writer = self.writer.lock().await;
+            match self.rotate_locked(&find()?).await {
+                Err(AssociationError::KeysPending) if attempts < 4 => attempts += 1,
+                outcome => return outcome,
+            }
+        }
     }
 
     async fn rotate_locked(
@@ -321,28 +370,30 @@ impl Shared {
             SelectorState::Generated
         };
         let mut files = Vec::new();
-        let fresh = self
-            .make_generation(&next.domain, &platform, n, state, &mut files)
-            .await?;
+        let fresh = match self.make_generation(&next.domain, &platform, n, state, &mut files) {
+            Err(AssociationError::KeysPending) => {
+                // Called by the DKIM clock with the writer held: the keys are made in the
+                // background and the rotation happens at a next tick.
+                self.key_pool
+                    .fill_in_background(Self::generation_kinds(&platform));
+                return Err(AssociationError::KeysPending);
+            }
+            made => made?,
+        };
         next.dkim.push(fresh);
-        let outcome = self.commit(next, Some(existing), &platform, false).await;
-        match &outcome {
-            Ok(_) => {
-                self.metrics
-                    .dkim_events
-                    .with_label_values(&["activated"])
-                    .inc();
-                self.metrics
-                    .dkim_events
-                    .with_label_values(&["retiring"])
-                    .inc();
-                tracing::info!(domain = %existing.domain, platform = %existing.platform, "DKIM rotated: the successor signs, the old key retires");
-            }
-            Err(_) => {
-                for f in files {
-                    let _ = std::fs::remove_file(f);
-                }
-            }
+        let outcome = self
+            .commit_with_keys(next, Some(existing), &platform, false, files)
+            .await;
+        if outcome.is_ok() {
+            self.metrics
+                .dkim_events
+                .with_label_values(&["activated"])
+                .inc();
+            self.metrics
+                .dkim_events
+                .with_label_values(&["retiring"])
+                .inc();
+            tracing::info!(domain = %existing.domain, platform = %existing.platform, "DKIM rotated: the successor signs, the old key retires");
         }
         outcome
     }
@@ -376,6 +427,7 @@ impl Shared {
             let current = if due {
                 match self.rotate_locked(&a).await {
                     Ok(r) => r.association,
+                    Err(AssociationError::KeysPending) => a.clone(),
                     Err(e) => {
                         tracing::error!(domain = %a.domain, error = %e, "DKIM rotation failed");
                         a.clone()
@@ -562,8 +614,97 @@ impl Shared {
         for (domain, e) in &errors {
             tracing::error!(%domain, error = %e, "DKIM key unusable: this domain does not sign until it is fixed");
         }
+        let leftovers = self.leftover_key_files();
         if let Ok(mut current) = self.dkim_errors.lock() {
+            for file in &leftovers {
+                let shown = file.display().to_string();
+                if !current.contains_key(&shown) {
+                    tracing::warn!(file = %shown, "DKIM key file that no association names: never used to sign; remove it (a new key taking its name replaces it)");
+                }
+                errors.insert(shown, LEFTOVER_KEY.to_string());
+            }
             *current = errors;
+        }
+    }
+
+    /// Key files (`keys/dkim/<domain>/<selector>.pem`) that no association names: left by a
+    /// change interrupted before its association was written, by an older version, or by a
+    /// removal that failed. Domains whose association file does not load are not judged.
+    fn leftover_key_files(&self) -> Vec<PathBuf> {
+        let set = self.associations.load();
+        let mut out = Vec::new();
+        let Ok(domains) = std::fs::read_dir(self.config.keys_dir.join("dkim")) else {
+            return out;
+        };
+        for dir in domains.filter_map(Result::ok) {
+            let domain = format!("{}.", dir.file_name().to_string_lossy());
+            if set.broken().contains_key(&domain) {
+                continue;
+            }
+            let Ok(files) = std::fs::read_dir(dir.path()) else {
+                continue;
+            };
+            for f in files.filter_map(Result::ok) {
+                let name = f.file_name().to_string_lossy().into_owned();
+                let Some(selector) = name.strip_suffix(".pem") else {
+                    continue;
+                };
+                let named = set
+                    .for_domain(&domain)
+                    .flat_map(|a| a.dkim.iter())
+                    .flat_map(|g| g.keys.iter())
+                    .any(|k| k.selector == selector);
+                if !named && !name.starts_with('.') {
+                    out.push(f.path());
+                }
+            }
+        }
+        out.sort();
+        out
+    }
+
+    /// Key files just written by a change are no longer leftovers.
+    pub(super) fn forget_leftovers(&self, written: &[PathBuf]) {
+        if let Ok(mut errors) = self.dkim_errors.lock() {
+            for file in written {
+                errors.remove(&file.display().to_string());
+            }
+        }
+    }
+
+    /// At start, before anything reads a key: a key file a crash left as a temp file after
+    /// its association was written is put in place (its public key must be the one the
+    /// association publishes); every other temp file of the keys folders goes.
+    pub fn recover_key_files(&self) {
+        for a in self.associations.load().all() {
+            for k in a.dkim.iter().flat_map(|g| g.keys.iter()) {
+                let path = self.key_file(&a.domain, &k.selector);
+                if path.exists() {
+                    continue;
+                }
+                if let Some(tmp) = pending_key_file(&path, &k.public) {
+                    match std::fs::rename(&tmp, &path)
+                        .and_then(|()| crate::durable::sync_dir(path.parent().unwrap_or(&path)))
+                    {
+                        Ok(()) => {
+                            tracing::warn!(file = %path.display(), "DKIM key file of an interrupted change put in place")
+                        }
+                        Err(e) => {
+                            tracing::error!(file = %path.display(), error = %e, "cannot put a DKIM key file in place")
+                        }
+                    }
+                }
+            }
+        }
+        let Ok(domains) = std::fs::read_dir(self.config.keys_dir.join("dkim")) else {
+            return;
+        };
+        for dir in domains.filter_map(Result::ok) {
+            if let Ok(n) = crate::durable::remove_stale_temp_files(&dir.path())
+                && n > 0
+            {
+                tracing::warn!(dir = %dir.path().display(), removed = n, "removed temp files left by a crash");
+            }
         }
     }
 
@@ -629,6 +770,31 @@ impl Shared {
         }
         Ok(headers)
     }
+}
+
+/// What `/v1/status` says of a key file no association names.
+pub const LEFTOVER_KEY: &str = "no association names this key file (left by an interrupted change); it is never used to sign: remove it, or a new key taking its name replaces it";
+
+/// The temp file, next to `path`, holding the private key whose `p=` value is `public`.
+fn pending_key_file(path: &std::path::Path, public: &str) -> Option<PathBuf> {
+    let dir = path.parent()?;
+    let prefix = format!(".{}.tmp-", path.file_name()?.to_str()?);
+    std::fs::read_dir(dir)
+        .ok()?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with(&prefix) && !n.ends_with(".old"))
+        })
+        .find(|p| {
+            std::fs::read_to_string(p)
+                .ok()
+                .and_then(|text| key::from_pem(&text).ok())
+                .and_then(|der| key::public_of(&der).ok())
+                .is_some_and(|p| p == public)
+        })
 }
 
 /// Whether a served key record carries this public key (compared as bytes, not text).

@@ -85,7 +85,10 @@ pub struct Shared {
     pub dkim_errors: std::sync::Mutex<std::collections::BTreeMap<String, String>>,
     /// Diagnosis results and schedule.
     pub diagnosis: diagnosis::DiagnosisState,
-    /// Serialises reloads and every write: one writer at a time.
+    /// DKIM keys generated ahead of use, outside the writer lock.
+    key_pool: Arc<crate::dkim::key::KeyPool>,
+    /// Serialises reloads and every write: one writer at a time. Nothing slow (key
+    /// generation, probing) runs while it is held.
     writer: Mutex<()>,
 }
 
@@ -248,6 +251,7 @@ impl Daemon {
             dkim_keys: Default::default(),
             dkim_errors: Default::default(),
             diagnosis: Default::default(),
+            key_pool: Default::default(),
             writer: Mutex::new(()),
             config,
         });
@@ -257,8 +261,10 @@ impl Daemon {
                 tracing::info!(zone = %status.name, serial = status.serial.unwrap_or(0), records = status.records, "zone loaded");
             }
         }
-        // Before the first query: associations whose platform changed, or whose records a
-        // crash left unwritten, are brought up to date.
+        // Before the first query: key files a crash left half-placed are completed,
+        // associations whose platform changed, or whose records a crash left unwritten, are
+        // brought up to date.
+        shared.recover_key_files();
         let reconciled = shared.reconcile().await;
         shared.check_dkim_keys();
         if reconciled > 0 {

@@ -1,7 +1,8 @@
 //! The API bearer token: from the config, or generated once into `<keys_dir>/api-token`.
 //!
-//! This module owns creating the keys folder (0700) and the token file (0600). The token
-//! itself is never logged, only where it lives.
+//! This module owns creating the keys folder (0700) and the token file (0600), and refusing
+//! either when group or others may read it (start-up fails with the path, the mode and the
+//! `chmod` that fixes it). The token itself is never logged, only where it lives.
 
 use std::path::PathBuf;
 
@@ -22,6 +23,7 @@ pub fn token_path(config: &Config) -> PathBuf {
 
 /// Returns the configured token, or the one in the keys folder, creating it if needed.
 pub fn load_or_create(config: &Config) -> Result<String, TokenError> {
+    check_private(&config.keys_dir, true)?;
     if let Some(t) = &config.http.token {
         return Ok(t.clone());
     }
@@ -31,6 +33,7 @@ pub fn load_or_create(config: &Config) -> Result<String, TokenError> {
         file: shown.clone(),
         reason,
     };
+    check_private(&path, false)?;
     match std::fs::read_to_string(&path) {
         Ok(text) => {
             let token = text.trim().to_string();
@@ -56,14 +59,38 @@ pub fn load_or_create(config: &Config) -> Result<String, TokenError> {
     Ok(token)
 }
 
-/// Creates a folder readable by its owner only (keys live there).
+/// Creates a folder (and missing parents) readable by its owner only, whatever the umask.
 pub fn create_private_dir(dir: &std::path::Path) -> std::io::Result<()> {
-    if dir.is_dir() {
+    crate::durable::create_dir_with_mode(dir, crate::durable::PRIVATE_DIR_MODE)
+}
+
+/// Refuses an existing secret (the keys folder, the token file) that group or others may
+/// read or enter; a missing one is fine (it is created private).
+pub fn check_private(path: &std::path::Path, folder: bool) -> Result<(), TokenError> {
+    let meta = match std::fs::metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => {
+            return Err(TokenError::File {
+                file: path.display().to_string(),
+                reason: format!("cannot read: {e}"),
+            });
+        }
+    };
+    let mode = crate::durable::mode_of(&meta);
+    if mode & 0o077 == 0 {
         return Ok(());
     }
-    let mut builder = std::fs::DirBuilder::new();
-    builder.recursive(true);
-    #[cfg(unix)]
-    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
-    builder.create(dir)
+    let (what, fix) = if folder {
+        ("the keys folder (API token, DKIM private keys)", "700")
+    } else {
+        ("the API token", "600")
+    };
+    Err(TokenError::File {
+        file: path.display().to_string(),
+        reason: format!(
+            "mode {mode:03o} lets group or others read {what}; it must be {fix}: run chmod {fix} {}",
+            path.display()
+        ),
+    })
 }

@@ -162,25 +162,53 @@ impl Shared {
         file: std::path::PathBuf,
     ) -> Result<Arc<Zone>, WriteError> {
         let zone = Arc::new(zone);
-        let text = writer::to_master_text(&zone);
-        let target = file.clone();
-        on_disk(&file, move || {
-            crate::durable::write_atomically(&target, text.as_bytes(), 0o644)
-        })
-        .await?;
+        commit_files(vec![zone_change(&zone, &file)]).await?;
+        self.publish_zone(zone.clone(), file);
+        Ok(zone)
+    }
+
+    /// Serves a zone whose file is already durable. Call with the writer lock held.
+    pub(super) fn publish_zone(&self, zone: Arc<Zone>, file: std::path::PathBuf) {
         let current = self.zones.load_full();
         // An existing zone is swapped in place; only a new zone needs a new set.
         if !current.replace_zone(zone.clone(), file.clone()) {
             self.publish_set(current.with_zone(zone.clone(), file));
         }
         tracing::info!(zone = %zone.origin(), serial = zone.serial(), records = zone.record_count(), "zone written");
-        Ok(zone)
     }
 
     fn publish_set(&self, set: crate::zone::ZoneSet) {
         self.metrics.zones_loaded.set(set.len() as i64);
         self.zones.store(Arc::new(set));
     }
+}
+
+/// The file change that writes `zone` to `file`.
+pub(super) fn zone_change(zone: &Zone, file: &std::path::Path) -> crate::durable::FileChange {
+    crate::durable::FileChange::write(
+        file,
+        writer::to_master_text(zone).into_bytes(),
+        crate::durable::PUBLIC_FILE_MODE,
+    )
+}
+
+/// Applies file changes all or nothing, off the runtime; an error names the file.
+pub(super) async fn commit_files(
+    changes: Vec<crate::durable::FileChange>,
+) -> Result<(), WriteError> {
+    if changes.is_empty() {
+        return Ok(());
+    }
+    tokio::task::spawn_blocking(move || crate::durable::commit(&changes))
+        .await
+        .map_err(|e| WriteError::Io {
+            file: "(writer)".into(),
+            message: e.to_string(),
+        })?
+        .map_err(|e| WriteError::Io {
+            file: e.file.display().to_string(),
+            message: e.source.to_string(),
+        })
 }
 
 /// Runs blocking file work off the runtime; an error names the file.

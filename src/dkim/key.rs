@@ -4,7 +4,9 @@
 //! generate them) and Ed25519 keys with ring; both are stored as PKCS#8 PEM, mode 0600, in
 //! folders of mode 0700, written atomically and never over an existing file; signing loads
 //! them into ring. A key file readable by group or others is refused. Private keys never
-//! leave this module except as ring key pairs.
+//! leave this module except as ring key pairs and as the PEM the writer puts in key files.
+//! Keys are generated ahead of use into a [`KeyPool`], outside the writer lock: taking one
+//! under the lock costs nothing.
 
 use std::path::{Path, PathBuf};
 
@@ -51,6 +53,7 @@ pub enum KeyError {
 }
 
 /// A freshly generated key: its PKCS#8 DER and the `p=` value to publish.
+#[derive(Clone)]
 pub struct GeneratedKey {
     pub pkcs8: Vec<u8>,
     /// Base64 of the SubjectPublicKeyInfo (RSA) or of the raw 32-byte key (Ed25519).
@@ -121,25 +124,106 @@ pub fn from_pem(text: &str) -> Result<Vec<u8>, String> {
         .map_err(|e| format!("bad base64 in the PEM block: {e}"))
 }
 
-/// Writes a new private key file: 0600, folders 0700, atomically, never over an existing
-/// file (a key is never replaced silently).
-pub fn write_new(path: &Path, pkcs8: &[u8]) -> Result<(), KeyError> {
-    let shown = path.display().to_string();
-    let fail = |reason: String| KeyError::File {
-        file: shown.clone(),
-        reason,
-    };
-    if path.exists() {
-        return Err(fail(
-            "a key file already exists there; it is not replaced".into(),
-        ));
+/// The `p=` value of a PKCS#8 private key (as [`generate`] gives it).
+pub fn public_of(pkcs8: &[u8]) -> Result<String, String> {
+    use rsa::pkcs8::{DecodePrivateKey, EncodePublicKey};
+    if let Ok(private) = rsa::RsaPrivateKey::from_pkcs8_der(pkcs8) {
+        let spki = private
+            .to_public_key()
+            .to_public_key_der()
+            .map_err(|e| e.to_string())?;
+        return Ok(B64.encode(spki.as_bytes()));
     }
-    if let Some(dir) = path.parent() {
-        crate::daemon::token::create_private_dir(dir)
-            .map_err(|e| fail(format!("cannot create the folder: {e}")))?;
+    Ed25519KeyPair::from_pkcs8_maybe_unchecked(pkcs8)
+        .map(|pair| B64.encode(pair.public_key().as_ref()))
+        .map_err(|_| "not an RSA or Ed25519 PKCS#8 private key".to_string())
+}
+
+/// What a key is made as: its algorithm and, for RSA, its size (0 for Ed25519).
+pub type KeyKind = (DkimAlgorithm, usize);
+
+/// The kind of key `algorithm` makes under a policy asking for `rsa_bits`.
+pub fn kind(algorithm: DkimAlgorithm, rsa_bits: usize) -> KeyKind {
+    match algorithm {
+        DkimAlgorithm::Rsa => (algorithm, rsa_bits),
+        DkimAlgorithm::Ed25519 => (algorithm, 0),
     }
-    crate::durable::write_atomically(path, to_pem(pkcs8).as_bytes(), 0o600)
-        .map_err(|e| fail(format!("cannot write: {e}")))
+}
+
+/// Keys generated ahead of use, by kind. Generating (up to seconds for RSA 4096) happens
+/// outside the writer lock; the writer only takes keys from here.
+#[derive(Default)]
+pub struct KeyPool {
+    spare: std::sync::Mutex<std::collections::HashMap<KeyKind, Vec<GeneratedKey>>>,
+    /// A background fill is running (at most one).
+    filling: std::sync::atomic::AtomicBool,
+}
+
+impl KeyPool {
+    /// The kinds of `wanted` the pool cannot give now (counting repeats).
+    pub fn missing(&self, wanted: &[KeyKind]) -> Vec<KeyKind> {
+        let Ok(spare) = self.spare.lock() else {
+            return wanted.to_vec();
+        };
+        let mut counts: std::collections::HashMap<KeyKind, usize> =
+            spare.iter().map(|(k, v)| (*k, v.len())).collect();
+        wanted
+            .iter()
+            .filter(|k| match counts.get_mut(k) {
+                Some(n) if *n > 0 => {
+                    *n -= 1;
+                    false
+                }
+                _ => true,
+            })
+            .copied()
+            .collect()
+    }
+
+    pub fn put(&self, kind: KeyKind, key: GeneratedKey) {
+        if let Ok(mut spare) = self.spare.lock() {
+            spare.entry(kind).or_default().push(key);
+        }
+    }
+
+    /// Takes one key of each of `wanted`, in order: all of them or none.
+    pub fn take(&self, wanted: &[KeyKind]) -> Option<Vec<GeneratedKey>> {
+        if !self.missing(wanted).is_empty() {
+            return None;
+        }
+        let mut spare = self.spare.lock().ok()?;
+        wanted
+            .iter()
+            .map(|k| spare.get_mut(k).and_then(Vec::pop))
+            .collect()
+    }
+
+    /// Generates what the pool lacks of `wanted`, on blocking threads.
+    pub async fn fill(&self, wanted: &[KeyKind]) -> Result<(), KeyError> {
+        for kind in self.missing(wanted) {
+            let key = tokio::task::spawn_blocking(move || generate(kind.0, kind.1.max(2048)))
+                .await
+                .map_err(|e| KeyError::Generate(e.to_string()))??;
+            self.put(kind, key);
+        }
+        Ok(())
+    }
+
+    /// Starts filling in the background (for callers that hold the writer lock and must not
+    /// wait); does nothing when a fill is already running.
+    pub fn fill_in_background(self: &std::sync::Arc<Self>, wanted: Vec<KeyKind>) {
+        use std::sync::atomic::Ordering;
+        if self.filling.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let pool = self.clone();
+        tokio::spawn(async move {
+            if let Err(e) = pool.fill(&wanted).await {
+                tracing::error!(error = %e, "DKIM keys cannot be generated");
+            }
+            pool.filling.store(false, Ordering::Release);
+        });
+    }
 }
 
 /// A key ready to sign.
@@ -198,7 +282,8 @@ pub fn check_file(path: &Path) -> Result<FileStamp, KeyError> {
         let mode = meta.permissions().mode() & 0o777;
         if mode & 0o077 != 0 {
             return Err(fail(format!(
-                "mode {mode:o} lets others read the private key; it must be 0600"
+                "mode {mode:03o} lets others read the private key; it must be 0600: run chmod 600 {}",
+                path.display()
             )));
         }
     }

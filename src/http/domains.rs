@@ -134,6 +134,9 @@ pub(super) fn association_error(e: AssociationError) -> ApiError {
             ApiError::new(StatusCode::NOT_FOUND, "not_found", message)
         }
         AssociationError::Write(w) => write_error(w),
+        AssociationError::KeysPending => {
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "busy", message)
+        }
     }
 }
 
