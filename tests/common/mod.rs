@@ -281,13 +281,28 @@ impl ChildDaemon {
 
     /// Starts with `extra` appended to the generated config (e.g. a `platforms:` list).
     pub fn start_configured(dir: tempfile::TempDir, extra: &str) -> Self {
+        Self::start_with_umask(dir, extra, None)
+    }
+
+    /// Like `start_configured`, the daemon running under `umask` (e.g. "000") if given.
+    pub fn start_with_umask(dir: tempfile::TempDir, extra: &str, umask: Option<&str>) -> Self {
         let config = format!(
             "zones_dir: {}\nkeys_dir: {}\ndns:\n  listen: [\"127.0.0.1:0\"]\nhttp:\n  listen: \"127.0.0.1:0\"\nlog:\n  format: json\ndiagnosis:\n  resolver: \"127.0.0.1:9\"\n  timeout_ms: 200\n{extra}",
             dir.path().join("zones").display(),
             dir.path().join("keys").display()
         );
         std::fs::write(dir.path().join("c.yaml"), config).unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_mailzone"))
+        let mut command = match umask {
+            Some(mask) => {
+                let mut c = Command::new("sh");
+                c.arg("-c")
+                    .arg(format!("umask {mask} && exec \"$0\" \"$@\""))
+                    .arg(env!("CARGO_BIN_EXE_mailzone"));
+                c
+            }
+            None => Command::new(env!("CARGO_BIN_EXE_mailzone")),
+        };
+        let mut child = command
             .arg("serve")
             .arg("--config")
             .arg(dir.path().join("c.yaml"))
