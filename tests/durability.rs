@@ -196,6 +196,38 @@ fn a_change_of_an_association_that_cannot_be_saved_changes_nothing() {
 }
 
 #[test]
+fn a_change_of_an_association_whose_zone_cannot_be_written_is_not_kept() {
+    let d = daemon();
+    assert_eq!(associate(&d, "pro1", false).0, 201);
+    let before = visible(&d);
+    let families = |d: &TestDaemon| {
+        json(&call(d, "GET", "/v1/domains/shop.test", None).1)["associations"][0]["records"].clone()
+    };
+    let families_before = families(&d);
+
+    let zone = d.zones_dir().join("shop.test.zone");
+    let aside = block(&zone);
+    let (status, text) = call(
+        &d,
+        "PATCH",
+        "/v1/domains/shop.test",
+        Some(json!({"records": {"srv": false}})),
+    );
+    assert!(status >= 400, "{status} {text}");
+    assert_eq!(visible(&d), before);
+    assert_eq!(
+        families(&d),
+        families_before,
+        "the association is unchanged"
+    );
+
+    restore(&zone, &aside);
+    let d = d.restart();
+    assert_eq!(visible(&d), before);
+    assert_eq!(families(&d), families_before);
+}
+
+#[test]
 fn an_association_with_dkim_that_cannot_be_saved_leaves_no_key_file() {
     let d = daemon();
     let folder = d.zones_dir().join("associations");
@@ -351,7 +383,7 @@ fn changes_do_not_wait_for_dkim_keys_being_generated() {
     let http_addr = d.http;
     let creating = std::thread::spawn(move || {
         let mut took = Vec::new();
-        for domain in ["a.shop.test", "b.shop.test"] {
+        for domain in ["a.shop.test"] {
             let body = json!({"domain": domain, "platform": "big", "mode": "authoritative", "records": {"dkim": true}}).to_string();
             let started = Instant::now();
             let (status, text) = http(http_addr, "POST", "/v1/domains", Some(TOKEN), Some(&body));
@@ -372,12 +404,12 @@ fn changes_do_not_wait_for_dkim_keys_being_generated() {
         std::thread::sleep(Duration::from_millis(20));
     }
     let took = creating.join().unwrap();
-    let quickest_creation = took.iter().min().copied().unwrap_or_default();
-    assert!(n >= 5, "only {n} changes during the creations ({took:?})");
-    // Each creation makes two 4096-bit keys; a change waiting for them would take about as
-    // long as a creation.
-    assert!(
-        slowest * 4 < quickest_creation,
-        "slowest change {slowest:?} against a creation of {quickest_creation:?} ({n} changes)"
-    );
+    let creation = took.iter().min().copied().unwrap_or_default();
+    // The creation makes two 4096-bit keys (seconds): a change waiting for them would take
+    // about as long, and only one or two would get through meanwhile. The bound leaves room
+    // for a slow fsync of the disk.
+    let figures = format!("slowest change {slowest:?}, creation {creation:?}, {n} changes");
+    eprintln!("{figures}");
+    assert!(n >= 10, "{figures}");
+    assert!(slowest * 2 < creation, "{figures}");
 }
