@@ -198,12 +198,14 @@ impl KeyPool {
             .collect()
     }
 
-    /// Generates what the pool lacks of `wanted`, on blocking threads.
+    /// Generates what the pool lacks of `wanted`, on blocking threads (side by side).
     pub async fn fill(&self, wanted: &[KeyKind]) -> Result<(), KeyError> {
+        let mut making = tokio::task::JoinSet::new();
         for kind in self.missing(wanted) {
-            let key = tokio::task::spawn_blocking(move || generate(kind.0, kind.1.max(2048)))
-                .await
-                .map_err(|e| KeyError::Generate(e.to_string()))??;
+            making.spawn_blocking(move || generate(kind.0, kind.1.max(2048)).map(|k| (kind, k)));
+        }
+        while let Some(made) = making.join_next().await {
+            let (kind, key) = made.map_err(|e| KeyError::Generate(e.to_string()))??;
             self.put(kind, key);
         }
         Ok(())
