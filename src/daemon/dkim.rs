@@ -1,10 +1,12 @@
 //! The writer's side of DKIM: making keys, publishing and rotating selectors, signing.
 //!
-//! Key generation runs on blocking threads; key files are written before the association
-//! that names them, and removed only after the association and zone no longer publish them.
-//! A key file that cannot be used (missing, unreadable, readable by others, corrupt) is
-//! reported in `/v1/status` and the log, and its domain stops signing; no key is ever
-//! regenerated over an existing one.
+//! Keys are generated on blocking threads before the writer lock is taken (the key pool);
+//! key files are written with the association that names them, all or nothing, and removed
+//! only after the association and zone no longer publish them. A key file that cannot be
+//! used (missing, unreadable, readable by others, corrupt) is reported in `/v1/status` and
+//! the log, and its domain stops signing; no key is ever regenerated over a file an
+//! association names. A key file no association names is reported, never used, and replaced
+//! by a new key that takes its name.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
