@@ -445,7 +445,7 @@ fn a_hand_written_zone_keeps_every_record_when_changed_through_the_api() {
     );
     assert_eq!(after.len(), before.len() + 1);
     let out = std::process::Command::new("named-checkzone")
-        .args(["example.test"])
+        .args(["-i", "local", "example.test"])
         .arg(d.zones_dir().join("example.test.zone"))
         .output()
         .unwrap();
@@ -598,4 +598,98 @@ fn the_cli_manages_zones_through_the_api() {
     let (ok, out, _) = cli(&["delete", "cli.test"]);
     assert!(ok);
     assert_eq!(out, "deleted cli.test\n");
+}
+
+fn named_checkzone(zone: &str, file: &std::path::Path) {
+    let out = std::process::Command::new("named-checkzone")
+        .args(["-i", "local", zone])
+        .arg(file)
+        .output()
+        .expect("named-checkzone is not installed: run the README's test command");
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        std::fs::read_to_string(file).unwrap_or_default()
+    );
+}
+
+#[test]
+fn punycode_owners_and_targets_survive_a_restart() {
+    let d = TestDaemon::start(&[]);
+    new_zone(&d, "example.test");
+    let (status, v) = patch(
+        &d,
+        "example.test",
+        json!([
+            {"op": "add", "name": "xn--bcher-kva", "type": "A", "records": ["192.0.2.7"]},
+            {"op": "add", "name": "@", "type": "MX", "records": ["10 mail.xn--bcher-kva.example.test."]},
+            {"op": "add", "name": "www", "type": "CNAME", "records": ["xn--bcher-kva"]},
+            {"op": "add", "name": "sub", "type": "NS", "records": ["ns.xn--caf-dma.example."]},
+            {"op": "add", "name": "_imaps._tcp", "type": "SRV", "records": ["0 1 993 xn--bcher-kva"]}
+        ]),
+    );
+    assert_eq!(status, 200, "{v}");
+    let file = d.zones_dir().join("example.test.zone");
+    let text = std::fs::read_to_string(&file).unwrap();
+    assert!(
+        text.is_ascii(),
+        "names must be written as A-labels:\n{text}"
+    );
+    named_checkzone("example.test", &file);
+
+    let d = d.restart();
+    let m = udp(d.dns, "xn--bcher-kva.example.test.", RecordType::A);
+    assert_eq!(m.metadata.response_code, ResponseCode::NoError);
+    assert_eq!(m.answers.len(), 1);
+    let m = udp(d.dns, "example.test.", RecordType::MX);
+    let RData::MX(mx) = &m.answers[0].data else {
+        panic!("{m:?}")
+    };
+    assert_eq!(mx.exchange.to_ascii(), "mail.xn--bcher-kva.example.test.");
+    let m = udp(d.dns, "www.example.test.", RecordType::A);
+    assert_eq!(m.answers.len(), 2, "CNAME and its target: {m:?}");
+    let m = udp(d.dns, "x.sub.example.test.", RecordType::A);
+    let RData::NS(ns) = &m.authorities[0].data else {
+        panic!("{m:?}")
+    };
+    assert_eq!(ns.0.to_ascii(), "ns.xn--caf-dma.example.");
+    let m = udp(d.dns, "_imaps._tcp.example.test.", RecordType::SRV);
+    assert_eq!(m.answers.len(), 1);
+    // The API shows the names as written, A-labels included.
+    let (status, body) = http(
+        d.http,
+        "GET",
+        "/v1/zones/example.test/records?type=SRV",
+        Some(TOKEN),
+        None,
+    );
+    assert_eq!(status, 200);
+    assert_eq!(
+        json(&body)[0]["records"][0],
+        "0 1 993 xn--bcher-kva.example.test."
+    );
+}
+
+#[test]
+fn a_punycode_zone_survives_a_restart() {
+    let d = TestDaemon::start(&[]);
+    new_zone(&d, "xn--bcher-kva.test");
+    let (status, v) = patch(
+        &d,
+        "xn--bcher-kva.test",
+        json!([{"op": "add", "name": "www", "type": "A", "records": ["192.0.2.8"]}]),
+    );
+    assert_eq!(status, 200, "{v}");
+    let file = d.zones_dir().join("xn--bcher-kva.test.zone");
+    assert!(std::fs::read_to_string(&file).unwrap().is_ascii());
+    named_checkzone("xn--bcher-kva.test", &file);
+
+    let d = d.restart();
+    let m = udp(d.dns, "www.xn--bcher-kva.test.", RecordType::A);
+    assert_eq!(m.metadata.response_code, ResponseCode::NoError);
+    assert_eq!(m.answers.len(), 1);
+    let (status, body) = http(d.http, "GET", "/v1/zones", Some(TOKEN), None);
+    assert_eq!(status, 200);
+    assert_eq!(json(&body)[0]["name"], "xn--bcher-kva.test.");
 }

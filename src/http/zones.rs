@@ -105,7 +105,7 @@ fn zone_json(zone: &Zone) -> ZoneJson {
         })
         .unwrap_or_default();
     ZoneJson {
-        name: zone.origin().to_ascii(),
+        name: writer::name_text(zone.origin()),
         serial: zone.serial(),
         records: zone.record_count(),
         soa: writer::rdata_text(&zone.soa().data),
@@ -264,7 +264,7 @@ fn served_zone(shared: &Shared, zone: &str) -> Result<Arc<Zone>, ApiError> {
         ApiError::new(
             StatusCode::NOT_FOUND,
             "not_found",
-            format!("zone {origin} not found"),
+            format!("zone {} not found", writer::name_text(&origin)),
         )
     })
 }
@@ -313,7 +313,7 @@ pub fn rrsets(zone: &Zone, name: Option<&Name>, rtype: Option<RecordType>) -> Ve
     });
     let mut out: Vec<RrsetJson> = Vec::new();
     for r in records {
-        let name = r.name.to_ascii();
+        let name = writer::name_text(&r.name);
         let rtype = r.record_type().to_string();
         let data = writer::rdata_text(&r.data);
         match out.last_mut() {
@@ -374,7 +374,11 @@ pub async fn patch_records(
         if !origin.zone_of(&name) {
             return Err(bad(
                 at("name"),
-                format!("{name} is outside the zone {origin}"),
+                format!(
+                    "{} is outside the zone {}",
+                    writer::name_text(&name),
+                    writer::name_text(&origin)
+                ),
             ));
         }
         let rtype = parse_record_type(&op.rtype).map_err(|m| bad(at("type"), m))?;

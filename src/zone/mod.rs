@@ -101,6 +101,8 @@ impl Zone {
     /// the TTLs of one rrset are set to the first one's.
     pub fn build(mut origin: Name, records: Vec<SourcedRecord>) -> Result<Self, ZoneError> {
         origin.set_fqdn(true);
+        // Names in messages are shown in their wire form, as the zone file has them.
+        let shown_origin = writer::name_text(&origin);
         let mut nodes: HashMap<Name, Node> = HashMap::new();
         let mut soa: Option<(Record, usize)> = None;
         let mut record_count = 0;
@@ -109,16 +111,16 @@ impl Zone {
 
         for SourcedRecord { record, line } in records {
             let fail = |message: String| Err(ZoneError { line, message });
+            let owner = writer::name_text(&record.name);
             if !origin.zone_of(&record.name) {
-                return fail(format!("{} is outside the zone {origin}", record.name));
+                return fail(format!("{owner} is outside the zone {shown_origin}"));
             }
             let rtype = record.record_type();
             match rtype {
                 RecordType::SOA => {
                     if record.name != origin {
                         return fail(format!(
-                            "SOA at {} is not at the zone apex {origin}",
-                            record.name
+                            "SOA at {owner} is not at the zone apex {shown_origin}"
                         ));
                     }
                     if let Some((_, first)) = &soa {
@@ -128,16 +130,11 @@ impl Zone {
                 }
                 RecordType::CNAME => {
                     if let Some(first) = cname_lines.get(&record.name) {
-                        return fail(format!(
-                            "a second CNAME at {}{}",
-                            record.name,
-                            from_line(*first)
-                        ));
+                        return fail(format!("a second CNAME at {owner}{}", from_line(*first)));
                     }
                     if let Some(other) = other_lines.get(&record.name) {
                         return fail(format!(
-                            "CNAME at {} beside other data{}",
-                            record.name,
+                            "CNAME at {owner} beside other data{}",
                             from_line(*other)
                         ));
                     }
@@ -146,8 +143,7 @@ impl Zone {
                 _ => {
                     if let Some(c) = cname_lines.get(&record.name) {
                         return fail(format!(
-                            "{rtype} at {} beside a CNAME{}",
-                            record.name,
+                            "{rtype} at {owner} beside a CNAME{}",
                             from_line(*c)
                         ));
                     }
@@ -175,7 +171,7 @@ impl Zone {
         let Some((soa, _)) = soa else {
             return Err(ZoneError {
                 line: 0,
-                message: format!("no SOA record at the zone apex {origin}"),
+                message: format!("no SOA record at the zone apex {shown_origin}"),
             });
         };
         let apex_has_ns = nodes
@@ -184,7 +180,7 @@ impl Zone {
         if !apex_has_ns {
             return Err(ZoneError {
                 line: 0,
-                message: format!("no NS record at the zone apex {origin}"),
+                message: format!("no NS record at the zone apex {shown_origin}"),
             });
         }
 

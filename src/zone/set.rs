@@ -15,6 +15,7 @@ use arc_swap::ArcSwap;
 use hickory_proto::rr::Name;
 use serde::Serialize;
 
+use super::writer::name_text;
 use super::{Zone, label_count};
 
 /// How one zone file fared at the last (re)load.
@@ -79,9 +80,9 @@ impl ZoneSet {
             .into_iter()
             .map(|z| {
                 let status = by_name
-                    .remove(&z.origin().to_ascii())
+                    .remove(&name_text(z.origin()))
                     .unwrap_or_else(|| ZoneStatus {
-                        name: z.origin().to_ascii(),
+                        name: name_text(z.origin()),
                         file: PathBuf::new(),
                         serial: Some(z.serial()),
                         records: z.record_count(),
@@ -166,7 +167,7 @@ impl ZoneSet {
 
     fn fresh_status(zone: &Zone, file: PathBuf) -> ZoneStatus {
         ZoneStatus {
-            name: zone.origin().to_ascii(),
+            name: name_text(zone.origin()),
             file,
             serial: Some(zone.serial()),
             records: zone.record_count(),
@@ -296,7 +297,7 @@ impl ZoneSet {
                         Some(now)
                     };
                     statuses.push(ZoneStatus {
-                        name: origin.to_ascii(),
+                        name: name_text(&origin),
                         file,
                         serial: Some(zone.serial()),
                         records: zone.record_count(),
@@ -310,7 +311,7 @@ impl ZoneSet {
                     errors.push(e.clone());
                     let kept = previous.and_then(|p| p.get(&origin));
                     statuses.push(ZoneStatus {
-                        name: origin.to_ascii(),
+                        name: name_text(&origin),
                         file,
                         serial: kept.as_ref().map(|z| z.serial()),
                         records: kept.as_ref().map_or(0, |z| z.record_count()),
@@ -340,7 +341,7 @@ pub fn unix_now() -> u64 {
 
 /// The file that holds zone `origin` in `dir`: `<zone>.zone`, lower case, no trailing dot.
 pub fn zone_file(dir: &Path, origin: &Name) -> PathBuf {
-    let name = origin.to_lowercase().to_ascii();
+    let name = name_text(&origin.to_lowercase());
     dir.join(format!("{}.zone", name.trim_end_matches('.')))
 }
 
