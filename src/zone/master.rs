@@ -688,7 +688,7 @@ pub fn parse_rdata_text(rtype: RecordType, text: &str, origin: &Name) -> Result<
         let chunks: Vec<&[u8]> = text.as_bytes().chunks(255).collect();
         return Ok(RData::TXT(TXT::from_bytes(chunks)));
     }
-    if text.contains('\n') || text.contains(';') && !text.contains('"') {
+    if text.contains('\n') || has_comment(text) {
         return Err("record data must be one line without comments".into());
     }
     let entries = lex(&format!("@ {text}")).map_err(|e| e.message)?;
@@ -697,6 +697,23 @@ pub fn parse_rdata_text(rtype: RecordType, text: &str, origin: &Name) -> Result<
     };
     let tokens = &entry.tokens[1..];
     parse_rdata(rtype, tokens, origin, 1).map_err(|e| e.message)
+}
+
+/// Whether the text holds a `;` that starts a comment: one neither escaped nor quoted.
+fn has_comment(text: &str) -> bool {
+    let mut quoted = false;
+    let mut bytes = text.bytes();
+    while let Some(b) = bytes.next() {
+        match b {
+            b'\\' => {
+                bytes.next();
+            }
+            b'"' => quoted = !quoted,
+            b';' if !quoted => return true,
+            _ => {}
+        }
+    }
+    false
 }
 
 /// Parses a record type name for the API: known, and not one that mailzone manages itself.
