@@ -693,3 +693,76 @@ fn a_punycode_zone_survives_a_restart() {
     assert_eq!(status, 200);
     assert_eq!(json(&body)[0]["name"], "xn--bcher-kva.test.");
 }
+
+#[test]
+fn a_txt_record_over_65535_bytes_is_refused_naming_the_record() {
+    let d = TestDaemon::start(&[]);
+    new_zone(&d, "big.test");
+    // 70,000 bytes of raw text: split into 255-byte strings it is 70,275 bytes of data.
+    let text = "k".repeat(70_000);
+    let (status, v) = patch(
+        &d,
+        "big.test",
+        json!([{"op": "add", "name": "huge", "type": "TXT", "records": [text]}]),
+    );
+    assert_eq!(status, 422, "{v}");
+    assert_eq!(error_field(&v), "operations[0].records[0]");
+    let message = v["error"]["message"].as_str().unwrap();
+    assert!(message.contains("TXT at huge.big.test."), "{message}");
+    assert!(message.contains("65535"), "{message}");
+    let m = udp(d.dns, "huge.big.test.", RecordType::TXT);
+    assert!(m.answers.is_empty());
+}
+
+#[test]
+fn a_1_mib_txt_record_is_refused() {
+    let d = TestDaemon::start(&[]);
+    new_zone(&d, "big.test");
+    let text = "k".repeat(1 << 20);
+    let (status, v) = patch(
+        &d,
+        "big.test",
+        json!([{"op": "add", "name": "huge", "type": "TXT", "records": [text]}]),
+    );
+    // Over the default body limit (1 MiB) it never reaches the zone; under a larger limit
+    // it would be refused as the 70,000-byte one is.
+    assert!(status == 413 || status == 422, "{status} {v}");
+    let m = udp(d.dns, "huge.big.test.", RecordType::TXT);
+    assert!(m.answers.is_empty());
+}
+
+#[test]
+fn an_rrset_whose_answer_cannot_fit_a_dns_message_is_refused() {
+    let d = TestDaemon::start(&[]);
+    new_zone(&d, "big.test");
+    let ips: Vec<String> = (0..10_000)
+        .map(|i| format!("10.{}.{}.{}", i / 65536, (i / 256) % 256, i % 256))
+        .collect();
+    let (status, v) = patch(
+        &d,
+        "big.test",
+        json!([{"op": "add", "name": "many", "type": "A", "records": ips}]),
+    );
+    assert_eq!(status, 422, "{v}");
+    assert_eq!(error_field(&v), "operations[0].records");
+    let message = v["error"]["message"].as_str().unwrap();
+    assert!(message.contains("A at many.big.test."), "{message}");
+
+    // Grown in steps, the rrset is refused at the step that makes it too large.
+    let (status, v) = patch(
+        &d,
+        "big.test",
+        json!([{"op": "add", "name": "many", "type": "A", "records": ips[..2000]}]),
+    );
+    assert_eq!(status, 200, "{v}");
+    let (status, v) = patch(
+        &d,
+        "big.test",
+        json!([{"op": "add", "name": "many", "type": "A", "records": ips[2000..3000]}]),
+    );
+    assert_eq!(status, 422, "{v}");
+    // What was accepted is served whole, over TCP.
+    let m = tcp(d.dns, "many.big.test.", RecordType::A);
+    assert_eq!(m.answers.len(), 2000, "{:?}", m.metadata);
+    assert!(!m.metadata.truncation);
+}

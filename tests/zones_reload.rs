@@ -203,3 +203,82 @@ fn include_directive_is_refused() {
         "{v}"
     );
 }
+
+/// The status entry of the zone `name`.
+fn zone_status(d: &TestDaemon, name: &str) -> serde_json::Value {
+    let (status, body) = http(d.http, "GET", "/v1/status", None, None);
+    assert_eq!(status, 200);
+    let v = json(&body);
+    v["zones"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|z| z["name"] == name)
+        .cloned()
+        .unwrap_or_else(|| panic!("no status for {name}: {v}"))
+}
+
+/// A zone `big.test` with `extra` appended at line 5; the daemon serving it and `good.test`.
+fn start_with_big(extra: &str) -> TestDaemon {
+    let text = format!("{}{extra}", small_zone("big.test", 1, "192.0.2.1"));
+    TestDaemon::start(&[
+        ("good.test.zone", &small_zone("good.test", 1, "192.0.2.2")),
+        ("big.test.zone", &text),
+    ])
+}
+
+fn assert_refused_at_line_7(d: &TestDaemon, what: &str) {
+    let error = zone_status(d, "big.test.")["last_error"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        error.contains("big.test.zone:7:"),
+        "file:line expected: {error}"
+    );
+    assert!(error.contains(what), "{error}");
+    assert!(error.len() < 400, "a short message: {error}");
+    assert_eq!(apex_a(d, "good.test.").as_deref(), Some("192.0.2.2"));
+    let m = udp(d.dns, "big.test.", RecordType::A);
+    assert_eq!(m.metadata.response_code, ResponseCode::Refused);
+}
+
+fn txt_line(owner: &str, bytes: usize) -> String {
+    let strings: Vec<String> = (0..bytes.div_ceil(255))
+        .map(|i| format!("\"{}\"", "k".repeat(255.min(bytes - i * 255))))
+        .collect();
+    format!("{owner} TXT {}\n", strings.join(" "))
+}
+
+#[test]
+fn a_zone_file_with_a_txt_record_over_65535_bytes_is_refused_at_its_line() {
+    let d = start_with_big(&txt_line("huge", 70_000));
+    assert_refused_at_line_7(&d, "TXT at huge.big.test.");
+}
+
+#[test]
+fn a_zone_file_with_a_1_mib_txt_record_is_refused_at_its_line() {
+    let d = start_with_big(&txt_line("huge", 1 << 20));
+    assert_refused_at_line_7(&d, "65535");
+}
+
+#[test]
+fn a_zone_file_with_an_rrset_too_large_for_any_answer_is_refused() {
+    let lines: String = (0..10_000)
+        .map(|i| format!("many A 10.0.{}.{}\n", i / 256, i % 256))
+        .collect();
+    let d = start_with_big(&lines);
+    let error = zone_status(&d, "big.test.")["last_error"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(error.contains("A at many.big.test."), "{error}");
+    assert!(error.contains("65535"), "{error}");
+    assert_eq!(apex_a(&d, "good.test.").as_deref(), Some("192.0.2.2"));
+}
+
+#[test]
+fn a_zone_file_with_an_unsplit_256_byte_string_is_refused_at_its_line() {
+    let d = start_with_big(&format!("long TXT \"{}\"\n", "k".repeat(256)));
+    assert_refused_at_line_7(&d, "255");
+}

@@ -7,6 +7,7 @@
 //! not do I/O: reading files is [`set`]'s job, the wire format is `dns`'s.
 
 pub mod edit;
+pub mod limits;
 pub mod lookup;
 pub mod master;
 pub mod serial;
@@ -26,6 +27,8 @@ pub use set::{ZoneSet, ZoneStatus};
 pub struct RrSet {
     pub rtype: RecordType,
     pub records: Vec<Record>,
+    /// The least size of an answer carrying this rrset ([`limits::answer_size`]).
+    pub answer_size: usize,
 }
 
 /// One name of the zone. A node with no rrsets is an empty non-terminal: it exists (NODATA,
@@ -150,20 +153,41 @@ impl Zone {
                     other_lines.entry(record.name.clone()).or_insert(line);
                 }
             }
+            // Data no answer could carry is refused here, naming the record, rather than
+            // served as an empty truncated answer for ever.
+            let rdata_len = limits::rdata_len(&record.data);
+            if let Some(problem) = limits::rdata_problem(rdata_len) {
+                return fail(format!("{rtype} at {owner}: {problem}"));
+            }
             let node = nodes.entry(record.name.clone()).or_default();
             match node.rrsets.iter_mut().find(|s| s.rtype == rtype) {
                 Some(set) => {
                     if set.records.iter().any(|r| r.data == record.data) {
                         continue;
                     }
+                    set.answer_size = set
+                        .answer_size
+                        .saturating_add(limits::record_size(&record.name, rdata_len));
+                    if let Some(problem) =
+                        limits::answer_problem(set.answer_size, set.records.len() + 1)
+                    {
+                        return fail(format!("{rtype} at {owner}: {problem}"));
+                    }
                     let mut record = record;
                     record.ttl = set.records[0].ttl;
                     set.records.push(record);
                 }
-                None => node.rrsets.push(RrSet {
-                    rtype,
-                    records: vec![record],
-                }),
+                None => {
+                    let answer_size = limits::answer_size(&record.name, [rdata_len]);
+                    if let Some(problem) = limits::answer_problem(answer_size, 1) {
+                        return fail(format!("{rtype} at {owner}: {problem}"));
+                    }
+                    node.rrsets.push(RrSet {
+                        rtype,
+                        records: vec![record],
+                        answer_size,
+                    })
+                }
             }
             record_count += 1;
         }
