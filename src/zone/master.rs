@@ -251,7 +251,12 @@ pub fn read(text: &str, origin: &Name) -> Result<Vec<SourcedRecord>, MasterFileE
                         "$INCLUDE is not supported: a zone must be one file in the zones folder",
                     );
                 }
-                other => return err(line, format!("unknown directive {other}")),
+                other => {
+                    return err(
+                        line,
+                        format!("unknown directive {}", excerpt(other.as_bytes())),
+                    );
+                }
             }
             continue;
         }
@@ -286,7 +291,10 @@ pub fn read(text: &str, origin: &Name) -> Result<Vec<SourcedRecord>, MasterFileE
                 ttl = Some(parse_ttl_value(&w, line)?);
             } else if !class_seen && is_class(&w) {
                 if !w.eq_ignore_ascii_case("IN") {
-                    return err(line, format!("class {w} is not supported: only IN"));
+                    return err(
+                        line,
+                        format!("class {} is not supported: only IN", excerpt(w.as_bytes())),
+                    );
                 }
                 class_seen = true;
             } else {
@@ -326,7 +334,10 @@ fn is_class(w: &str) -> bool {
 fn parse_type(w: &str, line: usize) -> Result<RecordType, MasterFileError> {
     let upper = w.to_ascii_uppercase();
     match RecordType::from_str(&upper) {
-        Ok(RecordType::Unknown(_)) | Err(_) => err(line, format!("unknown record type {w}")),
+        Ok(RecordType::Unknown(_)) | Err(_) => err(
+            line,
+            format!("unknown record type {}", excerpt(w.as_bytes())),
+        ),
         Ok(t) => Ok(t),
     }
 }
@@ -335,7 +346,7 @@ fn parse_ttl_value(w: &str, line: usize) -> Result<u32, MasterFileError> {
     match parse_ttl(w) {
         Ok(t) if t <= MAX_TTL => Ok(t),
         Ok(t) => err(line, format!("TTL {t} is larger than {MAX_TTL}")),
-        Err(_) => err(line, format!("invalid TTL {w}")),
+        Err(_) => err(line, format!("invalid TTL {}", excerpt(w.as_bytes()))),
     }
 }
 
@@ -456,7 +467,7 @@ fn number<T: FromStr>(
 ) -> Result<T, MasterFileError> {
     let w = word(tokens, i, what, line)?;
     w.parse()
-        .or_else(|_| err(line, format!("invalid {what}: {w}")))
+        .or_else(|_| err(line, format!("invalid {what}: {}", excerpt(w.as_bytes()))))
 }
 
 fn exact_count(
@@ -487,16 +498,22 @@ fn parse_rdata(
         RecordType::A => {
             exact_count(t, 1, rtype, line)?;
             let w = word(t, 0, "IPv4 address", line)?;
-            RData::A(A(Ipv4Addr::from_str(w)
-                .or_else(|_| err(line, format!("invalid IPv4 address {w}")))?))
+            RData::A(A(Ipv4Addr::from_str(w).or_else(|_| {
+                err(
+                    line,
+                    format!("invalid IPv4 address {}", excerpt(w.as_bytes())),
+                )
+            })?))
         }
         RecordType::AAAA => {
             exact_count(t, 1, rtype, line)?;
             let w = word(t, 0, "IPv6 address", line)?;
-            RData::AAAA(AAAA(
-                Ipv6Addr::from_str(w)
-                    .or_else(|_| err(line, format!("invalid IPv6 address {w}")))?,
-            ))
+            RData::AAAA(AAAA(Ipv6Addr::from_str(w).or_else(|_| {
+                err(
+                    line,
+                    format!("invalid IPv6 address {}", excerpt(w.as_bytes())),
+                )
+            })?))
         }
         RecordType::NS => {
             exact_count(t, 1, rtype, line)?;
@@ -536,7 +553,7 @@ fn parse_rdata(
                     Token::Quoted(b) => b.clone(),
                     Token::Word(w) => unescape_word(w).ok_or_else(|| MasterFileError {
                         line,
-                        message: format!("bad escape sequence in {w}"),
+                        message: format!("bad escape sequence in {}", excerpt(w.as_bytes())),
                     })?,
                 };
                 if bytes.len() > 255 {
@@ -557,7 +574,12 @@ fn parse_rdata(
             let timer = |i: usize, what: &str| -> Result<i32, MasterFileError> {
                 let w = word(t, i, what, line)?;
                 let v = parse_ttl_value(w, line)?;
-                i32::try_from(v).or_else(|_| err(line, format!("{what} {w} is too large")))
+                i32::try_from(v).or_else(|_| {
+                    err(
+                        line,
+                        format!("{what} {} is too large", excerpt(w.as_bytes())),
+                    )
+                })
             };
             let serial: u32 = number(t, 2, "SOA serial", line)?;
             RData::SOA(SOA::new(
@@ -635,7 +657,10 @@ fn parse_with_hickory(
     let parsed = Parser::new(text, None, Some(origin.clone())).parse();
     let (_, sets) = parsed.map_err(|e| MasterFileError {
         line,
-        message: format!("invalid {rtype} record: {e}"),
+        message: format!(
+            "invalid {rtype} record: {}",
+            excerpt(e.to_string().as_bytes())
+        ),
     })?;
     sets.into_values()
         .flat_map(|set| set.records_without_rrsigs().cloned().collect::<Vec<_>>())

@@ -235,7 +235,12 @@ impl ZoneSet {
 
     /// Reads every `*.zone` file of `dir`. `previous` is the snapshot being served: a zone
     /// whose new file is broken keeps its previous version.
-    pub fn load_dir(dir: &Path, previous: Option<&ZoneSet>) -> Result<LoadReport, std::io::Error> {
+    /// Files over `max_file_bytes` are refused unread.
+    pub fn load_dir(
+        dir: &Path,
+        previous: Option<&ZoneSet>,
+        max_file_bytes: u64,
+    ) -> Result<LoadReport, std::io::Error> {
         let mut files: Vec<PathBuf> = std::fs::read_dir(dir)?
             .filter_map(|e| e.ok().map(|e| e.path()))
             .filter(|p| is_zone_file(p))
@@ -273,14 +278,17 @@ impl ZoneSet {
                     continue;
                 }
             };
-            let loaded = std::fs::read_to_string(&file)
-                .map_err(|e| format!("{shown}: cannot read: {e}"))
+            let loaded = read_bounded(&file, max_file_bytes)
+                .map_err(|e| format!("{shown}{e}"))
                 .and_then(|text| {
                     Zone::from_master_text(&origin, &text).map_err(|e| {
+                        // The message goes to the log and /v1/status: bounded, whatever
+                        // the file holds.
+                        let message = bounded(&e.message);
                         if e.line > 0 {
-                            format!("{shown}:{}: {}", e.line, e.message)
+                            format!("{shown}:{}: {message}", e.line)
                         } else {
-                            format!("{shown}: {}", e.message)
+                            format!("{shown}: {message}")
                         }
                     })
                 });
@@ -329,6 +337,56 @@ impl ZoneSet {
             errors,
         })
     }
+}
+
+/// The longest error message about a file's content we keep (log line, `/v1/status`).
+const MAX_MESSAGE_CHARS: usize = 300;
+
+/// Reads a zone file as text if it is at most `max` bytes; a larger one is not read at all
+/// (and one that grows while being read is cut at `max + 1` bytes and refused). The error
+/// starts with `: ` or `:LINE: `, to follow the file name.
+fn read_bounded(file: &Path, max: u64) -> Result<String, String> {
+    use std::io::Read;
+    let f = std::fs::File::open(file).map_err(|e| format!(": cannot read: {e}"))?;
+    let len = f
+        .metadata()
+        .map_err(|e| format!(": cannot read: {e}"))?
+        .len();
+    let too_large =
+        |len: u64| format!(": the file is {len} bytes, over max_zone_file_bytes ({max}): not read");
+    if len > max {
+        return Err(too_large(len));
+    }
+    let mut bytes = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
+    f.take(max.saturating_add(1))
+        .read_to_end(&mut bytes)
+        .map_err(|e| format!(": cannot read: {e}"))?;
+    if bytes.len() as u64 > max {
+        return Err(too_large(bytes.len() as u64));
+    }
+    String::from_utf8(bytes).map_err(|e| {
+        let at = e.utf8_error().valid_up_to();
+        let line = e.as_bytes()[..at].iter().filter(|&&b| b == b'\n').count() + 1;
+        format!(":{line}: invalid UTF-8")
+    })
+}
+
+/// `message` cut to [`MAX_MESSAGE_CHARS`] with control characters escaped: an error may
+/// quote input, and input may be anything.
+fn bounded(message: &str) -> String {
+    let mut out = String::new();
+    for (i, c) in message.chars().enumerate() {
+        if i >= MAX_MESSAGE_CHARS {
+            out.push_str("...");
+            break;
+        }
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// Seconds since the Unix epoch.
