@@ -293,7 +293,10 @@ fn api_rdata() -> impl Strategy<Value = (RecordType, String)> {
     ]
 }
 
-fn api_rrsets() -> impl Strategy<Value = Vec<(bool, Vec<String>, u32, RecordType, Vec<String>)>> {
+/// An rrset to add: wildcard or not, labels of the owner, TTL, type, record data.
+type ApiRrset = (bool, Vec<String>, u32, RecordType, Vec<String>);
+
+fn api_rrsets() -> impl Strategy<Value = Vec<ApiRrset>> {
     prop::collection::vec(
         (
             any::<bool>(),
