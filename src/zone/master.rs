@@ -858,6 +858,34 @@ mod tests {
     }
 
     #[test]
+    fn escaped_names_are_read_byte_for_byte_and_decimal() {
+        let recs = read("a\\.b\\065\\255 60 A 192.0.2.1\n", &origin()).unwrap();
+        let first: Vec<u8> = recs[0].record.name.iter().next().unwrap().to_vec();
+        assert_eq!(first, b"a.bA\xff");
+        assert_eq!(
+            crate::zone::writer::name_text(&recs[0].record.name),
+            "a\\.bA\\255.example.test."
+        );
+    }
+
+    #[test]
+    fn a_raw_non_ascii_name_is_refused_asking_for_a_labels() {
+        let e = read("bücher 60 A 192.0.2.1\n", &origin()).unwrap_err();
+        assert!(e.message.contains("xn--"), "{e}");
+    }
+
+    #[test]
+    fn a_rare_type_that_would_not_be_written_back_identically_is_refused() {
+        // hickory writes SVCB/HTTPS target names in Unicode: refused rather than changed.
+        let e = read("@ 60 HTTPS 1 xn--bcher-kva.example. alpn=h2\n", &origin()).unwrap_err();
+        assert!(
+            e.message.contains("cannot be written back identically"),
+            "{e}"
+        );
+        assert!(read("@ 60 HTTPS 1 svc.example. alpn=h2\n", &origin()).is_ok());
+    }
+
+    #[test]
     fn random_and_mangled_text_never_panics() {
         let origin = origin();
         let base = "$TTL 300\n@ SOA ns1 hostmaster 1 3600 600 86400 60 ( ; c\n)\n@ NS ns1\nns1 A 192.0.2.1\n\
