@@ -768,3 +768,45 @@ fn an_rrset_whose_answer_cannot_fit_a_dns_message_is_refused() {
     assert_eq!(m.answers.len(), 2000, "{:?}", m.metadata);
     assert!(!m.metadata.truncation);
 }
+
+#[test]
+fn escaped_names_are_rewritten_so_that_bind_and_a_restart_read_the_same_bytes() {
+    let zone = format!(
+        "{}a\\.b 60 A 192.0.2.11\nsp\\032ace\\000\\255 60 TXT \"x\"\n@ 60 MX 10 m\\\"x\\;\n",
+        small_zone("esc.test", 1, "192.0.2.1")
+    );
+    let d = TestDaemon::start(&[("esc.test.zone", &zone)]);
+    // Any change makes the writer write the whole file again.
+    let (status, v) = patch(
+        &d,
+        "esc.test",
+        json!([{"op": "add", "name": "www", "type": "A", "records": ["192.0.2.12"]}]),
+    );
+    assert_eq!(status, 200, "{v}");
+    let file = d.zones_dir().join("esc.test.zone");
+    named_checkzone("esc.test", &file);
+
+    let d = d.restart();
+    let origin = Name::from_ascii("esc.test.").unwrap();
+    let ask = |label: &[u8], rtype: RecordType| {
+        let name = Name::from_labels([label])
+            .unwrap()
+            .append_domain(&origin)
+            .unwrap();
+        let mut m = hickory_proto::op::Message::new(
+            3,
+            hickory_proto::op::MessageType::Query,
+            hickory_proto::op::OpCode::Query,
+        );
+        m.add_query(hickory_proto::op::Query::query(name, rtype));
+        hickory_proto::op::Message::from_vec(&udp_raw(d.dns, &m.to_vec().unwrap()).unwrap())
+            .unwrap()
+    };
+    assert_eq!(ask(b"a.b", RecordType::A).answers.len(), 1);
+    assert_eq!(ask(b"sp ace\0\xff", RecordType::TXT).answers.len(), 1);
+    let m = udp(d.dns, "esc.test.", RecordType::MX);
+    let RData::MX(mx) = &m.answers[0].data else {
+        panic!("{m:?}")
+    };
+    assert_eq!(mx.exchange.iter().next().unwrap(), b"m\"x;");
+}
