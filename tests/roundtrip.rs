@@ -343,55 +343,86 @@ fn api_config() -> ProptestConfig {
 #[test]
 fn records_added_through_the_api_are_served_identically_after_a_restart() {
     let mut runner = proptest::test_runner::TestRunner::new(api_config());
-    let result = runner.run(&api_rrsets(), |rrsets| {
-            let d = TestDaemon::start(&[]);
-            let (status, body) = http(d.http, "POST", "/v1/zones", Some(TOKEN), Some(&json!({
-                "name": ORIGIN, "nameservers": ["ns1.provider.example."]
-            }).to_string()));
-            prop_assert_eq!(status, 201, "{}", body);
-            let mut operations = Vec::new();
-            let mut expected = Vec::new();
-            for (i, (wild, labels, ttl, rtype, data)) in rrsets.iter().enumerate() {
-                // One owner per rrset, so that no CNAME shares its name.
-                let mut owner: Vec<String> = labels.clone();
-                owner.push(format!("r{i}"));
-                if *wild {
-                    owner.insert(0, "*".into());
-                }
-                let owner = owner.join(".");
-                operations.push(json!({"op": "add", "name": owner, "type": rtype.to_string(), "ttl": ttl, "records": data}));
-                let name = Name::from_labels(owner.split('.').map(|l| Label::from_raw_bytes(l.as_bytes()).unwrap()))
-                    .unwrap()
-                    .append_domain(&origin())
-                    .unwrap();
-                let mut wire: Vec<Vec<u8>> = data
-                    .iter()
-                    .map(|t| wire_bytes(&parse_rdata_text(*rtype, t, &origin()).unwrap()).unwrap())
-                    .collect();
-                wire.sort();
-                wire.dedup();
-                expected.push((name, *ttl, *rtype, wire));
-            }
-            let (status, body) = http(d.http, "PATCH", "/v1/zones/example.test/records", Some(TOKEN),
-                Some(&json!({"operations": operations}).to_string()));
-            prop_assert_eq!(status, 200, "{}\n{:#}", body, json!(operations));
-
-            let d = d.restart();
-            for (name, ttl, rtype, wire) in expected {
-                let m = ask(d.dns, &name, rtype);
-                prop_assert_eq!(m.metadata.response_code, ResponseCode::NoError, "{:?}", name);
-                let mut got: Vec<Vec<u8>> = m.answers.iter()
-                    .filter(|r| r.record_type() == rtype)
-                    .map(|r| wire_bytes(&r.data).unwrap())
-                    .collect();
-                got.sort();
-                prop_assert_eq!(&got, &wire, "{:?} {}", name, rtype);
-                prop_assert!(m.answers.iter().all(|r| r.ttl == ttl));
-                prop_assert!(m.answers.iter().all(|r| r.name.iter().eq(name.iter())), "owner case");
-            }
-        Ok(())
-    });
+    let result = runner.run(&api_rrsets(), api_case);
     if let Err(e) = result {
         panic!("{e}");
     }
+}
+
+/// One case of the API property: create the zone, add `rrsets`, restart, ask for each.
+fn api_case(rrsets: Vec<ApiRrset>) -> Result<(), TestCaseError> {
+    let d = TestDaemon::start(&[]);
+    let (status, body) = http(
+        d.http,
+        "POST",
+        "/v1/zones",
+        Some(TOKEN),
+        Some(
+            &json!({
+                "name": ORIGIN, "nameservers": ["ns1.provider.example."]
+            })
+            .to_string(),
+        ),
+    );
+    prop_assert_eq!(status, 201, "{}", body);
+    let mut operations = Vec::new();
+    let mut expected = Vec::new();
+    for (i, (wild, labels, ttl, rtype, data)) in rrsets.iter().enumerate() {
+        // One owner per rrset, so that no CNAME shares its name.
+        let mut owner: Vec<String> = labels.clone();
+        owner.push(format!("r{i}"));
+        if *wild {
+            owner.insert(0, "*".into());
+        }
+        let owner = owner.join(".");
+        operations.push(json!({"op": "add", "name": owner, "type": rtype.to_string(), "ttl": ttl, "records": data}));
+        let name = Name::from_labels(
+            owner
+                .split('.')
+                .map(|l| Label::from_raw_bytes(l.as_bytes()).unwrap()),
+        )
+        .unwrap()
+        .append_domain(&origin())
+        .unwrap();
+        let mut wire: Vec<Vec<u8>> = data
+            .iter()
+            .map(|t| wire_bytes(&parse_rdata_text(*rtype, t, &origin()).unwrap()).unwrap())
+            .collect();
+        wire.sort();
+        wire.dedup();
+        expected.push((name, *ttl, *rtype, wire));
+    }
+    let (status, body) = http(
+        d.http,
+        "PATCH",
+        "/v1/zones/example.test/records",
+        Some(TOKEN),
+        Some(&json!({"operations": operations}).to_string()),
+    );
+    prop_assert_eq!(status, 200, "{}\n{:#}", body, json!(operations));
+
+    let d = d.restart();
+    for (name, ttl, rtype, wire) in expected {
+        let m = ask(d.dns, &name, rtype);
+        prop_assert_eq!(
+            m.metadata.response_code,
+            ResponseCode::NoError,
+            "{:?}",
+            name
+        );
+        let mut got: Vec<Vec<u8>> = m
+            .answers
+            .iter()
+            .filter(|r| r.record_type() == rtype)
+            .map(|r| wire_bytes(&r.data).unwrap())
+            .collect();
+        got.sort();
+        prop_assert_eq!(&got, &wire, "{:?} {}", name, rtype);
+        prop_assert!(m.answers.iter().all(|r| r.ttl == ttl));
+        prop_assert!(
+            m.answers.iter().all(|r| r.name.iter().eq(name.iter())),
+            "owner case"
+        );
+    }
+    Ok(())
 }
