@@ -498,3 +498,15 @@ fn thousands_of_random_and_mangled_packets_never_stop_the_server() {
     assert_eq!(udp(d.dns, "example.test.", RecordType::MX).answers.len(), 2);
     assert_eq!(tcp(d.dns, "example.test.", RecordType::MX).answers.len(), 2);
 }
+
+#[test]
+fn a_question_for_the_opt_pseudo_type_gets_formerr() {
+    // RFC 6891 §6.1.1: OPT is a pseudo-record of the message, not data one can ask for.
+    let d = daemon();
+    let m = udp(d.dns, "example.test.", RecordType::OPT);
+    assert_eq!(m.metadata.response_code, ResponseCode::FormErr);
+    assert!(m.answers.is_empty());
+    // The zone still answers ordinary questions.
+    let m = udp(d.dns, "example.test.", RecordType::SOA);
+    assert_eq!(m.metadata.response_code, ResponseCode::NoError);
+}

@@ -445,7 +445,7 @@ fn a_hand_written_zone_keeps_every_record_when_changed_through_the_api() {
     );
     assert_eq!(after.len(), before.len() + 1);
     let out = std::process::Command::new("named-checkzone")
-        .args(["example.test"])
+        .args(["-i", "local", "example.test"])
         .arg(d.zones_dir().join("example.test.zone"))
         .output()
         .unwrap();
@@ -598,4 +598,215 @@ fn the_cli_manages_zones_through_the_api() {
     let (ok, out, _) = cli(&["delete", "cli.test"]);
     assert!(ok);
     assert_eq!(out, "deleted cli.test\n");
+}
+
+fn named_checkzone(zone: &str, file: &std::path::Path) {
+    let out = std::process::Command::new("named-checkzone")
+        .args(["-i", "local", zone])
+        .arg(file)
+        .output()
+        .expect("named-checkzone is not installed: run the README's test command");
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        std::fs::read_to_string(file).unwrap_or_default()
+    );
+}
+
+#[test]
+fn punycode_owners_and_targets_survive_a_restart() {
+    let d = TestDaemon::start(&[]);
+    new_zone(&d, "example.test");
+    let (status, v) = patch(
+        &d,
+        "example.test",
+        json!([
+            {"op": "add", "name": "xn--bcher-kva", "type": "A", "records": ["192.0.2.7"]},
+            {"op": "add", "name": "@", "type": "MX", "records": ["10 mail.xn--bcher-kva.example.test."]},
+            {"op": "add", "name": "www", "type": "CNAME", "records": ["xn--bcher-kva"]},
+            {"op": "add", "name": "sub", "type": "NS", "records": ["ns.xn--caf-dma.example."]},
+            {"op": "add", "name": "_imaps._tcp", "type": "SRV", "records": ["0 1 993 xn--bcher-kva"]}
+        ]),
+    );
+    assert_eq!(status, 200, "{v}");
+    let file = d.zones_dir().join("example.test.zone");
+    let text = std::fs::read_to_string(&file).unwrap();
+    assert!(
+        text.is_ascii(),
+        "names must be written as A-labels:\n{text}"
+    );
+    named_checkzone("example.test", &file);
+
+    let d = d.restart();
+    let m = udp(d.dns, "xn--bcher-kva.example.test.", RecordType::A);
+    assert_eq!(m.metadata.response_code, ResponseCode::NoError);
+    assert_eq!(m.answers.len(), 1);
+    let m = udp(d.dns, "example.test.", RecordType::MX);
+    let RData::MX(mx) = &m.answers[0].data else {
+        panic!("{m:?}")
+    };
+    assert_eq!(mx.exchange.to_ascii(), "mail.xn--bcher-kva.example.test.");
+    let m = udp(d.dns, "www.example.test.", RecordType::A);
+    assert_eq!(m.answers.len(), 2, "CNAME and its target: {m:?}");
+    let m = udp(d.dns, "x.sub.example.test.", RecordType::A);
+    let RData::NS(ns) = &m.authorities[0].data else {
+        panic!("{m:?}")
+    };
+    assert_eq!(ns.0.to_ascii(), "ns.xn--caf-dma.example.");
+    let m = udp(d.dns, "_imaps._tcp.example.test.", RecordType::SRV);
+    assert_eq!(m.answers.len(), 1);
+    // The API shows the names as written, A-labels included.
+    let (status, body) = http(
+        d.http,
+        "GET",
+        "/v1/zones/example.test/records?type=SRV",
+        Some(TOKEN),
+        None,
+    );
+    assert_eq!(status, 200);
+    assert_eq!(
+        json(&body)[0]["records"][0],
+        "0 1 993 xn--bcher-kva.example.test."
+    );
+}
+
+#[test]
+fn a_punycode_zone_survives_a_restart() {
+    let d = TestDaemon::start(&[]);
+    new_zone(&d, "xn--bcher-kva.test");
+    let (status, v) = patch(
+        &d,
+        "xn--bcher-kva.test",
+        json!([{"op": "add", "name": "www", "type": "A", "records": ["192.0.2.8"]}]),
+    );
+    assert_eq!(status, 200, "{v}");
+    let file = d.zones_dir().join("xn--bcher-kva.test.zone");
+    assert!(std::fs::read_to_string(&file).unwrap().is_ascii());
+    named_checkzone("xn--bcher-kva.test", &file);
+
+    let d = d.restart();
+    let m = udp(d.dns, "www.xn--bcher-kva.test.", RecordType::A);
+    assert_eq!(m.metadata.response_code, ResponseCode::NoError);
+    assert_eq!(m.answers.len(), 1);
+    let (status, body) = http(d.http, "GET", "/v1/zones", Some(TOKEN), None);
+    assert_eq!(status, 200);
+    assert_eq!(json(&body)[0]["name"], "xn--bcher-kva.test.");
+}
+
+#[test]
+fn a_txt_record_over_65535_bytes_is_refused_naming_the_record() {
+    let d = TestDaemon::start(&[]);
+    new_zone(&d, "big.test");
+    // 70,000 bytes of raw text: split into 255-byte strings it is 70,275 bytes of data.
+    let text = "k".repeat(70_000);
+    let (status, v) = patch(
+        &d,
+        "big.test",
+        json!([{"op": "add", "name": "huge", "type": "TXT", "records": [text]}]),
+    );
+    assert_eq!(status, 422, "{v}");
+    assert_eq!(error_field(&v), "operations[0].records[0]");
+    let message = v["error"]["message"].as_str().unwrap();
+    assert!(message.contains("TXT at huge.big.test."), "{message}");
+    assert!(message.contains("65535"), "{message}");
+    let m = udp(d.dns, "huge.big.test.", RecordType::TXT);
+    assert!(m.answers.is_empty());
+}
+
+#[test]
+fn a_1_mib_txt_record_is_refused() {
+    // Under a body limit that lets it reach the zone code (the default 1 MiB limit gives 413).
+    let d = TestDaemon::start_tuned(&[], |c| c.http.max_body_bytes = 4 << 20);
+    new_zone(&d, "big.test");
+    let text = "k".repeat(1 << 20);
+    let (status, v) = patch(
+        &d,
+        "big.test",
+        json!([{"op": "add", "name": "huge", "type": "TXT", "records": [text]}]),
+    );
+    assert_eq!(status, 422, "{v}");
+    assert_eq!(error_field(&v), "operations[0].records[0]");
+    let message = v["error"]["message"].as_str().unwrap();
+    assert!(message.len() < 300, "the message does not quote the data");
+    let m = udp(d.dns, "huge.big.test.", RecordType::TXT);
+    assert!(m.answers.is_empty());
+}
+
+#[test]
+fn an_rrset_whose_answer_cannot_fit_a_dns_message_is_refused() {
+    let d = TestDaemon::start(&[]);
+    new_zone(&d, "big.test");
+    let ips: Vec<String> = (0..10_000)
+        .map(|i| format!("10.{}.{}.{}", i / 65536, (i / 256) % 256, i % 256))
+        .collect();
+    let (status, v) = patch(
+        &d,
+        "big.test",
+        json!([{"op": "add", "name": "many", "type": "A", "records": ips}]),
+    );
+    assert_eq!(status, 422, "{v}");
+    assert_eq!(error_field(&v), "operations[0].records");
+    let message = v["error"]["message"].as_str().unwrap();
+    assert!(message.contains("A at many.big.test."), "{message}");
+
+    // Grown in steps, the rrset is refused at the step that makes it too large.
+    let (status, v) = patch(
+        &d,
+        "big.test",
+        json!([{"op": "add", "name": "many", "type": "A", "records": ips[..2000]}]),
+    );
+    assert_eq!(status, 200, "{v}");
+    let (status, v) = patch(
+        &d,
+        "big.test",
+        json!([{"op": "add", "name": "many", "type": "A", "records": ips[2000..3000]}]),
+    );
+    assert_eq!(status, 422, "{v}");
+    // What was accepted is served whole, over TCP.
+    let m = tcp(d.dns, "many.big.test.", RecordType::A);
+    assert_eq!(m.answers.len(), 2000, "{:?}", m.metadata);
+    assert!(!m.metadata.truncation);
+}
+
+#[test]
+fn escaped_names_are_rewritten_so_that_bind_and_a_restart_read_the_same_bytes() {
+    let zone = format!(
+        "{}a\\.b 60 A 192.0.2.11\nsp\\032ace\\000\\255 60 TXT \"x\"\n@ 60 MX 10 m\\\"x\\;\n",
+        small_zone("esc.test", 1, "192.0.2.1")
+    );
+    let d = TestDaemon::start(&[("esc.test.zone", &zone)]);
+    // Any change makes the writer write the whole file again.
+    let (status, v) = patch(
+        &d,
+        "esc.test",
+        json!([{"op": "add", "name": "www", "type": "A", "records": ["192.0.2.12"]}]),
+    );
+    assert_eq!(status, 200, "{v}");
+    let file = d.zones_dir().join("esc.test.zone");
+    named_checkzone("esc.test", &file);
+
+    let d = d.restart();
+    let origin = Name::from_ascii("esc.test.").unwrap();
+    let ask = |label: &[u8], rtype: RecordType| {
+        let name = Name::from_labels([label])
+            .unwrap()
+            .append_domain(&origin)
+            .unwrap();
+        let mut m = hickory_proto::op::Message::new(
+            3,
+            hickory_proto::op::MessageType::Query,
+            hickory_proto::op::OpCode::Query,
+        );
+        m.add_query(hickory_proto::op::Query::query(name, rtype));
+        hickory_proto::op::Message::from_vec(&udp_raw(d.dns, &m.to_vec().unwrap()).unwrap())
+            .unwrap()
+    };
+    assert_eq!(ask(b"a.b", RecordType::A).answers.len(), 1);
+    assert_eq!(ask(b"sp ace\0\xff", RecordType::TXT).answers.len(), 1);
+    let m = udp(d.dns, "esc.test.", RecordType::MX);
+    let RData::MX(mx) = &m.answers[0].data else {
+        panic!("{m:?}")
+    };
+    assert_eq!(mx.exchange.iter().next().unwrap(), b"m\"x;");
 }

@@ -203,3 +203,152 @@ fn include_directive_is_refused() {
         "{v}"
     );
 }
+
+/// The status entry of the zone `name`.
+fn zone_status(d: &TestDaemon, name: &str) -> serde_json::Value {
+    let (status, body) = http(d.http, "GET", "/v1/status", None, None);
+    assert_eq!(status, 200);
+    let v = json(&body);
+    v["zones"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|z| z["name"] == name)
+        .cloned()
+        .unwrap_or_else(|| panic!("no status for {name}: {v}"))
+}
+
+/// A zone `big.test` with `extra` appended at line 5; the daemon serving it and `good.test`.
+fn start_with_big(extra: &str) -> TestDaemon {
+    let text = format!("{}{extra}", small_zone("big.test", 1, "192.0.2.1"));
+    TestDaemon::start(&[
+        ("good.test.zone", &small_zone("good.test", 1, "192.0.2.2")),
+        ("big.test.zone", &text),
+    ])
+}
+
+fn assert_refused_at_line_7(d: &TestDaemon, what: &str) {
+    let error = zone_status(d, "big.test.")["last_error"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        error.contains("big.test.zone:7:"),
+        "file:line expected: {error}"
+    );
+    assert!(error.contains(what), "{error}");
+    assert!(error.len() < 400, "a short message: {error}");
+    assert_eq!(apex_a(d, "good.test.").as_deref(), Some("192.0.2.2"));
+    let m = udp(d.dns, "big.test.", RecordType::A);
+    assert_eq!(m.metadata.response_code, ResponseCode::Refused);
+}
+
+fn txt_line(owner: &str, bytes: usize) -> String {
+    let strings: Vec<String> = (0..bytes.div_ceil(255))
+        .map(|i| format!("\"{}\"", "k".repeat(255.min(bytes - i * 255))))
+        .collect();
+    format!("{owner} TXT {}\n", strings.join(" "))
+}
+
+#[test]
+fn a_zone_file_with_a_txt_record_over_65535_bytes_is_refused_at_its_line() {
+    let d = start_with_big(&txt_line("huge", 70_000));
+    assert_refused_at_line_7(&d, "TXT at huge.big.test.");
+}
+
+#[test]
+fn a_zone_file_with_a_1_mib_txt_record_is_refused_at_its_line() {
+    let d = start_with_big(&txt_line("huge", 1 << 20));
+    assert_refused_at_line_7(&d, "65535");
+}
+
+#[test]
+fn a_zone_file_with_an_rrset_too_large_for_any_answer_is_refused() {
+    let lines: String = (0..10_000)
+        .map(|i| format!("many A 10.0.{}.{}\n", i / 256, i % 256))
+        .collect();
+    let d = start_with_big(&lines);
+    let error = zone_status(&d, "big.test.")["last_error"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(error.contains("A at many.big.test."), "{error}");
+    assert!(error.contains("65535"), "{error}");
+    assert_eq!(apex_a(&d, "good.test.").as_deref(), Some("192.0.2.2"));
+}
+
+#[test]
+fn a_zone_file_with_an_unsplit_256_byte_string_is_refused_at_its_line() {
+    let d = start_with_big(&format!("long TXT \"{}\"\n", "k".repeat(256)));
+    assert_refused_at_line_7(&d, "255");
+}
+
+#[test]
+fn a_nul_filled_zone_file_gives_a_short_error_and_a_small_status() {
+    let d = TestDaemon::start(&[("good.test.zone", &small_zone("good.test", 1, "192.0.2.2"))]);
+    std::fs::write(d.zones_dir().join("garbage.test.zone"), vec![0u8; 4 << 20]).unwrap();
+    let report = reload(&d);
+    let text = report.to_string();
+    assert!(
+        text.len() < 2000,
+        "the reload report quotes the file: {} bytes",
+        text.len()
+    );
+    let error = zone_status(&d, "garbage.test.")["last_error"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(error.contains("garbage.test.zone:1:"), "{error}");
+    assert!(error.len() < 400, "{} bytes: {error:.200}", error.len());
+    assert!(
+        error.contains("\\000"),
+        "non-printable bytes are escaped: {error}"
+    );
+    let (status, body) = http(d.http, "GET", "/v1/status", None, None);
+    assert_eq!(status, 200);
+    assert!(body.len() < 16_384, "/v1/status is {} bytes", body.len());
+    assert_eq!(apex_a(&d, "good.test.").as_deref(), Some("192.0.2.2"));
+}
+
+#[test]
+fn a_zone_file_over_the_size_bound_is_refused_without_being_read() {
+    let d = TestDaemon::start(&[("good.test.zone", &small_zone("good.test", 1, "192.0.2.2"))]);
+    // A sparse 64 GiB file: reading it would take minutes and the memory of the machine.
+    let huge = std::fs::File::create(d.zones_dir().join("huge.test.zone")).unwrap();
+    huge.set_len(64 << 30).unwrap();
+    let started = std::time::Instant::now();
+    reload(&d);
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    let error = zone_status(&d, "huge.test.")["last_error"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(error.contains("huge.test.zone:"), "{error}");
+    assert!(
+        error.contains("over max_zone_file_bytes (67108864)"),
+        "{error}"
+    );
+    assert_eq!(apex_a(&d, "good.test.").as_deref(), Some("192.0.2.2"));
+}
+
+#[test]
+fn the_zone_file_bound_is_configurable() {
+    let text = small_zone("good.test", 1, "192.0.2.2");
+    let d = TestDaemon::start_tuned(&[("good.test.zone", &text)], |c| {
+        c.max_zone_file_bytes = 1024
+    });
+    assert_eq!(apex_a(&d, "good.test.").as_deref(), Some("192.0.2.2"));
+    let padded = format!("{text}{}", "; padding\n".repeat(200));
+    std::fs::write(d.zones_dir().join("good.test.zone"), padded).unwrap();
+    reload(&d);
+    let status = zone_status(&d, "good.test.");
+    assert!(
+        status["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("over max_zone_file_bytes (1024)"),
+        "{status}"
+    );
+    // The last good version keeps being served.
+    assert_eq!(apex_a(&d, "good.test.").as_deref(), Some("192.0.2.2"));
+}

@@ -19,6 +19,8 @@ pub use crate::zone::serial::SerialScheme;
 pub struct Config {
     /// Folder holding `<zone>.zone` master files.
     pub zones_dir: PathBuf,
+    /// Zone files larger than this many bytes are refused without being read.
+    pub max_zone_file_bytes: u64,
     /// Folder holding private keys and the API token (mode 0700, never in git).
     pub keys_dir: PathBuf,
     pub dns: DnsConfig,
@@ -149,6 +151,7 @@ impl Default for Config {
     fn default() -> Self {
         Self {
             zones_dir: PathBuf::from("zones"),
+            max_zone_file_bytes: 64 << 20,
             keys_dir: PathBuf::from("keys"),
             dns: DnsConfig::default(),
             http: HttpConfig::default(),
@@ -335,6 +338,9 @@ impl Config {
         }
         if self.http.max_body_bytes < 1024 {
             return Err(("http.max_body_bytes".into(), "must be at least 1024".into()));
+        }
+        if self.max_zone_file_bytes < 1024 {
+            return Err(("max_zone_file_bytes".into(), "must be at least 1024".into()));
         }
         if self.zones_dir.as_os_str().is_empty() {
             return Err(("zones_dir".into(), "must not be empty".into()));

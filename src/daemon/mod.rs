@@ -117,9 +117,11 @@ impl Shared {
         self.metrics.reloads.inc();
         let previous = self.zones.load_full();
         let dir = self.config.zones_dir.clone();
-        let report = tokio::task::spawn_blocking(move || ZoneSet::load_dir(&dir, Some(&previous)))
-            .await
-            .map_err(std::io::Error::other)?;
+        let max = self.config.max_zone_file_bytes;
+        let report =
+            tokio::task::spawn_blocking(move || ZoneSet::load_dir(&dir, Some(&previous), max))
+                .await
+                .map_err(std::io::Error::other)?;
         let report = match report {
             Ok(r) => r,
             Err(e) => {
@@ -189,6 +191,7 @@ impl Daemon {
         let token = token::load_or_create(&config)?;
 
         let dir = config.zones_dir.clone();
+        let max_zone_file_bytes = config.max_zone_file_bytes;
         let report = tokio::task::spawn_blocking(move || {
             for folder in [dir.clone(), dir.join(ASSOCIATIONS_DIR)] {
                 if let Ok(n) = crate::durable::remove_stale_temp_files(&folder)
@@ -197,7 +200,7 @@ impl Daemon {
                     tracing::warn!(dir = %folder.display(), removed = n, "removed temp files left by a crash");
                 }
             }
-            ZoneSet::load_dir(&dir, None)
+            ZoneSet::load_dir(&dir, None, max_zone_file_bytes)
         })
         .await
         .map_err(|e| StartError::ZonesDir {

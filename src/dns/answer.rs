@@ -89,6 +89,16 @@ pub fn respond(
             response_edns.as_ref(),
         ));
     };
+    if query.query_type == RecordType::OPT {
+        // OPT is a pseudo-record of the message itself, never data that can be asked for
+        // (RFC 6891 §6.1.1): a question for it is malformed.
+        return Some(bare(
+            meta,
+            ResponseCode::FormErr,
+            Some(query),
+            response_edns.as_ref(),
+        ));
+    }
     if query.query_class != DNSClass::IN {
         return Some(bare(
             meta,

@@ -4,6 +4,7 @@
 //! validated changes, naming the offending field (`operations[2].records[0]`) on error. It
 //! never writes: every change goes to the daemon's single writer.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::Json;
@@ -21,7 +22,7 @@ use crate::daemon::Shared;
 use crate::daemon::writer::{SoaRequest, WriteError};
 use crate::zone::edit::{ChangeKind, RrsetChange};
 use crate::zone::master::{MAX_TTL, parse_api_name, parse_rdata_text, parse_record_type};
-use crate::zone::{Zone, writer};
+use crate::zone::{Zone, limits, writer};
 
 type AppState = Arc<Shared>;
 
@@ -105,7 +106,7 @@ fn zone_json(zone: &Zone) -> ZoneJson {
         })
         .unwrap_or_default();
     ZoneJson {
-        name: zone.origin().to_ascii(),
+        name: writer::name_text(zone.origin()),
         serial: zone.serial(),
         records: zone.record_count(),
         soa: writer::rdata_text(&zone.soa().data),
@@ -115,6 +116,11 @@ fn zone_json(zone: &Zone) -> ZoneJson {
 
 fn bad(field: impl Into<String>, message: impl Into<String>) -> ApiError {
     ApiError::new(StatusCode::BAD_REQUEST, "invalid", message).with_field(field)
+}
+
+/// Well-formed data that no DNS answer could ever carry.
+fn unservable(field: impl Into<String>, message: impl Into<String>) -> ApiError {
+    ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "unservable", message).with_field(field)
 }
 
 /// Parses a JSON body, naming the field at fault.
@@ -264,7 +270,7 @@ fn served_zone(shared: &Shared, zone: &str) -> Result<Arc<Zone>, ApiError> {
         ApiError::new(
             StatusCode::NOT_FOUND,
             "not_found",
-            format!("zone {origin} not found"),
+            format!("zone {} not found", writer::name_text(&origin)),
         )
     })
 }
@@ -313,7 +319,7 @@ pub fn rrsets(zone: &Zone, name: Option<&Name>, rtype: Option<RecordType>) -> Ve
     });
     let mut out: Vec<RrsetJson> = Vec::new();
     for r in records {
-        let name = r.name.to_ascii();
+        let name = writer::name_text(&r.name);
         let rtype = r.record_type().to_string();
         let data = writer::rdata_text(&r.data);
         match out.last_mut() {
@@ -368,24 +374,58 @@ pub async fn patch_records(
     }
     let origin = zone.origin().clone();
     let mut changes = Vec::with_capacity(req.operations.len());
+    let mut planned: HashMap<(Name, RecordType), Vec<RData>> = HashMap::new();
     for (i, op) in req.operations.iter().enumerate() {
         let at = |f: &str| format!("operations[{i}].{f}");
         let name = parse_api_name(&op.name, &origin).map_err(|m| bad(at("name"), m))?;
         if !origin.zone_of(&name) {
             return Err(bad(
                 at("name"),
-                format!("{name} is outside the zone {origin}"),
+                format!(
+                    "{} is outside the zone {}",
+                    writer::name_text(&name),
+                    writer::name_text(&origin)
+                ),
             ));
         }
         let rtype = parse_record_type(&op.rtype).map_err(|m| bad(at("type"), m))?;
         if op.ttl.is_some_and(|t| t > MAX_TTL) {
             return Err(bad(at("ttl"), format!("must be at most {MAX_TTL}")));
         }
+        let shown = || format!("{rtype} at {}", writer::name_text(&name));
         let mut records: Vec<RData> = Vec::with_capacity(op.records.len());
         for (j, text) in op.records.iter().enumerate() {
-            let data = parse_rdata_text(rtype, text, &origin)
-                .map_err(|m| bad(at(&format!("records[{j}]")), m))?;
+            let field = at(&format!("records[{j}]"));
+            let data = parse_rdata_text(rtype, text, &origin).map_err(|m| bad(&field, m))?;
+            if let Some(problem) = limits::rdata_problem(limits::rdata_len(&data)) {
+                return Err(unservable(field, format!("{}: {problem}", shown())));
+            }
             records.push(data);
+        }
+        // The rrset as this request leaves it must fit an answer. The writer's zone build
+        // checks again, against the zone as it is then.
+        let rrset = planned.entry((name.clone(), rtype)).or_insert_with(|| {
+            zone.node(&name)
+                .and_then(|n| n.rrset(rtype))
+                .map(|s| s.records.iter().map(|r| r.data.clone()).collect())
+                .unwrap_or_default()
+        });
+        match op.op {
+            OpKind::Replace => *rrset = Vec::new(),
+            OpKind::Delete if records.is_empty() => rrset.clear(),
+            OpKind::Delete => rrset.retain(|d| !records.contains(d)),
+            OpKind::Add => {}
+        }
+        if !matches!(op.op, OpKind::Delete) {
+            for data in &records {
+                if !rrset.contains(data) {
+                    rrset.push(data.clone());
+                }
+            }
+            let size = limits::answer_size(&name, rrset.iter().map(limits::rdata_len));
+            if let Some(problem) = limits::answer_problem(size, rrset.len()) {
+                return Err(unservable(at("records"), format!("{}: {problem}", shown())));
+            }
         }
         changes.push(RrsetChange {
             kind: match op.op {

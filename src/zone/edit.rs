@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use hickory_proto::rr::rdata::{NS, SOA};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 
+use super::writer::name_text;
 use super::{SourcedRecord, Zone, ZoneError};
 
 /// What to do to one rrset.
@@ -89,8 +90,8 @@ impl Zone {
             if !self.origin().zone_of(&change.name) {
                 return Err(fail(format!(
                     "{} is outside the zone {}",
-                    change.name,
-                    self.origin()
+                    name_text(&change.name),
+                    name_text(self.origin())
                 )));
             }
             if change.rtype == RecordType::SOA {
@@ -145,7 +146,7 @@ impl Zone {
                 operation: line.checked_sub(1),
                 message: format!(
                     "the zone {} must keep at least one NS record at its apex",
-                    self.origin()
+                    name_text(self.origin())
                 ),
             });
         }

@@ -14,7 +14,8 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 use std::str::FromStr;
 
 use hickory_proto::rr::rdata::{A, AAAA, CNAME, MX, NS, PTR, SOA, SRV, TXT};
-use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
+use hickory_proto::rr::{DNSClass, Label, Name, RData, Record, RecordType};
+use hickory_proto::serialize::binary::{BinEncodable, BinEncoder};
 use hickory_proto::serialize::txt::{Parser, parse_ttl};
 
 /// The longest TTL we accept (RFC 2181 §8: 2^31 - 1).
@@ -250,7 +251,12 @@ pub fn read(text: &str, origin: &Name) -> Result<Vec<SourcedRecord>, MasterFileE
                         "$INCLUDE is not supported: a zone must be one file in the zones folder",
                     );
                 }
-                other => return err(line, format!("unknown directive {other}")),
+                other => {
+                    return err(
+                        line,
+                        format!("unknown directive {}", excerpt(other.as_bytes())),
+                    );
+                }
             }
             continue;
         }
@@ -285,7 +291,10 @@ pub fn read(text: &str, origin: &Name) -> Result<Vec<SourcedRecord>, MasterFileE
                 ttl = Some(parse_ttl_value(&w, line)?);
             } else if !class_seen && is_class(&w) {
                 if !w.eq_ignore_ascii_case("IN") {
-                    return err(line, format!("class {w} is not supported: only IN"));
+                    return err(
+                        line,
+                        format!("class {} is not supported: only IN", excerpt(w.as_bytes())),
+                    );
                 }
                 class_seen = true;
             } else {
@@ -296,7 +305,7 @@ pub fn read(text: &str, origin: &Name) -> Result<Vec<SourcedRecord>, MasterFileE
             return err(line, "expected a record type");
         };
         let rdata_tokens: Vec<Token> = tokens.collect();
-        let rdata = parse_rdata(rtype, &rdata_tokens, &origin, &owner, line)?;
+        let rdata = parse_rdata(rtype, &rdata_tokens, &origin, line)?;
 
         let ttl = match ttl.or(default_ttl).or(last_ttl) {
             Some(t) => t,
@@ -325,7 +334,10 @@ fn is_class(w: &str) -> bool {
 fn parse_type(w: &str, line: usize) -> Result<RecordType, MasterFileError> {
     let upper = w.to_ascii_uppercase();
     match RecordType::from_str(&upper) {
-        Ok(RecordType::Unknown(_)) | Err(_) => err(line, format!("unknown record type {w}")),
+        Ok(RecordType::Unknown(_)) | Err(_) => err(
+            line,
+            format!("unknown record type {}", excerpt(w.as_bytes())),
+        ),
         Ok(t) => Ok(t),
     }
 }
@@ -334,7 +346,7 @@ fn parse_ttl_value(w: &str, line: usize) -> Result<u32, MasterFileError> {
     match parse_ttl(w) {
         Ok(t) if t <= MAX_TTL => Ok(t),
         Ok(t) => err(line, format!("TTL {t} is larger than {MAX_TTL}")),
-        Err(_) => err(line, format!("invalid TTL {w}")),
+        Err(_) => err(line, format!("invalid TTL {}", excerpt(w.as_bytes()))),
     }
 }
 
@@ -343,19 +355,95 @@ pub fn parse_name(w: &str, origin: &Name, line: usize) -> Result<Name, MasterFil
     if w == "@" {
         return Ok(origin.clone());
     }
-    let name = Name::from_ascii(w).map_err(|e| MasterFileError {
+    let fail = |why: &str| MasterFileError {
         line,
-        message: format!("invalid domain name {w}: {e}"),
-    })?;
-    let name = if name.is_fqdn() {
-        name
-    } else {
-        name.append_domain(origin).map_err(|e| MasterFileError {
-            line,
-            message: format!("domain name {w} is too long: {e}"),
-        })?
+        message: format!("invalid domain name {}: {why}", excerpt(w.as_bytes())),
     };
-    Ok(name)
+    let (labels, absolute) = name_labels(w.as_bytes()).map_err(|why| fail(&why))?;
+    let mut name = Name::root();
+    for label in &labels {
+        let label = Label::from_raw_bytes(label).map_err(|_| fail("a label is over 63 bytes"))?;
+        name = name
+            .append_label(label)
+            .map_err(|_| fail("the name is over 255 bytes"))?;
+    }
+    if absolute {
+        return Ok(name);
+    }
+    name.set_fqdn(false);
+    name.append_domain(origin)
+        .map_err(|_| fail("the name is over 255 bytes once the origin is appended"))
+}
+
+/// The labels of a name in presentation form (RFC 1035 §5.1: `\X` is the byte X, `\DDD` a
+/// decimal byte), and whether it ends with an unescaped dot. We decode escapes ourselves:
+/// hickory's `Name::from_ascii` reads `\DDD` as octal and refuses most escaped bytes.
+fn name_labels(w: &[u8]) -> Result<(Vec<Vec<u8>>, bool), String> {
+    if w == b"." {
+        return Ok((Vec::new(), true));
+    }
+    let mut labels = Vec::new();
+    let mut label = Vec::new();
+    let mut i = 0;
+    let mut absolute = false;
+    while i < w.len() {
+        absolute = false;
+        match w[i] {
+            b'\\' => {
+                let (byte, used) =
+                    unescape(&w[i + 1..]).ok_or_else(|| "bad escape sequence".to_string())?;
+                if !byte.is_ascii() && used == 1 {
+                    return Err(non_ascii_name());
+                }
+                label.push(byte);
+                i += 1 + used;
+            }
+            b'.' => {
+                if label.is_empty() {
+                    return Err("empty label".into());
+                }
+                labels.push(std::mem::take(&mut label));
+                absolute = true;
+                i += 1;
+            }
+            b if !b.is_ascii() => return Err(non_ascii_name()),
+            b => {
+                label.push(b);
+                i += 1;
+            }
+        }
+    }
+    if !label.is_empty() {
+        labels.push(label);
+    } else if !absolute {
+        return Err("empty name".into());
+    }
+    Ok((labels, absolute))
+}
+
+fn non_ascii_name() -> String {
+    "non-ASCII character: write internationalised names as A-labels (xn--...)".into()
+}
+
+/// At most 80 characters of `bytes`, non-printable bytes escaped, for quoting input in an
+/// error message: whatever a file or a request holds, the message stays short and one line.
+pub fn excerpt(bytes: &[u8]) -> String {
+    const MAX: usize = 80;
+    let mut s = String::new();
+    for &b in bytes {
+        if s.len() >= MAX {
+            s.push_str("...");
+            break;
+        }
+        match b {
+            b'\\' => s.push_str("\\\\"),
+            0x20..=0x7e => s.push(b as char),
+            _ => {
+                let _ = std::fmt::Write::write_fmt(&mut s, format_args!("\\{b:03}"));
+            }
+        }
+    }
+    s
 }
 
 fn word<'t>(
@@ -379,7 +467,7 @@ fn number<T: FromStr>(
 ) -> Result<T, MasterFileError> {
     let w = word(tokens, i, what, line)?;
     w.parse()
-        .or_else(|_| err(line, format!("invalid {what}: {w}")))
+        .or_else(|_| err(line, format!("invalid {what}: {}", excerpt(w.as_bytes()))))
 }
 
 fn exact_count(
@@ -401,7 +489,6 @@ fn parse_rdata(
     rtype: RecordType,
     t: &[Token],
     origin: &Name,
-    owner: &Name,
     line: usize,
 ) -> Result<RData, MasterFileError> {
     let name_at = |i: usize, what: &str| -> Result<Name, MasterFileError> {
@@ -411,16 +498,22 @@ fn parse_rdata(
         RecordType::A => {
             exact_count(t, 1, rtype, line)?;
             let w = word(t, 0, "IPv4 address", line)?;
-            RData::A(A(Ipv4Addr::from_str(w)
-                .or_else(|_| err(line, format!("invalid IPv4 address {w}")))?))
+            RData::A(A(Ipv4Addr::from_str(w).or_else(|_| {
+                err(
+                    line,
+                    format!("invalid IPv4 address {}", excerpt(w.as_bytes())),
+                )
+            })?))
         }
         RecordType::AAAA => {
             exact_count(t, 1, rtype, line)?;
             let w = word(t, 0, "IPv6 address", line)?;
-            RData::AAAA(AAAA(
-                Ipv6Addr::from_str(w)
-                    .or_else(|_| err(line, format!("invalid IPv6 address {w}")))?,
-            ))
+            RData::AAAA(AAAA(Ipv6Addr::from_str(w).or_else(|_| {
+                err(
+                    line,
+                    format!("invalid IPv6 address {}", excerpt(w.as_bytes())),
+                )
+            })?))
         }
         RecordType::NS => {
             exact_count(t, 1, rtype, line)?;
@@ -460,7 +553,7 @@ fn parse_rdata(
                     Token::Quoted(b) => b.clone(),
                     Token::Word(w) => unescape_word(w).ok_or_else(|| MasterFileError {
                         line,
-                        message: format!("bad escape sequence in {w}"),
+                        message: format!("bad escape sequence in {}", excerpt(w.as_bytes())),
                     })?,
                 };
                 if bytes.len() > 255 {
@@ -481,7 +574,12 @@ fn parse_rdata(
             let timer = |i: usize, what: &str| -> Result<i32, MasterFileError> {
                 let w = word(t, i, what, line)?;
                 let v = parse_ttl_value(w, line)?;
-                i32::try_from(v).or_else(|_| err(line, format!("{what} {w} is too large")))
+                i32::try_from(v).or_else(|_| {
+                    err(
+                        line,
+                        format!("{what} {} is too large", excerpt(w.as_bytes())),
+                    )
+                })
             };
             let serial: u32 = number(t, 2, "SOA serial", line)?;
             RData::SOA(SOA::new(
@@ -494,7 +592,11 @@ fn parse_rdata(
                 timer(6, "SOA minimum")? as u32,
             ))
         }
-        _ => parse_with_hickory(rtype, t, owner, line)?,
+        _ => {
+            let data = parse_with_hickory(rtype, t, origin, line)?;
+            check_writable(&data).map_err(|message| MasterFileError { line, message })?;
+            data
+        }
     })
 }
 
@@ -521,10 +623,11 @@ fn unescape_word(w: &str) -> Option<Vec<u8>> {
 fn parse_with_hickory(
     rtype: RecordType,
     tokens: &[Token],
-    owner: &Name,
+    origin: &Name,
     line: usize,
 ) -> Result<RData, MasterFileError> {
-    let mut text = format!("{owner} 0 IN {rtype}");
+    // The owner does not matter; relative names in the data are relative to `$ORIGIN`.
+    let mut text = format!("@ 0 IN {rtype}");
     for tok in tokens {
         text.push(' ');
         match tok {
@@ -551,10 +654,13 @@ fn parse_with_hickory(
         }
     }
     text.push('\n');
-    let parsed = Parser::new(text, None, Some(Name::root())).parse();
+    let parsed = Parser::new(text, None, Some(origin.clone())).parse();
     let (_, sets) = parsed.map_err(|e| MasterFileError {
         line,
-        message: format!("invalid {rtype} record: {e}"),
+        message: format!(
+            "invalid {rtype} record: {}",
+            excerpt(e.to_string().as_bytes())
+        ),
     })?;
     sets.into_values()
         .flat_map(|set| set.records_without_rrsigs().cloned().collect::<Vec<_>>())
@@ -564,6 +670,36 @@ fn parse_with_hickory(
             line,
             message: format!("invalid {rtype} record"),
         })
+}
+
+/// Checks that record data of a type hickory parses for us comes back identical (same wire
+/// bytes, case included) from the text we would write for it; what cannot is refused at
+/// input rather than changed or lost at the next restart.
+fn check_writable(data: &RData) -> Result<(), String> {
+    let rtype = data.record_type();
+    let text = super::writer::rdata_text(data);
+    let refused =
+        || format!("this {rtype} record cannot be written back identically in a zone file");
+    if !text.is_ascii() {
+        return Err(refused());
+    }
+    let tokens = match lex(&format!("@ {text}")) {
+        Ok(entries) if entries.len() == 1 => entries[0].tokens[1..].to_vec(),
+        _ => return Err(refused()),
+    };
+    match parse_with_hickory(rtype, &tokens, &Name::root(), 0) {
+        Ok(again) if wire_bytes(&again) == wire_bytes(data) => Ok(()),
+        _ => Err(refused()),
+    }
+}
+
+/// The record data as sent on the wire (names uncompressed, case kept), or `None` when it
+/// cannot be encoded at all.
+pub fn wire_bytes(data: &RData) -> Option<Vec<u8>> {
+    let mut buf = Vec::new();
+    let mut encoder = BinEncoder::new(&mut buf);
+    data.emit(&mut encoder).ok()?;
+    Some(buf)
 }
 
 /// Parses record data written in presentation format, as in a zone file (`10 mx1` for MX,
@@ -577,7 +713,7 @@ pub fn parse_rdata_text(rtype: RecordType, text: &str, origin: &Name) -> Result<
         let chunks: Vec<&[u8]> = text.as_bytes().chunks(255).collect();
         return Ok(RData::TXT(TXT::from_bytes(chunks)));
     }
-    if text.contains('\n') || text.contains(';') && !text.contains('"') {
+    if text.contains('\n') || has_comment(text) {
         return Err("record data must be one line without comments".into());
     }
     let entries = lex(&format!("@ {text}")).map_err(|e| e.message)?;
@@ -585,7 +721,24 @@ pub fn parse_rdata_text(rtype: RecordType, text: &str, origin: &Name) -> Result<
         return Err("record data must be one line".into());
     };
     let tokens = &entry.tokens[1..];
-    parse_rdata(rtype, tokens, origin, origin, 1).map_err(|e| e.message)
+    parse_rdata(rtype, tokens, origin, 1).map_err(|e| e.message)
+}
+
+/// Whether the text holds a `;` that starts a comment: one neither escaped nor quoted.
+fn has_comment(text: &str) -> bool {
+    let mut quoted = false;
+    let mut bytes = text.bytes();
+    while let Some(b) = bytes.next() {
+        match b {
+            b'\\' => {
+                bytes.next();
+            }
+            b'"' => quoted = !quoted,
+            b';' if !quoted => return true,
+            _ => {}
+        }
+    }
+    false
 }
 
 /// Parses a record type name for the API: known, and not one that mailzone manages itself.
@@ -702,6 +855,34 @@ mod tests {
     fn rare_types_go_through_hickory() {
         let recs = read("@ 60 CAA 0 issue \"letsencrypt.org\"\n", &origin()).unwrap();
         assert_eq!(recs[0].record.record_type(), RecordType::CAA);
+    }
+
+    #[test]
+    fn escaped_names_are_read_byte_for_byte_and_decimal() {
+        let recs = read("a\\.b\\065\\255 60 A 192.0.2.1\n", &origin()).unwrap();
+        let first: Vec<u8> = recs[0].record.name.iter().next().unwrap().to_vec();
+        assert_eq!(first, b"a.bA\xff");
+        assert_eq!(
+            crate::zone::writer::name_text(&recs[0].record.name),
+            "a\\.bA\\255.example.test."
+        );
+    }
+
+    #[test]
+    fn a_raw_non_ascii_name_is_refused_asking_for_a_labels() {
+        let e = read("bücher 60 A 192.0.2.1\n", &origin()).unwrap_err();
+        assert!(e.message.contains("xn--"), "{e}");
+    }
+
+    #[test]
+    fn a_rare_type_that_would_not_be_written_back_identically_is_refused() {
+        // hickory writes SVCB/HTTPS target names in Unicode: refused rather than changed.
+        let e = read("@ 60 HTTPS 1 xn--bcher-kva.example. alpn=h2\n", &origin()).unwrap_err();
+        assert!(
+            e.message.contains("cannot be written back identically"),
+            "{e}"
+        );
+        assert!(read("@ 60 HTTPS 1 svc.example. alpn=h2\n", &origin()).is_ok());
     }
 
     #[test]

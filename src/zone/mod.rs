@@ -7,6 +7,7 @@
 //! not do I/O: reading files is [`set`]'s job, the wire format is `dns`'s.
 
 pub mod edit;
+pub mod limits;
 pub mod lookup;
 pub mod master;
 pub mod serial;
@@ -26,6 +27,8 @@ pub use set::{ZoneSet, ZoneStatus};
 pub struct RrSet {
     pub rtype: RecordType,
     pub records: Vec<Record>,
+    /// The least size of an answer carrying this rrset ([`limits::answer_size`]).
+    pub answer_size: usize,
 }
 
 /// One name of the zone. A node with no rrsets is an empty non-terminal: it exists (NODATA,
@@ -101,6 +104,8 @@ impl Zone {
     /// the TTLs of one rrset are set to the first one's.
     pub fn build(mut origin: Name, records: Vec<SourcedRecord>) -> Result<Self, ZoneError> {
         origin.set_fqdn(true);
+        // Names in messages are shown in their wire form, as the zone file has them.
+        let shown_origin = writer::name_text(&origin);
         let mut nodes: HashMap<Name, Node> = HashMap::new();
         let mut soa: Option<(Record, usize)> = None;
         let mut record_count = 0;
@@ -109,16 +114,16 @@ impl Zone {
 
         for SourcedRecord { record, line } in records {
             let fail = |message: String| Err(ZoneError { line, message });
+            let owner = writer::name_text(&record.name);
             if !origin.zone_of(&record.name) {
-                return fail(format!("{} is outside the zone {origin}", record.name));
+                return fail(format!("{owner} is outside the zone {shown_origin}"));
             }
             let rtype = record.record_type();
             match rtype {
                 RecordType::SOA => {
                     if record.name != origin {
                         return fail(format!(
-                            "SOA at {} is not at the zone apex {origin}",
-                            record.name
+                            "SOA at {owner} is not at the zone apex {shown_origin}"
                         ));
                     }
                     if let Some((_, first)) = &soa {
@@ -128,16 +133,11 @@ impl Zone {
                 }
                 RecordType::CNAME => {
                     if let Some(first) = cname_lines.get(&record.name) {
-                        return fail(format!(
-                            "a second CNAME at {}{}",
-                            record.name,
-                            from_line(*first)
-                        ));
+                        return fail(format!("a second CNAME at {owner}{}", from_line(*first)));
                     }
                     if let Some(other) = other_lines.get(&record.name) {
                         return fail(format!(
-                            "CNAME at {} beside other data{}",
-                            record.name,
+                            "CNAME at {owner} beside other data{}",
                             from_line(*other)
                         ));
                     }
@@ -146,13 +146,18 @@ impl Zone {
                 _ => {
                     if let Some(c) = cname_lines.get(&record.name) {
                         return fail(format!(
-                            "{rtype} at {} beside a CNAME{}",
-                            record.name,
+                            "{rtype} at {owner} beside a CNAME{}",
                             from_line(*c)
                         ));
                     }
                     other_lines.entry(record.name.clone()).or_insert(line);
                 }
+            }
+            // Data no answer could carry is refused here, naming the record, rather than
+            // served as an empty truncated answer for ever.
+            let rdata_len = limits::rdata_len(&record.data);
+            if let Some(problem) = limits::rdata_problem(rdata_len) {
+                return fail(format!("{rtype} at {owner}: {problem}"));
             }
             let node = nodes.entry(record.name.clone()).or_default();
             match node.rrsets.iter_mut().find(|s| s.rtype == rtype) {
@@ -160,14 +165,29 @@ impl Zone {
                     if set.records.iter().any(|r| r.data == record.data) {
                         continue;
                     }
+                    set.answer_size = set
+                        .answer_size
+                        .saturating_add(limits::record_size(&record.name, rdata_len));
+                    if let Some(problem) =
+                        limits::answer_problem(set.answer_size, set.records.len() + 1)
+                    {
+                        return fail(format!("{rtype} at {owner}: {problem}"));
+                    }
                     let mut record = record;
                     record.ttl = set.records[0].ttl;
                     set.records.push(record);
                 }
-                None => node.rrsets.push(RrSet {
-                    rtype,
-                    records: vec![record],
-                }),
+                None => {
+                    let answer_size = limits::answer_size(&record.name, [rdata_len]);
+                    if let Some(problem) = limits::answer_problem(answer_size, 1) {
+                        return fail(format!("{rtype} at {owner}: {problem}"));
+                    }
+                    node.rrsets.push(RrSet {
+                        rtype,
+                        records: vec![record],
+                        answer_size,
+                    })
+                }
             }
             record_count += 1;
         }
@@ -175,7 +195,7 @@ impl Zone {
         let Some((soa, _)) = soa else {
             return Err(ZoneError {
                 line: 0,
-                message: format!("no SOA record at the zone apex {origin}"),
+                message: format!("no SOA record at the zone apex {shown_origin}"),
             });
         };
         let apex_has_ns = nodes
@@ -184,7 +204,7 @@ impl Zone {
         if !apex_has_ns {
             return Err(ZoneError {
                 line: 0,
-                message: format!("no NS record at the zone apex {origin}"),
+                message: format!("no NS record at the zone apex {shown_origin}"),
             });
         }
 

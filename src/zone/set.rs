@@ -15,6 +15,7 @@ use arc_swap::ArcSwap;
 use hickory_proto::rr::Name;
 use serde::Serialize;
 
+use super::writer::name_text;
 use super::{Zone, label_count};
 
 /// How one zone file fared at the last (re)load.
@@ -79,9 +80,9 @@ impl ZoneSet {
             .into_iter()
             .map(|z| {
                 let status = by_name
-                    .remove(&z.origin().to_ascii())
+                    .remove(&name_text(z.origin()))
                     .unwrap_or_else(|| ZoneStatus {
-                        name: z.origin().to_ascii(),
+                        name: name_text(z.origin()),
                         file: PathBuf::new(),
                         serial: Some(z.serial()),
                         records: z.record_count(),
@@ -166,7 +167,7 @@ impl ZoneSet {
 
     fn fresh_status(zone: &Zone, file: PathBuf) -> ZoneStatus {
         ZoneStatus {
-            name: zone.origin().to_ascii(),
+            name: name_text(zone.origin()),
             file,
             serial: Some(zone.serial()),
             records: zone.record_count(),
@@ -234,7 +235,12 @@ impl ZoneSet {
 
     /// Reads every `*.zone` file of `dir`. `previous` is the snapshot being served: a zone
     /// whose new file is broken keeps its previous version.
-    pub fn load_dir(dir: &Path, previous: Option<&ZoneSet>) -> Result<LoadReport, std::io::Error> {
+    /// Files over `max_file_bytes` are refused unread.
+    pub fn load_dir(
+        dir: &Path,
+        previous: Option<&ZoneSet>,
+        max_file_bytes: u64,
+    ) -> Result<LoadReport, std::io::Error> {
         let mut files: Vec<PathBuf> = std::fs::read_dir(dir)?
             .filter_map(|e| e.ok().map(|e| e.path()))
             .filter(|p| is_zone_file(p))
@@ -272,14 +278,17 @@ impl ZoneSet {
                     continue;
                 }
             };
-            let loaded = std::fs::read_to_string(&file)
-                .map_err(|e| format!("{shown}: cannot read: {e}"))
+            let loaded = read_bounded(&file, max_file_bytes)
+                .map_err(|e| format!("{shown}{e}"))
                 .and_then(|text| {
                     Zone::from_master_text(&origin, &text).map_err(|e| {
+                        // The message goes to the log and /v1/status: bounded, whatever
+                        // the file holds.
+                        let message = bounded(&e.message);
                         if e.line > 0 {
-                            format!("{shown}:{}: {}", e.line, e.message)
+                            format!("{shown}:{}: {message}", e.line)
                         } else {
-                            format!("{shown}: {}", e.message)
+                            format!("{shown}: {message}")
                         }
                     })
                 });
@@ -296,7 +305,7 @@ impl ZoneSet {
                         Some(now)
                     };
                     statuses.push(ZoneStatus {
-                        name: origin.to_ascii(),
+                        name: name_text(&origin),
                         file,
                         serial: Some(zone.serial()),
                         records: zone.record_count(),
@@ -310,7 +319,7 @@ impl ZoneSet {
                     errors.push(e.clone());
                     let kept = previous.and_then(|p| p.get(&origin));
                     statuses.push(ZoneStatus {
-                        name: origin.to_ascii(),
+                        name: name_text(&origin),
                         file,
                         serial: kept.as_ref().map(|z| z.serial()),
                         records: kept.as_ref().map_or(0, |z| z.record_count()),
@@ -330,6 +339,56 @@ impl ZoneSet {
     }
 }
 
+/// The longest error message about a file's content we keep (log line, `/v1/status`).
+const MAX_MESSAGE_CHARS: usize = 300;
+
+/// Reads a zone file as text if it is at most `max` bytes; a larger one is not read at all
+/// (and one that grows while being read is cut at `max + 1` bytes and refused). The error
+/// starts with `: ` or `:LINE: `, to follow the file name.
+fn read_bounded(file: &Path, max: u64) -> Result<String, String> {
+    use std::io::Read;
+    let f = std::fs::File::open(file).map_err(|e| format!(": cannot read: {e}"))?;
+    let len = f
+        .metadata()
+        .map_err(|e| format!(": cannot read: {e}"))?
+        .len();
+    let too_large =
+        |len: u64| format!(": the file is {len} bytes, over max_zone_file_bytes ({max}): not read");
+    if len > max {
+        return Err(too_large(len));
+    }
+    let mut bytes = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
+    f.take(max.saturating_add(1))
+        .read_to_end(&mut bytes)
+        .map_err(|e| format!(": cannot read: {e}"))?;
+    if bytes.len() as u64 > max {
+        return Err(too_large(bytes.len() as u64));
+    }
+    String::from_utf8(bytes).map_err(|e| {
+        let at = e.utf8_error().valid_up_to();
+        let line = e.as_bytes()[..at].iter().filter(|&&b| b == b'\n').count() + 1;
+        format!(":{line}: invalid UTF-8")
+    })
+}
+
+/// `message` cut to [`MAX_MESSAGE_CHARS`] with control characters escaped: an error may
+/// quote input, and input may be anything.
+fn bounded(message: &str) -> String {
+    let mut out = String::new();
+    for (i, c) in message.chars().enumerate() {
+        if i >= MAX_MESSAGE_CHARS {
+            out.push_str("...");
+            break;
+        }
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// Seconds since the Unix epoch.
 pub fn unix_now() -> u64 {
     SystemTime::now()
@@ -340,7 +399,7 @@ pub fn unix_now() -> u64 {
 
 /// The file that holds zone `origin` in `dir`: `<zone>.zone`, lower case, no trailing dot.
 pub fn zone_file(dir: &Path, origin: &Name) -> PathBuf {
-    let name = origin.to_lowercase().to_ascii();
+    let name = name_text(&origin.to_lowercase());
     dir.join(format!("{}.zone", name.trim_end_matches('.')))
 }
 

@@ -5,10 +5,15 @@
 //! quoted and escaped (`\"`, `\\`, `\DDD` for bytes outside printable ASCII) so that our own
 //! reader, BIND's `named-checkzone` and Knot read back exactly the same bytes. hickory has no
 //! writer and its TXT `Display` is lossy (`../shared/HICKORY-NOTES.md` §2).
+//!
+//! Names are always written in their wire form: A-labels as they are (`xn--bcher-kva`, never
+//! the Unicode `bücher` that hickory's `Name` `Display` gives), every byte other than a
+//! letter, digit, `-` or `_` escaped (`\.` inside a label, `\DDD` for non-printable bytes).
+//! Nothing here may use a `Name`'s `Display` or `to_ascii` (whose `\DDD` escapes are octal).
 
 use std::fmt::Write;
 
-use hickory_proto::rr::{RData, Record, RecordType};
+use hickory_proto::rr::{Name, RData, Record, RecordType};
 
 use super::Zone;
 
@@ -27,9 +32,9 @@ pub fn to_master_text(zone: &Zone) -> String {
     let _ = writeln!(
         out,
         "; zone {} written by mailzone; edits through the API keep this file current",
-        zone.origin()
+        name_text(zone.origin())
     );
-    let _ = writeln!(out, "$ORIGIN {}", zone.origin());
+    let _ = writeln!(out, "$ORIGIN {}", name_text(zone.origin()));
     for r in records {
         let _ = writeln!(out, "{}", record_line(r));
     }
@@ -40,7 +45,7 @@ pub fn to_master_text(zone: &Zone) -> String {
 pub fn record_line(r: &Record) -> String {
     format!(
         "{} {} IN {} {}",
-        r.name,
+        name_text(&r.name),
         r.ttl,
         r.record_type(),
         rdata_text(&r.data)
@@ -69,10 +74,63 @@ pub fn rdata_text(data: &RData) -> String {
         }
         RData::SOA(soa) => format!(
             "{} {} {} {} {} {} {}",
-            soa.mname, soa.rname, soa.serial, soa.refresh, soa.retry, soa.expire, soa.minimum
+            name_text(&soa.mname),
+            name_text(&soa.rname),
+            soa.serial,
+            soa.refresh,
+            soa.retry,
+            soa.expire,
+            soa.minimum
         ),
+        RData::NS(ns) => name_text(&ns.0),
+        RData::CNAME(cname) => name_text(&cname.0),
+        RData::PTR(ptr) => name_text(&ptr.0),
+        RData::ANAME(aname) => name_text(&aname.0),
+        RData::MX(mx) => format!("{} {}", mx.preference, name_text(&mx.exchange)),
+        RData::SRV(srv) => format!(
+            "{} {} {} {}",
+            srv.priority,
+            srv.weight,
+            srv.port,
+            name_text(&srv.target)
+        ),
+        // The other types carry no names or are checked at input to come back identical
+        // from this text (`master::check_writable`).
         other => other.to_string(),
     }
+}
+
+/// A domain name in master-file form: absolute (trailing dot), A-labels kept as they are,
+/// and every byte that is not a letter, digit, `-` or `_` escaped, so that any reader
+/// (ours, BIND, Knot) gets back exactly the wire bytes.
+pub fn name_text(name: &Name) -> String {
+    let mut s = String::with_capacity(name.len() + 1);
+    for label in name.iter() {
+        if label == b"*" {
+            s.push('*');
+        } else {
+            for &b in label {
+                match b {
+                    b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' => s.push(b as char),
+                    0x21..=0x7e => {
+                        s.push('\\');
+                        s.push(b as char);
+                    }
+                    _ => {
+                        let _ = write!(s, "\\{b:03}");
+                    }
+                }
+            }
+        }
+        s.push('.');
+    }
+    if s.is_empty() {
+        return ".".into();
+    }
+    if !name.is_fqdn() {
+        s.pop();
+    }
+    s
 }
 
 /// A quoted character-string with every byte either printable or escaped.
