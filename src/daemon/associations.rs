@@ -226,6 +226,10 @@ impl Shared {
                 .map(|e| e.dkim.clone())
                 .unwrap_or_default(),
             updated_at: existing.as_ref().map_or(0, |e| e.updated_at),
+            changed_at: existing
+                .as_ref()
+                .map(|e| e.changed_at.clone())
+                .unwrap_or_default(),
         };
         set.check(&association)?;
         if association.records.dkim && platform.dkim.is_none() {
@@ -351,6 +355,17 @@ impl Shared {
             });
         if changed {
             association.updated_at = unix_now();
+            let before = match previous {
+                Some(p) => self.report(p, platform, zone.as_deref(), dry_run)?.expected,
+                None => vec![],
+            };
+            let touched: Vec<String> = report
+                .added
+                .iter()
+                .chain(&report.removed)
+                .cloned()
+                .collect();
+            association.stamp_changes(&before, &expected, &touched, unix_now());
         }
         report.association = association.clone();
         if dry_run {
@@ -358,9 +373,6 @@ impl Shared {
         }
         self.save_domain(set.with(association.clone()), &domain_text)
             .await?;
-        if changed {
-            self.diagnose_soon(&association.domain, &association.platform);
-        }
         if let Some(next) = next
             && (!report.added.is_empty() || !report.removed.is_empty())
         {
@@ -370,7 +382,18 @@ impl Shared {
         self.sync_delegated_dkim(&association, previous, platform)
             .await?;
         self.remove_dropped_keys(&association, previous);
-        tracing::info!(domain = %domain_text, platform = %platform.id, hosted = association.hosted, added = report.added.len(), removed = report.removed.len(), "association applied");
+        // New jobs follow the saved timestamps; a new or changed association is checked now.
+        self.reschedule(&association, changed);
+        // Only a real change is news for an operator; saving an observation or a
+        // validation is not.
+        let records_changed = !report.added.is_empty()
+            || !report.removed.is_empty()
+            || previous.is_none_or(|p| p.records != association.records || p.mode != association.mode);
+        if records_changed {
+            tracing::info!(domain = %domain_text, platform = %platform.id, hosted = association.hosted, added = report.added.len(), removed = report.removed.len(), "association applied");
+        } else {
+            tracing::debug!(domain = %domain_text, platform = %platform.id, "association saved");
+        }
         Ok(report)
     }
 
@@ -465,6 +488,8 @@ impl Shared {
                 .await?;
         }
         self.remove_dropped_keys(&gone, Some(&association));
+        // Its results, counts, metric series and jobs go with it.
+        self.forget(&association);
         tracing::info!(domain = %domain_text, platform, removed = report.removed.len(), restored = report.added.len(), "domain dissociated");
         Ok(report)
     }

@@ -14,6 +14,7 @@ use hickory_proto::rr::{Name, RData, RecordType};
 
 use super::Shared;
 use super::associations::{AssociationError, AssociationReport};
+use super::scheduler::{AssociationKey, Job};
 use crate::dkim::key::{self, SigningKey};
 use crate::dkim::message::{Message, MessageError, sign};
 use crate::provision::association::Association;
@@ -347,76 +348,76 @@ impl Shared {
         outcome
     }
 
-    /// One pass of the DKIM clock: rotate keys older than `rotate_after`, remove keys retired
-    /// longer than `keep_retired`, check every signing key file, refresh the key ages.
-    pub async fn dkim_tick(&self) {
-        // Probing other servers takes time: do it before taking the writer lock.
-        let observed = self.observe_external_dkim().await;
+    /// The `Rotate` job: when the active key is `rotate_after` old and a published
+    /// successor exists, the successor signs and the old key retires.
+    pub(super) async fn rotate_due(&self, key: &AssociationKey) {
         let _writer = self.writer.lock().await;
-        self.apply_observed(observed).await;
-        let now = unix_now();
-        let all: Vec<Association> = self
+        let Some(a) = self
             .associations
             .load()
-            .all()
-            .filter(|a| !a.dkim.is_empty())
+            .find(&key.domain, &key.platform)
             .cloned()
-            .collect();
-        for a in all {
-            let Ok(platform) = self.platform(&a.platform) else {
-                continue;
-            };
-            let Some(policy) = platform.dkim.clone() else {
-                continue;
-            };
-            let due = active(&a.dkim)
-                .and_then(|g| g.active_since)
-                .is_some_and(|since| now.saturating_sub(since) >= policy.rotate_after_secs)
-                && a.dkim.iter().any(|g| g.state == SelectorState::Published);
-            let current = if due {
-                match self.rotate_locked(&a).await {
-                    Ok(r) => r.association,
-                    Err(e) => {
-                        tracing::error!(domain = %a.domain, error = %e, "DKIM rotation failed");
-                        a.clone()
-                    }
-                }
-            } else {
-                a.clone()
-            };
-            let expired = |g: &DkimGeneration| {
-                g.state == SelectorState::Retiring
-                    && g.retiring_since
-                        .is_some_and(|s| now.saturating_sub(s) >= policy.keep_retired_secs)
-            };
-            if current.dkim.iter().any(expired) {
-                let mut next = current.clone();
-                next.dkim.retain(|g| !expired(g));
-                if let Err(e) = self.commit(next, Some(&current), &platform, false).await {
-                    tracing::error!(domain = %a.domain, error = %e, "retired DKIM key not removed");
-                }
-            }
+        else {
+            return;
+        };
+        let Some(policy) = self.platform(&a.platform).ok().and_then(|p| p.dkim) else {
+            return;
+        };
+        let due = active(&a.dkim)
+            .and_then(|g| g.active_since)
+            .is_some_and(|since| unix_now().saturating_sub(since) >= policy.rotate_after_secs)
+            && a.dkim.iter().any(|g| g.state == SelectorState::Published);
+        if !due {
+            // Woken early (the association changed meanwhile): the deadlines are derived again.
+            self.reschedule(&a, false);
+            return;
         }
-        self.check_dkim_keys();
+        if let Err(e) = self.rotate_locked(&a).await {
+            tracing::error!(domain = %a.domain, error = %e, "DKIM rotation failed; retried later");
+            let retry = std::time::Duration::from_secs(self.config.diagnosis.interval_secs.max(1));
+            self.scheduler
+                .schedule(tokio::time::Instant::now() + retry, key.clone(), Job::Rotate);
+        }
     }
 
-    /// External domains whose key records the customer publishes: the generations that every
-    /// authoritative nameserver now serves, with our key (keys compared, not strings).
-    async fn observe_external_dkim(&self) -> Vec<(String, String, Vec<u32>)> {
-        let waiting: Vec<Association> = self
+    /// The `DropRetired` job: keys retired longer than `keep_retired` go, record first.
+    pub(super) async fn drop_retired(&self, key: &AssociationKey) {
+        let _writer = self.writer.lock().await;
+        let Some(current) = self
             .associations
             .load()
-            .all()
-            .filter(|a| !a.hosted && a.dkim.iter().any(|g| g.state == SelectorState::Generated))
+            .find(&key.domain, &key.platform)
             .cloned()
-            .collect();
-        let mut out = Vec::new();
-        for a in waiting {
-            if let Some(seen) = self.observe_dkim(&a).await {
-                out.push(seen);
-            }
+        else {
+            return;
+        };
+        let Ok(platform) = self.platform(&current.platform) else {
+            return;
+        };
+        let Some(policy) = platform.dkim.clone() else {
+            return;
+        };
+        let now = unix_now();
+        let expired = |g: &DkimGeneration| {
+            g.state == SelectorState::Retiring
+                && g.retiring_since
+                    .is_some_and(|s| now.saturating_sub(s) >= policy.keep_retired_secs)
+        };
+        if !current.dkim.iter().any(expired) {
+            self.reschedule(&current, false);
+            return;
         }
-        out
+        let mut next = current.clone();
+        next.dkim.retain(|g| !expired(g));
+        if let Err(e) = self.commit(next, Some(&current), &platform, false).await {
+            tracing::error!(domain = %current.domain, error = %e, "retired DKIM key not removed; retried later");
+            let retry = std::time::Duration::from_secs(self.config.diagnosis.interval_secs.max(1));
+            self.scheduler.schedule(
+                tokio::time::Instant::now() + retry,
+                key.clone(),
+                Job::DropRetired,
+            );
+        }
     }
 
     /// For one external association: the generations not yet published that every
@@ -456,12 +457,13 @@ impl Shared {
                     break;
                 };
                 for server in &addresses {
+                    let _permit = self.nameserver_permit(*server).await;
                     let served = match prober.query(*server, &name, RecordType::TXT, false).await {
                         Ok(m) => {
                             m.metadata.authoritative
                                 && crate::diagnose::probe::txt_values(&m)
                                     .iter()
-                                    .any(|v| same_key(v, &k.public))
+                                    .any(|v| crate::dkim::same_key(v, &k.public))
                         }
                         Err(_) => false,
                     };
@@ -478,8 +480,8 @@ impl Shared {
         (!seen.is_empty()).then(|| (a.domain.clone(), a.platform.clone(), seen))
     }
 
-    /// Diagnosis looks at the key records too: an external domain whose keys are now served
-    /// everywhere starts signing without waiting for the DKIM clock.
+    /// Part of an external association's diagnosis: keys now served everywhere are marked
+    /// published, and the first one starts signing.
     pub(super) async fn observe_dkim_now(&self, a: &Association) {
         if a.hosted || !a.dkim.iter().any(|g| g.state == SelectorState::Generated) {
             return;
@@ -535,6 +537,39 @@ impl Shared {
                 && let Err(e) = self.commit(next, Some(&current), &platform, false).await
             {
                 tracing::error!(%domain, error = %e, "observed DKIM state not saved");
+            }
+        }
+    }
+
+    /// Checks the signing keys of one association (like [`Shared::check_dkim_keys`]).
+    pub(super) fn check_keys_of(&self, a: &Association) {
+        let now = unix_now();
+        let mut error = None;
+        for g in &a.dkim {
+            for k in &g.keys {
+                self.metrics
+                    .dkim_key_age
+                    .with_label_values(&[&a.domain, &k.selector])
+                    .set(now.saturating_sub(g.created_at) as i64);
+                if g.state == SelectorState::Active
+                    && let Err(e) = self.signing_key(&a.domain, &k.selector)
+                {
+                    error = Some(e);
+                }
+            }
+        }
+        if let Ok(mut errors) = self.dkim_errors.lock() {
+            match error {
+                Some(e) => {
+                    if errors.get(&a.domain) != Some(&e) {
+                        tracing::error!(domain = %a.domain, error = %e, "DKIM key unusable: this domain does not sign until it is fixed");
+                    }
+                    errors.insert(a.domain.clone(), e);
+                }
+                None if !a.dkim.is_empty() => {
+                    errors.remove(&a.domain);
+                }
+                None => {}
             }
         }
     }
@@ -628,23 +663,5 @@ impl Shared {
                 .inc();
         }
         Ok(headers)
-    }
-}
-
-/// Whether a served key record carries this public key (compared as bytes, not text).
-pub fn same_key(record: &str, public: &str) -> bool {
-    use base64::Engine;
-    let b64 = base64::engine::general_purpose::STANDARD;
-    let served = record
-        .split(';')
-        .filter_map(|t| t.split_once('='))
-        .find(|(k, _)| k.trim() == "p")
-        .map(|(_, v)| v.chars().filter(|c| !c.is_whitespace()).collect::<String>());
-    match (
-        served.and_then(|p| b64.decode(p).ok()),
-        b64.decode(public).ok(),
-    ) {
-        (Some(a), Some(b)) => a == b,
-        _ => false,
     }
 }

@@ -8,6 +8,7 @@
 pub mod associations;
 pub mod diagnosis;
 pub mod dkim;
+pub mod scheduler;
 pub mod token;
 pub mod writer;
 
@@ -83,8 +84,10 @@ pub struct Shared {
     dkim_keys: std::sync::Mutex<DkimKeyCache>,
     /// Domains whose signing key cannot be used, and why.
     pub dkim_errors: std::sync::Mutex<std::collections::BTreeMap<String, String>>,
-    /// Diagnosis results and schedule.
+    /// Diagnosis results.
     pub diagnosis: diagnosis::DiagnosisState,
+    /// Every background job of every association, by deadline.
+    pub scheduler: scheduler::Scheduler,
     /// Serialises reloads and every write: one writer at a time.
     writer: Mutex<()>,
 }
@@ -95,6 +98,9 @@ impl Shared {
     pub async fn reload(&self) -> Result<ReloadSummary, std::io::Error> {
         let summary = self.reload_files().await?;
         self.reconcile().await;
+        // Every deadline derives from saved state: the set is rebuilt from the files.
+        self.rebuild_schedule();
+        self.check_dkim_keys();
         Ok(summary)
     }
 
@@ -247,7 +253,8 @@ impl Daemon {
             config_file,
             dkim_keys: Default::default(),
             dkim_errors: Default::default(),
-            diagnosis: Default::default(),
+            diagnosis: diagnosis::DiagnosisState::new(&config.diagnosis),
+            scheduler: Default::default(),
             writer: Mutex::new(()),
             config,
         });
@@ -282,18 +289,9 @@ impl Daemon {
                 &mut tasks,
             );
         }
-        // The DKIM clock: rotations and removals of retired keys.
-        let clock = shared.clone();
-        let every = std::time::Duration::from_millis(shared.config.dkim_check_interval_ms.max(10));
-        tasks.spawn(async move {
-            let mut ticks = tokio::time::interval(every);
-            ticks.tick().await;
-            loop {
-                ticks.tick().await;
-                clock.dkim_tick().await;
-            }
-        });
-        tasks.spawn(shared.clone().diagnosis_loop());
+        // One scheduler for every background job: diagnoses, rotations, retired keys.
+        shared.rebuild_schedule();
+        tasks.spawn(shared.clone().run_scheduler());
         let (http_stop, stopped) = oneshot::channel::<()>();
         let app = crate::http::router(shared.clone());
         let http_task = tokio::spawn(async move {

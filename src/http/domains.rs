@@ -332,6 +332,13 @@ pub async fn diagnose(
                 format!("{domain} is not associated with {platform}"),
             )
         })?;
-    let result = shared.diagnose(&association).await;
+    let key = crate::daemon::scheduler::AssociationKey::new(&association.domain, &platform);
+    let result = shared.diagnose(&key).await.ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("{domain} is no longer associated with {platform}"),
+        )
+    })?;
     Ok(Json(result).into_response())
 }
