@@ -388,7 +388,8 @@ impl Shared {
         // validation is not.
         let records_changed = !report.added.is_empty()
             || !report.removed.is_empty()
-            || previous.is_none_or(|p| p.records != association.records || p.mode != association.mode);
+            || previous
+                .is_none_or(|p| p.records != association.records || p.mode != association.mode);
         if records_changed {
             tracing::info!(domain = %domain_text, platform = %platform.id, hosted = association.hosted, added = report.added.len(), removed = report.removed.len(), "association applied");
         } else {

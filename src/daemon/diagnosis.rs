@@ -352,7 +352,10 @@ impl Shared {
             .flat_map(|g| g.keys.iter())
             .map(|k| k.selector.as_str())
             .collect();
-        self.forget_key(&AssociationKey::new(&gone.domain, &gone.platform), &selectors);
+        self.forget_key(
+            &AssociationKey::new(&gone.domain, &gone.platform),
+            &selectors,
+        );
     }
 
     fn forget_key(&self, key: &AssociationKey, selectors: &[&str]) {
@@ -515,8 +518,7 @@ impl Shared {
                 jobs.push((at, key.clone(), job));
             }
         }
-        self.scheduler
-            .replace_all(jobs);
+        self.scheduler.replace_all(jobs);
     }
 
     /// Runs one due job: diagnoses within the global limit, key jobs under the writer.

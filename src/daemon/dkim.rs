@@ -375,8 +375,11 @@ impl Shared {
         if let Err(e) = self.rotate_locked(&a).await {
             tracing::error!(domain = %a.domain, error = %e, "DKIM rotation failed; retried later");
             let retry = std::time::Duration::from_secs(self.config.diagnosis.interval_secs.max(1));
-            self.scheduler
-                .schedule(tokio::time::Instant::now() + retry, key.clone(), Job::Rotate);
+            self.scheduler.schedule(
+                tokio::time::Instant::now() + retry,
+                key.clone(),
+                Job::Rotate,
+            );
         }
     }
 

@@ -52,9 +52,10 @@ pub fn mark_pending(d: &mut Diagnosis, recent: &Recent) {
 
 /// Codes reported red now that were not red in `previous`.
 fn newly_red(previous: Option<&Diagnosis>, now: &Diagnosis) -> bool {
-    now.checks.iter().filter(|f| f.is_red()).any(|f| {
-        !previous.is_some_and(|p| p.checks.iter().any(|o| o.is_red() && o.code == f.code))
-    })
+    now.checks
+        .iter()
+        .filter(|f| f.is_red())
+        .any(|f| !previous.is_some_and(|p| p.checks.iter().any(|o| o.is_red() && o.code == f.code)))
 }
 
 /// Sets each finding's `since`: kept from `previous` while code and status stay the same.
@@ -170,7 +171,11 @@ mod tests {
             std::future::ready(diagnosis(2000, vec![mx_missing()]))
         };
         let second = decide(Some(&first), &Recent::default(), run).await;
-        assert_eq!(runs.get(), 1, "a failure already reported is not re-checked");
+        assert_eq!(
+            runs.get(),
+            1,
+            "a failure already reported is not re-checked"
+        );
         assert_eq!(second.checks[0].since, 1000, "since is kept");
     }
 
