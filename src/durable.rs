@@ -66,3 +66,15 @@ pub fn remove_stale_temp_files(dir: &Path) -> io::Result<usize> {
     }
     Ok(removed)
 }
+
+/// Creates a folder readable by its owner only (keys live there).
+pub fn create_private_dir(dir: &std::path::Path) -> std::io::Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(dir)
+}

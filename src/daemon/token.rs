@@ -43,7 +43,7 @@ pub fn load_or_create(config: &Config) -> Result<String, TokenError> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(fail(format!("cannot read: {e}"))),
     }
-    create_private_dir(&config.keys_dir)
+    crate::durable::create_private_dir(&config.keys_dir)
         .map_err(|e| fail(format!("cannot create the keys folder: {e}")))?;
     let mut bytes = [0u8; 32];
     SystemRandom::new()
@@ -54,16 +54,4 @@ pub fn load_or_create(config: &Config) -> Result<String, TokenError> {
         .map_err(|e| fail(format!("cannot write: {e}")))?;
     tracing::info!(file = %shown, "API token generated");
     Ok(token)
-}
-
-/// Creates a folder readable by its owner only (keys live there).
-pub fn create_private_dir(dir: &std::path::Path) -> std::io::Result<()> {
-    if dir.is_dir() {
-        return Ok(());
-    }
-    let mut builder = std::fs::DirBuilder::new();
-    builder.recursive(true);
-    #[cfg(unix)]
-    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
-    builder.create(dir)
 }

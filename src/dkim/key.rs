@@ -135,7 +135,7 @@ pub fn write_new(path: &Path, pkcs8: &[u8]) -> Result<(), KeyError> {
         ));
     }
     if let Some(dir) = path.parent() {
-        crate::daemon::token::create_private_dir(dir)
+        crate::durable::create_private_dir(dir)
             .map_err(|e| fail(format!("cannot create the folder: {e}")))?;
     }
     crate::durable::write_atomically(path, to_pem(pkcs8).as_bytes(), 0o600)

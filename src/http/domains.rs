@@ -18,8 +18,9 @@ use serde::{Deserialize, Serialize};
 
 use super::zones::{parse_body, write_error};
 use super::{ApiError, require_token};
-use crate::daemon::Shared;
-use crate::daemon::associations::{AssociateRequest, AssociationChange, AssociationError};
+use crate::daemon::shared::{
+    AssociateRequest, AssociationChange, AssociationError, AssociationKey, Shared,
+};
 use crate::provision::association::{Association, Mode, RuleError};
 use crate::provision::records::{ExpectedRecord, Families, expected_records};
 use crate::zone::master::parse_api_name;
@@ -332,7 +333,7 @@ pub async fn diagnose(
                 format!("{domain} is not associated with {platform}"),
             )
         })?;
-    let key = crate::daemon::scheduler::AssociationKey::new(&association.domain, &platform);
+    let key = AssociationKey::new(&association.domain, &platform);
     let result = shared.diagnose(&key).await.ok_or_else(|| {
         ApiError::new(
             StatusCode::NOT_FOUND,
