@@ -544,9 +544,9 @@ impl Shared {
         }
     }
 
-    /// Checks the signing keys of one association (like [`Shared::check_dkim_keys`]).
-    pub(super) fn check_keys_of(&self, a: &Association) {
-        let now = unix_now();
+    /// Sets the key-age gauges of an association's keys and says why its signing key
+    /// cannot be used, if it cannot.
+    fn key_error_of(&self, a: &Association, now: u64) -> Option<String> {
         let mut error = None;
         for g in &a.dkim {
             for k in &g.keys {
@@ -561,6 +561,12 @@ impl Shared {
                 }
             }
         }
+        error
+    }
+
+    /// Checks the signing keys of one association (like [`Shared::check_dkim_keys`]).
+    pub(super) fn check_keys_of(&self, a: &Association) {
+        let error = self.key_error_of(a, unix_now());
         if let Ok(mut errors) = self.dkim_errors.lock() {
             match error {
                 Some(e) => {
@@ -583,18 +589,8 @@ impl Shared {
         let now = unix_now();
         let mut errors = BTreeMap::new();
         for a in self.associations.load().all() {
-            for g in &a.dkim {
-                for k in &g.keys {
-                    self.metrics
-                        .dkim_key_age
-                        .with_label_values(&[&a.domain, &k.selector])
-                        .set(now.saturating_sub(g.created_at) as i64);
-                    if g.state == SelectorState::Active
-                        && let Err(e) = self.signing_key(&a.domain, &k.selector)
-                    {
-                        errors.insert(a.domain.clone(), e);
-                    }
-                }
+            if let Some(e) = self.key_error_of(a, now) {
+                errors.insert(a.domain.clone(), e);
             }
         }
         for (domain, e) in &errors {
