@@ -76,6 +76,11 @@ pub fn create_dir_with_mode(dir: &Path, mode: u32) -> io::Result<()> {
     set_mode(dir, mode)
 }
 
+/// Creates a folder (and missing parents) readable by its owner only, whatever the umask.
+pub fn create_private_dir(dir: &Path) -> io::Result<()> {
+    create_dir_with_mode(dir, PRIVATE_DIR_MODE)
+}
+
 /// Sets permission bits explicitly (the umask only applies at creation).
 pub fn set_mode(path: &Path, mode: u32) -> io::Result<()> {
     #[cfg(unix)]

@@ -644,18 +644,126 @@ fn the_status_page_shows_the_boxes_in_a_real_browser() {
     }
 }
 
-#[test]
-fn a_failure_within_a_ttl_of_a_change_is_pending() {
-    let w = world_with(false, 3600);
-    w.patch(json!([{"op": "delete", "name": "@", "type": "MX"}]));
-    let v = w.diagnose();
-    let mx = v["checks"]
+/// The finding with this code in a diagnosis.
+fn finding(v: &Value, code: &str) -> Value {
+    v["checks"]
         .as_array()
         .unwrap()
         .iter()
-        .find(|f| f["code"] == "mx.missing")
+        .find(|f| f["code"] == code)
         .cloned()
-        .expect("mx.missing");
-    assert_eq!(mx["status"], "pending", "{mx}");
-    assert_eq!(v["overall"], "pending");
+        .unwrap_or_else(|| panic!("no {code}: {}", serde_json::to_string_pretty(v).unwrap()))
+}
+
+#[test]
+fn an_external_domain_missing_a_record_is_red_at_once_even_with_a_long_ttl() {
+    // Its nameservers are asked directly: there is no cache to wait for.
+    let w = world_with(false, 3600);
+    w.patch(json!([{"op": "delete", "name": "@", "type": "MX"}]));
+    let v = w.diagnose();
+    assert_eq!(finding(&v, "mx.missing")["status"], "missing", "{v}");
+    assert_eq!(v["overall"], "error");
+}
+
+#[test]
+fn a_new_external_association_with_nothing_published_is_red_at_its_first_diagnosis() {
+    let w = world_with(false, 3600);
+    // The customer takes everything down, and the domain is associated afresh.
+    let ops: Vec<Value> = w
+        .lines
+        .iter()
+        .map(|l| {
+            let mut p = l.split(' ');
+            let name = p.next().unwrap();
+            let rtype = p.nth(2).unwrap();
+            json!({"op": "delete", "name": name, "type": rtype})
+        })
+        .collect();
+    w.patch(json!(ops));
+    let (status, text) = http(
+        w.d.http,
+        "DELETE",
+        "/v1/domains/far.example",
+        Some(TOKEN),
+        None,
+    );
+    assert_eq!(status, 200, "{text}");
+    let body = json!({"domain": "far.example", "platform": "quick", "mode": "authoritative"});
+    let (status, text) = http(
+        w.d.http,
+        "POST",
+        "/v1/domains",
+        Some(TOKEN),
+        Some(&body.to_string()),
+    );
+    assert_eq!(status, 201, "{text}");
+    // The scheduler diagnoses a new association at once, without being asked.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let d = loop {
+        let (_, text) = http(
+            w.d.http,
+            "GET",
+            "/v1/domains/far.example",
+            Some(TOKEN),
+            None,
+        );
+        let d = json(&text)["associations"][0]["diagnosis"].clone();
+        if !d.is_null() {
+            break d;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never diagnosed: {text}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(d["overall"], "error", "{d}");
+    let mx = finding(&d, "mx.missing");
+    assert_eq!(mx["status"], "missing", "{mx}");
+    assert!(
+        !mx["fix"].as_array().unwrap().is_empty(),
+        "the lines to paste: {mx}"
+    );
+    assert!(
+        d["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|f| f["status"] != "pending"),
+        "{d}"
+    );
+}
+
+#[test]
+fn saving_an_observed_dkim_key_does_not_turn_a_red_check_pending() {
+    let w = world_with(true, 3600);
+    w.patch(json!([{"op": "delete", "name": "@", "type": "MX"}]));
+    assert_eq!(finding(&w.diagnose(), "mx.missing")["status"], "missing");
+    // The published keys are seen and saved (a write of the association), then judged.
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let v = w.diagnose();
+        let (_, text) = http(
+            w.d.http,
+            "GET",
+            "/v1/domains/far.example",
+            Some(TOKEN),
+            None,
+        );
+        let active = json(&text)["associations"][0]["dkim"]
+            .as_array()
+            .is_some_and(|g| g.iter().any(|g| g["state"] == "active"));
+        if active {
+            let v = w.diagnose();
+            assert_eq!(finding(&v, "mx.missing")["status"], "missing", "{v}");
+            assert_eq!(v["overall"], "error", "{v}");
+            break;
+        }
+        assert_eq!(finding(&v, "mx.missing")["status"], "missing", "{v}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the key was never seen"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }

@@ -30,7 +30,8 @@ pub struct Config {
     pub zone_defaults: ZoneDefaults,
     /// E-mail platforms domains can be associated with.
     pub platforms: Vec<Platform>,
-    /// How often DKIM rotations and key checks run, in milliseconds.
+    /// How often an external domain waiting for its DKIM key records is diagnosed (ms);
+    /// rotations and removals of retired keys run at their own deadlines.
     pub dkim_check_interval_ms: u64,
     pub diagnosis: DiagnosisConfig,
 }

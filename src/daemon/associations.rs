@@ -141,7 +141,7 @@ impl Shared {
         super::writer::on_disk(&public.clone(), move || {
             durable::create_dir_with_mode(&public, durable::PUBLIC_DIR_MODE)?;
             for dir in private {
-                super::token::create_private_dir(&dir)?;
+                crate::durable::create_private_dir(&dir)?;
             }
             Ok(())
         })
@@ -289,6 +289,10 @@ impl Shared {
                 .map(|e| e.dkim.clone())
                 .unwrap_or_default(),
             updated_at: existing.as_ref().map_or(0, |e| e.updated_at),
+            changed_at: existing
+                .as_ref()
+                .map(|e| e.changed_at.clone())
+                .unwrap_or_default(),
         };
         set.check(&association)?;
         if association.records.dkim && platform.dkim.is_none() {
@@ -426,6 +430,17 @@ impl Shared {
             });
         if changed {
             association.updated_at = unix_now();
+            let before = match previous {
+                Some(p) => self.report(p, platform, zone.as_deref(), dry_run)?.expected,
+                None => vec![],
+            };
+            let touched: Vec<String> = report
+                .added
+                .iter()
+                .chain(&report.removed)
+                .cloned()
+                .collect();
+            association.stamp_changes(&before, &expected, &touched, unix_now());
         }
         report.association = association.clone();
         if dry_run {
@@ -447,11 +462,20 @@ impl Shared {
         self.write_files(changes).await?;
         self.publish_change(set, zones);
         self.forget_leftovers(&written_keys);
-        if changed {
-            self.diagnose_soon(&association.domain, &association.platform);
-        }
         self.remove_dropped_keys(&association, previous);
-        tracing::info!(domain = %domain_text, platform = %platform.id, hosted = association.hosted, added = report.added.len(), removed = report.removed.len(), "association applied");
+        // New jobs follow the saved timestamps; a new or changed association is checked now.
+        self.reschedule(&association, changed);
+        // Only a real change is news for an operator; saving an observation or a
+        // validation is not.
+        let records_changed = !report.added.is_empty()
+            || !report.removed.is_empty()
+            || previous
+                .is_none_or(|p| p.records != association.records || p.mode != association.mode);
+        if records_changed {
+            tracing::info!(domain = %domain_text, platform = %platform.id, hosted = association.hosted, added = report.added.len(), removed = report.removed.len(), "association applied");
+        } else {
+            tracing::debug!(domain = %domain_text, platform = %platform.id, "association saved");
+        }
         Ok(report)
     }
 
@@ -564,6 +588,8 @@ impl Shared {
         self.write_files(changes).await?;
         self.publish_change(remaining, zones);
         self.remove_dropped_keys(&gone, Some(&association));
+        // Its results, counts, metric series and jobs go with it.
+        self.forget(&association);
         tracing::info!(domain = %domain_text, platform, removed = report.removed.len(), restored = report.added.len(), "domain dissociated");
         Ok(report)
     }

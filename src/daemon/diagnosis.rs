@@ -1,45 +1,73 @@
-//! Running diagnoses: on demand, right after an association changes, and on a schedule.
+//! Running diagnoses and the other background jobs of associations, through the one
+//! [`super::scheduler::Scheduler`].
 //!
-//! This module owns when domains are checked (interval with jitter, a backoff for failing
-//! domains), how many at once (a global limit and a per-nameserver limit), the no-flapping
-//! rule (a new failure is re-checked at once and reported only if it is confirmed), and
-//! keeping the results, their `since` times, the logs of status changes and the metrics.
+//! This module owns when each job of an association is due (derived from saved timestamps:
+//! the last result and its backoff, `active_since + rotate_after`, `retiring_since +
+//! keep_retired`), how many diagnoses run at once (a global and a per-nameserver limit),
+//! and keeping the results with their metrics and logs. It removes all of an association's
+//! state when the association goes. The verdict (pending, no flapping, `since`) is made by
+//! [`crate::diagnose::verdict`]; this module only stores it.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use hickory_proto::rr::{Name, RecordType};
+use tokio::time::Instant;
+
+use hickory_proto::rr::{Name, RData, RecordType};
 use tokio::sync::Semaphore;
 
 use super::Shared;
+use super::scheduler::{AssociationKey, Job};
+use crate::config::DiagnosisConfig;
 use crate::diagnose::check::{Diagnosis, Finding, Overall, Severity};
 use crate::diagnose::checks::{Subject, diagnosis};
+use crate::diagnose::verdict::{self, Recent};
 use crate::provision::association::Association;
-use crate::provision::dkim::SelectorState;
+use crate::provision::dkim::{SelectorState, active};
 use crate::zone::set::unix_now;
 
-/// An association: (domain, platform).
-type Key = (String, String);
+/// The checks shown as boxes and exported as `mailzone_diagnosis_check_status`.
+const CHECKS: [&str; 8] = [
+    "delegation",
+    "mx",
+    "srv",
+    "autoconfig",
+    "spf",
+    "dkim",
+    "dmarc",
+    "ownership",
+];
 
 /// Diagnosis state kept by the daemon (not on the DNS path).
-#[derive(Default)]
 pub struct DiagnosisState {
-    results: std::sync::Mutex<HashMap<(String, String), Arc<Diagnosis>>>,
-    /// When each association is next due, and its consecutive failing runs.
-    due: std::sync::Mutex<HashMap<(String, String), (u64, u32)>>,
+    results: std::sync::Mutex<HashMap<AssociationKey, Arc<Diagnosis>>>,
+    /// Consecutive failing runs of each association (for the backoff).
+    failures: std::sync::Mutex<HashMap<AssociationKey, u32>>,
     per_server: std::sync::Mutex<HashMap<SocketAddr, Arc<Semaphore>>>,
     /// One run at a time per association, so an older run never overwrites a newer one.
-    running: std::sync::Mutex<HashMap<Key, Arc<tokio::sync::Mutex<()>>>>,
+    running: std::sync::Mutex<HashMap<AssociationKey, Arc<tokio::sync::Mutex<()>>>>,
+    /// Scheduled diagnoses running at once.
+    slots: Arc<Semaphore>,
 }
 
 impl DiagnosisState {
+    pub fn new(config: &DiagnosisConfig) -> Self {
+        Self {
+            results: Default::default(),
+            failures: Default::default(),
+            per_server: Default::default(),
+            running: Default::default(),
+            slots: Arc::new(Semaphore::new(config.concurrency.max(1))),
+        }
+    }
+
     pub fn get(&self, domain: &str, platform: &str) -> Option<Arc<Diagnosis>> {
         self.results
             .lock()
             .ok()?
-            .get(&(domain.to_string(), platform.to_string()))
+            .get(&AssociationKey::new(domain, platform))
             .cloned()
     }
 
@@ -51,25 +79,12 @@ impl DiagnosisState {
     }
 }
 
-fn bad_codes(d: &Diagnosis) -> Vec<&str> {
-    d.checks
-        .iter()
-        .filter(|f| f.is_red())
-        .map(|f| f.code.as_str())
-        .collect()
+/// Seconds from now to a unix time, as an instant (past times are now).
+fn instant_at(unix: u64) -> Instant {
+    Instant::now() + Duration::from_secs(unix.saturating_sub(unix_now()))
 }
 
 impl Shared {
-    /// Makes an association due at the next scheduler pass.
-    pub fn diagnose_soon(&self, domain: &str, platform: &str) {
-        if let Ok(mut due) = self.diagnosis.due.lock() {
-            let entry = due
-                .entry((domain.to_string(), platform.to_string()))
-                .or_insert((0, 0));
-            entry.0 = 0;
-        }
-    }
-
     fn semaphore_for(&self, addr: SocketAddr) -> Arc<Semaphore> {
         let per = self.config.diagnosis.per_nameserver.max(1);
         match self.diagnosis.per_server.lock() {
@@ -79,6 +94,14 @@ impl Shared {
                 .clone(),
             Err(_) => Arc::new(Semaphore::new(per)),
         }
+    }
+
+    /// A permit of the per-nameserver limit (waits while the server is busy).
+    pub(super) async fn nameserver_permit(
+        &self,
+        addr: SocketAddr,
+    ) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        self.semaphore_for(addr).acquire_owned().await.ok()
     }
 
     /// One gather-and-judge pass.
@@ -122,7 +145,6 @@ impl Shared {
             };
         };
         let mut subject = Subject::new(association, &platform);
-        subject.changed_ago = now.saturating_sub(association.updated_at);
         for g in association
             .dkim
             .iter()
@@ -184,9 +206,31 @@ impl Shared {
         diagnosis(&subject, outcome.findings, outcome.queries, now)
     }
 
-    /// Diagnoses one association now, stores the result and returns it.
-    pub async fn diagnose(&self, association: &Association) -> Arc<Diagnosis> {
-        let key = (association.domain.clone(), association.platform.clone());
+    /// What the verdict needs about recent changes: per-family change times, and how long a
+    /// change of a hosted zone may take to reach its secondaries (SOA refresh, at most the
+    /// records' TTL).
+    fn recent(&self, association: &Association) -> Recent {
+        let ttl = self
+            .platform(&association.platform)
+            .map_or(0, |p| u64::from(p.ttl));
+        let refresh = Name::from_ascii(&association.domain)
+            .ok()
+            .and_then(|d| self.zones.load().find(&d))
+            .and_then(|z| match &z.soa().data {
+                RData::SOA(soa) => Some(u64::try_from(soa.refresh).unwrap_or(0)),
+                _ => None,
+            });
+        Recent {
+            hosted: association.hosted,
+            changed_at: association.changed_at.clone(),
+            window: refresh.map_or(ttl, |r| r.min(ttl)),
+        }
+    }
+
+    /// Diagnoses one association now (the scheduler's job, and `POST …/diagnose`): looks
+    /// for its published DKIM keys, runs the checks, has the verdict made, stores it and
+    /// schedules the next run. `None` when the association is gone.
+    pub async fn diagnose(&self, key: &AssociationKey) -> Option<Arc<Diagnosis>> {
         let one_at_a_time = self
             .diagnosis
             .running
@@ -194,84 +238,159 @@ impl Shared {
             .map(|mut m| m.entry(key.clone()).or_default().clone())
             .unwrap_or_default();
         let _running = one_at_a_time.lock().await;
-        // The association may have changed while this run waited.
-        let latest = self.associations.load().find(&key.0, &key.1).cloned();
-        let association = latest.as_ref().unwrap_or(association);
-        let previous = self.diagnosis.get(&key.0, &key.1);
-        let mut result = self.run_checks(association).await;
-        // No flapping: a failure not seen last time is re-checked before it is reported.
-        let was_bad: Vec<String> = previous
-            .as_ref()
-            .map(|p| bad_codes(p).into_iter().map(str::to_string).collect())
-            .unwrap_or_default();
-        if bad_codes(&result)
-            .iter()
-            .any(|c| !was_bad.iter().any(|w| w == c))
-        {
-            result = self.run_checks(association).await;
-        }
-        let now = result.checked_at;
-        for f in result.checks.iter_mut() {
-            let before = previous.as_ref().and_then(|p| {
-                p.checks
-                    .iter()
-                    .find(|o| o.code == f.code && o.status == f.status)
-            });
-            f.since = before.map_or(now, |o| o.since);
-        }
+        let find = || {
+            self.associations
+                .load()
+                .find(&key.domain, &key.platform)
+                .cloned()
+        };
+        let association = find()?;
+        // Watching for the customer's DKIM keys is part of the run: a key seen everywhere
+        // starts signing, and is then judged as published.
+        self.observe_dkim_now(&association).await;
+        let association = find()?;
+        let previous = self.diagnosis.get(&key.domain, &key.platform);
+        let recent = self.recent(&association);
+        let result = verdict::decide(previous.as_deref(), &recent, || {
+            self.run_checks(&association)
+        })
+        .await;
+
         // Status changes are logged once each.
         let old_overall = previous.as_ref().map(|p| p.overall);
         if old_overall != Some(result.overall) {
-            tracing::info!(domain = %key.0, platform = %key.1, overall = result.overall.as_str(), previous = old_overall.map(Overall::as_str).unwrap_or("none"), "diagnosis status changed");
+            tracing::info!(domain = %key.domain, platform = %key.platform, overall = result.overall.as_str(), previous = old_overall.map(Overall::as_str).unwrap_or("none"), "diagnosis status changed");
         }
         for f in result
             .checks
             .iter()
-            .filter(|f| f.since == now && f.status.is_bad())
+            .filter(|f| f.since == result.checked_at && f.status.is_bad())
         {
-            tracing::info!(domain = %key.0, check = %f.check, code = %f.code, "{}", f.message);
+            tracing::info!(domain = %key.domain, check = %f.check, code = %f.code, "{}", f.message);
         }
         self.metrics
             .diagnosis_runs
             .with_label_values(&[result.overall.as_str()])
             .inc();
-        for check in [
-            "delegation",
-            "mx",
-            "srv",
-            "autoconfig",
-            "spf",
-            "dkim",
-            "dmarc",
-            "ownership",
-        ] {
-            if let Some(f) = result.worst(check) {
-                let value = if f.is_red() {
-                    3
-                } else if f.status.is_bad() {
-                    2
-                } else if f.status == crate::diagnose::check::CheckStatus::Pending {
-                    1
-                } else {
-                    0
-                };
-                self.metrics
-                    .diagnosis_check_status
-                    .with_label_values(&[&key.0, check])
-                    .set(value);
-            }
-        }
-        self.observe_dkim_now(association).await;
         let validated = result.checks.iter().any(|f| f.code == "ownership.ok");
+        let failing = result.overall == Overall::Error;
+        let stored = self.store(key, result)?;
+        if validated && !association.validated {
+            self.mark_validated(&key.domain, &key.platform).await;
+        }
+        self.check_keys_of(&association);
+        let failures = self
+            .diagnosis
+            .failures
+            .lock()
+            .map(|mut f| {
+                let n = f.entry(key.clone()).or_insert(0);
+                *n = if failing { n.saturating_add(1) } else { 0 };
+                *n
+            })
+            .unwrap_or(0);
+        self.scheduler.schedule(
+            self.next_diagnosis(&association, unix_now(), failures),
+            key.clone(),
+            Job::Diagnose,
+        );
+        Some(stored)
+    }
+
+    /// When an association is next diagnosed after a run at `at`: the interval, doubled per
+    /// failing run (up to 8×), plus jitter; sooner while its DKIM keys wait to be seen.
+    fn next_diagnosis(&self, a: &Association, at: u64, failures: u32) -> Instant {
+        let interval = self.config.diagnosis.interval_secs.max(1);
+        let backoff = 1u64 << failures.min(3);
+        let secs = interval * backoff + jitter(interval / 10 + 1);
+        let mut next = Duration::from_secs((at + secs).saturating_sub(unix_now()));
+        if !a.hosted && a.dkim.iter().any(|g| g.state == SelectorState::Generated) {
+            next = next.min(Duration::from_millis(
+                self.config.dkim_check_interval_ms.max(10),
+            ));
+        }
+        Instant::now() + next
+    }
+
+    /// Keeps a result and its metric series, unless the association went meanwhile.
+    fn store(&self, key: &AssociationKey, result: Diagnosis) -> Option<Arc<Diagnosis>> {
         let result = Arc::new(result);
-        if let Ok(mut r) = self.diagnosis.results.lock() {
-            r.insert(key.clone(), result.clone());
+        {
+            let mut results = self.diagnosis.results.lock().ok()?;
+            // Under the results lock: `forget` runs after the association left the set, so
+            // either it sees this result and removes it, or this sees the association gone.
+            self.associations.load().find(&key.domain, &key.platform)?;
+            for check in CHECKS {
+                if let Some(f) = result.worst(check) {
+                    let value = if f.is_red() {
+                        3
+                    } else if f.status.is_bad() {
+                        2
+                    } else if f.status == crate::diagnose::check::CheckStatus::Pending {
+                        1
+                    } else {
+                        0
+                    };
+                    self.metrics
+                        .diagnosis_check_status
+                        .with_label_values(&[&key.domain, check])
+                        .set(value);
+                }
+            }
+            results.insert(key.clone(), result.clone());
         }
         self.refresh_overall_gauges();
-        if validated && !association.validated {
-            self.mark_validated(&key.0, &key.1).await;
+        Some(result)
+    }
+
+    /// Drops everything kept about an association that is gone: its result, counts, metric
+    /// series, key errors and scheduled jobs.
+    pub(super) fn forget(&self, gone: &Association) {
+        let selectors: Vec<&str> = gone
+            .dkim
+            .iter()
+            .flat_map(|g| g.keys.iter())
+            .map(|k| k.selector.as_str())
+            .collect();
+        self.forget_key(
+            &AssociationKey::new(&gone.domain, &gone.platform),
+            &selectors,
+        );
+    }
+
+    fn forget_key(&self, key: &AssociationKey, selectors: &[&str]) {
+        self.scheduler.cancel(key);
+        let others = self.associations.load().for_domain(&key.domain).count();
+        if let Ok(mut results) = self.diagnosis.results.lock() {
+            results.remove(key);
+            // The series are by domain: they go with the domain's last association.
+            if others == 0 {
+                for check in CHECKS {
+                    let _ = self
+                        .metrics
+                        .diagnosis_check_status
+                        .remove_label_values(&[&key.domain, check]);
+                }
+            }
         }
-        result
+        for selector in selectors {
+            let _ = self
+                .metrics
+                .dkim_key_age
+                .remove_label_values(&[key.domain.as_str(), selector]);
+        }
+        if others == 0
+            && let Ok(mut errors) = self.dkim_errors.lock()
+        {
+            errors.remove(&key.domain);
+        }
+        if let Ok(mut f) = self.diagnosis.failures.lock() {
+            f.remove(key);
+        }
+        if let Ok(mut r) = self.diagnosis.running.lock() {
+            r.remove(key);
+        }
+        self.refresh_overall_gauges();
     }
 
     fn refresh_overall_gauges(&self) {
@@ -306,58 +425,123 @@ impl Shared {
         }
     }
 
-    /// The scheduler: every association at start, after it changes, then every interval
-    /// (with jitter; failing domains back off), a bounded number at a time.
-    pub async fn diagnosis_loop(self: Arc<Self>) {
-        let interval = self.config.diagnosis.interval_secs.max(1);
-        let slots = Arc::new(Semaphore::new(self.config.diagnosis.concurrency.max(1)));
-        let tick = Duration::from_millis((interval * 1000 / 10).clamp(50, 1000));
-        loop {
-            let now = unix_now();
-            let all: Vec<Association> = self.associations.load().all().cloned().collect();
-            let mut running = tokio::task::JoinSet::new();
-            for a in all {
-                let key = (a.domain.clone(), a.platform.clone());
-                let due = self
-                    .diagnosis
-                    .due
-                    .lock()
-                    .ok()
-                    .and_then(|d| d.get(&key).copied());
-                if due.is_some_and(|(at, _)| at > now) {
-                    continue;
-                }
-                let failures = due.map_or(0, |(_, f)| f);
-                // Claim it now so the next pass does not start it again.
-                if let Ok(mut d) = self.diagnosis.due.lock() {
-                    d.insert(key.clone(), (u64::MAX, failures));
-                }
-                let shared = self.clone();
-                let slots = slots.clone();
-                running.spawn(async move {
-                    let _slot = slots.acquire_owned().await;
-                    let result = shared.diagnose(&a).await;
-                    let failures = if result.overall == Overall::Error {
-                        failures.saturating_add(1)
-                    } else {
-                        0
-                    };
-                    let backoff = 1u64 << failures.min(3);
-                    let jitter = jitter(interval / 10 + 1);
-                    let next = unix_now() + interval * backoff + jitter;
-                    if let Ok(mut d) = shared.diagnosis.due.lock() {
-                        // A change made meanwhile (due = 0) keeps priority.
-                        let entry = d.entry(key).or_insert((next, failures));
-                        if entry.0 != 0 {
-                            *entry = (next, failures);
-                        }
-                    }
-                });
-            }
-            // Let this pass's runs go on while the next pass is prepared.
-            tokio::spawn(async move { while running.join_next().await.is_some() {} });
-            tokio::time::sleep(tick).await;
+    /// The key jobs of an association, from its saved timestamps: `Rotate` when the active
+    /// key is old enough and a published successor can take over, `DropRetired` when the
+    /// oldest retired key has been kept long enough.
+    fn key_jobs(&self, a: &Association) -> Vec<(Instant, Job)> {
+        let Some(policy) = self.platform(&a.platform).ok().and_then(|p| p.dkim) else {
+            return vec![];
+        };
+        let mut jobs = Vec::new();
+        if let Some(since) = active(&a.dkim).and_then(|g| g.active_since)
+            && a.dkim.iter().any(|g| g.state == SelectorState::Published)
+        {
+            jobs.push((
+                instant_at(since.saturating_add(policy.rotate_after_secs)),
+                Job::Rotate,
+            ));
         }
+        if let Some(since) = a
+            .dkim
+            .iter()
+            .filter(|g| g.state == SelectorState::Retiring)
+            .filter_map(|g| g.retiring_since)
+            .min()
+        {
+            jobs.push((
+                instant_at(since.saturating_add(policy.keep_retired_secs)),
+                Job::DropRetired,
+            ));
+        }
+        jobs
+    }
+
+    /// Re-derives the jobs of an association that was just saved; `soon` (a new or changed
+    /// association) diagnoses it right away.
+    pub(super) fn reschedule(&self, a: &Association, soon: bool) {
+        let key = AssociationKey::new(&a.domain, &a.platform);
+        self.scheduler.unschedule(&key, Job::Rotate);
+        self.scheduler.unschedule(&key, Job::DropRetired);
+        for (at, job) in self.key_jobs(a) {
+            self.scheduler.schedule(at, key.clone(), job);
+        }
+        if soon {
+            self.scheduler
+                .schedule_by(Instant::now(), key.clone(), Job::Diagnose);
+        } else if self.scheduler.deadline(&key, Job::Diagnose).is_none() {
+            let failures = self.failures_of(&key);
+            let at = self
+                .diagnosis
+                .get(&a.domain, &a.platform)
+                .map_or(Instant::now(), |d| {
+                    self.next_diagnosis(a, d.checked_at, failures)
+                });
+            self.scheduler.schedule(at, key, Job::Diagnose);
+        }
+        self.check_keys_of(a);
+    }
+
+    fn failures_of(&self, key: &AssociationKey) -> u32 {
+        self.diagnosis
+            .failures
+            .lock()
+            .ok()
+            .and_then(|f| f.get(key).copied())
+            .unwrap_or(0)
+    }
+
+    /// Rebuilds the whole set of jobs from the associations (start and reload), and drops
+    /// the state of associations that are no longer there.
+    pub(super) fn rebuild_schedule(&self) {
+        let set = self.associations.load_full();
+        let gone: Vec<AssociationKey> = self
+            .diagnosis
+            .all()
+            .iter()
+            .filter(|d| set.find(&d.domain, &d.platform).is_none())
+            .map(|d| AssociationKey::new(&d.domain, &d.platform))
+            .collect();
+        for key in &gone {
+            self.forget_key(key, &[]);
+        }
+        let mut jobs = Vec::new();
+        for a in set.all() {
+            let key = AssociationKey::new(&a.domain, &a.platform);
+            let at = self
+                .diagnosis
+                .get(&a.domain, &a.platform)
+                .map_or(Instant::now(), |d| {
+                    self.next_diagnosis(a, d.checked_at, self.failures_of(&key))
+                });
+            jobs.push((at, key.clone(), Job::Diagnose));
+            for (at, job) in self.key_jobs(a) {
+                jobs.push((at, key.clone(), job));
+            }
+        }
+        self.scheduler.replace_all(jobs);
+    }
+
+    /// Runs one due job: diagnoses within the global limit, key jobs under the writer.
+    fn start_job(self: &Arc<Self>, key: AssociationKey, job: Job) {
+        let shared = self.clone();
+        tokio::spawn(async move {
+            match job {
+                Job::Diagnose => {
+                    let _slot = shared.diagnosis.slots.clone().acquire_owned().await;
+                    shared.diagnose(&key).await;
+                }
+                Job::Rotate => shared.rotate_due(&key).await,
+                Job::DropRetired => shared.drop_retired(&key).await,
+            }
+        });
+    }
+
+    /// The scheduler's task: runs every job when it is due.
+    pub async fn run_scheduler(self: Arc<Self>) {
+        let shared = self.clone();
+        self.scheduler
+            .run(move |key, job| shared.start_job(key, job))
+            .await;
     }
 }
 

@@ -16,6 +16,7 @@ use hickory_proto::rr::{Name, RData, RecordType};
 
 use super::Shared;
 use super::associations::{AssociationError, AssociationReport};
+use super::scheduler::{AssociationKey, Job};
 use crate::dkim::key::{self, SigningKey};
 use crate::dkim::message::{Message, MessageError, sign};
 use crate::durable::FileChange;
@@ -400,77 +401,84 @@ impl Shared {
         outcome
     }
 
-    /// One pass of the DKIM clock: rotate keys older than `rotate_after`, remove keys retired
-    /// longer than `keep_retired`, check every signing key file, refresh the key ages.
-    pub async fn dkim_tick(&self) {
-        // Probing other servers takes time: do it before taking the writer lock.
-        let observed = self.observe_external_dkim().await;
+    /// The `Rotate` job: when the active key is `rotate_after` old and a published
+    /// successor exists, the successor signs and the old key retires.
+    pub(super) async fn rotate_due(&self, key: &AssociationKey) {
         let _writer = self.writer.lock().await;
-        self.apply_observed(observed).await;
-        let now = unix_now();
-        let all: Vec<Association> = self
+        let Some(a) = self
             .associations
             .load()
-            .all()
-            .filter(|a| !a.dkim.is_empty())
+            .find(&key.domain, &key.platform)
             .cloned()
-            .collect();
-        for a in all {
-            let Ok(platform) = self.platform(&a.platform) else {
-                continue;
-            };
-            let Some(policy) = platform.dkim.clone() else {
-                continue;
-            };
-            let due = active(&a.dkim)
-                .and_then(|g| g.active_since)
-                .is_some_and(|since| now.saturating_sub(since) >= policy.rotate_after_secs)
-                && a.dkim.iter().any(|g| g.state == SelectorState::Published);
-            let current = if due {
-                match self.rotate_locked(&a).await {
-                    Ok(r) => r.association,
-                    Err(AssociationError::KeysPending) => a.clone(),
-                    Err(e) => {
-                        tracing::error!(domain = %a.domain, error = %e, "DKIM rotation failed");
-                        a.clone()
-                    }
-                }
-            } else {
-                a.clone()
-            };
-            let expired = |g: &DkimGeneration| {
-                g.state == SelectorState::Retiring
-                    && g.retiring_since
-                        .is_some_and(|s| now.saturating_sub(s) >= policy.keep_retired_secs)
-            };
-            if current.dkim.iter().any(expired) {
-                let mut next = current.clone();
-                next.dkim.retain(|g| !expired(g));
-                if let Err(e) = self.commit(next, Some(&current), &platform, false).await {
-                    tracing::error!(domain = %a.domain, error = %e, "retired DKIM key not removed");
-                }
-            }
+        else {
+            return;
+        };
+        let Some(policy) = self.platform(&a.platform).ok().and_then(|p| p.dkim) else {
+            return;
+        };
+        let due = active(&a.dkim)
+            .and_then(|g| g.active_since)
+            .is_some_and(|since| unix_now().saturating_sub(since) >= policy.rotate_after_secs)
+            && a.dkim.iter().any(|g| g.state == SelectorState::Published);
+        if !due {
+            // Woken early (the association changed meanwhile): the deadlines are derived again.
+            self.reschedule(&a, false);
+            return;
         }
-        self.check_dkim_keys();
+        if let Err(e) = self.rotate_locked(&a).await {
+            let retry = if matches!(e, AssociationError::KeysPending) {
+                // The successor's key is being generated outside the lock: try again soon.
+                std::time::Duration::from_secs(1)
+            } else {
+                tracing::error!(domain = %a.domain, error = %e, "DKIM rotation failed; retried later");
+                std::time::Duration::from_secs(self.config.diagnosis.interval_secs.max(1))
+            };
+            self.scheduler.schedule(
+                tokio::time::Instant::now() + retry,
+                key.clone(),
+                Job::Rotate,
+            );
+        }
     }
 
-    /// External domains whose key records the customer publishes: the generations that every
-    /// authoritative nameserver now serves, with our key (keys compared, not strings).
-    async fn observe_external_dkim(&self) -> Vec<(String, String, Vec<u32>)> {
-        let waiting: Vec<Association> = self
+    /// The `DropRetired` job: keys retired longer than `keep_retired` go, record first.
+    pub(super) async fn drop_retired(&self, key: &AssociationKey) {
+        let _writer = self.writer.lock().await;
+        let Some(current) = self
             .associations
             .load()
-            .all()
-            .filter(|a| !a.hosted && a.dkim.iter().any(|g| g.state == SelectorState::Generated))
+            .find(&key.domain, &key.platform)
             .cloned()
-            .collect();
-        let mut out = Vec::new();
-        for a in waiting {
-            if let Some(seen) = self.observe_dkim(&a).await {
-                out.push(seen);
-            }
+        else {
+            return;
+        };
+        let Ok(platform) = self.platform(&current.platform) else {
+            return;
+        };
+        let Some(policy) = platform.dkim.clone() else {
+            return;
+        };
+        let now = unix_now();
+        let expired = |g: &DkimGeneration| {
+            g.state == SelectorState::Retiring
+                && g.retiring_since
+                    .is_some_and(|s| now.saturating_sub(s) >= policy.keep_retired_secs)
+        };
+        if !current.dkim.iter().any(expired) {
+            self.reschedule(&current, false);
+            return;
         }
-        out
+        let mut next = current.clone();
+        next.dkim.retain(|g| !expired(g));
+        if let Err(e) = self.commit(next, Some(&current), &platform, false).await {
+            tracing::error!(domain = %current.domain, error = %e, "retired DKIM key not removed; retried later");
+            let retry = std::time::Duration::from_secs(self.config.diagnosis.interval_secs.max(1));
+            self.scheduler.schedule(
+                tokio::time::Instant::now() + retry,
+                key.clone(),
+                Job::DropRetired,
+            );
+        }
     }
 
     /// For one external association: the generations not yet published that every
@@ -510,12 +518,13 @@ impl Shared {
                     break;
                 };
                 for server in &addresses {
+                    let _permit = self.nameserver_permit(*server).await;
                     let served = match prober.query(*server, &name, RecordType::TXT, false).await {
                         Ok(m) => {
                             m.metadata.authoritative
                                 && crate::diagnose::probe::txt_values(&m)
                                     .iter()
-                                    .any(|v| same_key(v, &k.public))
+                                    .any(|v| crate::dkim::same_key(v, &k.public))
                         }
                         Err(_) => false,
                     };
@@ -532,8 +541,8 @@ impl Shared {
         (!seen.is_empty()).then(|| (a.domain.clone(), a.platform.clone(), seen))
     }
 
-    /// Diagnosis looks at the key records too: an external domain whose keys are now served
-    /// everywhere starts signing without waiting for the DKIM clock.
+    /// Part of an external association's diagnosis: keys now served everywhere are marked
+    /// published, and the first one starts signing.
     pub(super) async fn observe_dkim_now(&self, a: &Association) {
         if a.hosted || !a.dkim.iter().any(|g| g.state == SelectorState::Generated) {
             return;
@@ -593,24 +602,53 @@ impl Shared {
         }
     }
 
+    /// Sets the key-age gauges of an association's keys and says why its signing key
+    /// cannot be used, if it cannot.
+    fn key_error_of(&self, a: &Association, now: u64) -> Option<String> {
+        let mut error = None;
+        for g in &a.dkim {
+            for k in &g.keys {
+                self.metrics
+                    .dkim_key_age
+                    .with_label_values(&[&a.domain, &k.selector])
+                    .set(now.saturating_sub(g.created_at) as i64);
+                if g.state == SelectorState::Active
+                    && let Err(e) = self.signing_key(&a.domain, &k.selector)
+                {
+                    error = Some(e);
+                }
+            }
+        }
+        error
+    }
+
+    /// Checks the signing keys of one association (like [`Shared::check_dkim_keys`]).
+    pub(super) fn check_keys_of(&self, a: &Association) {
+        let error = self.key_error_of(a, unix_now());
+        if let Ok(mut errors) = self.dkim_errors.lock() {
+            match error {
+                Some(e) => {
+                    if errors.get(&a.domain) != Some(&e) {
+                        tracing::error!(domain = %a.domain, error = %e, "DKIM key unusable: this domain does not sign until it is fixed");
+                    }
+                    errors.insert(a.domain.clone(), e);
+                }
+                None if !a.dkim.is_empty() => {
+                    errors.remove(&a.domain);
+                }
+                None => {}
+            }
+        }
+    }
+
     /// Loads every signing key once, recording those that cannot be used, and sets the
     /// key-age gauges.
     pub fn check_dkim_keys(&self) {
         let now = unix_now();
         let mut errors = BTreeMap::new();
         for a in self.associations.load().all() {
-            for g in &a.dkim {
-                for k in &g.keys {
-                    self.metrics
-                        .dkim_key_age
-                        .with_label_values(&[&a.domain, &k.selector])
-                        .set(now.saturating_sub(g.created_at) as i64);
-                    if g.state == SelectorState::Active
-                        && let Err(e) = self.signing_key(&a.domain, &k.selector)
-                    {
-                        errors.insert(a.domain.clone(), e);
-                    }
-                }
+            if let Some(e) = self.key_error_of(a, now) {
+                errors.insert(a.domain.clone(), e);
             }
         }
         for (domain, e) in &errors {
@@ -771,48 +809,5 @@ impl Shared {
                 .inc();
         }
         Ok(headers)
-    }
-}
-
-/// What `/v1/status` says of a key file no association names.
-pub const LEFTOVER_KEY: &str = "no association names this key file (left by an interrupted change); it is never used to sign: remove it, or a new key taking its name replaces it";
-
-/// The temp file, next to `path`, holding the private key whose `p=` value is `public`.
-fn pending_key_file(path: &std::path::Path, public: &str) -> Option<PathBuf> {
-    let dir = path.parent()?;
-    let prefix = format!(".{}.tmp-", path.file_name()?.to_str()?);
-    std::fs::read_dir(dir)
-        .ok()?
-        .filter_map(Result::ok)
-        .map(|e| e.path())
-        .filter(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with(&prefix) && !n.ends_with(".old"))
-        })
-        .find(|p| {
-            std::fs::read_to_string(p)
-                .ok()
-                .and_then(|text| key::from_pem(&text).ok())
-                .and_then(|der| key::public_of(&der).ok())
-                .is_some_and(|p| p == public)
-        })
-}
-
-/// Whether a served key record carries this public key (compared as bytes, not text).
-pub fn same_key(record: &str, public: &str) -> bool {
-    use base64::Engine;
-    let b64 = base64::engine::general_purpose::STANDARD;
-    let served = record
-        .split(';')
-        .filter_map(|t| t.split_once('='))
-        .find(|(k, _)| k.trim() == "p")
-        .map(|(_, v)| v.chars().filter(|c| !c.is_whitespace()).collect::<String>());
-    match (
-        served.and_then(|p| b64.decode(p).ok()),
-        b64.decode(public).ok(),
-    ) {
-        (Some(a), Some(b)) => a == b,
-        _ => false,
     }
 }

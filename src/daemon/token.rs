@@ -46,7 +46,7 @@ pub fn load_or_create(config: &Config) -> Result<String, TokenError> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(fail(format!("cannot read: {e}"))),
     }
-    create_private_dir(&config.keys_dir)
+    crate::durable::create_private_dir(&config.keys_dir)
         .map_err(|e| fail(format!("cannot create the keys folder: {e}")))?;
     let mut bytes = [0u8; 32];
     SystemRandom::new()
@@ -59,10 +59,6 @@ pub fn load_or_create(config: &Config) -> Result<String, TokenError> {
     Ok(token)
 }
 
-/// Creates a folder (and missing parents) readable by its owner only, whatever the umask.
-pub fn create_private_dir(dir: &std::path::Path) -> std::io::Result<()> {
-    crate::durable::create_dir_with_mode(dir, crate::durable::PRIVATE_DIR_MODE)
-}
 
 /// Refuses an existing secret (the keys folder, the token file) that group or others may
 /// read or enter; a missing one is fine (it is created private).

@@ -945,7 +945,7 @@ fn dkim(subject: &Subject<'_>, g: &Gathered) -> Vec<Finding> {
         let Some(ours) = ours else { continue };
         let matches = served
             .iter()
-            .any(|v| crate::daemon::dkim::same_key(v, &ours.public));
+            .any(|v| crate::dkim::same_key(v, &ours.public));
         if !matches {
             out.push(Finding::new("dkim", "dkim.key_mismatch", CheckStatus::Mismatch, Severity::Error, format!("the key published for selector {selector} is not ours: mail signed with our key would fail")).expected(vec![e.line.clone()]).seen(seen_map(&p)).fix(vec![e.line.clone()]));
             continue;

@@ -8,6 +8,7 @@ pub mod check;
 pub mod checks;
 pub mod probe;
 pub mod spf;
+pub mod verdict;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

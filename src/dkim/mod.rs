@@ -14,3 +14,21 @@ pub use key::{DkimAlgorithm, SigningKey};
 pub fn key_record(algorithm: DkimAlgorithm, public: &str) -> String {
     format!("v=DKIM1; k={}; p={public}", algorithm.key_type())
 }
+
+/// Whether a served key record carries this public key (compared as bytes, not text).
+pub fn same_key(record: &str, public: &str) -> bool {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let served = record
+        .split(';')
+        .filter_map(|t| t.split_once('='))
+        .find(|(k, _)| k.trim() == "p")
+        .map(|(_, v)| v.chars().filter(|c| !c.is_whitespace()).collect::<String>());
+    match (
+        served.and_then(|p| b64.decode(p).ok()),
+        b64.decode(public).ok(),
+    ) {
+        (Some(a), Some(b)) => a == b,
+        _ => false,
+    }
+}

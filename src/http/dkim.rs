@@ -17,8 +17,7 @@ use serde::Deserialize;
 use super::domains::{association_error, domain_name};
 use super::zones::parse_body;
 use super::{ApiError, require_token};
-use crate::daemon::Shared;
-use crate::daemon::dkim::SignError;
+use crate::daemon::shared::{Shared, SignError};
 
 type AppState = Arc<Shared>;
 

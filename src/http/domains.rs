@@ -18,8 +18,9 @@ use serde::{Deserialize, Serialize};
 
 use super::zones::{parse_body, write_error};
 use super::{ApiError, require_token};
-use crate::daemon::Shared;
-use crate::daemon::associations::{AssociateRequest, AssociationChange, AssociationError};
+use crate::daemon::shared::{
+    AssociateRequest, AssociationChange, AssociationError, AssociationKey, Shared,
+};
 use crate::provision::association::{Association, Mode, RuleError};
 use crate::provision::records::{ExpectedRecord, Families, expected_records};
 use crate::zone::master::parse_api_name;
@@ -335,6 +336,13 @@ pub async fn diagnose(
                 format!("{domain} is not associated with {platform}"),
             )
         })?;
-    let result = shared.diagnose(&association).await;
+    let key = AssociationKey::new(&association.domain, &platform);
+    let result = shared.diagnose(&key).await.ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("{domain} is no longer associated with {platform}"),
+        )
+    })?;
     Ok(Json(result).into_response())
 }

@@ -2,7 +2,7 @@
 //!
 //! This module owns routes, the bearer-token check and the JSON error shape
 //! `{"error": {"code", "message", "field"}}` (`field` only when one request field is at fault). It must not change state itself: mutations go through
-//! the daemon's single writer ([`crate::daemon::Shared`]).
+//! the daemon's single writer ([`crate::daemon::shared::Shared`]).
 
 use std::sync::Arc;
 
@@ -15,7 +15,7 @@ use axum::{Json, Router};
 use serde::Serialize;
 use serde_json::json;
 
-use crate::daemon::Shared;
+use crate::daemon::shared::Shared;
 
 pub mod dkim;
 pub mod domains;

@@ -12,7 +12,7 @@ use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
 
-use crate::daemon::Shared;
+use crate::daemon::shared::Shared;
 use crate::diagnose::check::{CheckStatus, Diagnosis};
 use crate::provision::association::{Association, Mode};
 

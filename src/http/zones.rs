@@ -18,8 +18,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use super::{ApiError, require_token};
-use crate::daemon::Shared;
-use crate::daemon::writer::{SoaRequest, WriteError};
+use crate::daemon::shared::{Shared, SoaRequest, WriteError};
 use crate::zone::edit::{ChangeKind, RrsetChange};
 use crate::zone::master::{MAX_TTL, parse_api_name, parse_rdata_text, parse_record_type};
 use crate::zone::{Zone, limits, writer};

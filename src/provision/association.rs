@@ -82,6 +82,11 @@ pub struct Association {
     /// diagnosis reports records as pending rather than wrong.
     #[serde(default)]
     pub updated_at: u64,
+    /// When the records of each family (`mx`, `spf`, `dkim`, ...) last changed (seconds
+    /// since the epoch). Only these move a check to `pending`: saving an observation, a
+    /// validation or any other bookkeeping does not.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub changed_at: BTreeMap<String, u64>,
     /// DKIM key generations (when the `dkim` family is on).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub dkim: Vec<super::dkim::DkimGeneration>,
@@ -134,7 +139,63 @@ impl Association {
             applied_platform: None,
             validated: false,
             updated_at: 0,
+            changed_at: BTreeMap::new(),
             dkim: vec![],
+        }
+    }
+
+    /// Stamps `now` on every family whose records changed: its expected records differ
+    /// between `before` and `after`, or a zone line added or removed (`touched`, in
+    /// zone-file form) is one of its records.
+    pub fn stamp_changes(
+        &mut self,
+        before: &[ExpectedRecord],
+        after: &[ExpectedRecord],
+        touched: &[String],
+        now: u64,
+    ) {
+        let lines = |set: &[ExpectedRecord], family: Family| -> Vec<String> {
+            let mut v: Vec<String> = set
+                .iter()
+                .filter(|e| e.family == family)
+                .map(|e| e.line.clone())
+                .collect();
+            v.sort();
+            v
+        };
+        let owns = |family: Family, line: &str| {
+            let mut parts = line.splitn(5, ' ');
+            let (Some(owner), _, _, Some(rtype), data) = (
+                parts.next(),
+                parts.next(),
+                parts.next(),
+                parts.next(),
+                parts.next().unwrap_or(""),
+            ) else {
+                return false;
+            };
+            before.iter().chain(after).any(|e| {
+                e.family == family
+                    && e.name.eq_ignore_ascii_case(owner)
+                    && e.rtype == rtype
+                    // The apex TXT set holds SPF and other records: only SPF lines are SPF's.
+                    && (family != Family::Spf || data.contains("v=spf1"))
+            })
+        };
+        for family in [
+            Family::Mx,
+            Family::Srv,
+            Family::Autoconfig,
+            Family::Spf,
+            Family::Dmarc,
+            Family::Dkim,
+            Family::Ownership,
+        ] {
+            if lines(before, family) != lines(after, family)
+                || touched.iter().any(|l| owns(family, l))
+            {
+                self.changed_at.insert(family.as_str().to_string(), now);
+            }
         }
     }
 }

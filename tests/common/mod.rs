@@ -293,6 +293,11 @@ impl ChildDaemon {
             dir.path().join("zones").display(),
             dir.path().join("keys").display()
         );
+        Self::start_with_config(dir, &config)
+    }
+
+    /// Starts with this whole configuration text (it must log in JSON).
+    pub fn start_with_config(dir: tempfile::TempDir, config: &str) -> Self {
         std::fs::write(dir.path().join("c.yaml"), config).unwrap();
         let mut command = match umask {
             Some(mask) => {

@@ -1,0 +1,146 @@
+//! The state shared by the DNS loops, the HTTP API and the background jobs, and the API
+//! the HTTP side calls (re-exported here so that `http` depends on this module only).
+//!
+//! This module owns the [`Shared`] struct and reload. It must not bind sockets or start
+//! tasks (`daemon` does) nor answer queries (`dns` does).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use arc_swap::ArcSwap;
+use serde::Serialize;
+use tokio::sync::Mutex;
+
+pub use super::associations::{
+    AssociateRequest, AssociationChange, AssociationError, AssociationReport,
+};
+pub use super::dkim::SignError;
+pub use super::scheduler::AssociationKey;
+pub use super::writer::{SoaRequest, WriteError};
+use super::{diagnosis, scheduler};
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::provision::association::{ASSOCIATIONS_DIR, Associations};
+use crate::provision::platform::Platform;
+use crate::zone::ZoneSet;
+
+/// The outcome of one reload, as reported by the API.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReloadSummary {
+    pub zones_loaded: usize,
+    /// One entry per zone file that failed, `file:line: reason`.
+    pub errors: Vec<String>,
+}
+
+/// Signing keys by file, with the stamp of the file they were read from.
+type DkimKeyCache =
+    std::collections::HashMap<PathBuf, (crate::dkim::key::FileStamp, Arc<crate::dkim::SigningKey>)>;
+
+/// State shared by the DNS loops, the HTTP API and the signal handlers.
+pub struct Shared {
+    pub config: Config,
+    /// The snapshot the DNS path answers from; replaced whole, never mutated.
+    pub zones: Arc<ArcSwap<ZoneSet>>,
+    pub metrics: Arc<Metrics>,
+    pub token: String,
+    pub started: Instant,
+    pub dns_addrs: Vec<SocketAddr>,
+    /// Domain associations, as persisted in `zones/associations/`.
+    pub associations: ArcSwap<Associations>,
+    /// The configured platforms; re-read from the config file on reload.
+    pub platforms: ArcSwap<Vec<Platform>>,
+    /// The file the configuration came from, if any (re-read on reload for platforms).
+    pub config_file: Option<PathBuf>,
+    /// Signing keys loaded so far, by file (not on the DNS path).
+    pub(super) dkim_keys: std::sync::Mutex<DkimKeyCache>,
+    /// Domains whose signing key cannot be used, and why.
+    pub dkim_errors: std::sync::Mutex<std::collections::BTreeMap<String, String>>,
+    /// Diagnosis results.
+    pub diagnosis: diagnosis::DiagnosisState,
+    /// Every background job of every association, by deadline.
+    pub scheduler: scheduler::Scheduler,
+    /// DKIM keys generated ahead of use, outside the writer lock.
+    pub(super) key_pool: Arc<crate::dkim::key::KeyPool>,
+    /// Serialises reloads and every write: one writer at a time.
+    pub(super) writer: Mutex<()>,
+}
+
+impl Shared {
+    /// Re-reads the zones folder and publishes the result. Queries in flight keep the old
+    /// snapshot; the next ones see the new one. A broken file keeps its last good version.
+    pub async fn reload(&self) -> Result<ReloadSummary, std::io::Error> {
+        let summary = self.reload_files().await?;
+        self.reconcile().await;
+        // Every deadline derives from saved state: the set is rebuilt from the files.
+        self.rebuild_schedule();
+        self.check_dkim_keys();
+        Ok(summary)
+    }
+
+    /// Re-reads the platforms of the config file (other settings need a restart) and the
+    /// zones folder.
+    pub(super) async fn reload_files(&self) -> Result<ReloadSummary, std::io::Error> {
+        let _writer = self.writer.lock().await;
+        if let Some(file) = &self.config_file {
+            match Config::load(file) {
+                Ok(c) => self.platforms.store(Arc::new(c.platforms)),
+                Err(e) => {
+                    self.metrics.reload_failures.inc();
+                    tracing::error!(error = %e, "config not reloaded; keeping the previous platforms");
+                }
+            }
+        }
+        self.metrics.reloads.inc();
+        let previous = self.zones.load_full();
+        let dir = self.config.zones_dir.clone();
+        let max = self.config.max_zone_file_bytes;
+        let report =
+            tokio::task::spawn_blocking(move || ZoneSet::load_dir(&dir, Some(&previous), max))
+                .await
+                .map_err(std::io::Error::other)?;
+        let report = match report {
+            Ok(r) => r,
+            Err(e) => {
+                self.metrics.reload_failures.inc();
+                tracing::error!(dir = %self.config.zones_dir.display(), error = %e, "reload failed: cannot read the zones folder; still serving the previous zones");
+                return Err(e);
+            }
+        };
+        if !report.errors.is_empty() {
+            self.metrics.reload_failures.inc();
+        }
+        match Associations::load_dir(&self.config.zones_dir.join(ASSOCIATIONS_DIR)) {
+            Ok(set) => {
+                for (domain, error) in set.broken() {
+                    tracing::error!(%domain, %error, "association file not loaded");
+                }
+                self.associations.store(Arc::new(set));
+            }
+            Err(e) => tracing::error!(error = %e, "associations not reloaded"),
+        }
+        let summary = self.publish(report);
+        tracing::info!(
+            zones = summary.zones_loaded,
+            failed = summary.errors.len(),
+            "reload done"
+        );
+        Ok(summary)
+    }
+
+    pub(super) fn publish(&self, report: crate::zone::set::LoadReport) -> ReloadSummary {
+        for e in &report.errors {
+            tracing::error!(error = %e, "zone not loaded");
+        }
+        let zones_loaded = report.set.len();
+        let failing = report.errors.len();
+        self.zones.store(Arc::new(report.set));
+        self.metrics.zones_loaded.set(zones_loaded as i64);
+        self.metrics.zones_failing.set(failing as i64);
+        ReloadSummary {
+            zones_loaded,
+            errors: report.errors,
+        }
+    }
+}
