@@ -27,7 +27,7 @@ const PLATFORM_ZONE: &str = "$ORIGIN mail.example.net.\n$TTL 300\n@ SOA ns hostm
 
 fn zone_head(serial: u32) -> String {
     format!(
-        "$ORIGIN far.example.\n$TTL 300\n@ SOA ns1 hostmaster {serial} 3600 600 86400 60\n@ NS ns1\n@ NS ns2\nns1 A 127.0.0.2\nns2 A 127.0.0.3\n"
+        "$ORIGIN far.example.\n$TTL 300\n@ SOA ns1 hostmaster {serial} 3600 600 86400 60\n@ 0 NS ns1\n@ 0 NS ns2\nns1 0 A 127.0.0.2\nns2 0 A 127.0.0.3\n"
     )
 }
 
@@ -194,9 +194,10 @@ impl World {
         f
     }
 
-    /// Points ns2's address (on both nameservers) somewhere else.
+    /// Points ns2's address (on both nameservers) somewhere else. TTL 0: discovery goes
+    /// through a caching resolver, which would otherwise keep the old address for its TTL.
     fn move_ns2(&self, ip: &str) {
-        self.patch(json!([{"op": "replace", "name": "ns2", "type": "A", "records": [ip]}]));
+        self.patch(json!([{"op": "replace", "name": "ns2", "type": "A", "ttl": 0, "records": [ip]}]));
     }
 }
 

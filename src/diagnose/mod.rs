@@ -1,17 +1,19 @@
 //! Diagnosis of associated domains as the world sees them.
 //!
-//! [`probe`] asks a domain's own nameservers directly, [`checks`] gathers their answers and
-//! judges them into [`check::Finding`]s, [`spf`] evaluates SPF records. The daemon schedules
-//! runs (`daemon::diagnosis`); `mailzone diagnose` runs the same checks once.
+//! [`probe`] finds a domain's nameservers (hickory-resolver) and asks them directly (our one
+//! client), [`gather`] collects their answers, [`judge`] turns them into [`check::Finding`]s
+//! (one module per family), [`spf`] evaluates SPF records. The daemon schedules runs
+//! (`daemon::diagnosis`); `mailzone diagnose` runs the same checks once.
 
 pub mod check;
 pub mod checks;
+pub mod gather;
+pub mod judge;
 pub mod probe;
 pub mod spf;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio::sync::Semaphore;
 
@@ -20,14 +22,7 @@ use probe::Prober;
 
 /// The prober configured by `diagnosis:`; `None` when no resolver is known.
 pub fn prober(config: &DiagnosisConfig) -> Option<Prober> {
-    let resolver = config
-        .resolver
-        .or_else(|| crate::dkim::lookup::system_nameserver().map(|s: SocketAddr| s))?;
-    Some(Prober {
-        resolver,
-        port: config.port,
-        timeout: Duration::from_millis(config.timeout_ms.max(1)),
-    })
+    Prober::new(config)
 }
 
 /// What one run found.
@@ -41,20 +36,29 @@ pub struct RunOutcome {
 }
 
 /// Gathers, evaluates SPF and DMARC report destinations, and judges: the checks of one
-/// subject, once.
+/// subject, once, within the prober's budget.
 pub async fn check_once(
     prober: &Prober,
     subject: &checks::Subject<'_>,
     per_server: &(dyn Fn(SocketAddr) -> Arc<Semaphore> + Sync),
 ) -> RunOutcome {
-    let gathered = checks::gather(prober, subject, per_server).await;
+    let deadline = tokio::time::Instant::now() + prober.budget;
+    let gathered = checks::gather(prober, subject, per_server, deadline).await;
     let mut queries = gathered.queries;
     let domain = &subject.association.domain;
     let spf = match checks::served_spf(domain, &gathered) {
         Ok(records) if subject.association.records.spf && records.len() == 1 => {
-            let r = spf::evaluate(prober, domain, &records[0], &subject.platform.spf).await;
-            queries += r.queries;
-            Some(r)
+            let evaluation = spf::evaluate(prober, domain, &records[0], &subject.platform.spf);
+            match tokio::time::timeout_at(deadline, evaluation).await {
+                Ok(r) => {
+                    queries += r.queries;
+                    Some(r)
+                }
+                Err(_) => Some(spf::SpfReport {
+                    unfinished: true,
+                    ..Default::default()
+                }),
+            }
         }
         _ => None,
     };
@@ -65,15 +69,19 @@ pub async fn check_once(
             let name = format!("{}_report._dmarc.{dest}.", domain);
             queries += 1;
             let authorised = match hickory_proto::rr::Name::from_ascii(&name) {
-                Ok(qname) => prober
-                    .query(
+                Ok(qname) => tokio::time::timeout_at(
+                    deadline,
+                    prober.query(
                         prober.resolver,
                         &qname,
                         hickory_proto::rr::RecordType::TXT,
                         true,
-                    )
-                    .await
-                    .map(|m| {
+                    ),
+                )
+                .await
+                .ok()
+                .and_then(Result::ok)
+                .map(|m| {
                         probe::txt_values(&m)
                             .iter()
                             .any(|v| v.starts_with("v=DMARC1"))

@@ -1,0 +1,128 @@
+//! SPF: exactly one record, authorising the platform, within the lookup limits, no `+all`.
+//! The fix of an existing record is the one merged record that replaces it.
+
+use hickory_proto::rr::RecordType;
+
+use super::*;
+
+pub fn judge(
+    subject: &Subject<'_>,
+    g: &Gathered,
+    report: Option<&crate::diagnose::spf::SpfReport>,
+) -> Vec<Finding> {
+    let expected = expected_of(subject, Family::Spf);
+    let lines: Vec<String> = expected.iter().map(|e| e.line.clone()).collect();
+    let p = per_server(g, subject.domain(), RecordType::TXT);
+    let records = match served_spf(subject.domain(), g) {
+        Ok(r) => r,
+        Err(f) => return vec![(*f).fix(lines)],
+    };
+    let seen = seen_map(&p);
+    let mut out = Vec::new();
+    match records.len() {
+        0 => out.push(Finding::new("spf", "spf.missing", CheckStatus::Missing, Severity::Error, "there is no SPF record").expected(lines.clone()).seen(seen.clone()).fix(lines.clone())),
+        1 => {}
+        n => out.push(
+            Finding::new("spf", "spf.several", CheckStatus::Conflict, Severity::Error, format!("{n} SPF records: receivers treat that as a permanent error; merge them into one"))
+                .seen(seen.clone())
+                .fix(merged_spf_line(subject, &records)),
+        ),
+    }
+    if records.len() == 1 {
+        if let Some(r) = report {
+            if !r.authorises {
+                out.push(
+                    Finding::new(
+                        "spf",
+                        "spf.not_authorised",
+                        CheckStatus::Mismatch,
+                        Severity::Error,
+                        format!(
+                            "the SPF record does not authorise the platform ({})",
+                            subject.platform.spf.join(" ")
+                        ),
+                    )
+                    .expected(lines.clone())
+                    .seen(seen.clone())
+                    .fix(merged_spf_line(subject, &records)),
+                );
+            }
+            if r.lookups > 10 {
+                out.push(Finding::new("spf", "spf.too_many_lookups", CheckStatus::Error, Severity::Error, format!("the SPF record needs {} DNS lookups; at most 10 are allowed (RFC 7208 §4.6.4)", r.lookups)).seen(seen.clone()));
+            }
+            if r.void_lookups > 2 {
+                out.push(
+                    Finding::new(
+                        "spf",
+                        "spf.too_many_void_lookups",
+                        CheckStatus::Error,
+                        Severity::Error,
+                        format!(
+                            "{} SPF lookups find nothing; at most 2 are allowed",
+                            r.void_lookups
+                        ),
+                    )
+                    .seen(seen.clone()),
+                );
+            }
+        }
+        if let Some(spf) = SpfRecord::parse(&records[0]) {
+            let text = spf.to_string();
+            if text.split_whitespace().any(|t| t == "+all" || t == "all") {
+                out.push(
+                    Finding::new(
+                        "spf",
+                        "spf.pass_all",
+                        CheckStatus::Error,
+                        Severity::Error,
+                        "the SPF record ends in +all: it authorises every server on the internet",
+                    )
+                    .seen(seen.clone()),
+                );
+            } else if !text
+                .split_whitespace()
+                .any(|t| t.ends_with("all") || t.starts_with("redirect="))
+            {
+                out.push(
+                    Finding::new(
+                        "spf",
+                        "spf.no_all",
+                        CheckStatus::Mismatch,
+                        Severity::Warning,
+                        "the SPF record has no all term: end it with ~all or -all",
+                    )
+                    .seen(seen.clone()),
+                );
+            }
+        }
+    }
+    or_ok(
+        out,
+        "spf",
+        "one SPF record, authorising the platform, within the lookup limits",
+    )
+}
+
+fn merged_spf_line(subject: &Subject<'_>, records: &[String]) -> Vec<String> {
+    let mut merged = SpfRecord::parse(records.first().map(String::as_str).unwrap_or("v=spf1 ~all"))
+        .unwrap_or_else(|| SpfRecord::new(&[]));
+    for other in records.iter().skip(1) {
+        if let Some(o) = SpfRecord::parse(other) {
+            let terms: Vec<String> = o
+                .to_string()
+                .split_whitespace()
+                .skip(1)
+                .filter(|t| !t.ends_with("all"))
+                .map(str::to_string)
+                .collect();
+            merged.merge(&terms);
+        }
+    }
+    merged.merge(&subject.platform.spf);
+    vec![format!(
+        "{} {} IN TXT \"{merged}\"",
+        subject.domain(),
+        subject.platform.ttl
+    )]
+}
+
