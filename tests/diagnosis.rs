@@ -45,6 +45,17 @@ fn world(dkim: bool) -> World {
 
 /// `ttl` is the platform's TTL: within it after a change, failures are only pending.
 fn world_with(dkim: bool, ttl: u32) -> World {
+    world_publishing(dkim, ttl, |_| true, |_| {})
+}
+
+/// A world where the customer publishes the lines `publish` keeps; `tune` adjusts the
+/// daemon under test.
+fn world_publishing(
+    dkim: bool,
+    ttl: u32,
+    publish: impl Fn(&str) -> bool,
+    tune: impl FnOnce(&mut mailzone::config::Config) + Send + 'static,
+) -> World {
     let zones = [
         ("far.example.zone", zone_head(1)),
         ("mail.example.net.zone", PLATFORM_ZONE.to_string()),
@@ -66,6 +77,7 @@ fn world_with(dkim: bool, ttl: u32) -> World {
         c.diagnosis.port = port;
         c.diagnosis.timeout_ms = 300;
         c.dkim_check_interval_ms = 100;
+        tune(c);
     });
     let body = json!({"domain": "far.example", "platform": "quick", "mode": "authoritative", "records": {"dkim": dkim}});
     let (status, text) = http(
@@ -96,8 +108,9 @@ fn world_with(dkim: bool, ttl: u32) -> World {
         token: TOKEN.to_string(),
         lines,
     };
-    // The customer publishes everything, on both nameservers.
-    w.put(&w.lines.clone());
+    // The customer publishes (by default everything), on both nameservers.
+    let published: Vec<String> = w.lines.iter().filter(|l| publish(l)).cloned().collect();
+    w.put(&published);
     // Let the association be older than the platform's 1-second TTL (no "pending").
     std::thread::sleep(Duration::from_millis(1100));
     w
@@ -659,4 +672,168 @@ fn a_failure_within_a_ttl_of_a_change_is_pending() {
         .expect("mx.missing");
     assert_eq!(mx["status"], "pending", "{mx}");
     assert_eq!(v["overall"], "pending");
+}
+
+fn finding(v: &Value, code: &str) -> Value {
+    v["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["code"] == code)
+        .cloned()
+        .unwrap_or_else(|| panic!("no {code}: {}", serde_json::to_string_pretty(v).unwrap()))
+}
+
+fn dkim_lines(w: &World) -> Vec<String> {
+    let mut lines: Vec<String> = w
+        .lines
+        .iter()
+        .filter(|l| l.contains("._domainkey."))
+        .cloned()
+        .collect();
+    lines.sort();
+    lines
+}
+
+#[test]
+fn dkim_keys_pasted_nowhere_are_missing_with_the_lines_to_paste() {
+    let w = world_publishing(true, 1, |l| !l.contains("._domainkey."), |_| {});
+    let f = w.assert_red("dkim.missing");
+    assert_eq!(f["status"], "missing", "{f}");
+    let fix: Vec<String> = f["fix"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l.as_str().unwrap().to_string())
+        .collect();
+    let first = &dkim_lines(&w)[0];
+    let v = w.diagnose();
+    let all_fixes: Vec<String> = v["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["check"] == "dkim")
+        .flat_map(|f| f["fix"].as_array().cloned().unwrap_or_default())
+        .map(|l| l.as_str().unwrap().to_string())
+        .collect();
+    for line in dkim_lines(&w) {
+        assert!(all_fixes.contains(&line), "{line} is to paste: {v}");
+    }
+    assert!(!fix.is_empty() && fix.iter().all(|l| l.contains("._domainkey.")), "{f} {first}");
+    assert!(
+        !v["checks"].as_array().unwrap().iter().any(|f| f["code"] == "dkim.ok"),
+        "no green DKIM: {v}"
+    );
+}
+
+#[test]
+fn a_foreign_key_at_an_issued_selector_is_a_mismatch_while_another_generation_is_active() {
+    let other = mailzone::dkim::key::generate(mailzone::dkim::DkimAlgorithm::Ed25519, 0).unwrap();
+    let foreign = format!("\"v=DKIM1; k=ed25519; p={}\"", other.public);
+    // The customer pastes the first selector wrong and the second right.
+    let w = world_publishing(true, 1, |l| !l.contains("._domainkey."), |_| {});
+    let lines = dkim_lines(&w);
+    assert!(lines.len() >= 2, "two generations to paste: {lines:?}");
+    let owner0 = lines[0].split(' ').next().unwrap().to_string();
+    let wrong = format!("{owner0} 1 IN TXT {foreign}");
+    w.put(&[wrong, lines[1].clone()]);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, text) = http(w.d.http, "GET", "/v1/domains/far.example", Some(TOKEN), None);
+        let generations = json(&text)["associations"][0]["dkim"].as_array().cloned().unwrap();
+        if generations.iter().any(|g| g["state"] == "active") {
+            break;
+        }
+        w.diagnose();
+        assert!(std::time::Instant::now() < deadline, "no generation became active: {text}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // The activation changed the association: let the platform's 1-second TTL pass.
+    std::thread::sleep(Duration::from_millis(1100));
+    let f = w.assert_red("dkim.key_mismatch");
+    assert_eq!(f["status"], "mismatch", "{f}");
+    let selector = owner0.split("._domainkey.").next().unwrap();
+    assert!(f["message"].as_str().unwrap().contains(selector), "{f}");
+}
+
+/// DKIM and ownership judged on the one server that answers; only delegation is red.
+fn assert_only_delegation_is_red(v: &Value, delegation_code: &str) {
+    let pretty = serde_json::to_string_pretty(v).unwrap();
+    finding(v, delegation_code);
+    for f in v["checks"].as_array().unwrap() {
+        if f["check"] == "delegation" {
+            continue;
+        }
+        assert_ne!(f["severity"], "error", "only delegation is red: {pretty}");
+        assert!(
+            f["message"].as_str().unwrap().contains("(1 of 2 nameservers answered)"),
+            "says which servers it judged on: {pretty}"
+        );
+    }
+    let dkim = finding(v, "dkim.ok");
+    assert_eq!(dkim["status"], "ok", "{pretty}");
+    assert_eq!(finding(v, "ownership.ok")["status"], "ok", "{pretty}");
+}
+
+#[test]
+fn one_unreachable_nameserver_turns_only_delegation_red() {
+    let w = world_with_active_dkim();
+    w.move_ns2("127.0.0.4");
+    let v = w.diagnose();
+    assert_only_delegation_is_red(&v, "delegation.unreachable");
+}
+
+#[test]
+fn one_lame_nameserver_turns_only_delegation_red() {
+    let w = world_with_active_dkim();
+    let port = w.port;
+    let parent = "$ORIGIN example.\n$TTL 300\n@ SOA ns hostmaster 1 3600 600 86400 60\n@ NS ns\nns A 127.0.0.5\nfar NS ns1.far.example.\n";
+    let _lame = TestDaemon::start_tuned(&[("example.zone", parent)], move |c| {
+        c.dns.listen = vec![format!("127.0.0.5:{port}").parse().unwrap()];
+    });
+    w.move_ns2("127.0.0.5");
+    let v = w.diagnose();
+    assert_only_delegation_is_red(&v, "delegation.lame");
+}
+
+#[test]
+fn with_no_nameserver_answering_with_authority_no_other_check_is_green() {
+    let w = world(false);
+    w.patch(json!([{"op": "replace", "name": "ns1", "type": "A", "ttl": 0, "records": ["127.0.0.4"]},
+        {"op": "replace", "name": "ns2", "type": "A", "ttl": 0, "records": ["127.0.0.4"]}]));
+    let v = w.diagnose();
+    let pretty = serde_json::to_string_pretty(&v).unwrap();
+    assert_eq!(v["overall"], "error", "{pretty}");
+    for check in ["mx", "srv", "spf", "dmarc", "ownership"] {
+        let f = finding(&v, &format!("{check}.unchecked"));
+        assert_eq!(f["status"], "error", "{pretty}");
+        assert!(
+            f["message"].as_str().unwrap().contains("no nameserver answered with authority"),
+            "{pretty}"
+        );
+    }
+}
+
+#[test]
+fn a_domain_with_a_dead_nameserver_is_diagnosed_within_the_budget() {
+    // 127.0.0.4 swallows every query: a real timeout, not a refusal.
+    let w = world_publishing(false, 1, |_| true, |c| {
+        c.diagnosis.timeout_ms = 500;
+        c.diagnosis.budget_ms = 1000;
+        c.diagnosis.per_nameserver = 2;
+    });
+    let dead = UdpSocket::bind(SocketAddr::from(([127, 0, 0, 4], w.port))).unwrap();
+    w.move_ns2("127.0.0.4");
+    let first = w.diagnose();
+    finding(&first, "delegation.unreachable");
+    // Timed again once the failure is known (a new failure may be confirmed by a second run).
+    let started = std::time::Instant::now();
+    let v = w.diagnose();
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_millis(1000 + 400),
+        "took {took:?} with a budget of 1000 ms"
+    );
+    assert_eq!(finding(&v, "mx.ok")["status"], "ok", "{v}");
+    drop(dead);
 }

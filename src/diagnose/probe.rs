@@ -322,15 +322,21 @@ impl Prober {
     }
 }
 
-/// Whether `m` is the response to our query `id` about `question` (hickory compares names
-/// without case).
+/// Whether `m` is the response to our query `id` about `question`.
 fn answers(m: &Message, id: u16, question: &Query) -> bool {
     m.metadata.id == id
         && m.metadata.message_type == MessageType::Response
         && m.queries.len() == 1
-        && m.queries[0].name() == question.name()
+        && same_name(m.queries[0].name(), question.name())
         && m.queries[0].query_type() == question.query_type()
         && m.queries[0].query_class() == question.query_class()
+}
+
+/// Names compared without case and without regard to the final dot (a relative name is sent
+/// as if absolute).
+fn same_name(a: &Name, b: &Name) -> bool {
+    let text = |n: &Name| n.to_lowercase().to_ascii().trim_end_matches('.').to_string();
+    text(a) == text(b)
 }
 
 fn random_id() -> u16 {

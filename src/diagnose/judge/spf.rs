@@ -29,7 +29,19 @@ pub fn judge(
         ),
     }
     if records.len() == 1 {
-        if let Some(r) = report {
+        if report.is_some_and(|r| r.unfinished) {
+            out.push(
+                Finding::new(
+                    "spf",
+                    "spf.unevaluated",
+                    CheckStatus::Error,
+                    Severity::Error,
+                    "the SPF record could not be evaluated within the diagnosis budget: its includes did not resolve in time",
+                )
+                .seen(seen.clone())
+                .fix(vec!["; make every include and redirect of the SPF record resolve quickly, or remove the ones that do not".into()]),
+            );
+        } else if let Some(r) = report {
             if !r.authorises {
                 out.push(
                     Finding::new(
