@@ -613,6 +613,18 @@ pub async fn run_diagnose(args: &DiagnoseArgs) -> Result<(String, bool), CliErro
             out.push_str(&format!("{f}\n"));
         }
     }
+    let removals: Vec<&String> = result
+        .checks
+        .iter()
+        .filter(|f| f.is_red())
+        .flat_map(|f| f.remove.iter())
+        .collect();
+    if !removals.is_empty() {
+        out.push_str("\nLines to remove:\n");
+        for f in removals {
+            out.push_str(&format!("{f}\n"));
+        }
+    }
     Ok((out, green))
 }
 

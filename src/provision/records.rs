@@ -105,6 +105,11 @@ impl ExpectedRecord {
     }
 }
 
+/// A zone line without TTL (what to remove: the TTL does not matter).
+pub fn zone_line(name: &str, rtype: RecordType, value: &str) -> String {
+    format!("{name} IN {rtype} {}", quote_if_txt(rtype, value))
+}
+
 /// TXT values are shown quoted (and split at 255 bytes) in zone lines.
 fn quote_if_txt(rtype: RecordType, value: &str) -> String {
     if rtype != RecordType::TXT {

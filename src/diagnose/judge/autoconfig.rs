@@ -35,7 +35,8 @@ pub fn judge(subject: &Subject<'_>, g: &Gathered) -> Vec<Finding> {
                 Finding::new("autoconfig", "autoconfig.stale", CheckStatus::Conflict, Severity::Warning, format!("{} points to {} (another provider): clients may take it over the SRV records", e.name, served[0]))
                     .expected(vec![e.line.clone()])
                     .seen(seen_map(&p))
-                    .fix(vec![e.line.clone()]),
+                    .fix(vec![e.line.clone()])
+                    .remove(vec![crate::provision::records::zone_line(&e.name, RecordType::CNAME, &served[0])]),
             );
         }
     }

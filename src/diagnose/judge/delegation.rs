@@ -16,7 +16,11 @@ pub fn judge(subject: &Subject<'_>, g: &Gathered) -> Vec<Finding> {
                 "the nameservers of {} cannot be found: {e}",
                 subject.domain()
             ),
-        )];
+        )
+        .fix(vec![format!(
+            "; at the registrar of {}: delegate it to nameservers that serve it (NS records in the parent zone)",
+            subject.domain()
+        )])];
     }
     let mut out = Vec::new();
     let soa = g
@@ -31,7 +35,11 @@ pub fn judge(subject: &Subject<'_>, g: &Gathered) -> Vec<Finding> {
                 CheckStatus::Error,
                 Severity::Error,
                 format!("{server} has no address"),
-            )),
+            )
+            .fix(vec![format!(
+                "; give {} an A or AAAA record, or remove it from the NS set (at the registrar and in the zone)",
+                server.trim_end_matches(" (no address)")
+            )])),
             Some(Served::Failed(e)) => out.push(
                 Finding::new(
                     "delegation",
@@ -40,7 +48,10 @@ pub fn judge(subject: &Subject<'_>, g: &Gathered) -> Vec<Finding> {
                     Severity::Error,
                     format!("{server} does not answer: {e}"),
                 )
-                .seen(BTreeMap::from([(server.clone(), vec![e.clone()])])),
+                .seen(BTreeMap::from([(server.clone(), vec![e.clone()])]))
+                .fix(vec![format!(
+                    "; bring {server} back (firewall, service, address), or remove it from the NS set at the registrar and in the zone"
+                )]),
             ),
             Some(Served::Answer {
                 rcode,
@@ -54,7 +65,11 @@ pub fn judge(subject: &Subject<'_>, g: &Gathered) -> Vec<Finding> {
                         CheckStatus::Error,
                         Severity::Error,
                         format!("{server} answers {rcode} for {}", subject.domain()),
-                    ));
+                    )
+                    .fix(vec![format!(
+                        "; load the zone {} on {server} (its log says why it fails), or remove it from the NS set",
+                        subject.domain()
+                    )]));
                 } else if !authoritative {
                     out.push(Finding::new(
                         "delegation",
@@ -62,7 +77,11 @@ pub fn judge(subject: &Subject<'_>, g: &Gathered) -> Vec<Finding> {
                         CheckStatus::Error,
                         Severity::Error,
                         format!("{server} answers without authority (lame delegation): it does not serve {}", subject.domain()),
-                    ));
+                    )
+                    .fix(vec![format!(
+                        "; configure {server} as a primary or secondary of {}, or remove it from the NS set at the registrar and in the zone",
+                        subject.domain()
+                    )]));
                 } else if let Some(serial) = records
                     .iter()
                     .find(|(t, _)| *t == RecordType::SOA)
@@ -109,7 +128,10 @@ pub fn judge(subject: &Subject<'_>, g: &Gathered) -> Vec<Finding> {
                     .iter()
                     .map(|(n, s)| (n.clone(), vec![s.to_string()]))
                     .collect(),
-            ),
+            )
+            .fix(vec![format!(
+                "; make the servers behind serial {newest} transfer the zone again (NOTIFY, allow-transfer, or edit every primary)"
+            )]),
         );
     }
     or_ok(

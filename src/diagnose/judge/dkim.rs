@@ -104,7 +104,7 @@ pub fn judge(subject: &Subject<'_>, g: &Gathered) -> Vec<Finding> {
             .iter()
             .any(|v| crate::daemon::dkim::same_key(v, &ours.public));
         if !matches {
-            out.push(Finding::new("dkim", "dkim.key_mismatch", CheckStatus::Mismatch, Severity::Error, format!("the key published for selector {selector} is not ours: mail signed with our key would fail")).expected(vec![e.line.clone()]).seen(seen_map(&p)).fix(vec![e.line.clone()]));
+            out.push(Finding::new("dkim", "dkim.key_mismatch", CheckStatus::Mismatch, Severity::Error, format!("the key published for selector {selector} is not ours: mail signed with our key would fail")).expected(vec![e.line.clone()]).seen(seen_map(&p)).fix(vec![e.line.clone()]).remove(removal(&e.name, &served)));
             continue;
         }
         // End to end: sign a probe with our private key, verify it with the key as served.
@@ -129,7 +129,7 @@ pub fn judge(subject: &Subject<'_>, g: &Gathered) -> Vec<Finding> {
                 Some(verdicts.first().is_some_and(|v| v.result.is_ok()))
             });
             if verified != Some(true) {
-                out.push(Finding::new("dkim", "dkim.probe_failed", CheckStatus::Mismatch, Severity::Error, format!("a message signed with selector {selector} does not verify with the key as served")).seen(seen_map(&p)).fix(vec![e.line.clone()]));
+                out.push(Finding::new("dkim", "dkim.probe_failed", CheckStatus::Mismatch, Severity::Error, format!("a message signed with selector {selector} does not verify with the key as served")).seen(seen_map(&p)).fix(vec![e.line.clone()]).remove(removal(&e.name, &served)));
             }
         }
     }
@@ -140,3 +140,12 @@ pub fn judge(subject: &Subject<'_>, g: &Gathered) -> Vec<Finding> {
     )
 }
 
+
+/// The records served at a selector, as lines to remove (a CNAME's target is not ours to
+/// edit: only TXT records are listed).
+fn removal(name: &str, served: &[String]) -> Vec<String> {
+    served
+        .iter()
+        .map(|v| crate::provision::records::zone_line(name, RecordType::TXT, v))
+        .collect()
+}

@@ -57,7 +57,8 @@ pub fn judge(subject: &Subject<'_>, g: &Gathered, rua: &[(String, bool)]) -> Vec
                         "the DMARC record has no valid p= tag",
                     )
                     .seen(seen.clone())
-                    .fix(lines.clone()),
+                    .fix(lines.clone())
+                    .remove(removal(&name, &records)),
                 ),
             }
             let removed: Vec<&str> = ["pct", "rf", "ri"]
@@ -88,7 +89,9 @@ pub fn judge(subject: &Subject<'_>, g: &Gathered, rua: &[(String, bool)]) -> Vec
                 Severity::Error,
                 format!("{n} DMARC records: receivers ignore them all"),
             )
-            .seen(seen.clone()),
+            .seen(seen.clone())
+            .fix(lines.clone())
+            .remove(removal(&name, &records)),
         ),
     }
     for (dest, authorised) in rua {
@@ -107,3 +110,11 @@ pub fn judge(subject: &Subject<'_>, g: &Gathered, rua: &[(String, bool)]) -> Vec
     or_ok(out, "dmarc", "one valid DMARC record")
 }
 
+
+/// The served DMARC records, as lines to remove.
+fn removal(name: &str, records: &[&String]) -> Vec<String> {
+    records
+        .iter()
+        .map(|r| crate::provision::records::zone_line(name, RecordType::TXT, r))
+        .collect()
+}

@@ -25,7 +25,8 @@ pub fn judge(
         n => out.push(
             Finding::new("spf", "spf.several", CheckStatus::Conflict, Severity::Error, format!("{n} SPF records: receivers treat that as a permanent error; merge them into one"))
                 .seen(seen.clone())
-                .fix(merged_spf_line(subject, &records)),
+                .fix(merged_spf_line(subject, &records))
+                .remove(removal(subject, &records)),
         ),
     }
     if records.len() == 1 {
@@ -56,11 +57,12 @@ pub fn judge(
                     )
                     .expected(lines.clone())
                     .seen(seen.clone())
-                    .fix(merged_spf_line(subject, &records)),
+                    .fix(merged_spf_line(subject, &records))
+                    .remove(removal(subject, &records)),
                 );
             }
             if r.lookups > 10 {
-                out.push(Finding::new("spf", "spf.too_many_lookups", CheckStatus::Error, Severity::Error, format!("the SPF record needs {} DNS lookups; at most 10 are allowed (RFC 7208 §4.6.4)", r.lookups)).seen(seen.clone()));
+                out.push(Finding::new("spf", "spf.too_many_lookups", CheckStatus::Error, Severity::Error, format!("the SPF record needs {} DNS lookups; at most 10 are allowed (RFC 7208 §4.6.4)", r.lookups)).seen(seen.clone()).fix(vec![format!("; remove or replace by ip4:/ip6: ranges at least {} of the include, a, mx, ptr, exists and redirect terms (each costs a lookup, nested ones too); keep {}", r.lookups - 10, subject.platform.spf.join(" "))]));
             }
             if r.void_lookups > 2 {
                 out.push(
@@ -74,7 +76,8 @@ pub fn judge(
                             r.void_lookups
                         ),
                     )
-                    .seen(seen.clone()),
+                    .seen(seen.clone())
+                    .fix(vec!["; remove the SPF terms whose names do not exist or have no address (see what each nameserver served)".into()]),
                 );
             }
         }
@@ -89,7 +92,9 @@ pub fn judge(
                         Severity::Error,
                         "the SPF record ends in +all: it authorises every server on the internet",
                     )
-                    .seen(seen.clone()),
+                    .seen(seen.clone())
+                    .fix(spf_line(subject, &with_all(&text, "~all")))
+                    .remove(removal(subject, &records)),
                 );
             } else if !text
                 .split_whitespace()
@@ -103,7 +108,9 @@ pub fn judge(
                         Severity::Warning,
                         "the SPF record has no all term: end it with ~all or -all",
                     )
-                    .seen(seen.clone()),
+                    .seen(seen.clone())
+                    .fix(spf_line(subject, &with_all(&text, "~all")))
+                    .remove(removal(subject, &records)),
                 );
             }
         }
@@ -115,6 +122,8 @@ pub fn judge(
     )
 }
 
+/// The one record that replaces every served one: the first, with the terms of the others
+/// and the platform's merged in (never a second `v=spf1`).
 fn merged_spf_line(subject: &Subject<'_>, records: &[String]) -> Vec<String> {
     let mut merged = SpfRecord::parse(records.first().map(String::as_str).unwrap_or("v=spf1 ~all"))
         .unwrap_or_else(|| SpfRecord::new(&[]));
@@ -131,10 +140,38 @@ fn merged_spf_line(subject: &Subject<'_>, records: &[String]) -> Vec<String> {
         }
     }
     merged.merge(&subject.platform.spf);
-    vec![format!(
-        "{} {} IN TXT \"{merged}\"",
-        subject.domain(),
-        subject.platform.ttl
-    )]
+    spf_line(subject, &merged.to_string())
 }
 
+/// `text` with its `all` term (if any) replaced by `all`, or `all` appended.
+fn with_all(text: &str, all: &str) -> String {
+    let mut terms: Vec<&str> = text
+        .split_whitespace()
+        .filter(|t| !t.trim_start_matches(['+', '-', '~', '?']).eq_ignore_ascii_case("all"))
+        .collect();
+    terms.push(all);
+    terms.join(" ")
+}
+
+fn spf_line(subject: &Subject<'_>, text: &str) -> Vec<String> {
+    let name = hickory_proto::rr::Name::from_ascii(subject.domain())
+        .unwrap_or_else(|_| hickory_proto::rr::Name::root());
+    vec![
+        crate::provision::records::ExpectedRecord::new(
+            Family::Spf,
+            &name,
+            RecordType::TXT,
+            subject.platform.ttl,
+            text.to_string(),
+        )
+        .line,
+    ]
+}
+
+/// The served SPF records, as lines to remove.
+fn removal(subject: &Subject<'_>, records: &[String]) -> Vec<String> {
+    records
+        .iter()
+        .map(|r| crate::provision::records::zone_line(subject.domain(), RecordType::TXT, r))
+        .collect()
+}
