@@ -210,7 +210,9 @@ impl World {
     /// Points ns2's address (on both nameservers) somewhere else. TTL 0: discovery goes
     /// through a caching resolver, which would otherwise keep the old address for its TTL.
     fn move_ns2(&self, ip: &str) {
-        self.patch(json!([{"op": "replace", "name": "ns2", "type": "A", "ttl": 0, "records": [ip]}]));
+        self.patch(
+            json!([{"op": "replace", "name": "ns2", "type": "A", "ttl": 0, "records": [ip]}]),
+        );
     }
 }
 
@@ -719,9 +721,16 @@ fn dkim_keys_pasted_nowhere_are_missing_with_the_lines_to_paste() {
     for line in dkim_lines(&w) {
         assert!(all_fixes.contains(&line), "{line} is to paste: {v}");
     }
-    assert!(!fix.is_empty() && fix.iter().all(|l| l.contains("._domainkey.")), "{f} {first}");
     assert!(
-        !v["checks"].as_array().unwrap().iter().any(|f| f["code"] == "dkim.ok"),
+        !fix.is_empty() && fix.iter().all(|l| l.contains("._domainkey.")),
+        "{f} {first}"
+    );
+    assert!(
+        !v["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f["code"] == "dkim.ok"),
         "no green DKIM: {v}"
     );
 }
@@ -739,13 +748,25 @@ fn a_foreign_key_at_an_issued_selector_is_a_mismatch_while_another_generation_is
     w.put(&[wrong, lines[1].clone()]);
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {
-        let (_, text) = http(w.d.http, "GET", "/v1/domains/far.example", Some(TOKEN), None);
-        let generations = json(&text)["associations"][0]["dkim"].as_array().cloned().unwrap();
+        let (_, text) = http(
+            w.d.http,
+            "GET",
+            "/v1/domains/far.example",
+            Some(TOKEN),
+            None,
+        );
+        let generations = json(&text)["associations"][0]["dkim"]
+            .as_array()
+            .cloned()
+            .unwrap();
         if generations.iter().any(|g| g["state"] == "active") {
             break;
         }
         w.diagnose();
-        assert!(std::time::Instant::now() < deadline, "no generation became active: {text}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no generation became active: {text}"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     // The activation changed the association: let the platform's 1-second TTL pass.
@@ -766,7 +787,10 @@ fn assert_only_delegation_is_red(v: &Value, delegation_code: &str) {
         }
         assert_ne!(f["severity"], "error", "only delegation is red: {pretty}");
         assert!(
-            f["message"].as_str().unwrap().contains("(1 of 2 nameservers answered)"),
+            f["message"]
+                .as_str()
+                .unwrap()
+                .contains("(1 of 2 nameservers answered)"),
             "says which servers it judged on: {pretty}"
         );
     }
@@ -799,8 +823,10 @@ fn one_lame_nameserver_turns_only_delegation_red() {
 #[test]
 fn with_no_nameserver_answering_with_authority_no_other_check_is_green() {
     let w = world(false);
-    w.patch(json!([{"op": "replace", "name": "ns1", "type": "A", "ttl": 0, "records": ["127.0.0.4"]},
-        {"op": "replace", "name": "ns2", "type": "A", "ttl": 0, "records": ["127.0.0.4"]}]));
+    w.patch(
+        json!([{"op": "replace", "name": "ns1", "type": "A", "ttl": 0, "records": ["127.0.0.4"]},
+        {"op": "replace", "name": "ns2", "type": "A", "ttl": 0, "records": ["127.0.0.4"]}]),
+    );
     let v = w.diagnose();
     let pretty = serde_json::to_string_pretty(&v).unwrap();
     assert_eq!(v["overall"], "error", "{pretty}");
@@ -808,7 +834,10 @@ fn with_no_nameserver_answering_with_authority_no_other_check_is_green() {
         let f = finding(&v, &format!("{check}.unchecked"));
         assert_eq!(f["status"], "error", "{pretty}");
         assert!(
-            f["message"].as_str().unwrap().contains("no nameserver answered with authority"),
+            f["message"]
+                .as_str()
+                .unwrap()
+                .contains("no nameserver answered with authority"),
             "{pretty}"
         );
     }
@@ -817,11 +846,16 @@ fn with_no_nameserver_answering_with_authority_no_other_check_is_green() {
 #[test]
 fn a_domain_with_a_dead_nameserver_is_diagnosed_within_the_budget() {
     // 127.0.0.4 swallows every query: a real timeout, not a refusal.
-    let w = world_publishing(false, 1, |_| true, |c| {
-        c.diagnosis.timeout_ms = 500;
-        c.diagnosis.budget_ms = 1000;
-        c.diagnosis.per_nameserver = 2;
-    });
+    let w = world_publishing(
+        false,
+        1,
+        |_| true,
+        |c| {
+            c.diagnosis.timeout_ms = 500;
+            c.diagnosis.budget_ms = 1000;
+            c.diagnosis.per_nameserver = 2;
+        },
+    );
     let dead = UdpSocket::bind(SocketAddr::from(([127, 0, 0, 4], w.port))).unwrap();
     w.move_ns2("127.0.0.4");
     let first = w.diagnose();
@@ -836,4 +870,125 @@ fn a_domain_with_a_dead_nameserver_is_diagnosed_within_the_budget() {
     );
     assert_eq!(finding(&v, "mx.ok")["status"], "ok", "{v}");
     drop(dead);
+}
+
+#[test]
+fn expected_and_domain_records_list_the_same_lines_as_to_paste() {
+    let w = world(true);
+    let mut pasted = w.lines.clone();
+    pasted.sort();
+    assert!(
+        pasted.iter().any(|l| l.contains("._domainkey.")),
+        "{pasted:?}"
+    );
+    let (_, text) = http(
+        w.d.http,
+        "GET",
+        "/v1/domains/far.example",
+        Some(TOKEN),
+        None,
+    );
+    let mut expected: Vec<String> = json(&text)["associations"][0]["expected"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["line"].as_str().unwrap().to_string())
+        .collect();
+    expected.sort();
+    assert_eq!(expected, pasted, "GET expected");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_mailzone"))
+        .args(["domain", "records", "far.example"])
+        .args(["--api", &w.d.http.to_string(), "--token", TOKEN])
+        .output()
+        .unwrap();
+    let mut listed: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| !l.starts_with(';') && !l.is_empty())
+        .map(str::to_string)
+        .collect();
+    listed.sort();
+    assert_eq!(listed, pasted, "mailzone domain records");
+}
+
+fn red_finding(w: &World, code: &str) -> Value {
+    w.assert_red(code)
+}
+
+fn lines_of(f: &Value, key: &str) -> Vec<String> {
+    f[key]
+        .as_array()
+        .map(|a| a.iter().map(|l| l.as_str().unwrap().to_string()).collect())
+        .unwrap_or_default()
+}
+
+#[test]
+fn an_spf_fix_is_the_one_merged_record_replacing_the_served_one() {
+    let w = world(false);
+    w.patch(json!([{"op": "replace", "name": "@", "type": "TXT", "records": ["\"v=spf1 ip4:192.0.2.1 ~all\""]}]));
+    let f = red_finding(&w, "spf.not_authorised");
+    assert_eq!(
+        lines_of(&f, "fix"),
+        vec![
+            "far.example. 1 IN TXT \"v=spf1 ip4:192.0.2.1 include:mx.mail.example.net ~all\""
+                .to_string()
+        ],
+        "{f}"
+    );
+    assert_eq!(
+        lines_of(&f, "remove"),
+        vec!["far.example. IN TXT \"v=spf1 ip4:192.0.2.1 ~all\"".to_string()],
+        "{f}"
+    );
+}
+
+#[test]
+fn foreign_mx_hosts_are_listed_to_remove_in_the_mx_finding() {
+    let w = world(false);
+    w.patch(json!([{"op": "replace", "name": "@", "type": "MX", "records": ["10 mx.other-provider.example."]}]));
+    let f = red_finding(&w, "mx.mismatch");
+    assert!(
+        lines_of(&f, "fix")
+            .iter()
+            .any(|l| l.contains("IN MX 1 mx0.mail.example.net.")),
+        "{f}"
+    );
+    assert_eq!(
+        lines_of(&f, "remove"),
+        vec!["far.example. IN MX 10 mx.other-provider.example.".to_string()],
+        "{f}"
+    );
+}
+
+#[test]
+fn pass_all_too_many_lookups_several_dmarc_and_delegation_findings_carry_a_fix() {
+    let w = world(false);
+    w.patch(json!([{"op": "replace", "name": "@", "type": "TXT", "records": ["\"v=spf1 include:mx.mail.example.net +all\""]}]));
+    let f = red_finding(&w, "spf.pass_all");
+    assert_eq!(
+        lines_of(&f, "fix"),
+        vec!["far.example. 1 IN TXT \"v=spf1 include:mx.mail.example.net ~all\"".to_string()],
+        "{f}"
+    );
+    assert_eq!(lines_of(&f, "remove").len(), 1, "{f}");
+    w.patch(json!([{"op": "replace", "name": "_dmarc", "type": "TXT", "records": ["\"v=DMARC1; p=reject\"", "\"v=DMARC1; p=none\""]}]));
+    let f = red_finding(&w, "dmarc.several");
+    assert_eq!(lines_of(&f, "remove").len(), 2, "{f}");
+    assert!(
+        lines_of(&f, "fix")[0].starts_with("_dmarc.far.example. 1 IN TXT \"v=DMARC1"),
+        "{f}"
+    );
+    w.move_ns2("127.0.0.4");
+    let f = red_finding(&w, "delegation.unreachable");
+    assert!(lines_of(&f, "fix")[0].starts_with("; "), "a sentence: {f}");
+    let mut ops = vec![];
+    let mut terms = vec!["include:mx.mail.example.net".to_string()];
+    for i in 0..10 {
+        ops.push(json!({"op": "replace", "name": format!("h{i}"), "type": "A", "records": ["192.0.2.1"]}));
+        terms.push(format!("a:h{i}.far.example"));
+    }
+    ops.push(json!({"op": "replace", "name": "@", "type": "TXT", "records": [format!("\"v=spf1 {} ~all\"", terms.join(" "))]}));
+    w.move_ns2("127.0.0.3");
+    w.patch(json!(ops));
+    let f = red_finding(&w, "spf.too_many_lookups");
+    assert!(lines_of(&f, "fix")[0].starts_with("; "), "a sentence: {f}");
 }

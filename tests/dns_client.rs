@@ -56,11 +56,16 @@ fn fake_server(
             socket
                 .send_to(&reply_to(&q, id, &elsewhere, forged), from)
                 .unwrap();
-            other.send_to(&reply_to(&q, id, &name, forged), from).unwrap();
+            other
+                .send_to(&reply_to(&q, id, &name, forged), from)
+                .unwrap();
             if genuine {
                 std::thread::sleep(Duration::from_millis(20));
                 socket
-                    .send_to(&reply_to(&q, id, &name, "v=DKIM1; k=ed25519; p=genuine"), from)
+                    .send_to(
+                        &reply_to(&q, id, &name, "v=DKIM1; k=ed25519; p=genuine"),
+                        from,
+                    )
                     .unwrap();
             }
         }
@@ -84,14 +89,21 @@ fn ask(server: SocketAddr) -> Result<Message, ProbeError> {
         .build()
         .unwrap();
     let name = Name::from_ascii("s1._domainkey.far.example.").unwrap();
-    runtime.block_on(async { prober(server).query(server, &name, RecordType::TXT, true).await })
+    runtime.block_on(async {
+        prober(server)
+            .query(server, &name, RecordType::TXT, true)
+            .await
+    })
 }
 
 #[test]
 fn replies_with_a_wrong_id_question_or_source_are_ignored() {
     let (server, handle) = fake_server([127, 0, 0, 8], true, 1);
     let reply = ask(server).expect("the genuine answer is accepted");
-    assert_eq!(txt_values(&reply), vec!["v=DKIM1; k=ed25519; p=genuine".to_string()]);
+    assert_eq!(
+        txt_values(&reply),
+        vec!["v=DKIM1; k=ed25519; p=genuine".to_string()]
+    );
     assert_eq!(handle.join().unwrap(), 1);
 }
 
@@ -102,5 +114,9 @@ fn only_forged_replies_end_in_a_timeout_after_one_retry() {
         Err(ProbeError::Timeout { .. }) => {}
         other => panic!("a forged reply was accepted: {other:?}"),
     }
-    assert_eq!(handle.join().unwrap(), 2, "the query is sent twice: once and one retry");
+    assert_eq!(
+        handle.join().unwrap(),
+        2,
+        "the query is sent twice: once and one retry"
+    );
 }

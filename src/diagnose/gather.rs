@@ -399,4 +399,3 @@ pub fn external_rua(domain: &str, g: &Gathered) -> Vec<String> {
     out.dedup();
     out
 }
-

@@ -82,11 +82,11 @@ pub async fn check_once(
                 .ok()
                 .and_then(Result::ok)
                 .map(|m| {
-                        probe::txt_values(&m)
-                            .iter()
-                            .any(|v| v.starts_with("v=DMARC1"))
-                    })
-                    .unwrap_or(false),
+                    probe::txt_values(&m)
+                        .iter()
+                        .any(|v| v.starts_with("v=DMARC1"))
+                })
+                .unwrap_or(false),
                 Err(_) => false,
             };
             rua.push((dest, authorised));

@@ -106,13 +106,11 @@ fn discovery_resolver(
     };
     opts.timeout = timeout;
     opts.attempts = 2;
-    let built = hickory_resolver::Resolver::builder_with_config(
-        config,
-        TokioRuntimeProvider::default(),
-    )
-    .with_options(opts)
-    .build()
-    .ok()?;
+    let built =
+        hickory_resolver::Resolver::builder_with_config(config, TokioRuntimeProvider::default())
+            .with_options(opts)
+            .build()
+            .ok()?;
     let built = Arc::new(built);
     if let Ok(mut c) = cache.lock() {
         // Configurations are few (one per daemon, a few in tests); keep the list short anyway.
@@ -148,7 +146,9 @@ impl Prober {
         recursion: bool,
     ) -> Result<Message, ProbeError> {
         match self.query_once(server, name, rtype, recursion).await {
-            Err(ProbeError::Timeout { .. }) => self.query_once(server, name, rtype, recursion).await,
+            Err(ProbeError::Timeout { .. }) => {
+                self.query_once(server, name, rtype, recursion).await
+            }
             other => other,
         }
     }
@@ -335,7 +335,12 @@ fn answers(m: &Message, id: u16, question: &Query) -> bool {
 /// Names compared without case and without regard to the final dot (a relative name is sent
 /// as if absolute).
 fn same_name(a: &Name, b: &Name) -> bool {
-    let text = |n: &Name| n.to_lowercase().to_ascii().trim_end_matches('.').to_string();
+    let text = |n: &Name| {
+        n.to_lowercase()
+            .to_ascii()
+            .trim_end_matches('.')
+            .to_string()
+    };
     text(a) == text(b)
 }
 

@@ -21,7 +21,7 @@ use super::{ApiError, require_token};
 use crate::daemon::Shared;
 use crate::daemon::associations::{AssociateRequest, AssociationChange, AssociationError};
 use crate::provision::association::{Association, Mode, RuleError};
-use crate::provision::records::{ExpectedRecord, Families, expected_records};
+use crate::provision::records::{ExpectedRecord, Families};
 use crate::zone::master::parse_api_name;
 
 type AppState = Arc<Shared>;
@@ -247,14 +247,11 @@ struct AssociationView {
 
 fn view(shared: &Shared, a: &Association) -> AssociationView {
     let platforms = shared.platforms.load();
+    // The same set as the POST response's `to_paste` (DKIM keys included).
     let expected = platforms
         .iter()
         .find(|p| p.id == a.platform)
-        .and_then(|p| {
-            let domain = Name::from_ascii(&a.domain).ok()?;
-            let token = (!a.hosted).then_some(a.ownership_token.as_str());
-            expected_records(&domain, p, &a.records, token).ok()
-        })
+        .and_then(|p| crate::provision::records::association_records(a, p).ok())
         .unwrap_or_default();
     AssociationView {
         association: a.clone(),

@@ -145,6 +145,27 @@ fn child(domain: &Name, label: &str) -> Name {
     Name::from_ascii(format!("{label}.{}", domain.to_ascii())).unwrap_or_else(|_| domain.clone())
 }
 
+/// Every record an association needs: its families' records and the DKIM keys of all its
+/// generations. The one list behind the POST response's `to_paste`, the GET view's
+/// `expected` and `mailzone domain records`, so they cannot differ.
+pub fn association_records(
+    association: &super::association::Association,
+    platform: &Platform,
+) -> Result<Vec<ExpectedRecord>, MissingSetting> {
+    let domain = Name::from_ascii(&association.domain).unwrap_or_else(|_| Name::root());
+    let token = (!association.hosted).then_some(association.ownership_token.as_str());
+    let mut expected = expected_records(&domain, platform, &association.records, token)?;
+    if association.records.dkim {
+        expected.extend(super::dkim::expected_dkim(
+            &domain,
+            platform,
+            &association.dkim,
+            association.hosted,
+        ));
+    }
+    Ok(expected)
+}
+
 /// Every record of the chosen families for `domain` on `platform`. SPF is given as the
 /// record mailzone would create; on a hosted zone the applier merges it into an existing one.
 /// `ownership_token` adds the `<token>-check` CNAME (external domains).

@@ -46,4 +46,3 @@ pub fn judge(subject: &Subject<'_>, g: &Gathered) -> Vec<Finding> {
         "autoconfig and autodiscover point to the platform",
     )
 }
-

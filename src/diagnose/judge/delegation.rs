@@ -144,4 +144,3 @@ pub fn judge(subject: &Subject<'_>, g: &Gathered) -> Vec<Finding> {
         ),
     )
 }
-

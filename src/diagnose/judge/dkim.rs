@@ -140,7 +140,6 @@ pub fn judge(subject: &Subject<'_>, g: &Gathered) -> Vec<Finding> {
     )
 }
 
-
 /// The records served at a selector, as lines to remove (a CNAME's target is not ours to
 /// edit: only TXT records are listed).
 fn removal(name: &str, served: &[String]) -> Vec<String> {

@@ -110,7 +110,6 @@ pub fn judge(subject: &Subject<'_>, g: &Gathered, rua: &[(String, bool)]) -> Vec
     or_ok(out, "dmarc", "one valid DMARC record")
 }
 
-
 /// The served DMARC records, as lines to remove.
 fn removal(name: &str, records: &[&String]) -> Vec<String> {
     records

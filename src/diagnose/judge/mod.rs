@@ -19,13 +19,13 @@ use hickory_proto::rr::RecordType;
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::check::{CheckStatus, Diagnosis, Finding, Severity};
+use super::gather::{Gathered, Served, Subject, consensus, normalise, per_server, seen_map};
 use super::gather::{expected_of, served_spf};
 use crate::dkim::message::{Message as MailMessage, sign, verify};
 use crate::provision::association::Mode;
+use crate::provision::records::ExpectedRecord;
 use crate::provision::records::Family;
 use crate::provision::spf::SpfRecord;
-use super::gather::{Gathered, Served, Subject, consensus, normalise, per_server, seen_map};
-use crate::provision::records::ExpectedRecord;
 
 /// Judges what was gathered. `spf` is the SPF evaluation (it needs its own lookups).
 ///

@@ -10,7 +10,11 @@ pub fn judge(subject: &Subject<'_>, g: &Gathered) -> Vec<Finding> {
     let expected = expected_of(subject, Family::Mx);
     let mut out = set_check("mx", "the MX set", &expected, g, RecordType::MX);
     if subject.association.mode != Mode::Authoritative {
-        return or_ok(out, "mx", "the platform's MX set is served by every nameserver");
+        return or_ok(
+            out,
+            "mx",
+            "the platform's MX set is served by every nameserver",
+        );
     }
     // Authoritative: the platform receives all the domain's mail; other hosts must go.
     let p = per_server(g, subject.domain(), RecordType::MX);
@@ -49,5 +53,9 @@ pub fn judge(subject: &Subject<'_>, g: &Gathered) -> Vec<Finding> {
             .remove(remove),
         );
     }
-    or_ok(out, "mx", "the platform's MX set is served by every nameserver")
+    or_ok(
+        out,
+        "mx",
+        "the platform's MX set is served by every nameserver",
+    )
 }

@@ -37,4 +37,3 @@ pub fn judge(subject: &Subject<'_>, g: &Gathered) -> Vec<Finding> {
         ]
     }
 }
-

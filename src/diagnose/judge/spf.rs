@@ -147,7 +147,10 @@ fn merged_spf_line(subject: &Subject<'_>, records: &[String]) -> Vec<String> {
 fn with_all(text: &str, all: &str) -> String {
     let mut terms: Vec<&str> = text
         .split_whitespace()
-        .filter(|t| !t.trim_start_matches(['+', '-', '~', '?']).eq_ignore_ascii_case("all"))
+        .filter(|t| {
+            !t.trim_start_matches(['+', '-', '~', '?'])
+                .eq_ignore_ascii_case("all")
+        })
         .collect();
     terms.push(all);
     terms.join(" ")

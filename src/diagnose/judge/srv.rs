@@ -29,4 +29,3 @@ pub fn judge(subject: &Subject<'_>, g: &Gathered) -> Vec<Finding> {
         "every SRV record is served with the right target, port and priority",
     )
 }
-
