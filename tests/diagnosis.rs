@@ -621,7 +621,18 @@ fn the_status_page_shows_the_boxes_in_a_real_browser() {
     };
     let out = chromium(&["--dump-dom"]);
     let dom = String::from_utf8_lossy(&out.stdout);
-    assert!(dom.contains(r#"<tr data-domain="far.example.">"#), "{dom}");
+    assert!(
+        dom.contains(r#"<tr data-domain="far.example." data-overall="error">"#),
+        "the row shows its overall status: {dom}"
+    );
+    assert!(
+        dom.contains(r#"class="box green" data-check="delegation""#),
+        "{dom}"
+    );
+    assert!(
+        dom.contains(r#"class="box green" data-check="autoconfig""#),
+        "{dom}"
+    );
     assert!(
         dom.contains(r#"<details class="box red" data-check="mx"><summary>MX</summary>"#),
         "{dom}"
@@ -991,4 +1002,95 @@ fn pass_all_too_many_lookups_several_dmarc_and_delegation_findings_carry_a_fix()
     w.patch(json!(ops));
     let f = red_finding(&w, "spf.too_many_lookups");
     assert!(lines_of(&f, "fix")[0].starts_with("; "), "a sentence: {f}");
+}
+
+/// The page as a real browser builds it.
+fn browser_dom(url: &str) -> String {
+    let profile = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new("chromium")
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--dump-dom",
+        ])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .arg(url)
+        .output()
+        .expect("chromium is not installed: run the README's test command");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn a_hosted_domain_with_a_broken_delegation_shows_a_red_ns_box_in_a_real_browser() {
+    let zones = [
+        ("far.example.zone", zone_head(1)),
+        ("mail.example.net.zone", PLATFORM_ZONE.to_string()),
+    ];
+    let zones: Vec<(&str, &str)> = zones.iter().map(|(a, b)| (*a, b.as_str())).collect();
+    let ns1 = TestDaemon::start_tuned(&zones, |c| {
+        c.dns.listen = vec!["127.0.0.2:0".parse().unwrap()]
+    });
+    let port = ns1.dns.port();
+    let _ns2 = TestDaemon::start_tuned(&zones, move |c| {
+        c.dns.listen = vec![format!("127.0.0.3:{port}").parse().unwrap()]
+    });
+    let resolver = ns1.dns;
+    // The daemon under test hosts far.example itself; the world sees it through ns1/ns2.
+    let head = zone_head(1);
+    let d = TestDaemon::start_tuned(&[("far.example.zone", head.as_str())], move |c| {
+        c.platforms.push(quick_platform());
+        c.diagnosis.resolver = Some(resolver);
+        c.diagnosis.port = port;
+        c.diagnosis.timeout_ms = 300;
+    });
+    let body = json!({"domain": "far.example", "platform": "quick", "mode": "authoritative"});
+    let (status, text) = http(
+        d.http,
+        "POST",
+        "/v1/domains",
+        Some(TOKEN),
+        Some(&body.to_string()),
+    );
+    assert_eq!(status, 201, "{text}");
+    assert!(!json(&text)["zone"].is_null(), "hosted: {text}");
+    // ns2's address points nowhere.
+    let ops = json!({"operations": [{"op": "replace", "name": "ns2", "type": "A", "ttl": 0, "records": ["127.0.0.4"]}]}).to_string();
+    let (status, text) = http(
+        ns1.http,
+        "PATCH",
+        "/v1/zones/far.example/records",
+        Some(TOKEN),
+        Some(&ops),
+    );
+    assert_eq!(status, 200, "{text}");
+    let (status, text) = http(
+        d.http,
+        "POST",
+        "/v1/domains/far.example/diagnose",
+        Some(TOKEN),
+        None,
+    );
+    assert_eq!(status, 200, "{text}");
+    let v = json(&text);
+    finding(&v, "delegation.unreachable");
+    let dom = browser_dom(&format!("http://{}/", d.http));
+    assert!(
+        dom.contains(r#"<tr data-domain="far.example." data-overall="error">"#),
+        "the row shows its overall status: {dom}"
+    );
+    assert!(
+        dom.contains(r#"<details class="box red" data-check="delegation"><summary>NS</summary>"#),
+        "the NS box is red and opens: {dom}"
+    );
+    assert!(
+        dom.contains("127.0.0.4"),
+        "the broken server is named: {dom}"
+    );
+    assert!(dom.contains(r#"data-check="autoconfig""#), "{dom}");
 }
