@@ -12,6 +12,8 @@ mod mx;
 mod ownership;
 mod spf;
 mod srv;
+#[cfg(test)]
+mod tests;
 
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::RecordType;
