@@ -69,14 +69,15 @@ impl std::fmt::Debug for Prober {
 }
 
 type ResolverKey = (Option<SocketAddr>, u64);
+/// A configuration, its resolver, and where that resolver's RD=1 queries of ours go.
+type CachedResolver = (ResolverKey, Arc<TokioResolver>, SocketAddr);
 
 /// One discovery resolver per configuration, so its cache outlives a run.
 fn discovery_resolver(
     resolver: Option<SocketAddr>,
     timeout: Duration,
 ) -> Option<(Arc<TokioResolver>, SocketAddr)> {
-    static CACHE: OnceLock<Mutex<Vec<(ResolverKey, Arc<TokioResolver>, SocketAddr)>>> =
-        OnceLock::new();
+    static CACHE: OnceLock<Mutex<Vec<CachedResolver>>> = OnceLock::new();
     let key = (resolver, timeout.as_millis() as u64);
     let cache = CACHE.get_or_init(Default::default);
     if let Ok(c) = cache.lock()
