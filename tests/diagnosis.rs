@@ -1094,3 +1094,46 @@ fn a_hosted_domain_with_a_broken_delegation_shows_a_red_ns_box_in_a_real_browser
     );
     assert!(dom.contains(r#"data-check="autoconfig""#), "{dom}");
 }
+
+#[test]
+fn an_external_domain_serving_spf_gets_one_merged_record_to_paste_that_replaces_it() {
+    let head = format!("{}@ TXT \"v=spf1 ip4:192.0.2.1 -all\"\n", zone_head(1));
+    let zones = [
+        ("far.example.zone", head.as_str()),
+        ("mail.example.net.zone", PLATFORM_ZONE),
+    ];
+    let ns1 = TestDaemon::start_tuned(&zones, |c| {
+        c.dns.listen = vec!["127.0.0.2:0".parse().unwrap()]
+    });
+    let port = ns1.dns.port();
+    let _ns2 = TestDaemon::start_tuned(&zones, move |c| {
+        c.dns.listen = vec![format!("127.0.0.3:{port}").parse().unwrap()]
+    });
+    let resolver = ns1.dns;
+    let d = TestDaemon::start_tuned(&[], move |c| {
+        c.platforms.push(quick_platform());
+        c.diagnosis.resolver = Some(resolver);
+        c.diagnosis.port = port;
+        c.diagnosis.timeout_ms = 300;
+    });
+    let body = json!({"domain": "far.example", "platform": "quick", "mode": "authoritative"});
+    let (status, text) = http(
+        d.http,
+        "POST",
+        "/v1/domains",
+        Some(TOKEN),
+        Some(&body.to_string()),
+    );
+    assert_eq!(status, 201, "{text}");
+    let v = json(&text);
+    assert_eq!(
+        v["to_paste"]["spf"],
+        json!(["far.example. 1 IN TXT \"v=spf1 ip4:192.0.2.1 include:mx.mail.example.net -all\""]),
+        "one merged record, never a second v=spf1: {v}"
+    );
+    assert_eq!(
+        v["to_remove"]["spf"],
+        json!(["far.example. IN TXT \"v=spf1 ip4:192.0.2.1 -all\""]),
+        "{v}"
+    );
+}

@@ -335,6 +335,13 @@ pub fn run_domain(args: &ApiArgs, command: &DomainCommand) -> Result<String, Cli
                         out.push_str(&format!("{}\n", text(l)));
                     }
                 }
+                // Records the lines above replace (an existing SPF record).
+                for (family, lines) in v["to_remove"].as_object().into_iter().flatten() {
+                    out.push_str(&format!("; {family}: remove these records\n"));
+                    for l in lines.as_array().into_iter().flatten() {
+                        out.push_str(&format!("; remove: {}\n", text(l)));
+                    }
+                }
                 out
             } else {
                 let head = if *dry_run { "would change" } else { "changed" };

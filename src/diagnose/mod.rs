@@ -109,3 +109,32 @@ pub async fn check_once(
         rcodes,
     }
 }
+
+/// The SPF records a domain's nameservers serve now: the first authoritative answer, within
+/// the prober's budget. `None` when nothing answered with authority in time.
+pub async fn served_spf_now(prober: &Prober, domain: &str) -> Option<Vec<String>> {
+    let name = hickory_proto::rr::Name::from_ascii(domain).ok()?;
+    let ask = async {
+        let nameservers = prober.nameservers(&name).await.ok()?;
+        for addr in nameservers.iter().flat_map(|n| n.addresses.iter()) {
+            if let Ok(m) = prober
+                .query(*addr, &name, hickory_proto::rr::RecordType::TXT, false)
+                .await
+                && m.metadata.authoritative
+                && m.metadata.response_code == hickory_proto::op::ResponseCode::NoError
+            {
+                return Some(
+                    probe::txt_values(&m)
+                        .into_iter()
+                        .filter(|v| crate::provision::spf::SpfRecord::parse(v).is_some())
+                        .collect(),
+                );
+            }
+        }
+        None
+    };
+    tokio::time::timeout(prober.budget, ask)
+        .await
+        .ok()
+        .flatten()
+}

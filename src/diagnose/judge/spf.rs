@@ -125,21 +125,7 @@ pub fn judge(
 /// The one record that replaces every served one: the first, with the terms of the others
 /// and the platform's merged in (never a second `v=spf1`).
 fn merged_spf_line(subject: &Subject<'_>, records: &[String]) -> Vec<String> {
-    let mut merged = SpfRecord::parse(records.first().map(String::as_str).unwrap_or("v=spf1 ~all"))
-        .unwrap_or_else(|| SpfRecord::new(&[]));
-    for other in records.iter().skip(1) {
-        if let Some(o) = SpfRecord::parse(other) {
-            let terms: Vec<String> = o
-                .to_string()
-                .split_whitespace()
-                .skip(1)
-                .filter(|t| !t.ends_with("all"))
-                .map(str::to_string)
-                .collect();
-            merged.merge(&terms);
-        }
-    }
-    merged.merge(&subject.platform.spf);
+    let merged = SpfRecord::merged(records, &subject.platform.spf);
     spf_line(subject, &merged.to_string())
 }
 
