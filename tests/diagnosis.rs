@@ -864,7 +864,8 @@ fn a_domain_with_a_dead_nameserver_is_diagnosed_within_the_budget() {
         |c| {
             c.diagnosis.timeout_ms = 500;
             c.diagnosis.budget_ms = 1000;
-            c.diagnosis.per_nameserver = 2;
+            // One query at a time to a server: without the budget, 17 questions × 500 ms.
+            c.diagnosis.per_nameserver = 1;
         },
     );
     let dead = UdpSocket::bind(SocketAddr::from(([127, 0, 0, 4], w.port))).unwrap();
@@ -875,8 +876,9 @@ fn a_domain_with_a_dead_nameserver_is_diagnosed_within_the_budget() {
     let started = std::time::Instant::now();
     let v = w.diagnose();
     let took = started.elapsed();
+    // The budget, plus the HTTP exchange and judging on a loaded 2-core machine.
     assert!(
-        took < Duration::from_millis(1000 + 400),
+        took < Duration::from_millis(1000 + 1000),
         "took {took:?} with a budget of 1000 ms"
     );
     assert_eq!(finding(&v, "mx.ok")["status"], "ok", "{v}");
