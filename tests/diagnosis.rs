@@ -27,7 +27,7 @@ const PLATFORM_ZONE: &str = "$ORIGIN mail.example.net.\n$TTL 300\n@ SOA ns hostm
 
 fn zone_head(serial: u32) -> String {
     format!(
-        "$ORIGIN far.example.\n$TTL 300\n@ SOA ns1 hostmaster {serial} 3600 600 86400 60\n@ NS ns1\n@ NS ns2\nns1 A 127.0.0.2\nns2 A 127.0.0.3\n"
+        "$ORIGIN far.example.\n$TTL 300\n@ SOA ns1 hostmaster {serial} 3600 600 86400 60\n@ 0 NS ns1\n@ 0 NS ns2\nns1 0 A 127.0.0.2\nns2 0 A 127.0.0.3\n"
     )
 }
 
@@ -45,6 +45,17 @@ fn world(dkim: bool) -> World {
 
 /// `ttl` is the platform's TTL: within it after a change, failures are only pending.
 fn world_with(dkim: bool, ttl: u32) -> World {
+    world_publishing(dkim, ttl, |_| true, |_| {})
+}
+
+/// A world where the customer publishes the lines `publish` keeps; `tune` adjusts the
+/// daemon under test.
+fn world_publishing(
+    dkim: bool,
+    ttl: u32,
+    publish: impl Fn(&str) -> bool,
+    tune: impl FnOnce(&mut mailzone::config::Config) + Send + 'static,
+) -> World {
     let zones = [
         ("far.example.zone", zone_head(1)),
         ("mail.example.net.zone", PLATFORM_ZONE.to_string()),
@@ -66,6 +77,7 @@ fn world_with(dkim: bool, ttl: u32) -> World {
         c.diagnosis.port = port;
         c.diagnosis.timeout_ms = 300;
         c.dkim_check_interval_ms = 100;
+        tune(c);
     });
     let body = json!({"domain": "far.example", "platform": "quick", "mode": "authoritative", "records": {"dkim": dkim}});
     let (status, text) = http(
@@ -96,8 +108,9 @@ fn world_with(dkim: bool, ttl: u32) -> World {
         token: TOKEN.to_string(),
         lines,
     };
-    // The customer publishes everything, on both nameservers.
-    w.put(&w.lines.clone());
+    // The customer publishes (by default everything), on both nameservers.
+    let published: Vec<String> = w.lines.iter().filter(|l| publish(l)).cloned().collect();
+    w.put(&published);
     // Let the association be older than the platform's 1-second TTL (no "pending").
     std::thread::sleep(Duration::from_millis(1100));
     w
@@ -194,9 +207,12 @@ impl World {
         f
     }
 
-    /// Points ns2's address (on both nameservers) somewhere else.
+    /// Points ns2's address (on both nameservers) somewhere else. TTL 0: discovery goes
+    /// through a caching resolver, which would otherwise keep the old address for its TTL.
     fn move_ns2(&self, ip: &str) {
-        self.patch(json!([{"op": "replace", "name": "ns2", "type": "A", "records": [ip]}]));
+        self.patch(
+            json!([{"op": "replace", "name": "ns2", "type": "A", "ttl": 0, "records": [ip]}]),
+        );
     }
 }
 
@@ -605,7 +621,18 @@ fn the_status_page_shows_the_boxes_in_a_real_browser() {
     };
     let out = chromium(&["--dump-dom"]);
     let dom = String::from_utf8_lossy(&out.stdout);
-    assert!(dom.contains(r#"<tr data-domain="far.example.">"#), "{dom}");
+    assert!(
+        dom.contains(r#"<tr data-domain="far.example." data-overall="error">"#),
+        "the row shows its overall status: {dom}"
+    );
+    assert!(
+        dom.contains(r#"class="box green" data-check="delegation""#),
+        "{dom}"
+    );
+    assert!(
+        dom.contains(r#"class="box green" data-check="autoconfig""#),
+        "{dom}"
+    );
     assert!(
         dom.contains(r#"<details class="box red" data-check="mx"><summary>MX</summary>"#),
         "{dom}"
@@ -766,4 +793,447 @@ fn saving_an_observed_dkim_key_does_not_turn_a_red_check_pending() {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+fn dkim_lines(w: &World) -> Vec<String> {
+    let mut lines: Vec<String> = w
+        .lines
+        .iter()
+        .filter(|l| l.contains("._domainkey."))
+        .cloned()
+        .collect();
+    lines.sort();
+    lines
+}
+
+#[test]
+fn dkim_keys_pasted_nowhere_are_missing_with_the_lines_to_paste() {
+    let w = world_publishing(true, 1, |l| !l.contains("._domainkey."), |_| {});
+    let f = w.assert_red("dkim.missing");
+    assert_eq!(f["status"], "missing", "{f}");
+    let fix: Vec<String> = f["fix"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l.as_str().unwrap().to_string())
+        .collect();
+    let first = &dkim_lines(&w)[0];
+    let v = w.diagnose();
+    let all_fixes: Vec<String> = v["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["check"] == "dkim")
+        .flat_map(|f| f["fix"].as_array().cloned().unwrap_or_default())
+        .map(|l| l.as_str().unwrap().to_string())
+        .collect();
+    for line in dkim_lines(&w) {
+        assert!(all_fixes.contains(&line), "{line} is to paste: {v}");
+    }
+    assert!(
+        !fix.is_empty() && fix.iter().all(|l| l.contains("._domainkey.")),
+        "{f} {first}"
+    );
+    assert!(
+        !v["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f["code"] == "dkim.ok"),
+        "no green DKIM: {v}"
+    );
+}
+
+#[test]
+fn a_foreign_key_at_an_issued_selector_is_a_mismatch_while_another_generation_is_active() {
+    let other = mailzone::dkim::key::generate(mailzone::dkim::DkimAlgorithm::Ed25519, 0).unwrap();
+    let foreign = format!("\"v=DKIM1; k=ed25519; p={}\"", other.public);
+    // The customer pastes the first selector wrong and the second right.
+    let w = world_publishing(true, 1, |l| !l.contains("._domainkey."), |_| {});
+    let lines = dkim_lines(&w);
+    assert!(lines.len() >= 2, "two generations to paste: {lines:?}");
+    let owner0 = lines[0].split(' ').next().unwrap().to_string();
+    let wrong = format!("{owner0} 1 IN TXT {foreign}");
+    w.put(&[wrong, lines[1].clone()]);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, text) = http(
+            w.d.http,
+            "GET",
+            "/v1/domains/far.example",
+            Some(TOKEN),
+            None,
+        );
+        let generations = json(&text)["associations"][0]["dkim"]
+            .as_array()
+            .cloned()
+            .unwrap();
+        if generations.iter().any(|g| g["state"] == "active") {
+            break;
+        }
+        w.diagnose();
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no generation became active: {text}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // The activation changed the association: let the platform's 1-second TTL pass.
+    std::thread::sleep(Duration::from_millis(1100));
+    let f = w.assert_red("dkim.key_mismatch");
+    assert_eq!(f["status"], "mismatch", "{f}");
+    let selector = owner0.split("._domainkey.").next().unwrap();
+    assert!(f["message"].as_str().unwrap().contains(selector), "{f}");
+}
+
+/// DKIM and ownership judged on the one server that answers; only delegation is red.
+fn assert_only_delegation_is_red(v: &Value, delegation_code: &str) {
+    let pretty = serde_json::to_string_pretty(v).unwrap();
+    finding(v, delegation_code);
+    for f in v["checks"].as_array().unwrap() {
+        if f["check"] == "delegation" {
+            continue;
+        }
+        assert_ne!(f["severity"], "error", "only delegation is red: {pretty}");
+        assert!(
+            f["message"]
+                .as_str()
+                .unwrap()
+                .contains("(1 of 2 nameservers answered)"),
+            "says which servers it judged on: {pretty}"
+        );
+    }
+    let dkim = finding(v, "dkim.ok");
+    assert_eq!(dkim["status"], "ok", "{pretty}");
+    assert_eq!(finding(v, "ownership.ok")["status"], "ok", "{pretty}");
+}
+
+#[test]
+fn one_unreachable_nameserver_turns_only_delegation_red() {
+    let w = world_with_active_dkim();
+    w.move_ns2("127.0.0.4");
+    let v = w.diagnose();
+    assert_only_delegation_is_red(&v, "delegation.unreachable");
+}
+
+#[test]
+fn one_lame_nameserver_turns_only_delegation_red() {
+    let w = world_with_active_dkim();
+    let port = w.port;
+    let parent = "$ORIGIN example.\n$TTL 300\n@ SOA ns hostmaster 1 3600 600 86400 60\n@ NS ns\nns A 127.0.0.5\nfar NS ns1.far.example.\n";
+    let _lame = TestDaemon::start_tuned(&[("example.zone", parent)], move |c| {
+        c.dns.listen = vec![format!("127.0.0.5:{port}").parse().unwrap()];
+    });
+    w.move_ns2("127.0.0.5");
+    let v = w.diagnose();
+    assert_only_delegation_is_red(&v, "delegation.lame");
+}
+
+#[test]
+fn with_no_nameserver_answering_with_authority_no_other_check_is_green() {
+    let w = world(false);
+    w.patch(
+        json!([{"op": "replace", "name": "ns1", "type": "A", "ttl": 0, "records": ["127.0.0.4"]},
+        {"op": "replace", "name": "ns2", "type": "A", "ttl": 0, "records": ["127.0.0.4"]}]),
+    );
+    let v = w.diagnose();
+    let pretty = serde_json::to_string_pretty(&v).unwrap();
+    assert_eq!(v["overall"], "error", "{pretty}");
+    for check in ["mx", "srv", "spf", "dmarc", "ownership"] {
+        let f = finding(&v, &format!("{check}.unchecked"));
+        assert_eq!(f["status"], "error", "{pretty}");
+        assert!(
+            f["message"]
+                .as_str()
+                .unwrap()
+                .contains("no nameserver answered with authority"),
+            "{pretty}"
+        );
+    }
+}
+
+#[test]
+fn a_domain_with_a_dead_nameserver_is_diagnosed_within_the_budget() {
+    // 127.0.0.4 swallows every query: a real timeout, not a refusal.
+    let w = world_publishing(
+        false,
+        1,
+        |_| true,
+        |c| {
+            c.diagnosis.timeout_ms = 500;
+            c.diagnosis.budget_ms = 1000;
+            // One query at a time to a server: without the budget, 17 questions × 500 ms.
+            c.diagnosis.per_nameserver = 1;
+        },
+    );
+    let dead = UdpSocket::bind(SocketAddr::from(([127, 0, 0, 4], w.port))).unwrap();
+    w.move_ns2("127.0.0.4");
+    let first = w.diagnose();
+    finding(&first, "delegation.unreachable");
+    // Timed again once the failure is known (a new failure may be confirmed by a second run).
+    let started = std::time::Instant::now();
+    let v = w.diagnose();
+    let took = started.elapsed();
+    // The budget, plus the HTTP exchange and judging on a loaded 2-core machine.
+    assert!(
+        took < Duration::from_millis(1000 + 1000),
+        "took {took:?} with a budget of 1000 ms"
+    );
+    assert_eq!(finding(&v, "mx.ok")["status"], "ok", "{v}");
+    drop(dead);
+}
+
+#[test]
+fn expected_and_domain_records_list_the_same_lines_as_to_paste() {
+    let w = world(true);
+    let mut pasted = w.lines.clone();
+    pasted.sort();
+    assert!(
+        pasted.iter().any(|l| l.contains("._domainkey.")),
+        "{pasted:?}"
+    );
+    let (_, text) = http(
+        w.d.http,
+        "GET",
+        "/v1/domains/far.example",
+        Some(TOKEN),
+        None,
+    );
+    let mut expected: Vec<String> = json(&text)["associations"][0]["expected"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["line"].as_str().unwrap().to_string())
+        .collect();
+    expected.sort();
+    assert_eq!(expected, pasted, "GET expected");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_mailzone"))
+        .args(["domain", "records", "far.example"])
+        .args(["--api", &w.d.http.to_string(), "--token", TOKEN])
+        .output()
+        .unwrap();
+    let mut listed: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| !l.starts_with(';') && !l.is_empty())
+        .map(str::to_string)
+        .collect();
+    listed.sort();
+    assert_eq!(listed, pasted, "mailzone domain records");
+}
+
+fn red_finding(w: &World, code: &str) -> Value {
+    w.assert_red(code)
+}
+
+fn lines_of(f: &Value, key: &str) -> Vec<String> {
+    f[key]
+        .as_array()
+        .map(|a| a.iter().map(|l| l.as_str().unwrap().to_string()).collect())
+        .unwrap_or_default()
+}
+
+#[test]
+fn an_spf_fix_is_the_one_merged_record_replacing_the_served_one() {
+    let w = world(false);
+    w.patch(json!([{"op": "replace", "name": "@", "type": "TXT", "records": ["\"v=spf1 ip4:192.0.2.1 ~all\""]}]));
+    let f = red_finding(&w, "spf.not_authorised");
+    assert_eq!(
+        lines_of(&f, "fix"),
+        vec![
+            "far.example. 1 IN TXT \"v=spf1 ip4:192.0.2.1 include:mx.mail.example.net ~all\""
+                .to_string()
+        ],
+        "{f}"
+    );
+    assert_eq!(
+        lines_of(&f, "remove"),
+        vec!["far.example. IN TXT \"v=spf1 ip4:192.0.2.1 ~all\"".to_string()],
+        "{f}"
+    );
+}
+
+#[test]
+fn foreign_mx_hosts_are_listed_to_remove_in_the_mx_finding() {
+    let w = world(false);
+    w.patch(json!([{"op": "replace", "name": "@", "type": "MX", "records": ["10 mx.other-provider.example."]}]));
+    let f = red_finding(&w, "mx.mismatch");
+    assert!(
+        lines_of(&f, "fix")
+            .iter()
+            .any(|l| l.contains("IN MX 1 mx0.mail.example.net.")),
+        "{f}"
+    );
+    assert_eq!(
+        lines_of(&f, "remove"),
+        vec!["far.example. IN MX 10 mx.other-provider.example.".to_string()],
+        "{f}"
+    );
+}
+
+#[test]
+fn pass_all_too_many_lookups_several_dmarc_and_delegation_findings_carry_a_fix() {
+    let w = world(false);
+    w.patch(json!([{"op": "replace", "name": "@", "type": "TXT", "records": ["\"v=spf1 include:mx.mail.example.net +all\""]}]));
+    let f = red_finding(&w, "spf.pass_all");
+    assert_eq!(
+        lines_of(&f, "fix"),
+        vec!["far.example. 1 IN TXT \"v=spf1 include:mx.mail.example.net ~all\"".to_string()],
+        "{f}"
+    );
+    assert_eq!(lines_of(&f, "remove").len(), 1, "{f}");
+    w.patch(json!([{"op": "replace", "name": "_dmarc", "type": "TXT", "records": ["\"v=DMARC1; p=reject\"", "\"v=DMARC1; p=none\""]}]));
+    let f = red_finding(&w, "dmarc.several");
+    assert_eq!(lines_of(&f, "remove").len(), 2, "{f}");
+    assert!(
+        lines_of(&f, "fix")[0].starts_with("_dmarc.far.example. 1 IN TXT \"v=DMARC1"),
+        "{f}"
+    );
+    w.move_ns2("127.0.0.4");
+    let f = red_finding(&w, "delegation.unreachable");
+    assert!(lines_of(&f, "fix")[0].starts_with("; "), "a sentence: {f}");
+    let mut ops = vec![];
+    let mut terms = vec!["include:mx.mail.example.net".to_string()];
+    for i in 0..10 {
+        ops.push(json!({"op": "replace", "name": format!("h{i}"), "type": "A", "records": ["192.0.2.1"]}));
+        terms.push(format!("a:h{i}.far.example"));
+    }
+    ops.push(json!({"op": "replace", "name": "@", "type": "TXT", "records": [format!("\"v=spf1 {} ~all\"", terms.join(" "))]}));
+    w.move_ns2("127.0.0.3");
+    w.patch(json!(ops));
+    let f = red_finding(&w, "spf.too_many_lookups");
+    assert!(lines_of(&f, "fix")[0].starts_with("; "), "a sentence: {f}");
+}
+
+/// The page as a real browser builds it.
+fn browser_dom(url: &str) -> String {
+    let profile = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new("chromium")
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--dump-dom",
+        ])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .arg(url)
+        .output()
+        .expect("chromium is not installed: run the README's test command");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn a_hosted_domain_with_a_broken_delegation_shows_a_red_ns_box_in_a_real_browser() {
+    let zones = [
+        ("far.example.zone", zone_head(1)),
+        ("mail.example.net.zone", PLATFORM_ZONE.to_string()),
+    ];
+    let zones: Vec<(&str, &str)> = zones.iter().map(|(a, b)| (*a, b.as_str())).collect();
+    let ns1 = TestDaemon::start_tuned(&zones, |c| {
+        c.dns.listen = vec!["127.0.0.2:0".parse().unwrap()]
+    });
+    let port = ns1.dns.port();
+    let _ns2 = TestDaemon::start_tuned(&zones, move |c| {
+        c.dns.listen = vec![format!("127.0.0.3:{port}").parse().unwrap()]
+    });
+    let resolver = ns1.dns;
+    // The daemon under test hosts far.example itself; the world sees it through ns1/ns2.
+    let head = zone_head(1);
+    let d = TestDaemon::start_tuned(&[("far.example.zone", head.as_str())], move |c| {
+        c.platforms.push(quick_platform());
+        c.diagnosis.resolver = Some(resolver);
+        c.diagnosis.port = port;
+        c.diagnosis.timeout_ms = 300;
+    });
+    let body = json!({"domain": "far.example", "platform": "quick", "mode": "authoritative"});
+    let (status, text) = http(
+        d.http,
+        "POST",
+        "/v1/domains",
+        Some(TOKEN),
+        Some(&body.to_string()),
+    );
+    assert_eq!(status, 201, "{text}");
+    assert!(!json(&text)["zone"].is_null(), "hosted: {text}");
+    // ns2's address points nowhere.
+    let ops = json!({"operations": [{"op": "replace", "name": "ns2", "type": "A", "ttl": 0, "records": ["127.0.0.4"]}]}).to_string();
+    let (status, text) = http(
+        ns1.http,
+        "PATCH",
+        "/v1/zones/far.example/records",
+        Some(TOKEN),
+        Some(&ops),
+    );
+    assert_eq!(status, 200, "{text}");
+    let (status, text) = http(
+        d.http,
+        "POST",
+        "/v1/domains/far.example/diagnose",
+        Some(TOKEN),
+        None,
+    );
+    assert_eq!(status, 200, "{text}");
+    let v = json(&text);
+    finding(&v, "delegation.unreachable");
+    let dom = browser_dom(&format!("http://{}/", d.http));
+    assert!(
+        dom.contains(r#"<tr data-domain="far.example." data-overall="error">"#),
+        "the row shows its overall status: {dom}"
+    );
+    assert!(
+        dom.contains(r#"<details class="box red" data-check="delegation"><summary>NS</summary>"#),
+        "the NS box is red and opens: {dom}"
+    );
+    assert!(
+        dom.contains("127.0.0.4"),
+        "the broken server is named: {dom}"
+    );
+    assert!(dom.contains(r#"data-check="autoconfig""#), "{dom}");
+}
+
+#[test]
+fn an_external_domain_serving_spf_gets_one_merged_record_to_paste_that_replaces_it() {
+    let head = format!("{}@ TXT \"v=spf1 ip4:192.0.2.1 -all\"\n", zone_head(1));
+    let zones = [
+        ("far.example.zone", head.as_str()),
+        ("mail.example.net.zone", PLATFORM_ZONE),
+    ];
+    let ns1 = TestDaemon::start_tuned(&zones, |c| {
+        c.dns.listen = vec!["127.0.0.2:0".parse().unwrap()]
+    });
+    let port = ns1.dns.port();
+    let _ns2 = TestDaemon::start_tuned(&zones, move |c| {
+        c.dns.listen = vec![format!("127.0.0.3:{port}").parse().unwrap()]
+    });
+    let resolver = ns1.dns;
+    let d = TestDaemon::start_tuned(&[], move |c| {
+        c.platforms.push(quick_platform());
+        c.diagnosis.resolver = Some(resolver);
+        c.diagnosis.port = port;
+        c.diagnosis.timeout_ms = 300;
+    });
+    let body = json!({"domain": "far.example", "platform": "quick", "mode": "authoritative"});
+    let (status, text) = http(
+        d.http,
+        "POST",
+        "/v1/domains",
+        Some(TOKEN),
+        Some(&body.to_string()),
+    );
+    assert_eq!(status, 201, "{text}");
+    let v = json(&text);
+    assert_eq!(
+        v["to_paste"]["spf"],
+        json!(["far.example. 1 IN TXT \"v=spf1 ip4:192.0.2.1 include:mx.mail.example.net -all\""]),
+        "one merged record, never a second v=spf1: {v}"
+    );
+    assert_eq!(
+        v["to_remove"]["spf"],
+        json!(["far.example. IN TXT \"v=spf1 ip4:192.0.2.1 -all\""]),
+        "{v}"
+    );
 }

@@ -335,6 +335,13 @@ pub fn run_domain(args: &ApiArgs, command: &DomainCommand) -> Result<String, Cli
                         out.push_str(&format!("{}\n", text(l)));
                     }
                 }
+                // Records the lines above replace (an existing SPF record).
+                for (family, lines) in v["to_remove"].as_object().into_iter().flatten() {
+                    out.push_str(&format!("; {family}: remove these records\n"));
+                    for l in lines.as_array().into_iter().flatten() {
+                        out.push_str(&format!("; remove: {}\n", text(l)));
+                    }
+                }
                 out
             } else {
                 let head = if *dry_run { "would change" } else { "changed" };
@@ -453,22 +460,43 @@ pub fn run_dkim(
             Ok((out, true))
         }
         DkimCommand::Verify { nameserver } => {
-            let server = match nameserver {
-                Some(s) => s
-                    .parse::<SocketAddr>()
-                    .or_else(|_| {
-                        s.parse::<std::net::IpAddr>()
-                            .map(|ip| SocketAddr::new(ip, 53))
-                    })
-                    .map_err(|_| {
-                        CliError::Failed(format!("{s} is not an IP address or IP:PORT"))
-                    })?,
-                None => crate::dkim::lookup::system_nameserver().ok_or_else(|| {
-                    CliError::Failed("no nameserver in /etc/resolv.conf: pass --nameserver".into())
-                })?,
-            };
+            let mut config = crate::config::DiagnosisConfig::default();
+            if let Some(s) = nameserver {
+                config.resolver = Some(
+                    s.parse::<SocketAddr>()
+                        .or_else(|_| {
+                            s.parse::<std::net::IpAddr>()
+                                .map(|ip| SocketAddr::new(ip, 53))
+                        })
+                        .map_err(|_| {
+                            CliError::Failed(format!("{s} is not an IP address or IP:PORT"))
+                        })?,
+                );
+            }
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| CliError::Failed(format!("cannot start the async runtime: {e}")))?;
+            let _entered = runtime.enter();
+            // The diagnosis's own client: a reply counts only from the server asked, with our
+            // ID and our question (a spoofed key must not make a forged message pass).
+            let prober = crate::diagnose::probe::Prober::new(&config).ok_or_else(|| {
+                CliError::Failed("no nameserver in /etc/resolv.conf: pass --nameserver".into())
+            })?;
             let message = Message::parse(input).map_err(|e| CliError::Failed(e.to_string()))?;
-            let verdicts = verify(&message, |name| crate::dkim::lookup::txt(server, name));
+            let verdicts = verify(&message, |name| {
+                let qname = hickory_proto::rr::Name::from_ascii(name)
+                    .map_err(|e| format!("{name}: {e}"))?;
+                runtime
+                    .block_on(prober.query(
+                        prober.resolver,
+                        &qname,
+                        hickory_proto::rr::RecordType::TXT,
+                        true,
+                    ))
+                    .map(|m| crate::diagnose::probe::txt_values(&m))
+                    .map_err(|e| e.to_string())
+            });
             let mut out = String::new();
             if verdicts.is_empty() {
                 out.push_str("none: the message has no DKIM-Signature\n");
@@ -589,6 +617,18 @@ pub async fn run_diagnose(args: &DiagnoseArgs) -> Result<(String, bool), CliErro
     if !fixes.is_empty() {
         out.push_str("\nLines to add:\n");
         for f in fixes {
+            out.push_str(&format!("{f}\n"));
+        }
+    }
+    let removals: Vec<&String> = result
+        .checks
+        .iter()
+        .filter(|f| f.is_red())
+        .flat_map(|f| f.remove.iter())
+        .collect();
+    if !removals.is_empty() {
+        out.push_str("\nLines to remove:\n");
+        for f in removals {
             out.push_str(&format!("{f}\n"));
         }
     }

@@ -47,6 +47,9 @@ pub struct DiagnosisConfig {
     pub port: u16,
     /// Time allowed for one query, in milliseconds.
     pub timeout_ms: u64,
+    /// Time allowed for a whole domain's diagnosis, in milliseconds, however many of its
+    /// nameservers do not answer (what is unanswered by then is reported as such).
+    pub budget_ms: u64,
     /// How often each association is diagnosed (with ±10% jitter), in seconds.
     pub interval_secs: u64,
     /// Domains diagnosed at the same time.
@@ -61,6 +64,7 @@ impl Default for DiagnosisConfig {
             resolver: None,
             port: 53,
             timeout_ms: 2000,
+            budget_ms: 4000,
             interval_secs: 300,
             concurrency: 32,
             per_nameserver: 4,

@@ -811,3 +811,28 @@ impl Shared {
         Ok(headers)
     }
 }
+
+/// What `/v1/status` says of a key file no association names.
+pub const LEFTOVER_KEY: &str = "no association names this key file (left by an interrupted change); it is never used to sign: remove it, or a new key taking its name replaces it";
+
+/// The temp file, next to `path`, holding the private key whose `p=` value is `public`.
+fn pending_key_file(path: &std::path::Path, public: &str) -> Option<PathBuf> {
+    let dir = path.parent()?;
+    let prefix = format!(".{}.tmp-", path.file_name()?.to_str()?);
+    std::fs::read_dir(dir)
+        .ok()?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with(&prefix) && !n.ends_with(".old"))
+        })
+        .find(|p| {
+            std::fs::read_to_string(p)
+                .ok()
+                .and_then(|text| key::from_pem(&text).ok())
+                .and_then(|der| key::public_of(&der).ok())
+                .is_some_and(|p| p == public)
+        })
+}

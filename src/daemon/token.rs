@@ -59,7 +59,6 @@ pub fn load_or_create(config: &Config) -> Result<String, TokenError> {
     Ok(token)
 }
 
-
 /// Refuses an existing secret (the keys folder, the token file) that group or others may
 /// read or enter; a missing one is fine (it is created private).
 pub fn check_private(path: &std::path::Path, folder: bool) -> Result<(), TokenError> {

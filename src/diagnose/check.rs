@@ -54,9 +54,12 @@ pub struct Finding {
     /// What each nameserver returned (`ns1.example.net. (192.0.2.1)` → records or error).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub seen: BTreeMap<String, Vec<String>>,
-    /// Zone-file lines that fix it.
+    /// Zone-file lines to add that fix it (or, where no line fits, one `;` sentence).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub fix: Vec<String>,
+    /// Zone-file lines to remove (the records the lines of `fix` replace, foreign hosts).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub remove: Vec<String>,
     /// When this finding last changed status (seconds since the epoch).
     #[serde(default)]
     pub since: u64,
@@ -89,6 +92,7 @@ impl Finding {
             expected: vec![],
             seen: BTreeMap::new(),
             fix: vec![],
+            remove: vec![],
             since: 0,
         }
     }
@@ -105,6 +109,11 @@ impl Finding {
 
     pub fn fix(mut self, lines: Vec<String>) -> Self {
         self.fix = lines;
+        self
+    }
+
+    pub fn remove(mut self, lines: Vec<String>) -> Self {
+        self.remove = lines;
         self
     }
 

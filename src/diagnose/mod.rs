@@ -1,18 +1,20 @@
 //! Diagnosis of associated domains as the world sees them.
 //!
-//! [`probe`] asks a domain's own nameservers directly, [`checks`] gathers their answers and
-//! judges them into [`check::Finding`]s, [`spf`] evaluates SPF records. The daemon schedules
-//! runs (`daemon::diagnosis`); `mailzone diagnose` runs the same checks once.
+//! [`probe`] finds a domain's nameservers (hickory-resolver) and asks them directly (our one
+//! client), [`gather`] collects their answers, [`judge`] turns them into [`check::Finding`]s
+//! (one module per family), [`spf`] evaluates SPF records. The daemon schedules runs
+//! (`daemon::diagnosis`); `mailzone diagnose` runs the same checks once.
 
 pub mod check;
 pub mod checks;
+pub mod gather;
+pub mod judge;
 pub mod probe;
 pub mod spf;
 pub mod verdict;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio::sync::Semaphore;
 
@@ -21,14 +23,7 @@ use probe::Prober;
 
 /// The prober configured by `diagnosis:`; `None` when no resolver is known.
 pub fn prober(config: &DiagnosisConfig) -> Option<Prober> {
-    let resolver = config
-        .resolver
-        .or_else(|| crate::dkim::lookup::system_nameserver().map(|s: SocketAddr| s))?;
-    Some(Prober {
-        resolver,
-        port: config.port,
-        timeout: Duration::from_millis(config.timeout_ms.max(1)),
-    })
+    Prober::new(config)
 }
 
 /// What one run found.
@@ -42,20 +37,29 @@ pub struct RunOutcome {
 }
 
 /// Gathers, evaluates SPF and DMARC report destinations, and judges: the checks of one
-/// subject, once.
+/// subject, once, within the prober's budget.
 pub async fn check_once(
     prober: &Prober,
     subject: &checks::Subject<'_>,
     per_server: &(dyn Fn(SocketAddr) -> Arc<Semaphore> + Sync),
 ) -> RunOutcome {
-    let gathered = checks::gather(prober, subject, per_server).await;
+    let deadline = tokio::time::Instant::now() + prober.budget;
+    let gathered = checks::gather(prober, subject, per_server, deadline).await;
     let mut queries = gathered.queries;
     let domain = &subject.association.domain;
     let spf = match checks::served_spf(domain, &gathered) {
         Ok(records) if subject.association.records.spf && records.len() == 1 => {
-            let r = spf::evaluate(prober, domain, &records[0], &subject.platform.spf).await;
-            queries += r.queries;
-            Some(r)
+            let evaluation = spf::evaluate(prober, domain, &records[0], &subject.platform.spf);
+            match tokio::time::timeout_at(deadline, evaluation).await {
+                Ok(r) => {
+                    queries += r.queries;
+                    Some(r)
+                }
+                Err(_) => Some(spf::SpfReport {
+                    unfinished: true,
+                    ..Default::default()
+                }),
+            }
         }
         _ => None,
     };
@@ -66,20 +70,24 @@ pub async fn check_once(
             let name = format!("{}_report._dmarc.{dest}.", domain);
             queries += 1;
             let authorised = match hickory_proto::rr::Name::from_ascii(&name) {
-                Ok(qname) => prober
-                    .query(
+                Ok(qname) => tokio::time::timeout_at(
+                    deadline,
+                    prober.query(
                         prober.resolver,
                         &qname,
                         hickory_proto::rr::RecordType::TXT,
                         true,
-                    )
-                    .await
-                    .map(|m| {
-                        probe::txt_values(&m)
-                            .iter()
-                            .any(|v| v.starts_with("v=DMARC1"))
-                    })
-                    .unwrap_or(false),
+                    ),
+                )
+                .await
+                .ok()
+                .and_then(Result::ok)
+                .map(|m| {
+                    probe::txt_values(&m)
+                        .iter()
+                        .any(|v| v.starts_with("v=DMARC1"))
+                })
+                .unwrap_or(false),
                 Err(_) => false,
             };
             rua.push((dest, authorised));
@@ -101,4 +109,33 @@ pub async fn check_once(
         failures,
         rcodes,
     }
+}
+
+/// The SPF records a domain's nameservers serve now: the first authoritative answer, within
+/// the prober's budget. `None` when nothing answered with authority in time.
+pub async fn served_spf_now(prober: &Prober, domain: &str) -> Option<Vec<String>> {
+    let name = hickory_proto::rr::Name::from_ascii(domain).ok()?;
+    let ask = async {
+        let nameservers = prober.nameservers(&name).await.ok()?;
+        for addr in nameservers.iter().flat_map(|n| n.addresses.iter()) {
+            if let Ok(m) = prober
+                .query(*addr, &name, hickory_proto::rr::RecordType::TXT, false)
+                .await
+                && m.metadata.authoritative
+                && m.metadata.response_code == hickory_proto::op::ResponseCode::NoError
+            {
+                return Some(
+                    probe::txt_values(&m)
+                        .into_iter()
+                        .filter(|v| crate::provision::spf::SpfRecord::parse(v).is_some())
+                        .collect(),
+                );
+            }
+        }
+        None
+    };
+    tokio::time::timeout(prober.budget, ask)
+        .await
+        .ok()
+        .flatten()
 }

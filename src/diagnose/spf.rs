@@ -18,6 +18,8 @@ pub struct SpfReport {
     pub lookups: usize,
     pub void_lookups: usize,
     pub queries: u32,
+    /// The evaluation did not finish within the diagnosis budget: nothing above is known.
+    pub unfinished: bool,
 }
 
 /// Evaluates `record` (an SPF record of `domain`) for `platform` mechanisms.

@@ -5,7 +5,6 @@
 //! association (`provision`), and the daemon's writer drives them.
 
 pub mod key;
-pub mod lookup;
 pub mod message;
 
 pub use key::{DkimAlgorithm, SigningKey};

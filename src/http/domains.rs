@@ -22,7 +22,7 @@ use crate::daemon::shared::{
     AssociateRequest, AssociationChange, AssociationError, AssociationKey, Shared,
 };
 use crate::provision::association::{Association, Mode, RuleError};
-use crate::provision::records::{ExpectedRecord, Families, expected_records};
+use crate::provision::records::{ExpectedRecord, Families};
 use crate::zone::master::parse_api_name;
 
 type AppState = Arc<Shared>;
@@ -165,7 +165,9 @@ pub async fn associate(
     } else {
         StatusCode::CREATED
     };
-    Ok((status, Json(report)).into_response())
+    let mut value = serde_json::to_value(&report).unwrap_or_default();
+    spf_replacing_the_served_one(&shared, &report.association, &mut value).await;
+    Ok((status, Json(value)).into_response())
 }
 
 /// The association of `domain` the request means: `?platform=` or the only one.
@@ -240,6 +242,52 @@ pub async fn remove(
     Ok(Json(report).into_response())
 }
 
+/// An external domain that already serves an SPF record must not get a second one: its SPF
+/// line to paste becomes the one merged record that replaces it, and `to_remove` lists the
+/// served record(s).
+async fn spf_replacing_the_served_one(
+    shared: &Shared,
+    a: &Association,
+    value: &mut serde_json::Value,
+) {
+    if !value["zone"].is_null() || value["to_paste"].get("spf").is_none() {
+        return;
+    }
+    let platforms = shared.platforms.load();
+    let Some(platform) = platforms.iter().find(|p| p.id == a.platform) else {
+        return;
+    };
+    let Some(prober) = crate::diagnose::prober(&shared.config.diagnosis) else {
+        return;
+    };
+    let Some(served) = crate::diagnose::served_spf_now(&prober, &a.domain).await else {
+        return;
+    };
+    if served.is_empty() {
+        return;
+    }
+    let Ok(name) = Name::from_ascii(&a.domain) else {
+        return;
+    };
+    let merged = crate::provision::spf::SpfRecord::merged(&served, &platform.spf);
+    let line = ExpectedRecord::new(
+        crate::provision::records::Family::Spf,
+        &name,
+        hickory_proto::rr::RecordType::TXT,
+        platform.ttl,
+        merged.to_string(),
+    )
+    .line;
+    let remove: Vec<String> = served
+        .iter()
+        .map(|v| {
+            crate::provision::records::zone_line(&a.domain, hickory_proto::rr::RecordType::TXT, v)
+        })
+        .collect();
+    value["to_paste"]["spf"] = serde_json::json!([line]);
+    value["to_remove"] = serde_json::json!({ "spf": remove });
+}
+
 #[derive(Serialize)]
 struct AssociationView {
     #[serde(flatten)]
@@ -251,14 +299,11 @@ struct AssociationView {
 
 fn view(shared: &Shared, a: &Association) -> AssociationView {
     let platforms = shared.platforms.load();
+    // The same set as the POST response's `to_paste` (DKIM keys included).
     let expected = platforms
         .iter()
         .find(|p| p.id == a.platform)
-        .and_then(|p| {
-            let domain = Name::from_ascii(&a.domain).ok()?;
-            let token = (!a.hosted).then_some(a.ownership_token.as_str());
-            expected_records(&domain, p, &a.records, token).ok()
-        })
+        .and_then(|p| crate::provision::records::association_records(a, p).ok())
         .unwrap_or_default();
     AssociationView {
         association: a.clone(),

@@ -1,4 +1,6 @@
-//! The status page at `/`: one row per associated domain, one box per record family.
+//! The status page at `/`: one row per associated domain (hosted or external, both seen as the
+//! world sees them, through their delegation), its overall status at a glance, one box per
+//! check: delegation (NS), ownership, MX, SRV, autoconfig, SPF, DKIM, DMARC.
 //!
 //! Server-rendered HTML with inline CSS, no script and no external asset; a red box is a
 //! `<details>` element, so clicking it shows what each nameserver served and the lines to add
@@ -13,14 +15,16 @@ use axum::http::header;
 use axum::response::IntoResponse;
 
 use crate::daemon::shared::Shared;
-use crate::diagnose::check::{CheckStatus, Diagnosis};
+use crate::diagnose::check::{CheckStatus, Diagnosis, Overall};
 use crate::provision::association::{Association, Mode};
 
 /// The boxes, left to right: label, check name.
-const BOXES: [(&str, &str); 6] = [
+const BOXES: [(&str, &str); 8] = [
+    ("NS", "delegation"),
     ("CNAME", "ownership"),
     ("MX", "mx"),
     ("SRV", "srv"),
+    ("autoconfig", "autoconfig"),
     ("SPF", "spf"),
     ("DKIM", "dkim"),
     ("DMARC", "dmarc"),
@@ -46,7 +50,9 @@ fn escape(s: &str) -> String {
 
 fn managed(a: &Association, check: &str) -> bool {
     match check {
+        "delegation" => true,
         "ownership" => !a.hosted,
+        "autoconfig" => a.records.autoconfig,
         "mx" => a.records.mx,
         "srv" => a.records.srv,
         "spf" => a.records.spf,
@@ -137,6 +143,13 @@ fn cell(out: &mut String, a: &Association, d: Option<&Diagnosis>, label: &str, c
             }
             out.push_str("</pre>");
         }
+        if !f.remove.is_empty() {
+            out.push_str("<p>Remove from the zone:</p><pre class=\"fix remove\">");
+            for line in &f.remove {
+                let _ = writeln!(out, "{}", escape(line));
+            }
+            out.push_str("</pre>");
+        }
     }
     out.push_str("</div></details></td>");
 }
@@ -154,7 +167,7 @@ pub fn render(
         "body{font-family:system-ui,sans-serif;margin:1.5em;color:#222}table{border-collapse:collapse}",
         "th,td{padding:.3em .6em;text-align:left;vertical-align:top;border-bottom:1px solid #ddd}",
         ".box{display:inline-block;min-width:3.5em;padding:.2em .4em;border-radius:4px;color:#fff;font-weight:600;text-align:center}",
-        ".green{background:#2e7d32}.red{background:#c62828}.grey{background:#9e9e9e}",
+        ".green{background:#2e7d32}.red{background:#c62828}.grey{background:#9e9e9e}.amber{background:#ef6c00}",
         "details.box summary{cursor:pointer;list-style:none}details[open]{text-align:left;color:#222;background:#fff3f3;border:2px solid #c62828}",
         "details[open] summary{color:#c62828}.detail{font-weight:400;max-width:48em}pre.fix{background:#f4f4f4;padding:.5em;white-space:pre-wrap}",
         "table.seen td,table.seen th{font-size:.9em}</style></head><body>",
@@ -163,7 +176,7 @@ pub fn render(
     if associations.is_empty() {
         out.push_str("<p>No domain is associated yet.</p>");
     } else {
-        out.push_str("<table id=\"domains\"><tr><th>domain</th><th>platform</th><th>mode</th><th>zone</th><th>validated</th>");
+        out.push_str("<table id=\"domains\"><tr><th>status</th><th>domain</th><th>platform</th><th>mode</th><th>zone</th><th>validated</th>");
         for (label, _) in BOXES {
             let _ = write!(out, "<th>{label}</th>");
         }
@@ -174,9 +187,17 @@ pub fn render(
                 Mode::Authoritative => "authoritative",
                 Mode::NonAuthoritative => "non-authoritative",
             };
+            // The row's overall status, at a glance.
+            let (overall, class) = match d.as_ref().map(|d| d.overall) {
+                None => ("unchecked", "grey"),
+                Some(Overall::Ok) => ("ok", "green"),
+                Some(Overall::Pending) => ("pending", "grey"),
+                Some(Overall::Warning) => ("warning", "amber"),
+                Some(Overall::Error) => ("error", "red"),
+            };
             let _ = write!(
                 out,
-                "<tr data-domain=\"{0}\"><td>{0}</td><td>{1}</td><td>{mode}</td><td>{2}</td><td>{3}</td>",
+                "<tr data-domain=\"{0}\" data-overall=\"{overall}\"><td><span class=\"box {class}\">{overall}</span></td><td>{0}</td><td>{1}</td><td>{mode}</td><td>{2}</td><td>{3}</td>",
                 escape(&a.domain),
                 escape(&a.platform),
                 if a.hosted { "hosted" } else { "external" },
@@ -192,7 +213,7 @@ pub fn render(
         }
         out.push_str("</table>");
     }
-    out.push_str("<p><small>Refreshes every 30 s. Click a red box for what each nameserver serves and the lines to add.</small></p></body></html>");
+    out.push_str("<p><small>Refreshes every 30 s. Click a red box for what each nameserver serves and the lines to add and to remove.</small></p></body></html>");
     out
 }
 

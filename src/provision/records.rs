@@ -105,6 +105,11 @@ impl ExpectedRecord {
     }
 }
 
+/// A zone line without TTL (what to remove: the TTL does not matter).
+pub fn zone_line(name: &str, rtype: RecordType, value: &str) -> String {
+    format!("{name} IN {rtype} {}", quote_if_txt(rtype, value))
+}
+
 /// TXT values are shown quoted (and split at 255 bytes) in zone lines.
 fn quote_if_txt(rtype: RecordType, value: &str) -> String {
     if rtype != RecordType::TXT {
@@ -138,6 +143,27 @@ fn srv_label(service: Service, security: Security) -> &'static str {
 fn child(domain: &Name, label: &str) -> Name {
     // Labels here are fixed, valid ASCII: parsing cannot fail.
     Name::from_ascii(format!("{label}.{}", domain.to_ascii())).unwrap_or_else(|_| domain.clone())
+}
+
+/// Every record an association needs: its families' records and the DKIM keys of all its
+/// generations. The one list behind the POST response's `to_paste`, the GET view's
+/// `expected` and `mailzone domain records`, so they cannot differ.
+pub fn association_records(
+    association: &super::association::Association,
+    platform: &Platform,
+) -> Result<Vec<ExpectedRecord>, MissingSetting> {
+    let domain = Name::from_ascii(&association.domain).unwrap_or_else(|_| Name::root());
+    let token = (!association.hosted).then_some(association.ownership_token.as_str());
+    let mut expected = expected_records(&domain, platform, &association.records, token)?;
+    if association.records.dkim {
+        expected.extend(super::dkim::expected_dkim(
+            &domain,
+            platform,
+            &association.dkim,
+            association.hosted,
+        ));
+    }
+    Ok(expected)
 }
 
 /// Every record of the chosen families for `domain` on `platform`. SPF is given as the

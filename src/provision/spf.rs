@@ -63,6 +63,24 @@ impl SpfRecord {
         changed
     }
 
+    /// The one record that replaces all of `records` (a domain serving several has a broken
+    /// SPF): the first, with the other records' mechanisms and then `mechanisms` merged in.
+    pub fn merged(records: &[String], mechanisms: &[String]) -> Self {
+        let mut merged = records
+            .first()
+            .and_then(|r| Self::parse(r))
+            .unwrap_or_else(|| Self::new(&[]));
+        for other in records.iter().skip(1) {
+            if let Some(o) = Self::parse(other) {
+                let terms: Vec<String> =
+                    o.terms.into_iter().filter(|t| !Self::is_tail(t)).collect();
+                merged.merge(&terms);
+            }
+        }
+        merged.merge(mechanisms);
+        merged
+    }
+
     /// Removes these mechanisms; returns whether the record changed.
     pub fn remove(&mut self, mechanisms: &[String]) -> bool {
         let before = self.terms.len();

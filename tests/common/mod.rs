@@ -293,11 +293,15 @@ impl ChildDaemon {
             dir.path().join("zones").display(),
             dir.path().join("keys").display()
         );
-        Self::start_with_config(dir, &config)
+        Self::start_with_config_umask(dir, &config, umask)
     }
 
     /// Starts with this whole configuration text (it must log in JSON).
     pub fn start_with_config(dir: tempfile::TempDir, config: &str) -> Self {
+        Self::start_with_config_umask(dir, config, None)
+    }
+
+    fn start_with_config_umask(dir: tempfile::TempDir, config: &str, umask: Option<&str>) -> Self {
         std::fs::write(dir.path().join("c.yaml"), config).unwrap();
         let mut command = match umask {
             Some(mask) => {
