@@ -176,7 +176,7 @@ async fn serve_udp(socket: UdpSocket, ctx: Arc<DnsContext>) {
 /// A connection that has not sent a query for this long may be closed to make room for a
 /// new one when every slot is taken; younger ones are left alone, so that a flood of new
 /// connections cannot push out clients in the middle of an exchange.
-const TCP_EVICTABLE_AFTER_MS: u64 = 250;
+const TCP_EVICTABLE_AFTER_MS: u64 = 100;
 /// The idle timeout once more than 90 % of the slots are taken.
 const TCP_BUSY_IDLE: Duration = Duration::from_secs(1);
 
