@@ -173,6 +173,14 @@ mod tests {
     use super::*;
 
     #[test]
+    fn every_kind_is_listed_once_in_declaration_order() {
+        // Metrics index their counters by `kind as usize`.
+        for (i, p) in Problem::ALL.iter().enumerate() {
+            assert_eq!(*p as usize, i, "{p:?}");
+        }
+    }
+
+    #[test]
     fn a_throttle_lets_one_line_through_per_interval_and_counts_the_rest() {
         let t = Throttle::new(Duration::from_secs(3600));
         assert_eq!(t.allow(), Some(0));

@@ -538,6 +538,37 @@ mod tests {
     }
 
     #[test]
+    fn rate_limiting_and_connection_limits_are_checked_with_their_path() {
+        for (yaml, path) in [
+            ("dns:\n  rrl: {table_size: 1000}\n", "dns.rrl.table_size"),
+            (
+                "dns:\n  rrl: {ipv4_prefix_length: 33}\n",
+                "dns.rrl.ipv4_prefix_length",
+            ),
+            (
+                "dns:\n  rrl: {errors_per_second: 0}\n",
+                "dns.rrl.errors_per_second",
+            ),
+            (
+                "dns:\n  tcp_max_per_address: 0\n",
+                "dns.tcp_max_per_address",
+            ),
+            (
+                "http:\n  header_read_timeout_secs: 0\n",
+                "http.header_read_timeout_secs",
+            ),
+            ("http:\n  max_connections: 0\n", "http.max_connections"),
+            (
+                "log:\n  summary_interval_secs: 0\n",
+                "log.summary_interval_secs",
+            ),
+        ] {
+            let err = Config::from_yaml(yaml, "c.yaml").unwrap_err().to_string();
+            assert!(err.contains(path), "{yaml}: {err}");
+        }
+    }
+
+    #[test]
     fn out_of_range_payload_is_rejected() {
         let err = Config::from_yaml("dns:\n  max_udp_payload: 100\n", "c.yaml")
             .unwrap_err()
