@@ -1,10 +1,13 @@
 //! DNS over UDP and TCP: the sockets and the loops that serve them.
 //!
 //! This module owns binding (several SO_REUSEPORT UDP sockets per address, a large receive
-//! buffer, the same port for UDP and TCP), the receive/answer/send loops and the TCP
-//! connection limits. Each loop reads the current zone snapshot with one atomic load: the
-//! answer path never waits on a lock or on the writer. It must not build answers itself
-//! ([`answer`] does) nor load zones.
+//! buffer, the same port for UDP and TCP), the receive/answer/send loops, the TCP
+//! connection limits (per client address, shorter idle time near the cap, the longest idle
+//! connection closed to make room), response rate limiting over UDP ([`rrl`]) and counting
+//! what clients get wrong ([`crate::problems`]: counted, never logged per packet). Each loop
+//! reads the current zone snapshot with one atomic load: the answer path never waits on a
+//! lock or on the writer (the TCP table is locked on accept and close only). It must not
+//! build answers itself ([`answer`] does) nor load zones.
 //!
 //! We run our own loops rather than hickory-server's `Server`: the latter spawns a task per
 //! datagram, funnels every send through one task per socket and logs every query
@@ -174,8 +177,9 @@ async fn serve_udp(socket: UdpSocket, ctx: Arc<DnsContext>) {
 }
 
 /// A connection that has not sent a query for this long may be closed to make room for a
-/// new one when every slot is taken; younger ones are left alone, so that a flood of new
-/// connections cannot push out clients in the middle of an exchange.
+/// new one when every slot is taken; younger ones are left alone (unless their address
+/// holds more connections than the newcomer's), so that a flood of new connections cannot
+/// push out clients in the middle of an exchange.
 const TCP_EVICTABLE_AFTER_MS: u64 = 100;
 /// The idle timeout once more than 90 % of the slots are taken.
 const TCP_BUSY_IDLE: Duration = Duration::from_secs(1);
@@ -218,15 +222,19 @@ impl TcpTable {
             return Err(Problem::TcpPerAddressLimit);
         }
         if self.open.load(Ordering::Relaxed) >= self.max {
+            // Evictable: idle a while, or from an address holding more connections than
+            // the newcomer's (a crowd of fresh connections from few addresses gives way).
+            let mine = inner.per_ip.get(&ip).copied().unwrap_or(0);
             let oldest = inner
                 .slots
                 .iter()
                 .flatten()
-                .min_by_key(|c| c.last_active_ms.load(Ordering::Relaxed))
                 .filter(|c| {
                     now.saturating_sub(c.last_active_ms.load(Ordering::Relaxed))
                         >= TCP_EVICTABLE_AFTER_MS
+                        || inner.per_ip.get(&c.ip).copied().unwrap_or(0) > mine + 1
                 })
+                .min_by_key(|c| c.last_active_ms.load(Ordering::Relaxed))
                 .cloned();
             let Some(oldest) = oldest else {
                 return Err(Problem::TcpFull);

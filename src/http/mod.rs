@@ -244,7 +244,8 @@ pub async fn serve(
     let max_requests = config.max_requests_per_connection.max(1);
     let max_connections = config
         .max_connections
-        .clamp(1, tokio::sync::Semaphore::MAX_PERMITS);
+        // `acquire_many` below counts in u32.
+        .clamp(1, u32::MAX as usize);
     let slots = Arc::new(tokio::sync::Semaphore::new(max_connections));
     let accept_errors = Throttle::new(Duration::from_secs(
         shared.config.log.summary_interval_secs.max(1),
