@@ -30,5 +30,6 @@ pub mod dns;
 pub mod durable;
 pub mod http;
 pub mod metrics;
+pub mod problems;
 pub mod provision;
 pub mod zone;

@@ -5,6 +5,7 @@
 //! counting a query is a single atomic add: no label hashing, no lock. It must not decide
 //! what to count; callers do.
 
+use crate::problems::Problem;
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::RecordType;
 use prometheus::{
@@ -104,6 +105,11 @@ pub struct Metrics {
     pub diagnosis_check_status: prometheus::IntGaugeVec,
     pub domains_by_status: prometheus::IntGaugeVec,
     pub diagnosis_rcodes: IntCounterVec,
+    /// `mailzone_client_problems_total{kind}`, one handle per [`Problem`], in `Problem::ALL` order.
+    problem_counters: Vec<IntCounter>,
+    /// UDP responses held back by response rate limiting: `[dropped, slipped]`.
+    pub rrl_limited: [IntCounter; 2],
+    pub http_connections: IntGauge,
 }
 
 impl Metrics {
@@ -228,7 +234,34 @@ impl Metrics {
             &["rcode"],
         )?;
         registry.register(Box::new(diagnosis_rcodes.clone()))?;
+        let problems = IntCounterVec::new(
+            Opts::new(
+                "client_problems_total",
+                "Problems clients caused (malformed packets, refused or closed connections, timeouts, accept errors), by kind",
+            ),
+            &["kind"],
+        )?;
+        registry.register(Box::new(problems.clone()))?;
+        let problem_counters = Problem::ALL
+            .iter()
+            .map(|p| problems.with_label_values(&[p.as_str()]))
+            .collect();
+        let rrl = IntCounterVec::new(
+            Opts::new(
+                "dns_rrl_limited_total",
+                "UDP responses held back by response rate limiting: dropped, or slipped (sent truncated)",
+            ),
+            &["action"],
+        )?;
+        registry.register(Box::new(rrl.clone()))?;
+        let rrl_limited = [
+            rrl.with_label_values(&["dropped"]),
+            rrl.with_label_values(&["slipped"]),
+        ];
         Ok(Self {
+            problem_counters,
+            rrl_limited,
+            http_connections: gauge("http_connections", "Open HTTP connections")?,
             diagnosis_rcodes,
             diagnosis_runs,
             diagnosis_seconds,
@@ -285,6 +318,20 @@ impl Metrics {
             c.inc();
         }
         self.response_seconds[protocol as usize].observe(seconds);
+    }
+
+    /// Counts one client-caused problem; lock-free.
+    pub fn problem(&self, problem: Problem) {
+        if let Some(c) = self.problem_counters.get(problem as usize) {
+            c.inc();
+        }
+    }
+
+    /// How many problems of this kind were counted so far.
+    pub fn problems(&self, problem: Problem) -> u64 {
+        self.problem_counters
+            .get(problem as usize)
+            .map_or(0, IntCounter::get)
     }
 
     /// The Prometheus text exposition of every metric.

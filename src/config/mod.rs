@@ -120,8 +120,53 @@ pub struct DnsConfig {
     pub udp_sockets: usize,
     /// Idle time after which a TCP connection is closed, in seconds.
     pub tcp_idle_timeout_secs: u64,
-    /// Maximum simultaneous TCP connections per listen address.
+    /// Maximum simultaneous TCP connections per listen address. Above 90 % of it the idle
+    /// timeout is shortened, and when it is reached the connection idle longest is closed
+    /// to make room (as NSD and Knot do).
     pub tcp_max_connections: usize,
+    /// Maximum simultaneous TCP connections from one client address; more are closed at once.
+    pub tcp_max_per_address: usize,
+    /// Response rate limiting over UDP.
+    pub rrl: RrlConfig,
+}
+
+/// Response rate limiting (RRL) in the manner of NSD, Knot and BIND: per client prefix,
+/// each kind of response has a budget per second; responses over it are dropped, except
+/// every `slip`-th, which is sent truncated (TC=1, no records) so that a real client
+/// retries over TCP. TCP is never limited. Off by default.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RrlConfig {
+    pub enabled: bool,
+    /// Positive answers (NOERROR, referrals, NODATA) per second per client prefix.
+    pub responses_per_second: u32,
+    /// NXDOMAIN answers per second per client prefix.
+    pub nxdomains_per_second: u32,
+    /// Error answers (REFUSED, FORMERR, NOTIMP, SERVFAIL, BADVERS) per second per prefix.
+    pub errors_per_second: u32,
+    /// Every `slip`-th limited response is sent truncated instead of dropped; 0 drops all.
+    pub slip: u32,
+    /// Client prefix length for IPv4 addresses.
+    pub ipv4_prefix_length: u8,
+    /// Client prefix length for IPv6 addresses.
+    pub ipv6_prefix_length: u8,
+    /// Number of buckets (a power of two); each prefix and kind hashes to one.
+    pub table_size: usize,
+}
+
+impl Default for RrlConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            responses_per_second: 20,
+            nxdomains_per_second: 10,
+            errors_per_second: 10,
+            slip: 2,
+            ipv4_prefix_length: 24,
+            ipv6_prefix_length: 56,
+            table_size: 65536,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -135,6 +180,15 @@ pub struct HttpConfig {
     pub token: Option<String>,
     /// Largest request body accepted; larger ones get 413.
     pub max_body_bytes: usize,
+    /// A connection must send a request's headers within this time, whether it is new or
+    /// waiting between keep-alive requests; otherwise it is closed.
+    pub header_read_timeout_secs: u64,
+    /// A request's body must arrive within this time after its headers.
+    pub body_read_timeout_secs: u64,
+    /// Simultaneous HTTP connections; more are closed at once.
+    pub max_connections: usize,
+    /// Requests served on one keep-alive connection before it is closed.
+    pub max_requests_per_connection: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -143,6 +197,10 @@ pub struct LogConfig {
     pub format: LogFormat,
     /// A `tracing` filter directive such as `info` or `mailzone=debug,info`.
     pub level: String,
+    /// Problems caused by what clients send (malformed queries, refused connections, accept
+    /// errors) are counted in metrics and summarised in the log at most once per interval
+    /// and kind, never once per packet.
+    pub summary_interval_secs: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -177,6 +235,8 @@ impl Default for DnsConfig {
             udp_sockets: 2,
             tcp_idle_timeout_secs: 10,
             tcp_max_connections: 1024,
+            tcp_max_per_address: 16,
+            rrl: RrlConfig::default(),
         }
     }
 }
@@ -187,6 +247,10 @@ impl Default for HttpConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8053)),
             token: None,
             max_body_bytes: 1 << 20,
+            header_read_timeout_secs: 10,
+            body_read_timeout_secs: 30,
+            max_connections: 512,
+            max_requests_per_connection: 1000,
         }
     }
 }
@@ -196,6 +260,7 @@ impl Default for LogConfig {
         Self {
             format: LogFormat::Text,
             level: "info".to_string(),
+            summary_interval_secs: 60,
         }
     }
 }
@@ -289,6 +354,65 @@ impl Config {
         if self.dns.tcp_max_connections == 0 {
             return Err((
                 "dns.tcp_max_connections".into(),
+                "must be at least 1".into(),
+            ));
+        }
+        if self.dns.tcp_max_per_address == 0 {
+            return Err((
+                "dns.tcp_max_per_address".into(),
+                "must be at least 1".into(),
+            ));
+        }
+        let rrl = &self.dns.rrl;
+        if !rrl.table_size.is_power_of_two() || !(64..=1 << 24).contains(&rrl.table_size) {
+            return Err((
+                "dns.rrl.table_size".into(),
+                format!("{} is not a power of two in 64..=16777216", rrl.table_size),
+            ));
+        }
+        if rrl.ipv4_prefix_length > 32 {
+            return Err((
+                "dns.rrl.ipv4_prefix_length".into(),
+                format!("{} is outside 0..=32", rrl.ipv4_prefix_length),
+            ));
+        }
+        if rrl.ipv6_prefix_length > 128 {
+            return Err((
+                "dns.rrl.ipv6_prefix_length".into(),
+                format!("{} is outside 0..=128", rrl.ipv6_prefix_length),
+            ));
+        }
+        for (key, v) in [
+            ("responses_per_second", rrl.responses_per_second),
+            ("nxdomains_per_second", rrl.nxdomains_per_second),
+            ("errors_per_second", rrl.errors_per_second),
+        ] {
+            if v == 0 || v > 60_000 {
+                return Err((
+                    format!("dns.rrl.{key}"),
+                    format!("{v} is outside 1..=60000"),
+                ));
+            }
+        }
+        for (key, v) in [
+            (
+                "header_read_timeout_secs",
+                self.http.header_read_timeout_secs,
+            ),
+            ("body_read_timeout_secs", self.http.body_read_timeout_secs),
+            (
+                "max_requests_per_connection",
+                self.http.max_requests_per_connection,
+            ),
+            ("max_connections", self.http.max_connections as u64),
+        ] {
+            if v == 0 {
+                return Err((format!("http.{key}"), "must be at least 1".into()));
+            }
+        }
+        if self.log.summary_interval_secs == 0 {
+            return Err((
+                "log.summary_interval_secs".into(),
                 "must be at least 1".into(),
             ));
         }
@@ -422,6 +546,37 @@ mod tests {
         assert_eq!(c.platforms.len(), 1);
         assert_eq!(c.platforms[0].mx.len(), 5);
         assert!(c.validate().is_ok());
+    }
+
+    #[test]
+    fn rate_limiting_and_connection_limits_are_checked_with_their_path() {
+        for (yaml, path) in [
+            ("dns:\n  rrl: {table_size: 1000}\n", "dns.rrl.table_size"),
+            (
+                "dns:\n  rrl: {ipv4_prefix_length: 33}\n",
+                "dns.rrl.ipv4_prefix_length",
+            ),
+            (
+                "dns:\n  rrl: {errors_per_second: 0}\n",
+                "dns.rrl.errors_per_second",
+            ),
+            (
+                "dns:\n  tcp_max_per_address: 0\n",
+                "dns.tcp_max_per_address",
+            ),
+            (
+                "http:\n  header_read_timeout_secs: 0\n",
+                "http.header_read_timeout_secs",
+            ),
+            ("http:\n  max_connections: 0\n", "http.max_connections"),
+            (
+                "log:\n  summary_interval_secs: 0\n",
+                "log.summary_interval_secs",
+            ),
+        ] {
+            let err = Config::from_yaml(yaml, "c.yaml").unwrap_err().to_string();
+            assert!(err.contains(path), "{yaml}: {err}");
+        }
     }
 
     #[test]

@@ -167,9 +167,13 @@ impl Daemon {
 
         let mut tasks = JoinSet::new();
         let ctx = Arc::new(crate::dns::context(
-            &shared.config.dns,
+            &shared.config,
             shared.zones.clone(),
-            metrics,
+            metrics.clone(),
+        ));
+        tasks.spawn(crate::problems::summarise(
+            metrics.clone(),
+            std::time::Duration::from_secs(shared.config.log.summary_interval_secs.max(1)),
         ));
         for b in bound {
             crate::dns::serve(
@@ -183,17 +187,9 @@ impl Daemon {
         shared.rebuild_schedule();
         tasks.spawn(shared.clone().run_scheduler());
         let (http_stop, stopped) = oneshot::channel::<()>();
-        let app = crate::http::router(shared.clone());
-        let http_task = tokio::spawn(async move {
-            let served = axum::serve(http_listener, app)
-                .with_graceful_shutdown(async {
-                    let _ = stopped.await;
-                })
-                .await;
-            if let Err(e) = served {
-                tracing::error!(error = %e, "HTTP server stopped");
-            }
-        });
+        let http_task = tokio::spawn(crate::http::serve(http_listener, shared.clone(), async {
+            let _ = stopped.await;
+        }));
         for addr in &dns_addrs {
             tracing::info!(%addr, "DNS listening on UDP and TCP");
         }

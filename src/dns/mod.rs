@@ -1,31 +1,39 @@
 //! DNS over UDP and TCP: the sockets and the loops that serve them.
 //!
 //! This module owns binding (several SO_REUSEPORT UDP sockets per address, a large receive
-//! buffer, the same port for UDP and TCP), the receive/answer/send loops and the TCP
-//! connection limits. Each loop reads the current zone snapshot with one atomic load: the
-//! answer path never waits on a lock or on the writer. It must not build answers itself
-//! ([`answer`] does) nor load zones.
+//! buffer, the same port for UDP and TCP), the receive/answer/send loops, the TCP
+//! connection limits (per client address, shorter idle time near the cap, the longest idle
+//! connection closed to make room), response rate limiting over UDP ([`rrl`]) and counting
+//! what clients get wrong ([`crate::problems`]: counted, never logged per packet). Each loop
+//! reads the current zone snapshot with one atomic load: the answer path never waits on a
+//! lock or on the writer (the TCP table is locked on accept and close only). It must not
+//! build answers itself ([`answer`] does) nor load zones.
 //!
 //! We run our own loops rather than hickory-server's `Server`: the latter spawns a task per
 //! datagram, funnels every send through one task per socket and logs every query
 //! (`../shared/HICKORY-NOTES.md` §1, §9), and answering inline is both simpler and faster.
 
 pub mod answer;
+pub mod rrl;
+pub mod wire;
 
+use std::collections::HashMap;
 use std::io;
-use std::net::SocketAddr;
-use std::sync::Arc;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use socket2::{Domain, Socket, Type};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
-use tokio::sync::Semaphore;
+use tokio::sync::Notify;
 use tokio::task::JoinSet;
 
-use crate::config::DnsConfig;
+use crate::config::Config;
 use crate::metrics::{Metrics, Protocol};
+use crate::problems::{Problem, Throttle};
 use crate::zone::ZoneSet;
 
 /// What the DNS loops share: the current zones and the counters.
@@ -34,6 +42,12 @@ pub struct DnsContext {
     pub metrics: Arc<Metrics>,
     pub max_udp_payload: u16,
     pub tcp_idle_timeout: Duration,
+    pub tcp_max_per_address: usize,
+    /// Response rate limiting over UDP, when enabled.
+    pub rrl: Option<rrl::Rrl>,
+    /// One line per interval for accept errors, and for the answer path panicking.
+    accept_errors: Throttle,
+    panics: Throttle,
 }
 
 /// Sockets bound for one configured address.
@@ -127,16 +141,29 @@ async fn serve_udp(socket: UdpSocket, ctx: Arc<DnsContext>) {
         let start = Instant::now();
         if src.port() == 0 {
             ctx.metrics.dropped_packets.inc();
+            ctx.metrics.problem(Problem::SourcePort0);
             continue;
         }
         let response = {
             let zones = ctx.zones.load();
-            respond_guarded(&zones, &buf[..len], Protocol::Udp, &ctx)
+            respond_counted(&zones, &buf[..len], Protocol::Udp, &ctx)
         };
-        let Some(response) = response else {
-            ctx.metrics.dropped_packets.inc();
+        let Some(mut response) = response else {
             continue;
         };
+        if let Some(rrl) = &ctx.rrl {
+            match rrl.check(src.ip(), response.rcode) {
+                rrl::Verdict::Send => {}
+                rrl::Verdict::Drop => {
+                    ctx.metrics.rrl_limited[0].inc();
+                    continue;
+                }
+                rrl::Verdict::Slip => {
+                    ctx.metrics.rrl_limited[1].inc();
+                    rrl::truncate(&mut response.bytes);
+                }
+            }
+        }
         if let Err(e) = socket.send_to(&response.bytes, src).await {
             tracing::debug!(error = %e, %src, "udp send error");
         }
@@ -149,47 +176,213 @@ async fn serve_udp(socket: UdpSocket, ctx: Arc<DnsContext>) {
     }
 }
 
+/// A connection that has not sent a query for this long may be closed to make room for a
+/// new one when every slot is taken; younger ones are left alone (unless their address
+/// holds more connections than the newcomer's), so that a flood of new connections cannot
+/// push out clients in the middle of an exchange.
+const TCP_EVICTABLE_AFTER_MS: u64 = 100;
+/// The idle timeout once more than 90 % of the slots are taken.
+const TCP_BUSY_IDLE: Duration = Duration::from_secs(1);
+
+/// The open connections of one TCP listener: counts per client address, and who has been
+/// idle longest. Locked on accept and close only, never while answering.
+struct TcpTable {
+    epoch: Instant,
+    max: usize,
+    per_address: usize,
+    open: AtomicUsize,
+    inner: Mutex<TcpInner>,
+}
+
+#[derive(Default)]
+struct TcpInner {
+    per_ip: HashMap<IpAddr, usize>,
+    slots: Vec<Option<Arc<TcpConn>>>,
+    free: Vec<usize>,
+}
+
+struct TcpConn {
+    ip: IpAddr,
+    slot: usize,
+    /// Milliseconds since the table's epoch at the last query (or the accept).
+    last_active_ms: AtomicU64,
+    close: Notify,
+}
+
+impl TcpTable {
+    fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
+    /// Admits a connection from `ip`, closing the longest idle one if every slot is taken.
+    fn admit(&self, ip: IpAddr) -> Result<Arc<TcpConn>, Problem> {
+        let now = self.now_ms();
+        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        if inner.per_ip.get(&ip).copied().unwrap_or(0) >= self.per_address {
+            return Err(Problem::TcpPerAddressLimit);
+        }
+        if self.open.load(Ordering::Relaxed) >= self.max {
+            // Evictable: idle a while, or from an address holding more connections than
+            // the newcomer's (a crowd of fresh connections from few addresses gives way).
+            let mine = inner.per_ip.get(&ip).copied().unwrap_or(0);
+            let oldest = inner
+                .slots
+                .iter()
+                .flatten()
+                .filter(|c| {
+                    now.saturating_sub(c.last_active_ms.load(Ordering::Relaxed))
+                        >= TCP_EVICTABLE_AFTER_MS
+                        || inner.per_ip.get(&c.ip).copied().unwrap_or(0) > mine + 1
+                })
+                .min_by_key(|c| c.last_active_ms.load(Ordering::Relaxed))
+                .cloned();
+            let Some(oldest) = oldest else {
+                return Err(Problem::TcpFull);
+            };
+            oldest.close.notify_one();
+            Self::remove(&mut inner, &oldest, &self.open);
+        }
+        let slot = inner.free.pop().unwrap_or_else(|| {
+            inner.slots.push(None);
+            inner.slots.len() - 1
+        });
+        let conn = Arc::new(TcpConn {
+            ip,
+            slot,
+            last_active_ms: AtomicU64::new(now),
+            close: Notify::new(),
+        });
+        if let Some(s) = inner.slots.get_mut(slot) {
+            *s = Some(conn.clone());
+        }
+        *inner.per_ip.entry(ip).or_insert(0) += 1;
+        self.open.fetch_add(1, Ordering::Relaxed);
+        Ok(conn)
+    }
+
+    /// Forgets a connection that ended (unless it was already evicted).
+    fn release(&self, conn: &Arc<TcpConn>) {
+        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        Self::remove(&mut inner, conn, &self.open);
+    }
+
+    fn remove(inner: &mut TcpInner, conn: &Arc<TcpConn>, open: &AtomicUsize) {
+        let ours = inner
+            .slots
+            .get(conn.slot)
+            .and_then(Option::as_ref)
+            .is_some_and(|c| Arc::ptr_eq(c, conn));
+        if !ours {
+            return;
+        }
+        inner.slots[conn.slot] = None;
+        inner.free.push(conn.slot);
+        if let Some(n) = inner.per_ip.get_mut(&conn.ip) {
+            *n -= 1;
+            if *n == 0 {
+                inner.per_ip.remove(&conn.ip);
+            }
+        }
+        open.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// More than 90 % of the slots are taken.
+    fn busy(&self) -> bool {
+        self.open.load(Ordering::Relaxed) * 10 > self.max * 9
+    }
+}
+
 async fn serve_tcp(listener: TcpListener, ctx: Arc<DnsContext>, max_connections: usize) {
-    let slots = Arc::new(Semaphore::new(max_connections));
+    let table = Arc::new(TcpTable {
+        epoch: Instant::now(),
+        max: max_connections.max(1),
+        per_address: ctx.tcp_max_per_address.max(1),
+        open: AtomicUsize::new(0),
+        inner: Mutex::new(TcpInner::default()),
+    });
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(c) => c,
             Err(e) => {
-                // Out of file descriptors and the like: back off a little, keep serving.
-                tracing::warn!(error = %e, "tcp accept error");
-                tokio::time::sleep(Duration::from_millis(50)).await;
+                // Out of file descriptors and the like: keep serving, without spinning on
+                // the connection still queued nor logging each attempt.
+                ctx.metrics.problem(Problem::TcpAcceptError);
+                if let Some(held_back) = ctx.accept_errors.allow() {
+                    tracing::warn!(error = %e, held_back, "DNS TCP accept error (logged at most once per interval)");
+                }
+                crate::problems::accept_backoff(&e).await;
                 continue;
             }
         };
-        let Ok(permit) = slots.clone().try_acquire_owned() else {
-            ctx.metrics.tcp_refused_connections.inc();
-            drop(stream);
-            continue;
+        let conn = match table.admit(peer.ip()) {
+            Ok(c) => c,
+            Err(problem) => {
+                ctx.metrics.tcp_refused_connections.inc();
+                ctx.metrics.problem(problem);
+                drop(stream);
+                continue;
+            }
         };
         let ctx = ctx.clone();
+        let table = table.clone();
         tokio::spawn(async move {
             ctx.metrics.tcp_connections.inc();
-            if let Err(e) = serve_tcp_connection(stream, &ctx).await {
-                tracing::debug!(error = %e, %peer, "tcp connection ended");
+            let evicted = tokio::select! {
+                ended = serve_tcp_connection(stream, &ctx, &table, &conn) => {
+                    if let Err(e) = ended {
+                        tracing::debug!(error = %e, %peer, "tcp connection ended");
+                    }
+                    false
+                }
+                _ = conn.close.notified() => true,
+            };
+            if evicted {
+                ctx.metrics.problem(Problem::TcpEvicted);
             }
+            table.release(&conn);
             ctx.metrics.tcp_connections.dec();
-            drop(permit);
         });
     }
 }
 
 /// RFC 7766: several queries per connection, each prefixed by its 2-byte length; the
-/// connection is closed after `tcp_idle_timeout` without a query.
-async fn serve_tcp_connection(mut stream: TcpStream, ctx: &DnsContext) -> io::Result<()> {
+/// connection is closed after `tcp_idle_timeout` without a query (1 s when the listener is
+/// nearly full).
+async fn serve_tcp_connection(
+    mut stream: TcpStream,
+    ctx: &DnsContext,
+    table: &TcpTable,
+    conn: &TcpConn,
+) -> io::Result<()> {
     let _ = stream.set_nodelay(true);
     let mut buf = Vec::new();
     loop {
+        // The length prefix, read in steps of at most TCP_BUSY_IDLE so that the idle limit
+        // is re-evaluated as the listener fills up (`read` is cancel-safe: no byte is lost).
         let mut len = [0u8; 2];
-        match tokio::time::timeout(ctx.tcp_idle_timeout, stream.read_exact(&mut len)).await {
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(()),
-            Ok(Err(e)) => return Err(e),
-            Err(_) => return Ok(()),
+        let mut got = 0;
+        let since = Instant::now();
+        // Once the listener was seen nearly full during this wait, the short limit holds
+        // for the rest of it: every idle connection goes, not just enough to dip under 90 %.
+        let mut short = false;
+        while got < 2 {
+            short |= table.busy();
+            let limit = if short {
+                TCP_BUSY_IDLE.min(ctx.tcp_idle_timeout)
+            } else {
+                ctx.tcp_idle_timeout
+            };
+            let left = limit.saturating_sub(since.elapsed());
+            if left.is_zero() {
+                return Ok(());
+            }
+            match tokio::time::timeout(left.min(TCP_BUSY_IDLE), stream.read(&mut len[got..])).await
+            {
+                Ok(Ok(0)) => return Ok(()),
+                Ok(Ok(n)) => got += n,
+                Ok(Err(e)) => return Err(e),
+                Err(_) => {}
+            }
         }
         let len = u16::from_be_bytes(len) as usize;
         buf.resize(len, 0);
@@ -198,13 +391,13 @@ async fn serve_tcp_connection(mut stream: TcpStream, ctx: &DnsContext) -> io::Re
             .map_err(|_| {
                 io::Error::new(io::ErrorKind::TimedOut, "query body not received in time")
             })??;
+        conn.last_active_ms.store(table.now_ms(), Ordering::Relaxed);
         let start = Instant::now();
         let response = {
             let zones = ctx.zones.load();
-            respond_guarded(&zones, &buf, Protocol::Tcp, ctx)
+            respond_counted(&zones, &buf, Protocol::Tcp, ctx)
         };
         let Some(response) = response else {
-            ctx.metrics.dropped_packets.inc();
             return Ok(());
         };
         let Ok(n) = u16::try_from(response.bytes.len()) else {
@@ -216,6 +409,7 @@ async fn serve_tcp_connection(mut stream: TcpStream, ctx: &DnsContext) -> io::Re
         tokio::time::timeout(ctx.tcp_idle_timeout, stream.write_all(&out))
             .await
             .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "response not sent in time"))??;
+        conn.last_active_ms.store(table.now_ms(), Ordering::Relaxed);
         ctx.metrics.count_query(
             Protocol::Tcp,
             response.qtype,
@@ -223,6 +417,31 @@ async fn serve_tcp_connection(mut stream: TcpStream, ctx: &DnsContext) -> io::Re
             start.elapsed().as_secs_f64(),
         );
     }
+}
+
+/// Answers one request and counts what was wrong with it, if anything: a dropped request
+/// (too short, a response, a panic) gives `None`.
+fn respond_counted(
+    zones: &ZoneSet,
+    request: &[u8],
+    protocol: Protocol,
+    ctx: &DnsContext,
+) -> Option<answer::Response> {
+    let Some(response) = respond_guarded(zones, request, protocol, ctx) else {
+        ctx.metrics.dropped_packets.inc();
+        if request.len() < 12 {
+            ctx.metrics.problem(Problem::ShortPacket);
+        } else if request[2] & 0x80 != 0 {
+            ctx.metrics.problem(Problem::ResponsePacket);
+        }
+        return None;
+    };
+    if response.rcode == hickory_proto::op::ResponseCode::FormErr {
+        ctx.metrics.problem(Problem::Malformed);
+    } else if wire::has_bad_edns_options(request) {
+        ctx.metrics.problem(Problem::BadEdnsOptions);
+    }
+    Some(response)
 }
 
 /// Answers one request; a bug that panics on some packet costs that packet, not the
@@ -239,26 +458,31 @@ fn respond_guarded(
     match answered {
         Ok(r) => r,
         Err(_) => {
-            ctx.metrics.dropped_packets.inc();
-            tracing::error!(
-                bytes = request.len(),
-                "a request made the answer path panic; dropped it"
-            );
+            ctx.metrics.problem(Problem::AnswerPanic);
+            if let Some(held_back) = ctx.panics.allow() {
+                tracing::error!(
+                    bytes = request.len(),
+                    held_back,
+                    "a request made the answer path panic; dropped it (logged at most once per interval)"
+                );
+            }
             None
         }
     }
 }
 
-/// Convenience for callers that only need the configured limits.
-pub fn context(
-    config: &DnsConfig,
-    zones: Arc<ArcSwap<ZoneSet>>,
-    metrics: Arc<Metrics>,
-) -> DnsContext {
+/// The shared state of the DNS loops, from the configuration.
+pub fn context(config: &Config, zones: Arc<ArcSwap<ZoneSet>>, metrics: Arc<Metrics>) -> DnsContext {
+    let interval = Duration::from_secs(config.log.summary_interval_secs.max(1));
+    let dns = &config.dns;
     DnsContext {
         zones,
         metrics,
-        max_udp_payload: config.max_udp_payload,
-        tcp_idle_timeout: Duration::from_secs(config.tcp_idle_timeout_secs.max(1)),
+        max_udp_payload: dns.max_udp_payload,
+        tcp_idle_timeout: Duration::from_secs(dns.tcp_idle_timeout_secs.max(1)),
+        tcp_max_per_address: dns.tcp_max_per_address,
+        rrl: dns.rrl.enabled.then(|| rrl::Rrl::new(&dns.rrl)),
+        accept_errors: Throttle::new(interval),
+        panics: Throttle::new(interval),
     }
 }

@@ -1,10 +1,16 @@
 //! The HTTP side: health, status, Prometheus metrics and the `/v1` API.
 //!
-//! This module owns routes, the bearer-token check and the JSON error shape
-//! `{"error": {"code", "message", "field"}}` (`field` only when one request field is at fault). It must not change state itself: mutations go through
-//! the daemon's single writer ([`crate::daemon::shared::Shared`]).
+//! This module owns routes, the bearer-token check, the JSON error shape
+//! `{"error": {"code", "message", "field"}}` (`field` only when one request field is at
+//! fault) and the connection limits: the accept loop ([`serve`]) with its connection cap,
+//! header and body read timeouts and keep-alive limits. It must not change state itself:
+//! mutations go through the daemon's single writer ([`crate::daemon::shared::Shared`]).
 
+use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
 
 use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
@@ -16,6 +22,7 @@ use serde::Serialize;
 use serde_json::json;
 
 use crate::daemon::shared::Shared;
+use crate::problems::{Problem, Throttle};
 
 pub mod dkim;
 pub mod domains;
@@ -101,8 +108,8 @@ pub fn require_token(shared: &Shared, headers: &HeaderMap) -> Result<(), ApiErro
     let given = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
+        // Exactly one space and the token: padding around it is refused, not trimmed.
+        .and_then(|v| v.strip_prefix("Bearer "));
     let Some(given) = given else {
         return Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
@@ -213,4 +220,151 @@ async fn reload(State(shared): State<AppState>, headers: HeaderMap) -> Result<Re
 
 async fn not_found() -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
+}
+
+/// Serves HTTP on `listener` until `stop` resolves, then lets the requests in flight end.
+///
+/// We run the accept loop ourselves rather than `axum::serve`, which has no read timeouts
+/// and no connection cap, and logs every failed accept: here a connection beyond
+/// `http.max_connections` is closed at once, headers must arrive within
+/// `header_read_timeout_secs` (also the keep-alive idle limit), bodies within
+/// `body_read_timeout_secs`, a connection serves at most `max_requests_per_connection`
+/// requests, and accept errors (out of file descriptors) back off and are logged once per
+/// interval.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    shared: Arc<Shared>,
+    stop: impl std::future::Future<Output = ()>,
+) {
+    use hyper::service::Service as _;
+
+    let config = &shared.config.http;
+    let metrics = shared.metrics.clone();
+    let body_timeout = Duration::from_secs(config.body_read_timeout_secs.max(1));
+    let max_requests = config.max_requests_per_connection.max(1);
+    let max_connections = config
+        .max_connections
+        // `acquire_many` below counts in u32.
+        .clamp(1, u32::MAX as usize);
+    let slots = Arc::new(tokio::sync::Semaphore::new(max_connections));
+    let accept_errors = Throttle::new(Duration::from_secs(
+        shared.config.log.summary_interval_secs.max(1),
+    ));
+    let (closing, closing_seen) = tokio::sync::watch::channel(false);
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(config.header_read_timeout_secs.max(1)))
+        .keep_alive(true);
+    let app = hyper_util::service::TowerToHyperService::new(router(shared.clone()));
+    let mut stop = std::pin::pin!(stop);
+    loop {
+        let accepted = tokio::select! {
+            _ = &mut stop => break,
+            accepted = listener.accept() => accepted,
+        };
+        let stream = match accepted {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                metrics.problem(Problem::HttpAcceptError);
+                if let Some(held_back) = accept_errors.allow() {
+                    tracing::warn!(error = %e, held_back, "HTTP accept error (logged at most once per interval)");
+                }
+                crate::problems::accept_backoff(&e).await;
+                continue;
+            }
+        };
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            metrics.problem(Problem::HttpConnectionLimit);
+            drop(stream);
+            continue;
+        };
+        let served = Arc::new(AtomicU64::new(0));
+        let app = app.clone();
+        let counted = metrics.clone();
+        let service =
+            hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
+                let request = request.map(|body| {
+                    axum::body::Body::new(DeadlineBody {
+                        inner: body,
+                        deadline: Box::pin(tokio::time::sleep(body_timeout)),
+                        metrics: counted.clone(),
+                    })
+                });
+                let last = served.fetch_add(1, Ordering::Relaxed) + 1 >= max_requests;
+                let response = app.call(request);
+                async move {
+                    let mut response = response.await?;
+                    if last {
+                        response.headers_mut().insert(
+                            header::CONNECTION,
+                            axum::http::HeaderValue::from_static("close"),
+                        );
+                    }
+                    Ok::<_, std::convert::Infallible>(response)
+                }
+            });
+        let connection = builder.serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+        let mut closing_seen = closing_seen.clone();
+        let metrics = metrics.clone();
+        tokio::spawn(async move {
+            metrics.http_connections.inc();
+            let mut connection = std::pin::pin!(connection);
+            let ended = tokio::select! {
+                ended = connection.as_mut() => ended,
+                _ = closing_seen.changed() => {
+                    connection.as_mut().graceful_shutdown();
+                    connection.as_mut().await
+                }
+            };
+            if let Err(e) = ended
+                && e.is_timeout()
+            {
+                metrics.problem(Problem::HttpTimeout);
+            }
+            metrics.http_connections.dec();
+            drop(permit);
+        });
+    }
+    let _ = closing.send(true);
+    // Every connection holds a slot until it ends: having them all back means all ended.
+    let _ = slots.acquire_many(max_connections as u32).await;
+}
+
+/// A request body that fails once its deadline passes, so that a client trickling (or
+/// withholding) a body cannot hold a connection and a handler for ever.
+struct DeadlineBody {
+    inner: hyper::body::Incoming,
+    deadline: Pin<Box<tokio::time::Sleep>>,
+    metrics: Arc<crate::metrics::Metrics>,
+}
+
+impl http_body::Body for DeadlineBody {
+    type Data = axum::body::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        if let Poll::Ready(frame) = Pin::new(&mut self.inner).poll_frame(cx) {
+            return Poll::Ready(frame.map(|f| f.map_err(axum::Error::new)));
+        }
+        if self.deadline.as_mut().poll(cx).is_ready() {
+            self.metrics.problem(Problem::HttpTimeout);
+            return Poll::Ready(Some(Err(axum::Error::new(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "the request body did not arrive in time",
+            )))));
+        }
+        Poll::Pending
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
 }

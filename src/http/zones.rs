@@ -138,7 +138,7 @@ pub(super) fn parse_body<T: DeserializeOwned>(
         }
     })?;
     let mut de = serde_json::Deserializer::from_slice(&body);
-    serde_path_to_error::deserialize(&mut de).map_err(|e| {
+    let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let field = e.path().to_string();
         let field = if field == "." { String::new() } else { field };
         let message = e.into_inner().to_string();
@@ -152,7 +152,16 @@ pub(super) fn parse_body<T: DeserializeOwned>(
         } else {
             err.with_field(field)
         }
-    })
+    })?;
+    // One JSON value and nothing after it but whitespace.
+    de.end().map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid",
+            format!("invalid JSON body: data after the JSON value: {e}"),
+        )
+    })?;
+    Ok(value)
 }
 
 fn zone_name(text: &str) -> Result<Name, ApiError> {

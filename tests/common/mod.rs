@@ -293,22 +293,29 @@ impl ChildDaemon {
             dir.path().join("zones").display(),
             dir.path().join("keys").display()
         );
-        Self::start_with_config_umask(dir, &config, umask)
+        match umask {
+            // `sh -c` runs the daemon as `$0` with its arguments, under the umask.
+            Some(mask) => {
+                let script = format!("umask {mask} && exec \"$0\" \"$@\"");
+                Self::spawn(dir, &config, &["sh", "-c", &script])
+            }
+            None => Self::spawn(dir, &config, &[]),
+        }
     }
 
     /// Starts with this whole configuration text (it must log in JSON).
     pub fn start_with_config(dir: tempfile::TempDir, config: &str) -> Self {
-        Self::start_with_config_umask(dir, config, None)
+        Self::spawn(dir, config, &[])
     }
 
-    fn start_with_config_umask(dir: tempfile::TempDir, config: &str, umask: Option<&str>) -> Self {
+    /// Starts the daemon with this whole configuration text (it must ask for JSON logs),
+    /// through `wrapper` if not empty (e.g. `["prlimit", "--nofile=64"]`).
+    pub fn spawn(dir: tempfile::TempDir, config: &str, wrapper: &[&str]) -> Self {
         std::fs::write(dir.path().join("c.yaml"), config).unwrap();
-        let mut command = match umask {
-            Some(mask) => {
-                let mut c = Command::new("sh");
-                c.arg("-c")
-                    .arg(format!("umask {mask} && exec \"$0\" \"$@\""))
-                    .arg(env!("CARGO_BIN_EXE_mailzone"));
+        let mut command = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(env!("CARGO_BIN_EXE_mailzone"));
                 c
             }
             None => Command::new(env!("CARGO_BIN_EXE_mailzone")),
@@ -401,4 +408,42 @@ impl ChildDaemon {
             .trim()
             .to_string()
     }
+}
+
+/// A TCP connection to `server` from the loopback address `source` (127.0.0.2, …), so that
+/// the daemon sees another client address.
+pub fn tcp_from(source: &str, server: SocketAddr) -> std::io::Result<TcpStream> {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
+    let local: SocketAddr = format!("{source}:0").parse().unwrap();
+    socket.bind(&local.into())?;
+    socket.connect_timeout(&server.into(), Duration::from_secs(2))?;
+    Ok(socket.into())
+}
+
+/// One query over an open TCP connection; `None` if the daemon closed it or did not answer.
+pub fn tcp_ask(stream: &mut TcpStream, query: &[u8]) -> Option<Message> {
+    stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    let mut out = (query.len() as u16).to_be_bytes().to_vec();
+    out.extend_from_slice(query);
+    stream.write_all(&out).ok()?;
+    let mut len = [0u8; 2];
+    stream.read_exact(&mut len).ok()?;
+    let mut reply = vec![0u8; u16::from_be_bytes(len) as usize];
+    stream.read_exact(&mut reply).ok()?;
+    Message::from_vec(&reply).ok()
+}
+
+/// A UDP socket on the loopback address `source`, answers awaited for `timeout`.
+pub fn udp_from(source: &str, timeout: Duration) -> UdpSocket {
+    let socket = UdpSocket::bind(format!("{source}:0")).unwrap();
+    socket.set_read_timeout(Some(timeout)).unwrap();
+    socket
+}
+
+/// The value of one series (`name{labels}` exactly as exported) in a /metrics body; 0 when absent.
+pub fn metric(body: &str, series: &str) -> f64 {
+    body.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0)
 }

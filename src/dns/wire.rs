@@ -1,0 +1,104 @@
+//! Cheap checks on a raw DNS message that the decoder does not report.
+//!
+//! This module owns spotting, without allocating, problems that hickory's decoder silently
+//! repairs (and used to log a WARN for): EDNS options whose lengths do not fill the OPT
+//! record exactly. It must not decide what to answer; the caller counts what it finds.
+
+/// True when the message has an OPT record whose options do not exactly fill its data
+/// (an option claims more, or fewer, bytes than are there). A message that does not parse
+/// this far is not reported here: the decoder rejects it with FORMERR.
+pub fn has_bad_edns_options(msg: &[u8]) -> bool {
+    let count = |at: usize| {
+        msg.get(at..at + 2)
+            .map(|b| u16::from_be_bytes([b[0], b[1]]))
+    };
+    let (Some(qd), Some(an), Some(ns), Some(ar)) = (count(4), count(6), count(8), count(10)) else {
+        return false;
+    };
+    if ar == 0 {
+        return false;
+    }
+    let mut at = 12;
+    for _ in 0..qd {
+        let Some(end) = skip_name(msg, at) else {
+            return false;
+        };
+        at = end + 4;
+    }
+    for i in 0..u32::from(an) + u32::from(ns) + u32::from(ar) {
+        let Some(end) = skip_name(msg, at) else {
+            return false;
+        };
+        let Some(fixed) = msg.get(end..end + 10) else {
+            return false;
+        };
+        let rtype = u16::from_be_bytes([fixed[0], fixed[1]]);
+        let rdlen = usize::from(u16::from_be_bytes([fixed[8], fixed[9]]));
+        let data_start = end + 10;
+        let Some(data) = msg.get(data_start..data_start + rdlen) else {
+            return false;
+        };
+        let additional = i >= u32::from(an) + u32::from(ns);
+        if additional && rtype == 41 && !options_fill(data) {
+            return true;
+        }
+        at = data_start + rdlen;
+    }
+    false
+}
+
+/// True when `data` is a sequence of (code, length, value) options ending exactly at its end.
+fn options_fill(data: &[u8]) -> bool {
+    let mut at = 0;
+    while at < data.len() {
+        let Some(head) = data.get(at..at + 4) else {
+            return false;
+        };
+        at += 4 + usize::from(u16::from_be_bytes([head[2], head[3]]));
+    }
+    at == data.len()
+}
+
+/// The offset just past the (possibly compressed) name starting at `at`.
+fn skip_name(msg: &[u8], mut at: usize) -> Option<usize> {
+    // A name has at most 127 labels; bound the walk whatever the packet says.
+    for _ in 0..128 {
+        let len = *msg.get(at)?;
+        match len {
+            0 => return Some(at + 1),
+            l if l & 0xC0 == 0xC0 => return (at + 2 <= msg.len()).then_some(at + 2),
+            l if l & 0xC0 != 0 => return None,
+            l => at += 1 + usize::from(l),
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn query_with_opt(rdata: &[u8]) -> Vec<u8> {
+        let mut m = vec![0x12, 0x34, 0, 0, 0, 1, 0, 0, 0, 0, 0, 1];
+        m.extend_from_slice(b"\x07example\x04test\x00\x00\x01\x00\x01");
+        m.extend_from_slice(&[0, 0, 41, 0x04, 0xd0, 0, 0, 0, 0]);
+        m.extend_from_slice(&(rdata.len() as u16).to_be_bytes());
+        m.extend_from_slice(rdata);
+        m
+    }
+
+    #[test]
+    fn an_option_longer_than_its_data_is_spotted() {
+        assert!(has_bad_edns_options(&query_with_opt(&[0, 10, 0, 8, 1, 2])));
+        assert!(has_bad_edns_options(&query_with_opt(&[0, 10, 0])));
+    }
+
+    #[test]
+    fn well_formed_options_and_none_are_fine() {
+        assert!(!has_bad_edns_options(&query_with_opt(&[])));
+        assert!(!has_bad_edns_options(&query_with_opt(&[
+            0, 10, 0, 8, 1, 2, 3, 4, 5, 6, 7, 8
+        ])));
+        assert!(!has_bad_edns_options(&[0u8; 5]));
+    }
+}
