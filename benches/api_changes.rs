@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use hickory_proto::op::{Message, MessageType, OpCode, Query};
 use hickory_proto::rr::{Name, RecordType};
 use mailzone::config::Config;
-use mailzone::daemon::Daemon;
+use mailzone::server::Daemon;
 
 const TOKEN: &str = "bench-token-0123456789abcdef";
 

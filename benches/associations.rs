@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use hickory_proto::op::{Message, MessageType, OpCode, Query};
 use hickory_proto::rr::{Name, RecordType};
 use mailzone::config::Config;
-use mailzone::daemon::Daemon;
+use mailzone::server::Daemon;
 
 const TOKEN: &str = "bench-token-0123456789abcdef";
 const DOMAINS: usize = 10_000;

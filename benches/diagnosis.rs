@@ -10,9 +10,9 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use mailzone::config::Config;
-use mailzone::daemon::Daemon;
 use mailzone::provision::association::{Association, Mode};
 use mailzone::provision::records::Families;
+use mailzone::server::Daemon;
 
 const DOMAINS: usize = 10_000;
 

@@ -9,17 +9,20 @@
 //! - [`dkim`]: key material, signing and verifying messages.
 //! - [`diagnose`]: where a domain is checked as the world sees it and the verdict is made
 //!   (`diagnose::verdict`: pending, no flapping, `since`).
-//! - [`daemon`]: the running process: start-up, the single writer, reload, and the one
-//!   scheduler of background jobs (diagnoses, key rotations, dropping retired keys);
-//!   `daemon::shared` is all the HTTP side sees of it.
-//! - [`http`]: the HTTP API, the status page, health and Prometheus metrics.
-//! - [`metrics`]: the metric handles; [`durable`]: crash-safe file writes.
+//! - [`daemon`]: the state and the work on it: the single writer, reload, associations, DKIM
+//!   keys, diagnosis results, and the one scheduler of background jobs (diagnoses, key
+//!   rotations, dropping retired keys); `daemon::shared` is all the HTTP side sees of it.
+//! - [`http`]: the HTTP API, the status page, health and Prometheus metrics, and its
+//!   connection limits.
+//! - [`server`]: the running process: start-up order, binding the listeners, shutdown (the
+//!   composition root above `daemon`, `dns` and `http`).
+//! - [`metrics`]: the metric handles; [`problems`]: what outsiders cause, counted and
+//!   summarised, never logged per packet; [`durable`]: crash-safe file writes.
 //! - [`cli`]: the command-line clients; `main.rs` is only the command line on top.
 //!
 //! Imports go one way: `zone`, `provision`, `dkim` know nothing of `daemon`, `diagnose`
-//! nothing of `daemon`, `http` nothing of `daemon` beyond `daemon::shared`. (`dkim::lookup`,
-//! the resolver of `mailzone dkim verify`, still borrows a helper of `diagnose` until it
-//! gives way to the one DNS client.)
+//! nothing of `daemon`, `http` nothing of `daemon` beyond `daemon::shared`, `daemon` nothing
+//! of `http` or `server`. No two folders import each other.
 
 pub mod cli;
 pub mod config;
@@ -32,4 +35,5 @@ pub mod http;
 pub mod metrics;
 pub mod problems;
 pub mod provision;
+pub mod server;
 pub mod zone;

@@ -7,7 +7,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use mailzone::cli::{ApiArgs, DkimCommand, DomainCommand, ZoneCommand};
 use mailzone::config::{Config, LogFormat};
-use mailzone::daemon::Daemon;
+use mailzone::server::Daemon;
 use tokio::signal::unix::{SignalKind, signal};
 
 #[derive(Parser)]

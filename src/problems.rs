@@ -8,11 +8,8 @@
 //! log line per packet or per connection. It must not decide what is a problem; the
 //! listeners do.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
-
-use crate::metrics::Metrics;
 
 /// Kinds of client-caused problems; each is a value of the `kind` label of
 /// `mailzone_client_problems_total`.
@@ -83,9 +80,10 @@ impl Problem {
 }
 
 /// Logs, every `interval`, one line summing up the problems counted since the last one
-/// (nothing when there were none). Runs until the task is dropped.
-pub async fn summarise(metrics: Arc<Metrics>, interval: Duration) {
-    let mut last: Vec<u64> = Problem::ALL.iter().map(|p| metrics.problems(*p)).collect();
+/// (nothing when there were none); `count` reads a kind's counter (the metrics own them).
+/// Runs until the task is dropped.
+pub async fn summarise(count: impl Fn(Problem) -> u64, interval: Duration) {
+    let mut last: Vec<u64> = Problem::ALL.iter().map(|p| count(*p)).collect();
     let mut ticks = tokio::time::interval(interval);
     ticks.tick().await;
     loop {
@@ -93,7 +91,7 @@ pub async fn summarise(metrics: Arc<Metrics>, interval: Duration) {
         let mut total = 0;
         let mut kinds = String::new();
         for (p, before) in Problem::ALL.iter().zip(last.iter_mut()) {
-            let now = metrics.problems(*p);
+            let now = count(*p);
             let delta = now.saturating_sub(*before);
             *before = now;
             if delta > 0 {

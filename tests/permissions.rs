@@ -8,7 +8,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use common::*;
-use mailzone::daemon::Daemon;
+use mailzone::server::Daemon;
 use serde_json::json;
 
 fn set_mode(path: &Path, mode: u32) {

@@ -492,7 +492,7 @@ impl Shared {
 
     /// Rebuilds the whole set of jobs from the associations (start and reload), and drops
     /// the state of associations that are no longer there.
-    pub(super) fn rebuild_schedule(&self) {
+    pub(crate) fn rebuild_schedule(&self) {
         let set = self.associations.load_full();
         let gone: Vec<AssociationKey> = self
             .diagnosis

@@ -2,7 +2,7 @@
 //! the HTTP side calls (re-exported here so that `http` depends on this module only).
 //!
 //! This module owns the [`Shared`] struct and reload. It must not bind sockets or start
-//! tasks (`daemon` does) nor answer queries (`dns` does).
+//! tasks (`server` does) nor answer queries (`dns` does).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -68,6 +68,34 @@ pub struct Shared {
 }
 
 impl Shared {
+    /// The state of a daemon about to start: no zones published yet, nothing scheduled.
+    pub fn new(
+        config: Config,
+        config_file: Option<PathBuf>,
+        metrics: Arc<Metrics>,
+        token: String,
+        dns_addrs: Vec<SocketAddr>,
+        associations: Associations,
+    ) -> Self {
+        Self {
+            zones: Arc::new(ArcSwap::from_pointee(ZoneSet::default())),
+            metrics,
+            token,
+            started: Instant::now(),
+            dns_addrs,
+            associations: ArcSwap::from_pointee(associations),
+            platforms: ArcSwap::from_pointee(config.platforms.clone()),
+            config_file,
+            dkim_keys: Default::default(),
+            dkim_errors: Default::default(),
+            diagnosis: diagnosis::DiagnosisState::new(&config.diagnosis),
+            scheduler: Default::default(),
+            key_pool: Default::default(),
+            writer: Mutex::new(()),
+            config,
+        }
+    }
+
     /// Re-reads the zones folder and publishes the result. Queries in flight keep the old
     /// snapshot; the next ones see the new one. A broken file keeps its last good version.
     pub async fn reload(&self) -> Result<ReloadSummary, std::io::Error> {
@@ -129,7 +157,7 @@ impl Shared {
         Ok(summary)
     }
 
-    pub(super) fn publish(&self, report: crate::zone::set::LoadReport) -> ReloadSummary {
+    pub(crate) fn publish(&self, report: crate::zone::set::LoadReport) -> ReloadSummary {
         for e in &report.errors {
             tracing::error!(error = %e, "zone not loaded");
         }

@@ -13,7 +13,7 @@ use std::time::Instant;
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query};
 use hickory_proto::rr::{Name, RecordType};
 use mailzone::config::Config;
-use mailzone::daemon::Daemon;
+use mailzone::server::Daemon;
 
 pub const TOKEN: &str = "test-token-0123456789abcdef";
 

@@ -1,0 +1,221 @@
+//! The running process: loads the zones, binds the DNS and HTTP listeners, starts the
+//! scheduler, and stops it all when dropped.
+//!
+//! This module owns start-up order (zones first, then sockets, so the first query already
+//! has answers) and shutdown. Tests start a [`Daemon`] in-process on port 0 and read the
+//! bound addresses back. It is the composition root: it wires [`crate::daemon`],
+//! [`crate::dns`] and [`crate::http`] together and must not hold logic of its own.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinSet;
+
+use std::path::PathBuf;
+
+use crate::config::Config;
+use crate::daemon::{Shared, token};
+use crate::metrics::Metrics;
+use crate::provision::association::{ASSOCIATIONS_DIR, Associations};
+use crate::zone::ZoneSet;
+
+/// Why the daemon could not start. Each variant says what it was doing.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot read the zones folder {dir}")]
+    ZonesDir { dir: String, source: std::io::Error },
+    #[error("cannot bind DNS on {addr}")]
+    BindDns {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot bind HTTP on {addr}")]
+    BindHttp {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("API token")]
+    Token(#[from] token::TokenError),
+    #[error("metrics registry")]
+    Metrics(#[from] prometheus::Error),
+    #[error("associations: {0}")]
+    Associations(String),
+}
+
+/// A running daemon. Dropping it stops every listener.
+pub struct Daemon {
+    shared: Arc<Shared>,
+    http_addr: SocketAddr,
+    tasks: JoinSet<()>,
+    http_task: tokio::task::JoinHandle<()>,
+    http_stop: Option<oneshot::Sender<()>>,
+}
+
+impl Daemon {
+    /// Loads the zones, binds DNS and HTTP, and starts serving.
+    pub async fn start(config: Config) -> Result<Self, StartError> {
+        Self::start_with_config_file(config, None).await
+    }
+
+    /// Like [`Daemon::start`], remembering the config file so a reload re-reads platforms.
+    pub async fn start_with_config_file(
+        config: Config,
+        config_file: Option<PathBuf>,
+    ) -> Result<Self, StartError> {
+        let metrics = Arc::new(Metrics::new()?);
+        let token = token::load_or_create(&config)?;
+
+        let dir = config.zones_dir.clone();
+        let max_zone_file_bytes = config.max_zone_file_bytes;
+        let report = tokio::task::spawn_blocking(move || {
+            for folder in [dir.clone(), dir.join(ASSOCIATIONS_DIR)] {
+                if let Ok(n) = crate::durable::remove_stale_temp_files(&folder)
+                    && n > 0
+                {
+                    tracing::warn!(dir = %folder.display(), removed = n, "removed temp files left by a crash");
+                }
+            }
+            ZoneSet::load_dir(&dir, None, max_zone_file_bytes)
+        })
+        .await
+        .map_err(|e| StartError::ZonesDir {
+            dir: config.zones_dir.display().to_string(),
+            source: std::io::Error::other(e),
+        })?
+        .map_err(|source| StartError::ZonesDir {
+            dir: config.zones_dir.display().to_string(),
+            source,
+        })?;
+
+        let associations = Associations::load_dir(&config.zones_dir.join(ASSOCIATIONS_DIR))
+            .map_err(StartError::Associations)?;
+        for (domain, error) in associations.broken() {
+            tracing::error!(%domain, %error, "association file not loaded; changes to this domain are refused until it is fixed");
+        }
+
+        let mut bound = Vec::new();
+        for addr in &config.dns.listen {
+            let b = crate::dns::bind(*addr, config.dns.udp_sockets).map_err(|source| {
+                StartError::BindDns {
+                    addr: *addr,
+                    source,
+                }
+            })?;
+            bound.push(b);
+        }
+        let dns_addrs: Vec<SocketAddr> = bound.iter().map(|b| b.local).collect();
+        let http_listener = TcpListener::bind(config.http.listen)
+            .await
+            .map_err(|source| StartError::BindHttp {
+                addr: config.http.listen,
+                source,
+            })?;
+        let http_addr = http_listener
+            .local_addr()
+            .map_err(|source| StartError::BindHttp {
+                addr: config.http.listen,
+                source,
+            })?;
+
+        let shared = Arc::new(Shared::new(
+            config,
+            config_file,
+            metrics.clone(),
+            token,
+            dns_addrs.clone(),
+            associations,
+        ));
+        let summary = shared.publish(report);
+        for status in shared.zones.load().statuses() {
+            if status.serving {
+                tracing::info!(zone = %status.name, serial = status.serial.unwrap_or(0), records = status.records, "zone loaded");
+            }
+        }
+        // Before the first query: key files a crash left half-placed are completed,
+        // associations whose platform changed, or whose records a crash left unwritten, are
+        // brought up to date.
+        shared.recover_key_files();
+        let reconciled = shared.reconcile().await;
+        shared.check_dkim_keys();
+        if reconciled > 0 {
+            tracing::info!(
+                associations = reconciled,
+                "associations reconciled at start"
+            );
+        }
+
+        let mut tasks = JoinSet::new();
+        let ctx = Arc::new(crate::dns::context(
+            &shared.config,
+            shared.zones.clone(),
+            metrics.clone(),
+        ));
+        let counted = metrics.clone();
+        tasks.spawn(crate::problems::summarise(
+            move |p| counted.problems(p),
+            std::time::Duration::from_secs(shared.config.log.summary_interval_secs.max(1)),
+        ));
+        for b in bound {
+            crate::dns::serve(
+                b,
+                ctx.clone(),
+                shared.config.dns.tcp_max_connections,
+                &mut tasks,
+            );
+        }
+        // One scheduler for every background job: diagnoses, rotations, retired keys.
+        shared.rebuild_schedule();
+        tasks.spawn(shared.clone().run_scheduler());
+        let (http_stop, stopped) = oneshot::channel::<()>();
+        let http_task = tokio::spawn(crate::http::serve(http_listener, shared.clone(), async {
+            let _ = stopped.await;
+        }));
+        for addr in &dns_addrs {
+            tracing::info!(%addr, "DNS listening on UDP and TCP");
+        }
+        tracing::info!(addr = %http_addr, "HTTP listening");
+        tracing::info!(
+            zones = summary.zones_loaded,
+            failed = summary.errors.len(),
+            "serving"
+        );
+        Ok(Self {
+            shared,
+            http_addr,
+            tasks,
+            http_task,
+            http_stop: Some(http_stop),
+        })
+    }
+
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    /// The DNS addresses actually bound (UDP and TCP share each one).
+    pub fn dns_addrs(&self) -> &[SocketAddr] {
+        &self.shared.dns_addrs
+    }
+
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http_addr
+    }
+
+    /// Stops accepting work: HTTP finishes its requests in flight, DNS loops stop.
+    pub async fn shutdown(mut self) {
+        if let Some(stop) = self.http_stop.take() {
+            let _ = stop.send(());
+        }
+        // HTTP finishes the requests in flight; DNS answers are instantaneous.
+        if tokio::time::timeout(std::time::Duration::from_secs(5), &mut self.http_task)
+            .await
+            .is_err()
+        {
+            self.http_task.abort();
+        }
+        self.tasks.shutdown().await;
+        tracing::info!("stopped");
+    }
+}
