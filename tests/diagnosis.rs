@@ -80,13 +80,7 @@ fn world_publishing(
         tune(c);
     });
     let body = json!({"domain": "far.example", "platform": "quick", "mode": "authoritative", "records": {"dkim": dkim}});
-    let (status, text) = http(
-        d.http,
-        "POST",
-        "/v1/domains",
-        Some(TOKEN),
-        Some(&body.to_string()),
-    );
+    let (status, text) = api(d.http, "POST", "/v1/domains", &body);
     assert_eq!(status, 201, "{text}");
     let v = json(&text);
     let lines: Vec<String> = v["to_paste"]
@@ -359,6 +353,13 @@ fn dmarc_p_none_is_a_notice_until_strengthened() {
 /// DKIM: the daemon's key is published by the customer; the checks then compare keys.
 fn world_with_active_dkim() -> World {
     let w = world(true);
+    wait_for_an_active_generation(&w);
+    w
+}
+
+/// Diagnoses until one of the association's DKIM generations is active: the customer's
+/// nameservers serve it and a diagnosis has seen it (either generation may come first).
+fn wait_for_an_active_generation(w: &World) {
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {
         let (_, text) = http(
@@ -368,24 +369,20 @@ fn world_with_active_dkim() -> World {
             Some(TOKEN),
             None,
         );
-        // Either generation may be seen first (the customer's two nameservers are
-        // updated one after the other); the first seen signs.
         let generations = json(&text)["associations"][0]["dkim"]
             .as_array()
             .cloned()
             .unwrap_or_default();
         if generations.iter().any(|g| g["state"] == "active") {
-            break;
+            return;
         }
-        // A diagnosis also looks for the published keys (the DKIM clock does too).
         w.diagnose();
         assert!(
             std::time::Instant::now() < deadline,
-            "the DKIM key was never seen: {text}"
+            "no DKIM generation became active: {text}"
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-    w
 }
 
 #[test]
@@ -716,13 +713,7 @@ fn a_new_external_association_with_nothing_published_is_red_at_its_first_diagnos
     );
     assert_eq!(status, 200, "{text}");
     let body = json!({"domain": "far.example", "platform": "quick", "mode": "authoritative"});
-    let (status, text) = http(
-        w.d.http,
-        "POST",
-        "/v1/domains",
-        Some(TOKEN),
-        Some(&body.to_string()),
-    );
+    let (status, text) = api(w.d.http, "POST", "/v1/domains", &body);
     assert_eq!(status, 201, "{text}");
     // The scheduler diagnoses a new association at once, without being asked.
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
@@ -855,29 +846,7 @@ fn a_foreign_key_at_an_issued_selector_is_a_mismatch_while_another_generation_is
     let owner0 = lines[0].split(' ').next().unwrap().to_string();
     let wrong = format!("{owner0} 1 IN TXT {foreign}");
     w.put(&[wrong, lines[1].clone()]);
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let (_, text) = http(
-            w.d.http,
-            "GET",
-            "/v1/domains/far.example",
-            Some(TOKEN),
-            None,
-        );
-        let generations = json(&text)["associations"][0]["dkim"]
-            .as_array()
-            .cloned()
-            .unwrap();
-        if generations.iter().any(|g| g["state"] == "active") {
-            break;
-        }
-        w.diagnose();
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no generation became active: {text}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_for_an_active_generation(&w);
     // The activation changed the association: let the platform's 1-second TTL pass.
     std::thread::sleep(Duration::from_millis(1100));
     let f = w.assert_red("dkim.key_mismatch");
@@ -1150,13 +1119,7 @@ fn a_hosted_domain_with_a_broken_delegation_shows_a_red_ns_box_in_a_real_browser
         c.diagnosis.timeout_ms = 300;
     });
     let body = json!({"domain": "far.example", "platform": "quick", "mode": "authoritative"});
-    let (status, text) = http(
-        d.http,
-        "POST",
-        "/v1/domains",
-        Some(TOKEN),
-        Some(&body.to_string()),
-    );
+    let (status, text) = api(d.http, "POST", "/v1/domains", &body);
     assert_eq!(status, 201, "{text}");
     assert!(!json(&text)["zone"].is_null(), "hosted: {text}");
     // ns2's address points nowhere.
@@ -1217,13 +1180,7 @@ fn an_external_domain_serving_spf_gets_one_merged_record_to_paste_that_replaces_
         c.diagnosis.timeout_ms = 300;
     });
     let body = json!({"domain": "far.example", "platform": "quick", "mode": "authoritative"});
-    let (status, text) = http(
-        d.http,
-        "POST",
-        "/v1/domains",
-        Some(TOKEN),
-        Some(&body.to_string()),
-    );
+    let (status, text) = api(d.http, "POST", "/v1/domains", &body);
     assert_eq!(status, 201, "{text}");
     let v = json(&text);
     assert_eq!(

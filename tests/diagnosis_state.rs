@@ -211,13 +211,7 @@ fn saving_a_validation_is_not_logged_as_a_change() {
     let (owner, rtype, data) = (parts[0], parts[3], parts[4]);
     for ns in [&ns1, &ns2] {
         let body = json!({"operations": [{"op": "replace", "name": owner, "type": rtype, "records": [data]}]});
-        let (status, text) = http(
-            ns.http,
-            "PATCH",
-            "/v1/zones/far.example/records",
-            Some(TOKEN),
-            Some(&body.to_string()),
-        );
+        let (status, text) = api(ns.http, "PATCH", "/v1/zones/far.example/records", &body);
         assert_eq!(status, 200, "{text}");
     }
     let (status, text) = http(

@@ -34,26 +34,14 @@ fn daemon(extra: Vec<Platform>, check_ms: u64) -> TestDaemon {
 
 fn associate(d: &TestDaemon, domain: &str, platform: &str) -> Value {
     let body = json!({"domain": domain, "platform": platform, "mode": "authoritative", "records": {"dkim": true}});
-    let (status, text) = http(
-        d.http,
-        "POST",
-        "/v1/domains",
-        Some(TOKEN),
-        Some(&body.to_string()),
-    );
+    let (status, text) = api(d.http, "POST", "/v1/domains", &body);
     assert_eq!(status, 201, "{text}");
     json(&text)
 }
 
 fn sign(d: &TestDaemon, domain: &str, message: &str) -> (u16, Value) {
     let body = json!({"domain": domain, "message": message});
-    let (status, text) = http(
-        d.http,
-        "POST",
-        "/v1/dkim/sign",
-        Some(TOKEN),
-        Some(&body.to_string()),
-    );
+    let (status, text) = api(d.http, "POST", "/v1/dkim/sign", &body);
     (status, json(&text))
 }
 

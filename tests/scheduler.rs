@@ -33,13 +33,7 @@ fn daemon(rotate_after_secs: u64, keep_retired_secs: u64) -> TestDaemon {
 
 fn associate(d: &TestDaemon) {
     let body = json!({"domain": "shop.test", "platform": "timed", "mode": "authoritative", "records": {"dkim": true}});
-    let (status, text) = http(
-        d.http,
-        "POST",
-        "/v1/domains",
-        Some(TOKEN),
-        Some(&body.to_string()),
-    );
+    let (status, text) = api(d.http, "POST", "/v1/domains", &body);
     assert_eq!(status, 201, "{text}");
 }
 

@@ -9,13 +9,7 @@ use hickory_proto::rr::{Name, RData, RecordType};
 use serde_json::{Value, json};
 
 fn create(d: &TestDaemon, body: Value) -> (u16, Value) {
-    let (status, text) = http(
-        d.http,
-        "POST",
-        "/v1/zones",
-        Some(TOKEN),
-        Some(&body.to_string()),
-    );
+    let (status, text) = api(d.http, "POST", "/v1/zones", &body);
     (
         status,
         if text.is_empty() {

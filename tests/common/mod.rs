@@ -246,6 +246,16 @@ pub fn http(
     mailzone::cli::client::parse_response(&raw).unwrap_or_else(|e| panic!("bad HTTP reply: {e}"))
 }
 
+/// An authorised API call with a JSON body; returns (status, body).
+pub fn api(
+    server: SocketAddr,
+    method: &str,
+    path: &str,
+    body: &serde_json::Value,
+) -> (u16, String) {
+    http(server, method, path, Some(TOKEN), Some(&body.to_string()))
+}
+
 pub fn json(body: &str) -> serde_json::Value {
     serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"))
 }
