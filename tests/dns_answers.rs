@@ -255,6 +255,28 @@ fn edns_version_above_zero_gets_badvers() {
 }
 
 #[test]
+fn the_do_bit_is_copied_into_the_reply() {
+    // RFC 3225 §3: the DO bit of the query is copied into the response (six EDNS
+    // compliance tests hinge on it); without it the reply's OPT says DO=0.
+    let d = daemon();
+    for asked in [true, false] {
+        let mut q = query_message("example.test.", RecordType::A, &Ask::default());
+        if let Some(edns) = q.edns.as_mut() {
+            edns.set_dnssec_ok(asked);
+        }
+        let reply = exchange(d.dns, &q);
+        assert_eq!(reply.metadata.response_code, ResponseCode::NoError);
+        assert_eq!(
+            reply.edns.as_ref().map(|e| e.flags().dnssec_ok),
+            Some(asked),
+            "DO={asked}"
+        );
+    }
+    let out = dig(d.dns, &["+dnssec", "example.test", "A"]);
+    assert!(out.contains("flags: do;"), "{out}");
+}
+
+#[test]
 fn unknown_edns_options_are_ignored() {
     let d = daemon();
     let mut q = query_message("example.test.", RecordType::A, &Ask::default());

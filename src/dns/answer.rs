@@ -55,11 +55,13 @@ pub fn respond(
         Protocol::Tcp => u16::MAX,
     };
     // Our OPT advertises our own limit, whatever the client said (RFC 6891 §6.2.3); the
-    // client's options (cookies, ECS, …) are ignored, not echoed.
-    let response_edns = message.edns.as_ref().map(|_| {
+    // client's options (cookies, ECS, …) are ignored, not echoed. The DO bit is copied
+    // (RFC 3225 §3): a validator reads it back to know we understood it.
+    let response_edns = message.edns.as_ref().map(|asked| {
         let mut e = Edns::new();
         e.set_max_payload(max_udp_payload);
         e.set_version(0);
+        e.set_dnssec_ok(asked.flags().dnssec_ok);
         e
     });
 
