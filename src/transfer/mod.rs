@@ -119,30 +119,16 @@ fn load_or_create(config: &Config, key: &TsigKeyConfig) -> Result<TsigKey, KeyEr
     })
 }
 
-/// Refuses an existing secret (folder or file) that group or others may read or enter, with
-/// the `chmod` that fixes it; a missing one is fine (it is created private).
+/// The shared check of secrets (`durable::check_private`), worded for TSIG keys.
 fn check_private(path: &Path, folder: bool) -> Result<(), KeyError> {
-    let meta = match std::fs::metadata(path) {
-        Ok(m) => m,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => {
-            return Err(KeyError::File {
-                file: path.display().to_string(),
-                reason: format!("cannot read: {e}"),
-            });
-        }
+    let what = if folder {
+        "the keys folder (TSIG secrets)"
+    } else {
+        "a TSIG secret"
     };
-    let mode = crate::durable::mode_of(&meta);
-    if mode & 0o077 == 0 {
-        return Ok(());
-    }
-    let fix = if folder { "700" } else { "600" };
-    Err(KeyError::File {
+    crate::durable::check_private(path, folder, what).map_err(|reason| KeyError::File {
         file: path.display().to_string(),
-        reason: format!(
-            "mode {mode:03o} lets group or others read a TSIG secret; it must be {fix}: run chmod {fix} {}",
-            path.display()
-        ),
+        reason,
     })
 }
 
