@@ -90,6 +90,26 @@ pub fn set_mode(path: &Path, mode: u32) -> io::Result<()> {
     Ok(())
 }
 
+/// Refuses an existing secret (folder or file) that group or others may read or enter,
+/// saying it is `what` and giving the `chmod` that fixes it (700 for a folder, 600 for a
+/// file); a missing one is fine (the caller creates it private). The error is the reason.
+pub fn check_private(path: &Path, folder: bool, what: &str) -> Result<(), String> {
+    let meta = match fs::metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(format!("cannot read: {e}")),
+    };
+    let mode = mode_of(&meta);
+    if mode & 0o077 == 0 {
+        return Ok(());
+    }
+    let fix = if folder { "700" } else { "600" };
+    Err(format!(
+        "mode {mode:03o} lets group or others read {what}; it must be {fix}: run chmod {fix} {}",
+        path.display()
+    ))
+}
+
 /// The permission bits of an existing path.
 pub fn mode_of(meta: &fs::Metadata) -> u32 {
     #[cfg(unix)]

@@ -18,6 +18,7 @@
 //!   composition root above `daemon`, `dns` and `http`).
 //! - [`metrics`]: the metric handles; [`problems`]: what outsiders cause, counted and
 //!   summarised, never logged per packet; [`durable`]: crash-safe file writes.
+//! - [`transfer`]: zone transfers out: TSIG keys and their config forms.
 //! - [`cli`]: the command-line clients; `main.rs` is only the command line on top.
 //!
 //! Imports go one way: `zone`, `provision`, `dkim` know nothing of `daemon`, `diagnose`
@@ -36,4 +37,5 @@ pub mod metrics;
 pub mod problems;
 pub mod provision;
 pub mod server;
+pub mod transfer;
 pub mod zone;

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use mailzone::cli::{ApiArgs, DkimCommand, DomainCommand, ZoneCommand};
+use mailzone::cli::{ApiArgs, DkimCommand, DomainCommand, TsigCommand, ZoneCommand};
 use mailzone::config::{Config, LogFormat};
 use mailzone::server::Daemon;
 use tokio::signal::unix::{SignalKind, signal};
@@ -46,6 +46,11 @@ enum Command {
     },
     /// Check a domain's records on its own nameservers, once, without a daemon; exit 1 if anything is red.
     Diagnose(mailzone::cli::DiagnoseArgs),
+    /// TSIG keys for zone transfers, in the forms secondaries' configs take.
+    Tsig {
+        #[command(subcommand)]
+        command: TsigCommand,
+    },
     /// Manage hosted zones through a running daemon's API.
     Zone {
         #[command(flatten)]
@@ -78,6 +83,7 @@ fn main() -> ExitCode {
             }
             Err(code) => code,
         },
+        Command::Tsig { command } => print_outcome(mailzone::cli::run_tsig(&command)),
         Command::Zone { api, command } => print_outcome(mailzone::cli::run_zone(&api, &command)),
         Command::Domain { api, command } => {
             print_outcome(mailzone::cli::run_domain(&api, &command))

@@ -38,6 +38,8 @@ pub enum StartError {
     },
     #[error("API token")]
     Token(#[from] token::TokenError),
+    #[error("TSIG key: {0}")]
+    TsigKey(#[from] crate::transfer::KeyError),
     #[error("metrics registry")]
     Metrics(#[from] prometheus::Error),
     #[error("associations: {0}")]
@@ -66,6 +68,9 @@ impl Daemon {
     ) -> Result<Self, StartError> {
         let metrics = Arc::new(Metrics::new()?);
         let token = token::load_or_create(&config)?;
+        // Keys are checked (and generated) at start so a loose or broken key file stops the
+        // daemon with its path rather than failing a transfer later.
+        let _tsig_keys = crate::transfer::load_or_create_all(&config)?;
 
         let dir = config.zones_dir.clone();
         let max_zone_file_bytes = config.max_zone_file_bytes;

@@ -124,6 +124,33 @@ pub enum DkimCommand {
     },
 }
 
+#[derive(Debug, Subcommand)]
+pub enum TsigCommand {
+    /// Print a TSIG key of `transfer.keys` in the forms NSD, Knot and BIND configs take
+    /// (generating its secret into `<keys_dir>/tsig/NAME.key` when absent).
+    Show {
+        name: String,
+        /// The daemon's configuration (default: the embedded one).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+}
+
+/// Runs one `tsig` subcommand locally (the secret never travels through the API).
+pub fn run_tsig(command: &TsigCommand) -> Result<String, CliError> {
+    match command {
+        TsigCommand::Show { name, config } => {
+            let config = match config {
+                Some(f) => Config::load(f)?,
+                None => Config::default(),
+            };
+            let key = crate::transfer::load_named(&config, name)
+                .map_err(|e| CliError::Failed(e.to_string()))?;
+            Ok(key.config_snippets())
+        }
+    }
+}
+
 /// `mailzone diagnose`: the checks of one domain, once, without a daemon.
 #[derive(Debug, Clone, Args)]
 pub struct DiagnoseArgs {

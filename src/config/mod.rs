@@ -34,6 +34,118 @@ pub struct Config {
     /// rotations and removals of retired keys run at their own deadlines.
     pub dkim_check_interval_ms: u64,
     pub diagnosis: DiagnosisConfig,
+    /// Zone transfers to secondaries: TSIG keys and who may transfer what.
+    pub transfer: TransferConfig,
+}
+
+/// Zone transfers out (AXFR to secondaries). With no `secondaries`, every transfer is refused.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TransferConfig {
+    /// TSIG keys by name; each secret lives in `<keys_dir>/tsig/<name>.key` (0600), generated
+    /// when absent. The secret is never in the config, the API or the log.
+    pub keys: Vec<TsigKeyConfig>,
+    /// Who may transfer which zones; the transfer ACL is made of these entries only.
+    pub secondaries: Vec<SecondaryConfig>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TsigKeyConfig {
+    /// The key's name as both ends write it (a domain name, e.g. `xfr-ns2`).
+    pub name: String,
+    #[serde(default)]
+    pub algorithm: TsigAlgorithm,
+}
+
+/// TSIG MAC algorithms (RFC 8945 §6).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TsigAlgorithm {
+    #[default]
+    #[serde(rename = "hmac-sha256")]
+    HmacSha256,
+    #[serde(rename = "hmac-sha512")]
+    HmacSha512,
+}
+
+impl TsigAlgorithm {
+    /// The name used on the wire and in NSD, Knot and BIND configs.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::HmacSha256 => "hmac-sha256",
+            Self::HmacSha512 => "hmac-sha512",
+        }
+    }
+
+    /// Length of a generated secret: the hash's output size (RFC 8945 §6: at least that).
+    pub fn secret_len(self) -> usize {
+        match self {
+            Self::HmacSha256 => 32,
+            Self::HmacSha512 => 64,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecondaryConfig {
+    /// The secondary's address, `IP` or `IP:PORT` (the port is where NOTIFY would go; the
+    /// transfer ACL matches the IP).
+    pub address: String,
+    /// Name of the TSIG key its requests must be signed with; absent: unsigned from this IP.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    /// Zones it may transfer: `all` or a list of zone names.
+    #[serde(default)]
+    pub zones: ZoneSelection,
+}
+
+/// `zones: all` or `zones: [a.example., b.example.]`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub enum ZoneSelection {
+    #[default]
+    All,
+    List(Vec<String>),
+}
+
+impl Serialize for ZoneSelection {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Self::All => s.serialize_str("all"),
+            Self::List(zones) => zones.serialize(s),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for ZoneSelection {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Word(String),
+            List(Vec<String>),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Word(w) if w == "all" => Ok(Self::All),
+            Raw::Word(w) => Err(serde::de::Error::custom(format!(
+                "{w:?}: expected \"all\" or a list of zones"
+            ))),
+            Raw::List(zones) => Ok(Self::List(zones)),
+        }
+    }
+}
+
+impl SecondaryConfig {
+    /// The address as IP and port (53 when none is given).
+    pub fn socket_addr(&self) -> Option<SocketAddr> {
+        if let Ok(a) = self.address.parse::<SocketAddr>() {
+            return Some(a);
+        }
+        self.address
+            .parse::<std::net::IpAddr>()
+            .ok()
+            .map(|ip| SocketAddr::new(ip, 53))
+    }
 }
 
 /// How domains hosted elsewhere are looked at.
@@ -223,6 +335,7 @@ impl Default for Config {
             platforms: vec![Platform::example()],
             dkim_check_interval_ms: 60_000,
             diagnosis: DiagnosisConfig::default(),
+            transfer: TransferConfig::default(),
         }
     }
 }
@@ -477,8 +590,66 @@ impl Config {
         if self.keys_dir.as_os_str().is_empty() {
             return Err(("keys_dir".into(), "must not be empty".into()));
         }
+        self.validate_transfer()?;
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
             return Err(("log.level".into(), e.to_string()));
+        }
+        Ok(())
+    }
+
+    /// Key names are domain names used once (they also name files); secondaries parse and
+    /// name keys that exist; listed zones are absolute names.
+    fn validate_transfer(&self) -> Result<(), (String, String)> {
+        let t = &self.transfer;
+        for (i, k) in t.keys.iter().enumerate() {
+            let simple = !k.name.is_empty()
+                && k.name.len() <= 200
+                && k.name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
+                && !k.name.starts_with('.')
+                && !k.name.contains("..");
+            if !simple || hickory_proto::rr::Name::from_ascii(&k.name).is_err() {
+                return Err((
+                    format!("transfer.keys[{i}].name"),
+                    format!(
+                        "{:?} is not a key name (letters, digits, '-', '_', '.')",
+                        k.name
+                    ),
+                ));
+            }
+            if t.keys[..i].iter().any(|o| o.name == k.name) {
+                return Err((
+                    format!("transfer.keys[{i}].name"),
+                    format!("{:?} is used twice", k.name),
+                ));
+            }
+        }
+        for (i, s) in t.secondaries.iter().enumerate() {
+            if s.socket_addr().is_none() {
+                return Err((
+                    format!("transfer.secondaries[{i}].address"),
+                    format!("{:?} is not IP or IP:PORT", s.address),
+                ));
+            }
+            if let Some(key) = &s.key
+                && !t.keys.iter().any(|k| &k.name == key)
+            {
+                return Err((
+                    format!("transfer.secondaries[{i}].key"),
+                    format!("{key:?} is not among transfer.keys"),
+                ));
+            }
+            if let ZoneSelection::List(zones) = &s.zones {
+                for (j, z) in zones.iter().enumerate() {
+                    if !z.ends_with('.') || hickory_proto::rr::Name::from_ascii(z).is_err() {
+                        return Err((
+                            format!("transfer.secondaries[{i}].zones[{j}]"),
+                            format!("{z:?} is not an absolute zone name (it must end with a dot)"),
+                        ));
+                    }
+                }
+            }
         }
         Ok(())
     }

@@ -62,30 +62,13 @@ pub fn load_or_create(config: &Config) -> Result<String, TokenError> {
 /// Refuses an existing secret (the keys folder, the token file) that group or others may
 /// read or enter; a missing one is fine (it is created private).
 pub fn check_private(path: &std::path::Path, folder: bool) -> Result<(), TokenError> {
-    let meta = match std::fs::metadata(path) {
-        Ok(m) => m,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => {
-            return Err(TokenError::File {
-                file: path.display().to_string(),
-                reason: format!("cannot read: {e}"),
-            });
-        }
-    };
-    let mode = crate::durable::mode_of(&meta);
-    if mode & 0o077 == 0 {
-        return Ok(());
-    }
-    let (what, fix) = if folder {
-        ("the keys folder (API token, DKIM private keys)", "700")
+    let what = if folder {
+        "the keys folder (API token, DKIM private keys)"
     } else {
-        ("the API token", "600")
+        "the API token"
     };
-    Err(TokenError::File {
+    crate::durable::check_private(path, folder, what).map_err(|reason| TokenError::File {
         file: path.display().to_string(),
-        reason: format!(
-            "mode {mode:03o} lets group or others read {what}; it must be {fix}: run chmod {fix} {}",
-            path.display()
-        ),
+        reason,
     })
 }
