@@ -6,6 +6,8 @@
 //! return a secret anywhere but to the caller that asked for it (`mailzone tsig show`), and
 //! it knows nothing of the daemon or the answer path.
 
+pub mod status;
+
 use std::path::{Path, PathBuf};
 
 use base64::Engine;

@@ -7,6 +7,7 @@
 //! not do I/O: reading files is [`set`]'s job, the wire format is `dns`'s.
 
 pub mod edit;
+pub mod journal;
 pub mod limits;
 pub mod lookup;
 pub mod master;
