@@ -74,6 +74,7 @@ impl Daemon {
 
         let dir = config.zones_dir.clone();
         let max_zone_file_bytes = config.max_zone_file_bytes;
+        let journal_limits = config.transfer.journal;
         let report = tokio::task::spawn_blocking(move || {
             for folder in [dir.clone(), dir.join(ASSOCIATIONS_DIR)] {
                 if let Ok(n) = crate::durable::remove_stale_temp_files(&folder)
@@ -82,7 +83,9 @@ impl Daemon {
                     tracing::warn!(dir = %folder.display(), removed = n, "removed temp files left by a crash");
                 }
             }
-            ZoneSet::load_dir(&dir, None, max_zone_file_bytes)
+            let report = ZoneSet::load_dir_with(&dir, None, max_zone_file_bytes, &journal_limits)?;
+            crate::daemon::commit_journal_files(&report.journal_files);
+            Ok::<_, std::io::Error>(report)
         })
         .await
         .map_err(|e| StartError::ZonesDir {

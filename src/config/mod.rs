@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 pub use crate::provision::platform::Platform;
+pub use crate::zone::journal::JournalLimits;
 pub use crate::zone::serial::SerialScheme;
 
 /// Everything the daemon needs to start. Every field has a default, so an empty file (or no
@@ -47,6 +48,8 @@ pub struct TransferConfig {
     pub keys: Vec<TsigKeyConfig>,
     /// Who may transfer which zones; the transfer ACL is made of these entries only.
     pub secondaries: Vec<SecondaryConfig>,
+    /// How much history each zone keeps for IXFR (`zones/<zone>.journal`).
+    pub journal: JournalLimits,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -15,3 +15,4 @@ pub mod token;
 pub mod writer;
 
 pub use shared::{ReloadSummary, Shared};
+pub use writer::commit_journal_files;

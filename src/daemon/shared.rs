@@ -124,10 +124,14 @@ impl Shared {
         let previous = self.zones.load_full();
         let dir = self.config.zones_dir.clone();
         let max = self.config.max_zone_file_bytes;
-        let report =
-            tokio::task::spawn_blocking(move || ZoneSet::load_dir(&dir, Some(&previous), max))
-                .await
-                .map_err(std::io::Error::other)?;
+        let limits = self.config.transfer.journal;
+        let report = tokio::task::spawn_blocking(move || {
+            let report = ZoneSet::load_dir_with(&dir, Some(&previous), max, &limits)?;
+            super::commit_journal_files(&report.journal_files);
+            Ok::<_, std::io::Error>(report)
+        })
+        .await
+        .map_err(std::io::Error::other)?;
         let report = match report {
             Ok(r) => r,
             Err(e) => {

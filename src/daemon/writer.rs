@@ -12,8 +12,9 @@ use hickory_proto::rr::rdata::SOA;
 
 use super::Shared;
 use crate::zone::edit::{EditError, RrsetChange};
+use crate::zone::journal::Followed;
 use crate::zone::serial::next_serial;
-use crate::zone::set::{unix_now, zone_file};
+use crate::zone::set::{journal_change, journal_file_for, unix_now, zone_file};
 use crate::zone::{Zone, writer};
 
 /// Why a change was refused or failed.
@@ -139,16 +140,12 @@ impl Shared {
         if current.get(origin).is_none() && !file.exists() {
             return Err(WriteError::NotFound(origin.to_string()));
         }
-        let dir = self.config.zones_dir.clone();
-        let target = file.clone();
-        on_disk(&file, move || {
-            match std::fs::remove_file(&target) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(e),
-            }
-            crate::durable::sync_dir(&dir)
-        })
+        // The journal first: a crash in between leaves a zone without history, never a
+        // journal without its zone.
+        commit_files(vec![
+            crate::durable::FileChange::remove(&journal_file_for(&file)),
+            crate::durable::FileChange::remove(&file),
+        ])
         .await?;
         self.publish_set(current.without_zone(origin, &file));
         tracing::info!(zone = %origin, "zone deleted");
@@ -161,10 +158,55 @@ impl Shared {
         zone: Zone,
         file: std::path::PathBuf,
     ) -> Result<Arc<Zone>, WriteError> {
-        let zone = Arc::new(zone);
-        commit_files(vec![zone_change(&zone, &file)]).await?;
-        self.publish_zone(zone.clone(), file);
-        Ok(zone)
+        let zones = self.journal_zones(vec![(Arc::new(zone), file)]).await?;
+        commit_files(zones.iter().flat_map(|(z, f)| zone_files(z, f)).collect()).await?;
+        let mut zone = None;
+        for (z, file) in zones {
+            self.publish_zone(z.clone(), file);
+            zone = Some(z);
+        }
+        zone.ok_or_else(|| WriteError::Io {
+            file: "(writer)".into(),
+            message: "no zone to store".into(),
+        })
+    }
+
+    /// Gives each new zone version its journal: the served version's plus their difference
+    /// (`transfer.journal` bounds). The difference is CPU work proportional to the zone: it
+    /// runs off the runtime. Call with the writer lock held, before committing the files.
+    pub(super) async fn journal_zones(
+        &self,
+        zones: Vec<(Arc<Zone>, std::path::PathBuf)>,
+    ) -> Result<Vec<(Arc<Zone>, std::path::PathBuf)>, WriteError> {
+        if zones.is_empty() {
+            return Ok(zones);
+        }
+        let served = self.zones.load_full();
+        let limits = self.config.transfer.journal;
+        tokio::task::spawn_blocking(move || {
+            let mut out: Vec<(Arc<Zone>, std::path::PathBuf)> = Vec::with_capacity(zones.len());
+            for (mut zone, file) in zones {
+                // A zone changed twice in one commit follows its first new version.
+                let previous = out
+                    .iter()
+                    .rev()
+                    .find(|(z, _)| z.origin() == zone.origin())
+                    .map(|(z, _)| z.clone())
+                    .or_else(|| served.get(zone.origin()));
+                let now = unix_now();
+                let followed = Arc::make_mut(&mut zone).follow(previous.as_deref(), &limits, now);
+                if let Followed::Reset(reason) = followed {
+                    tracing::warn!(zone = %zone.origin(), %reason, "journal reset: IXFR falls back to a full transfer for older serials");
+                }
+                out.push((zone, file));
+            }
+            out
+        })
+        .await
+        .map_err(|e| WriteError::Io {
+            file: "(writer)".into(),
+            message: e.to_string(),
+        })
     }
 
     /// Serves a zone whose file is already durable. Call with the writer lock held.
@@ -190,6 +232,24 @@ pub(super) fn zone_change(zone: &Zone, file: &std::path::Path) -> crate::durable
         writer::to_master_text(zone).into_bytes(),
         crate::durable::PUBLIC_FILE_MODE,
     )
+}
+
+/// The files of a new zone version: its journal first, then the zone file, in one commit.
+/// A crash between the two renames leaves the journal one step ahead, which the next start
+/// drops (`ZoneSet::load_dir_with`); never a zone file whose journal misses a step.
+pub(super) fn zone_files(zone: &Zone, file: &std::path::Path) -> [crate::durable::FileChange; 2] {
+    [journal_change(zone, file), zone_change(zone, file)]
+}
+
+/// Writes or removes the journal files a load asked for (blocking). A failure is logged and
+/// harmless: a journal that does not match its zone file is dropped at the next start.
+pub fn commit_journal_files(changes: &[crate::durable::FileChange]) {
+    if changes.is_empty() {
+        return;
+    }
+    if let Err(e) = crate::durable::commit(changes) {
+        tracing::error!(error = %e, "cannot update the zone journals; IXFR may fall back to full transfers after a restart");
+    }
 }
 
 /// Applies file changes all or nothing, off the runtime; an error names the file.

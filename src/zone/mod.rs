@@ -60,6 +60,9 @@ pub struct Zone {
     record_count: usize,
     has_delegations: bool,
     has_wildcards: bool,
+    /// The differences that led to this version ([`journal`]); empty until the writer or
+    /// the loader attaches one.
+    journal: std::sync::Arc<journal::Journal>,
 }
 
 /// Why records do not make a valid zone; `line` is 0 when the problem is the zone as a whole.
@@ -241,6 +244,7 @@ impl Zone {
             record_count,
             has_delegations,
             has_wildcards,
+            journal: Default::default(),
         })
     }
 
