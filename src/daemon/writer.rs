@@ -120,16 +120,23 @@ impl Shared {
         };
         let serial = next_serial(self.config.zone_defaults.serial, zone.serial(), unix_now());
         let ttl = self.config.zone_defaults.ttl;
-        // Building the zone is CPU work proportional to its size: keep it off the runtime.
-        let built = tokio::task::spawn_blocking(move || zone.with_changes(&changes, serial, ttl))
-            .await
-            .map_err(|e| WriteError::Io {
-                file: origin.to_string(),
-                message: e.to_string(),
-            })?;
-        let zone = built.map_err(WriteError::Invalid)?;
+        let limits = self.config.transfer.journal;
+        // Building the zone is CPU work proportional to its size: keep it off the runtime,
+        // with its journal step (the difference at the rrsets the changes name).
+        let built = tokio::task::spawn_blocking(move || {
+            let mut next = zone.with_changes(&changes, serial, ttl)?;
+            next.follow_changes(&zone, &changes, &limits, unix_now());
+            Ok(next)
+        })
+        .await
+        .map_err(|e| WriteError::Io {
+            file: origin.to_string(),
+            message: e.to_string(),
+        })?;
+        let zone = Arc::new(built.map_err(WriteError::Invalid)?);
         let file = zone_file(&self.config.zones_dir, origin);
-        self.store_zone(zone, file).await
+        self.store_journalled(vec![(zone.clone(), file)]).await?;
+        Ok(zone)
     }
 
     /// Deletes a zone: its file goes, and it stops being served.
@@ -158,17 +165,27 @@ impl Shared {
         zone: Zone,
         file: std::path::PathBuf,
     ) -> Result<Arc<Zone>, WriteError> {
+        // One owner of the new zone here, so that giving it its journal does not copy it.
         let zones = self.journal_zones(vec![(Arc::new(zone), file)]).await?;
-        commit_files(zones.iter().flat_map(|(z, f)| zone_files(z, f)).collect()).await?;
-        let mut zone = None;
-        for (z, file) in zones {
-            self.publish_zone(z.clone(), file);
-            zone = Some(z);
-        }
+        let zone = zones.first().map(|(z, _)| z.clone());
+        self.store_journalled(zones).await?;
         zone.ok_or_else(|| WriteError::Io {
             file: "(writer)".into(),
             message: "no zone to store".into(),
         })
+    }
+
+    /// Writes zones that already carry their journal (zone file and journal in one commit),
+    /// then publishes them. Call with the writer lock held.
+    async fn store_journalled(
+        &self,
+        zones: Vec<(Arc<Zone>, std::path::PathBuf)>,
+    ) -> Result<(), WriteError> {
+        commit_files(zones.iter().flat_map(|(z, f)| zone_files(z, f)).collect()).await?;
+        for (zone, file) in zones {
+            self.publish_zone(zone, file);
+        }
+        Ok(())
     }
 
     /// Gives each new zone version its journal: the served version's plus their difference

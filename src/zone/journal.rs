@@ -200,6 +200,36 @@ pub fn diff(old: &Zone, new: &Zone) -> (Vec<Record>, Vec<Record>) {
     (removed, added)
 }
 
+/// Like [`diff`], looking only at the rrsets `touched`: exact when `new` is `old` with rrset
+/// changes at those names and types (and its SOA), at a cost proportional to the change
+/// rather than to the zone.
+pub fn diff_touched(
+    old: &Zone,
+    new: &Zone,
+    touched: &[(&Name, RecordType)],
+) -> (Vec<Record>, Vec<Record>) {
+    let mut removed = Vec::new();
+    let mut added = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for &(name, rtype) in touched {
+        if rtype == RecordType::SOA || !seen.insert((name, rtype)) {
+            continue;
+        }
+        let rrset = |z: &Zone| -> Vec<Record> {
+            z.node(name)
+                .and_then(|n| n.rrset(rtype))
+                .map(|s| s.records.clone())
+                .unwrap_or_default()
+        };
+        let (before, after) = (rrset(old), rrset(new));
+        missing_from(&before, Some(&after), &mut removed);
+        missing_from(&after, Some(&before), &mut added);
+    }
+    sort_records(&mut removed);
+    sort_records(&mut added);
+    (removed, added)
+}
+
 /// Pushes the records of `ours` that `theirs` lacks.
 fn missing_from(ours: &[Record], theirs: Option<&[Record]>, out: &mut Vec<Record>) {
     let Some(theirs) = theirs else {
@@ -448,6 +478,32 @@ impl Zone {
         previous: Option<&Zone>,
         limits: &JournalLimits,
         now: u64,
+    ) -> Followed {
+        self.follow_with(previous, limits, now, diff)
+    }
+
+    /// Like [`Zone::follow`] for a zone made by `previous.with_changes(changes, ..)`: only the
+    /// rrsets the changes name are compared, so the cost is that of the change.
+    pub fn follow_changes(
+        &mut self,
+        previous: &Zone,
+        changes: &[super::edit::RrsetChange],
+        limits: &JournalLimits,
+        now: u64,
+    ) -> Followed {
+        let touched: Vec<(&Name, RecordType)> =
+            changes.iter().map(|c| (&c.name, c.rtype)).collect();
+        self.follow_with(Some(previous), limits, now, |old, new| {
+            diff_touched(old, new, &touched)
+        })
+    }
+
+    fn follow_with(
+        &mut self,
+        previous: Option<&Zone>,
+        limits: &JournalLimits,
+        now: u64,
+        diff: impl FnOnce(&Zone, &Zone) -> (Vec<Record>, Vec<Record>),
     ) -> Followed {
         let Some(previous) = previous else {
             self.journal = Arc::new(Journal {
