@@ -47,6 +47,19 @@ pub struct TransferConfig {
     pub keys: Vec<TsigKeyConfig>,
     /// Who may transfer which zones; the transfer ACL is made of these entries only.
     pub secondaries: Vec<SecondaryConfig>,
+    /// The catalog zone (RFC 9432, version 2) listing every hosted zone, e.g.
+    /// `catalog.invalid.`; kept by mailzone. Absent: no catalog.
+    pub catalog: Option<String>,
+}
+
+impl TransferConfig {
+    /// The catalog zone's name, when one is configured (checked at load).
+    pub fn catalog_name(&self) -> Option<hickory_proto::rr::Name> {
+        let text = self.catalog.as_deref()?;
+        hickory_proto::rr::Name::from_ascii(text)
+            .ok()
+            .map(|n| n.to_lowercase())
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -622,6 +635,25 @@ impl Config {
                 return Err((
                     format!("transfer.keys[{i}].name"),
                     format!("{:?} is used twice", k.name),
+                ));
+            }
+        }
+        if let Some(catalog) = &t.catalog {
+            // The name also names its file: plain labels only, absolute, not the root.
+            let plain = catalog.split('.').all(|l| {
+                l.len() <= 63 && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            });
+            if !plain
+                || !catalog.ends_with('.')
+                || catalog.starts_with('.')
+                || catalog.contains("..")
+                || hickory_proto::rr::Name::from_ascii(catalog).is_err()
+            {
+                return Err((
+                    "transfer.catalog".into(),
+                    format!(
+                        "{catalog:?} is not an absolute zone name (letters, digits, '-', '_' in labels, ending with a dot), e.g. \"catalog.invalid.\""
+                    ),
                 ));
             }
         }

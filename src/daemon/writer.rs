@@ -58,6 +58,7 @@ impl Shared {
         soa: SoaRequest,
     ) -> Result<Arc<Zone>, WriteError> {
         let _writer = self.writer.lock().await;
+        self.refuse_catalog(&origin, "created", true)?;
         let file = zone_file(&self.config.zones_dir, &origin);
         let current = self.zones.load_full();
         if current.get(&origin).is_some() || file.exists() {
@@ -103,7 +104,8 @@ impl Shared {
         );
         let zone = Zone::new_with_soa(&origin, record, soa.ttl.unwrap_or(d.ttl), &nameservers)
             .map_err(|e| invalid(e.message))?;
-        self.store_zone(zone, file).await
+        // The catalog, if any, lists it in the same commit.
+        self.store_new_zone(zone, file).await
     }
 
     /// Applies rrset operations to a zone, all or nothing.
@@ -113,6 +115,7 @@ impl Shared {
         changes: Vec<RrsetChange>,
     ) -> Result<Arc<Zone>, WriteError> {
         let _writer = self.writer.lock().await;
+        self.refuse_catalog(origin, "edited", false)?;
         let current = self.zones.load_full();
         let Some(zone) = current.get(origin) else {
             return Err(WriteError::NotFound(origin.to_string()));
@@ -134,23 +137,20 @@ impl Shared {
     /// Deletes a zone: its file goes, and it stops being served.
     pub async fn delete_zone(&self, origin: &Name) -> Result<(), WriteError> {
         let _writer = self.writer.lock().await;
+        self.refuse_catalog(origin, "deleted", false)?;
         let current = self.zones.load_full();
         let file = zone_file(&self.config.zones_dir, origin);
         if current.get(origin).is_none() && !file.exists() {
             return Err(WriteError::NotFound(origin.to_string()));
         }
-        let dir = self.config.zones_dir.clone();
-        let target = file.clone();
-        on_disk(&file, move || {
-            match std::fs::remove_file(&target) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(e),
-            }
-            crate::durable::sync_dir(&dir)
-        })
-        .await?;
+        // The zone file goes first, then the catalog no longer lists it, all or nothing (a
+        // missing file is fine: a retried delete does no harm).
+        let catalog = self.catalog_update(&current, None, Some(origin), 0)?;
+        let mut changes = vec![crate::durable::FileChange::remove(&file)];
+        changes.extend(catalog.iter().map(|(c, f)| zone_change(c, f)));
+        commit_files(changes).await?;
         self.publish_set(current.without_zone(origin, &file));
+        self.publish_catalog(catalog);
         tracing::info!(zone = %origin, "zone deleted");
         Ok(())
     }
