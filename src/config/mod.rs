@@ -641,7 +641,9 @@ impl Config {
         if let Some(catalog) = &t.catalog {
             // The name also names its file: plain labels only, absolute, not the root.
             let plain = catalog.split('.').all(|l| {
-                l.len() <= 63 && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+                l.len() <= 63
+                    && l.chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
             });
             if !plain
                 || !catalog.ends_with('.')

@@ -122,8 +122,7 @@ impl Shared {
         file: PathBuf,
     ) -> Result<Arc<Zone>, WriteError> {
         let zone = Arc::new(zone);
-        let catalog =
-            self.catalog_update(&self.zones.load(), Some(zone.origin()), None, 0)?;
+        let catalog = self.catalog_update(&self.zones.load(), Some(zone.origin()), None, 0)?;
         let mut changes = vec![zone_change(&zone, &file)];
         changes.extend(catalog.iter().map(|(c, f)| zone_change(c, f)));
         commit_files(changes).await?;
@@ -187,10 +186,7 @@ impl Shared {
         let _writer = self.writer.lock().await;
         let set = self.zones.load_full();
         let shown = name_text(&origin);
-        if let Some(below) = set
-            .origins()
-            .find(|z| **z != origin && origin.zone_of(z))
-        {
+        if let Some(below) = set.origins().find(|z| **z != origin && origin.zone_of(z)) {
             return Err(format!(
                 "the zone {} is below the catalog zone {shown}: choose another transfer.catalog (e.g. catalog.invalid.) or move that zone",
                 name_text(below)
