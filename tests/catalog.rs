@@ -487,7 +487,7 @@ fn burst(
             None => break,
         }
         // Every other zone is deleted again at once.
-        if n % 2 == 0 {
+        if n.is_multiple_of(2) {
             match try_http(
                 http_addr,
                 "DELETE",

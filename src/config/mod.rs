@@ -728,6 +728,26 @@ mod tests {
     }
 
     #[test]
+    fn transfer_catalog_must_be_an_absolute_plain_zone_name() {
+        for bad in [
+            "catalog.invalid",
+            ".",
+            "a..b.",
+            "cat/alog.invalid.",
+            "a b.invalid.",
+        ] {
+            let yaml = format!("transfer:\n  catalog: \"{bad}\"\n");
+            let err = Config::from_yaml(&yaml, "c.yaml").unwrap_err().to_string();
+            assert!(err.contains("transfer.catalog"), "{bad}: {err}");
+        }
+        let ok = Config::from_yaml("transfer:\n  catalog: Catalog.Invalid.\n", "c.yaml").unwrap();
+        assert_eq!(
+            ok.transfer.catalog_name().map(|n| n.to_ascii()).as_deref(),
+            Some("catalog.invalid.")
+        );
+    }
+
+    #[test]
     fn a_bad_platform_setting_is_rejected_with_its_path() {
         let yaml = "platforms:\n  - id: p\n    mx: [{host: mx.example.net, priority: 10}]\n";
         let err = Config::from_yaml(yaml, "c.yaml").unwrap_err().to_string();
