@@ -44,6 +44,8 @@ pub enum StartError {
     Metrics(#[from] prometheus::Error),
     #[error("associations: {0}")]
     Associations(String),
+    #[error("catalog zone (transfer.catalog): {0}")]
+    Catalog(String),
 }
 
 /// A running daemon. Dropping it stops every listener.
@@ -136,6 +138,11 @@ impl Daemon {
             associations,
         ));
         let summary = shared.publish(report);
+        // The catalog lists what is served before anyone can transfer it.
+        shared
+            .sync_catalog_at_start()
+            .await
+            .map_err(StartError::Catalog)?;
         for status in shared.zones.load().statuses() {
             if status.serving {
                 tracing::info!(zone = %status.name, serial = status.serial.unwrap_or(0), records = status.records, "zone loaded");

@@ -50,6 +50,19 @@ pub struct TransferConfig {
     pub secondaries: Vec<SecondaryConfig>,
     /// How much history each zone keeps for IXFR (`zones/<zone>.journal`).
     pub journal: JournalLimits,
+    /// The catalog zone (RFC 9432, version 2) listing every hosted zone, e.g.
+    /// `catalog.invalid.`; kept by mailzone. Absent: no catalog.
+    pub catalog: Option<String>,
+}
+
+impl TransferConfig {
+    /// The catalog zone's name, when one is configured (checked at load).
+    pub fn catalog_name(&self) -> Option<hickory_proto::rr::Name> {
+        let text = self.catalog.as_deref()?;
+        hickory_proto::rr::Name::from_ascii(text)
+            .ok()
+            .map(|n| n.to_lowercase())
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -628,6 +641,27 @@ impl Config {
                 ));
             }
         }
+        if let Some(catalog) = &t.catalog {
+            // The name also names its file: plain labels only, absolute, not the root.
+            let plain = catalog.split('.').all(|l| {
+                l.len() <= 63
+                    && l.chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            });
+            if !plain
+                || !catalog.ends_with('.')
+                || catalog.starts_with('.')
+                || catalog.contains("..")
+                || hickory_proto::rr::Name::from_ascii(catalog).is_err()
+            {
+                return Err((
+                    "transfer.catalog".into(),
+                    format!(
+                        "{catalog:?} is not an absolute zone name (letters, digits, '-', '_' in labels, ending with a dot), e.g. \"catalog.invalid.\""
+                    ),
+                ));
+            }
+        }
         for (i, s) in t.secondaries.iter().enumerate() {
             if s.socket_addr().is_none() {
                 return Err((
@@ -694,6 +728,26 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("dns.listen[0]"), "{err}");
+    }
+
+    #[test]
+    fn transfer_catalog_must_be_an_absolute_plain_zone_name() {
+        for bad in [
+            "catalog.invalid",
+            ".",
+            "a..b.",
+            "cat/alog.invalid.",
+            "a b.invalid.",
+        ] {
+            let yaml = format!("transfer:\n  catalog: \"{bad}\"\n");
+            let err = Config::from_yaml(&yaml, "c.yaml").unwrap_err().to_string();
+            assert!(err.contains("transfer.catalog"), "{bad}: {err}");
+        }
+        let ok = Config::from_yaml("transfer:\n  catalog: Catalog.Invalid.\n", "c.yaml").unwrap();
+        assert_eq!(
+            ok.transfer.catalog_name().map(|n| n.to_ascii()).as_deref(),
+            Some("catalog.invalid.")
+        );
     }
 
     #[test]

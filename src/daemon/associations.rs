@@ -267,6 +267,16 @@ impl Shared {
         refuse_broken(&set, &domain_text)?;
         let existing = set.find(&domain_text, &platform.id).cloned();
         let zone = self.zones.load().find_arc(&domain);
+        if let Some(z) = &zone
+            && self.catalog_name().as_ref() == Some(z.origin())
+        {
+            return Err(AssociationError::Unprocessable {
+                field: "domain",
+                message: format!(
+                    "{domain_text} is in the catalog zone (transfer.catalog), which mailzone keeps listing the hosted zones: it takes no e-mail records"
+                ),
+            });
+        }
         let mut association = Association {
             domain: domain_text.clone(),
             platform: platform.id.clone(),

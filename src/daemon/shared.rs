@@ -122,6 +122,10 @@ impl Shared {
         }
         self.metrics.reloads.inc();
         let previous = self.zones.load_full();
+        let catalog_floor = self
+            .catalog_name()
+            .and_then(|c| previous.get(&c))
+            .map_or(0, |c| c.serial());
         let dir = self.config.zones_dir.clone();
         let max = self.config.max_zone_file_bytes;
         let limits = self.config.transfer.journal;
@@ -153,6 +157,10 @@ impl Shared {
             Err(e) => tracing::error!(error = %e, "associations not reloaded"),
         }
         let summary = self.publish(report);
+        // Files added or removed by hand: the catalog follows.
+        if let Err(e) = self.sync_catalog_locked(catalog_floor).await {
+            tracing::error!(error = %e, "catalog zone not updated");
+        }
         tracing::info!(
             zones = summary.zones_loaded,
             failed = summary.errors.len(),

@@ -59,6 +59,7 @@ impl Shared {
         soa: SoaRequest,
     ) -> Result<Arc<Zone>, WriteError> {
         let _writer = self.writer.lock().await;
+        self.refuse_catalog(&origin, "created", true)?;
         let file = zone_file(&self.config.zones_dir, &origin);
         let current = self.zones.load_full();
         if current.get(&origin).is_some() || file.exists() {
@@ -104,7 +105,8 @@ impl Shared {
         );
         let zone = Zone::new_with_soa(&origin, record, soa.ttl.unwrap_or(d.ttl), &nameservers)
             .map_err(|e| invalid(e.message))?;
-        self.store_zone(zone, file).await
+        // The catalog, if any, lists it in the same commit.
+        self.store_new_zone(zone, file).await
     }
 
     /// Applies rrset operations to a zone, all or nothing.
@@ -114,6 +116,7 @@ impl Shared {
         changes: Vec<RrsetChange>,
     ) -> Result<Arc<Zone>, WriteError> {
         let _writer = self.writer.lock().await;
+        self.refuse_catalog(origin, "edited", false)?;
         let current = self.zones.load_full();
         let Some(zone) = current.get(origin) else {
             return Err(WriteError::NotFound(origin.to_string()));
@@ -142,42 +145,34 @@ impl Shared {
     /// Deletes a zone: its file goes, and it stops being served.
     pub async fn delete_zone(&self, origin: &Name) -> Result<(), WriteError> {
         let _writer = self.writer.lock().await;
+        self.refuse_catalog(origin, "deleted", false)?;
         let current = self.zones.load_full();
         let file = zone_file(&self.config.zones_dir, origin);
         if current.get(origin).is_none() && !file.exists() {
             return Err(WriteError::NotFound(origin.to_string()));
         }
         // The journal first: a crash in between leaves a zone without history, never a
-        // journal without its zone.
-        commit_files(vec![
+        // journal without its zone. Then the zone file, then the catalog no longer lists it
+        // (with its own journal step), all or nothing (a missing file is fine: a retried
+        // delete does no harm).
+        let catalog = self.catalog_update(&current, None, Some(origin), 0)?;
+        let catalog = self.journal_zones(catalog.into_iter().collect()).await?;
+        let mut changes = vec![
             crate::durable::FileChange::remove(&journal_file_for(&file)),
             crate::durable::FileChange::remove(&file),
-        ])
-        .await?;
+        ];
+        changes.extend(catalog.iter().flat_map(|(c, f)| zone_files(c, f)));
+        commit_files(changes).await?;
+        let catalog = catalog.into_iter().next();
         self.publish_set(current.without_zone(origin, &file));
+        self.publish_catalog(catalog);
         tracing::info!(zone = %origin, "zone deleted");
         Ok(())
     }
 
-    /// Writes the zone file durably, then publishes the zone. Call with the writer lock held.
-    pub(super) async fn store_zone(
-        &self,
-        zone: Zone,
-        file: std::path::PathBuf,
-    ) -> Result<Arc<Zone>, WriteError> {
-        // One owner of the new zone here, so that giving it its journal does not copy it.
-        let zones = self.journal_zones(vec![(Arc::new(zone), file)]).await?;
-        let zone = zones.first().map(|(z, _)| z.clone());
-        self.store_journalled(zones).await?;
-        zone.ok_or_else(|| WriteError::Io {
-            file: "(writer)".into(),
-            message: "no zone to store".into(),
-        })
-    }
-
     /// Writes zones that already carry their journal (zone file and journal in one commit),
     /// then publishes them. Call with the writer lock held.
-    async fn store_journalled(
+    pub(super) async fn store_journalled(
         &self,
         zones: Vec<(Arc<Zone>, std::path::PathBuf)>,
     ) -> Result<(), WriteError> {

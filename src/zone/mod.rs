@@ -6,6 +6,7 @@
 //! built [`Zone`] is immutable: a change builds a new one and the snapshot is swapped. It must
 //! not do I/O: reading files is [`set`]'s job, the wire format is `dns`'s.
 
+pub mod catalog;
 pub mod edit;
 pub mod journal;
 pub mod limits;

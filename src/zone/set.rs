@@ -153,6 +153,11 @@ impl ZoneSet {
         self.zones.is_empty()
     }
 
+    /// The origin of every served zone.
+    pub fn origins(&self) -> impl Iterator<Item = &Name> {
+        self.zones.keys()
+    }
+
     /// Every served zone, at this instant.
     pub fn zones(&self) -> Vec<Arc<Zone>> {
         self.zones.values().map(|e| e.zone.load_full()).collect()
