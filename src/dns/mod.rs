@@ -151,7 +151,7 @@ async fn serve_udp(socket: UdpSocket, ctx: Arc<DnsContext>) {
             let zones = ctx.zones.load();
             match transfer_service(&ctx, &buf[..len]) {
                 Some(service) => transfer_udp(service, &zones, &buf[..len], src.ip(), &ctx),
-                None => respond_counted(&zones, &buf[..len], Protocol::Udp, &ctx),
+                None => respond_signed(&zones, &buf[..len], Protocol::Udp, &ctx),
             }
         };
         let Some(mut response) = response else {
@@ -407,7 +407,7 @@ async fn serve_tcp_connection(
         let start = Instant::now();
         let response = {
             let zones = ctx.zones.load();
-            respond_counted(&zones, &buf, Protocol::Tcp, ctx)
+            respond_signed(&zones, &buf, Protocol::Tcp, ctx)
         };
         let Some(response) = response else {
             return Ok(());
@@ -429,6 +429,47 @@ async fn serve_tcp_connection(
             start.elapsed().as_secs_f64(),
         );
     }
+}
+
+/// Answers an ordinary query; one signed with TSIG (a secondary's SOA check) gets its answer
+/// signed, or the TSIG error.
+fn respond_signed(
+    zones: &ZoneSet,
+    request: &[u8],
+    protocol: Protocol,
+    ctx: &DnsContext,
+) -> Option<answer::Response> {
+    let service = ctx.transfers.as_deref().filter(|_| wire::has_tsig(request));
+    let Some(service) = service else {
+        return respond_counted(zones, request, protocol, ctx);
+    };
+    match service.check_query_tsig(request) {
+        xfr::QueryTsig::Unsigned => respond_counted(zones, request, protocol, ctx),
+        xfr::QueryTsig::Reply(bytes) => {
+            let rcode = answer_rcode(&bytes);
+            Some(answer::Response {
+                bytes,
+                qtype: None,
+                rcode,
+            })
+        }
+        xfr::QueryTsig::Sign(mut signer) => {
+            let mut response = respond_counted(zones, request, protocol, ctx)?;
+            if signer
+                .sign(&mut response.bytes, crate::transfer::tsig::now())
+                .is_err()
+            {
+                return None;
+            }
+            Some(response)
+        }
+    }
+}
+
+/// The response code in an encoded header (the low four bits; enough for what we send).
+fn answer_rcode(bytes: &[u8]) -> hickory_proto::op::ResponseCode {
+    let low = bytes.get(3).map_or(0, |b| b & 0x0F);
+    hickory_proto::op::ResponseCode::from(0, low)
 }
 
 /// The transfer server, when `request` is an AXFR/IXFR query and transfers are served.

@@ -131,7 +131,50 @@ pub fn is_transfer_query(request: &[u8]) -> bool {
     false
 }
 
+/// What the TSIG of an ordinary (non-transfer) query means for its answer.
+pub enum QueryTsig {
+    /// Answer as usual, then sign the response with this.
+    Sign(ResponseSigner),
+    /// Send this error instead of an answer (NOTAUTH with the TSIG error, or FORMERR).
+    Reply(Vec<u8>),
+    /// Not signed after all, or a response: answer (or drop) as usual.
+    Unsigned,
+}
+
 impl Service {
+    /// A signed ordinary query (a secondary's SOA check before a transfer is one): the
+    /// answer must be signed too, or the secondary discards it (RFC 8945 §5.3).
+    pub fn check_query_tsig(&self, request: &[u8]) -> QueryTsig {
+        let mut decoder = BinDecoder::new(request);
+        let Ok(header) = Header::read(&mut decoder) else {
+            return QueryTsig::Unsigned;
+        };
+        if header.metadata.message_type == MessageType::Response {
+            return QueryTsig::Unsigned;
+        }
+        let mut meta = Metadata::response_from_request(&header.metadata);
+        let Ok(message) = Message::from_vec(request) else {
+            return QueryTsig::Unsigned;
+        };
+        match tsig::verify_request(&self.keys, request, &message, tsig::now()) {
+            Ok(Verdict::Unsigned) => QueryTsig::Unsigned,
+            Ok(Verdict::Signed(s)) => QueryTsig::Sign(s.response_signer()),
+            Err(_) => {
+                meta.response_code = ResponseCode::FormErr;
+                QueryTsig::Reply(encode_one(meta, message.queries.first(), &[], None))
+            }
+            Ok(Verdict::Rejected(rejection)) => {
+                meta.response_code = rejection.rcode();
+                let mut bytes = encode_one(meta, message.queries.first(), &[], None);
+                if rejection.finish(&mut bytes).is_err() {
+                    meta.response_code = ResponseCode::ServFail;
+                    bytes = encode_one(meta, message.queries.first(), &[], None);
+                }
+                QueryTsig::Reply(bytes)
+            }
+        }
+    }
+
     pub fn new(
         keys: &[super::TsigKey],
         config: &crate::config::TransferConfig,
