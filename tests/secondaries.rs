@@ -125,8 +125,13 @@ fn knot_and_nsd_with_the_wrong_secret_get_nothing() {
     }
     let metrics = d.daemon().shared().metrics.render();
     assert_eq!(
-        common::metric(&metrics, "mailzone_transfers_total{result=\"ok\",type=\"axfr\"}")
-            + common::metric(&metrics, "mailzone_transfers_total{result=\"ok\",type=\"ixfr\"}"),
+        common::metric(
+            &metrics,
+            "mailzone_transfers_total{result=\"ok\",type=\"axfr\"}"
+        ) + common::metric(
+            &metrics,
+            "mailzone_transfers_total{result=\"ok\",type=\"ixfr\"}"
+        ),
         0.0,
         "{metrics}"
     );
