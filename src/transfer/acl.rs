@@ -96,7 +96,9 @@ mod tests {
     use super::*;
     use crate::config::SecondaryConfig;
 
-    fn acl(entries: &[(&str, Option<&str>, Option<&[&str]>)]) -> Acl {
+    type Entry<'a> = (&'a str, Option<&'a str>, Option<&'a [&'a str]>);
+
+    fn acl(entries: &[Entry]) -> Acl {
         Acl::new(&TransferConfig {
             keys: Vec::new(),
             secondaries: entries

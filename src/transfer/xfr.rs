@@ -100,8 +100,8 @@ pub enum Reply {
         rcode: ResponseCode,
         outcome: Outcome,
     },
-    /// A transfer to stream over TCP.
-    Stream(Transfer),
+    /// A transfer to stream over TCP (boxed: it is much larger than an error reply).
+    Stream(Box<Transfer>),
 }
 
 /// True when `request` asks for AXFR or IXFR (one question, opcode QUERY, not a response),
@@ -322,7 +322,7 @@ impl Service {
                 }
             }
         };
-        Some(Reply::Stream(Transfer {
+        Some(Reply::Stream(Box::new(Transfer {
             meta: answer.meta,
             query: query.clone(),
             edns: edns.clone(),
@@ -331,7 +331,7 @@ impl Service {
             peer,
             zone,
             source,
-        }))
+        })))
     }
 }
 
