@@ -110,7 +110,20 @@ pub struct Metrics {
     /// UDP responses held back by response rate limiting: `[dropped, slipped]`.
     pub rrl_limited: [IntCounter; 2],
     pub http_connections: IntGauge,
+    /// `mailzone_transfers_total{type,result}`: `[type][result]` in the order of
+    /// [`TRANSFER_TYPES`] and [`TRANSFER_RESULTS`].
+    transfers: Vec<IntCounter>,
+    /// Records and bytes sent by completed or interrupted transfers.
+    pub transfer_records: IntCounter,
+    pub transfer_bytes: IntCounter,
 }
+
+/// The `type` label of `mailzone_transfers_total`.
+pub const TRANSFER_TYPES: [&str; 2] = ["axfr", "ixfr"];
+/// The `result` label of `mailzone_transfers_total`.
+pub const TRANSFER_RESULTS: [&str; 7] = [
+    "ok", "refused", "notauth", "badkey", "badsig", "badtime", "error",
+];
 
 impl Metrics {
     pub fn new() -> Result<Self, prometheus::Error> {
@@ -258,7 +271,32 @@ impl Metrics {
             rrl.with_label_values(&["dropped"]),
             rrl.with_label_values(&["slipped"]),
         ];
+        let transfers_vec = IntCounterVec::new(
+            Opts::new(
+                "transfers_total",
+                "Zone transfer requests (AXFR, IXFR) answered, by type and result",
+            ),
+            &["type", "result"],
+        )?;
+        registry.register(Box::new(transfers_vec.clone()))?;
+        let transfers = TRANSFER_TYPES
+            .iter()
+            .flat_map(|t| {
+                TRANSFER_RESULTS
+                    .iter()
+                    .map(|r| transfers_vec.with_label_values(&[*t, *r]))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        let transfer_records = counter("transfer_records_total", "Records sent in zone transfers")?;
+        let transfer_bytes = counter(
+            "transfer_bytes_total",
+            "Bytes of DNS messages sent in zone transfers",
+        )?;
         Ok(Self {
+            transfers,
+            transfer_records,
+            transfer_bytes,
             problem_counters,
             rrl_limited,
             http_connections: gauge("http_connections", "Open HTTP connections")?,
@@ -318,6 +356,31 @@ impl Metrics {
             c.inc();
         }
         self.response_seconds[protocol as usize].observe(seconds);
+    }
+
+    /// Counts one transfer request by type (`axfr`, `ixfr`) and result (one of
+    /// [`TRANSFER_RESULTS`]); lock-free.
+    pub fn count_transfer(&self, kind: &str, result: &str) {
+        let t = TRANSFER_TYPES.iter().position(|x| *x == kind);
+        let r = TRANSFER_RESULTS.iter().position(|x| *x == result);
+        if let (Some(t), Some(r)) = (t, r)
+            && let Some(c) = self.transfers.get(t * TRANSFER_RESULTS.len() + r)
+        {
+            c.inc();
+        }
+    }
+
+    /// How many transfers of this type ended with this result so far.
+    pub fn transfers(&self, kind: &str, result: &str) -> u64 {
+        let t = TRANSFER_TYPES.iter().position(|x| *x == kind);
+        let r = TRANSFER_RESULTS.iter().position(|x| *x == result);
+        match (t, r) {
+            (Some(t), Some(r)) => self
+                .transfers
+                .get(t * TRANSFER_RESULTS.len() + r)
+                .map_or(0, IntCounter::get),
+            _ => 0,
+        }
     }
 
     /// Counts one client-caused problem; lock-free.

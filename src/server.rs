@@ -40,6 +40,8 @@ pub enum StartError {
     Token(#[from] token::TokenError),
     #[error("TSIG key: {0}")]
     TsigKey(#[from] crate::transfer::KeyError),
+    #[error("TSIG key: {0}")]
+    TsigSigner(#[from] crate::transfer::tsig::TsigFailure),
     #[error("metrics registry")]
     Metrics(#[from] prometheus::Error),
     #[error("associations: {0}")]
@@ -72,7 +74,15 @@ impl Daemon {
         let token = token::load_or_create(&config)?;
         // Keys are checked (and generated) at start so a loose or broken key file stops the
         // daemon with its path rather than failing a transfer later.
-        let _tsig_keys = crate::transfer::load_or_create_all(&config)?;
+        let tsig_keys = crate::transfer::load_or_create_all(&config)?;
+        let transfer_status = Arc::new(crate::transfer::status::TransferStatus::new());
+        let transfers = crate::transfer::xfr::Service::new(
+            &tsig_keys,
+            &config.transfer,
+            config.dns.max_udp_payload,
+            transfer_status.clone(),
+        )?;
+        drop(tsig_keys);
 
         let dir = config.zones_dir.clone();
         let max_zone_file_bytes = config.max_zone_file_bytes;
@@ -162,11 +172,9 @@ impl Daemon {
         }
 
         let mut tasks = JoinSet::new();
-        let ctx = Arc::new(crate::dns::context(
-            &shared.config,
-            shared.zones.clone(),
-            metrics.clone(),
-        ));
+        let mut ctx = crate::dns::context(&shared.config, shared.zones.clone(), metrics.clone());
+        ctx.transfers = Some(Arc::new(transfers));
+        let ctx = Arc::new(ctx);
         let counted = metrics.clone();
         tasks.spawn(crate::problems::summarise(
             move |p| counted.problems(p),

@@ -6,7 +6,10 @@
 //! return a secret anywhere but to the caller that asked for it (`mailzone tsig show`), and
 //! it knows nothing of the daemon or the answer path.
 
+pub mod acl;
 pub mod status;
+pub mod tsig;
+pub mod xfr;
 
 use std::path::{Path, PathBuf};
 
