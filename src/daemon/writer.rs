@@ -145,9 +145,11 @@ impl Shared {
         }
         // The zone file goes first, then the catalog no longer lists it, all or nothing (a
         // missing file is fine: a retried delete does no harm).
-        let catalog = self.catalog_update(&current, None, Some(origin), 0)?;
+        let catalog = self
+            .catalog_update(current.clone(), None, Some(origin.clone()), 0)
+            .await?;
         let mut changes = vec![crate::durable::FileChange::remove(&file)];
-        changes.extend(catalog.iter().map(|(c, f)| zone_change(c, f)));
+        changes.extend(catalog.iter().map(|(_, _, change)| change.clone()));
         commit_files(changes).await?;
         self.publish_set(current.without_zone(origin, &file));
         self.publish_catalog(catalog);
