@@ -16,14 +16,15 @@ use std::sync::Arc;
 use hickory_proto::rr::Name;
 
 use super::Shared;
-use super::writer::{WriteError, commit_files, zone_files};
+use super::writer::{WriteError, commit_files, zone_change, zone_files};
+use crate::durable::FileChange;
 use crate::zone::serial::{SerialScheme, next_serial};
 use crate::zone::set::{unix_now, zone_file};
 use crate::zone::writer::name_text;
 use crate::zone::{Zone, ZoneSet, catalog};
 
-/// A new catalog zone and its file.
-pub(super) type CatalogUpdate = Option<(Arc<Zone>, PathBuf)>;
+/// A new catalog zone, its file and the change that writes it.
+pub(super) type CatalogUpdate = Option<(Arc<Zone>, PathBuf, FileChange)>;
 
 impl Shared {
     /// The catalog zone's name, when one is configured.
@@ -59,59 +60,78 @@ impl Shared {
     }
 
     /// The catalog as it must be once `added` is in and `removed` is out of the zones of
-    /// `set`; `None` when no catalog is configured or it already is so. `floor`: a serial
-    /// the new one must pass (the last one served, when the file went missing).
-    pub(super) fn catalog_update(
+    /// `set`, with the file change that writes it; `None` when no catalog is configured or
+    /// it already is so. `floor`: a serial the new one must pass (the last one served, when
+    /// the file went missing). The work is proportional to the number of zones: it runs
+    /// off the runtime.
+    pub(super) async fn catalog_update(
         &self,
-        set: &ZoneSet,
-        added: Option<&Name>,
-        removed: Option<&Name>,
+        set: Arc<ZoneSet>,
+        added: Option<Name>,
+        removed: Option<Name>,
         floor: u32,
     ) -> Result<CatalogUpdate, WriteError> {
         let Some(origin) = self.catalog_name() else {
             return Ok(None);
         };
-        let mut wanted: BTreeSet<Name> = set
-            .origins()
-            .map(Name::to_lowercase)
-            .chain(added.map(Name::to_lowercase))
-            .collect();
-        if let Some(r) = removed {
-            wanted.remove(&r.to_lowercase());
-        }
-        wanted.remove(&origin);
-        let fail = |message: String| WriteError::Io {
-            file: zone_file(&self.config.zones_dir, &origin)
-                .display()
-                .to_string(),
-            message,
-        };
-        let current = set.get(&origin);
-        let d = &self.config.zone_defaults;
-        let fresh;
-        let (base, old_serial) = match &current {
-            Some(c) => (c.as_ref(), c.serial()),
-            None => {
-                fresh = catalog::empty(&origin, 0, d.refresh, d.retry, d.expire)
-                    .map_err(|e| fail(e.to_string()))?;
-                (&fresh, floor)
-            }
-        };
-        let changes = catalog::plan(base, &wanted);
-        if changes.is_empty() && current.is_some() {
-            return Ok(None);
-        }
-        // Unix time, whatever zone_defaults.serial says: a catalog rebuilt after its file
-        // was lost then still starts above the serial secondaries hold (unless a burst of
-        // more than one change a second ran it ahead of the clock).
-        let serial = next_serial(SerialScheme::Unixtime, old_serial, unix_now());
-        let next = base
-            .with_changes(&changes, serial, catalog::TTL)
-            .map_err(|e| fail(e.message))?;
-        Ok(Some((
-            Arc::new(next),
-            zone_file(&self.config.zones_dir, &origin),
-        )))
+        let file = zone_file(&self.config.zones_dir, &origin);
+        let shown = file.display().to_string();
+        let d = self.config.zone_defaults.clone();
+        let soa = (d.refresh, d.retry, d.expire);
+        tokio::task::spawn_blocking(move || {
+            let fail = |message: String| WriteError::Io {
+                file: shown.clone(),
+                message,
+            };
+            let current = set.get(&origin);
+            let old_serial = current.as_ref().map_or(floor, |c| c.serial());
+            // Unix time, whatever zone_defaults.serial says: a catalog rebuilt after its
+            // file was lost then still starts above the serial secondaries hold (unless a
+            // burst of more than one change a second ran it ahead of the clock).
+            let serial = next_serial(SerialScheme::Unixtime, old_serial, unix_now());
+            // One zone in or out: a copy with one name more or less, no rebuild.
+            let quick = match (&current, &added, &removed) {
+                (Some(c), Some(a), None) => catalog::with_member(c, a, serial),
+                (Some(c), None, Some(r)) => catalog::without_member(c, r, serial),
+                _ => None,
+            };
+            let next = match quick {
+                Some(next) => next,
+                None => {
+                    let mut wanted: BTreeSet<Name> = set
+                        .origins()
+                        .map(Name::to_lowercase)
+                        .chain(added.as_ref().map(Name::to_lowercase))
+                        .collect();
+                    if let Some(r) = &removed {
+                        wanted.remove(&r.to_lowercase());
+                    }
+                    wanted.remove(&origin);
+                    let fresh;
+                    let base = match &current {
+                        Some(c) => c.as_ref(),
+                        None => {
+                            fresh = catalog::empty(&origin, 0, soa.0, soa.1, soa.2)
+                                .map_err(|e| fail(e.to_string()))?;
+                            &fresh
+                        }
+                    };
+                    let changes = catalog::plan(base, &wanted);
+                    if changes.is_empty() && current.is_some() {
+                        return Ok(None);
+                    }
+                    base.with_changes(&changes, serial, catalog::TTL)
+                        .map_err(|e| fail(e.message))?
+                }
+            };
+            let change = zone_change(&next, &file);
+            Ok(Some((Arc::new(next), file, change)))
+        })
+        .await
+        .map_err(|e| WriteError::Io {
+            file: "(writer)".into(),
+            message: e.to_string(),
+        })?
     }
 
     /// Writes a new zone and the catalog listing it, all or nothing, then serves both.
@@ -122,10 +142,12 @@ impl Shared {
         file: PathBuf,
     ) -> Result<Arc<Zone>, WriteError> {
         let zone = Arc::new(zone);
-        let catalog = self.catalog_update(&self.zones.load(), Some(zone.origin()), None, 0)?;
+        let catalog = self
+            .catalog_update(self.zones.load_full(), Some(zone.origin().clone()), None, 0)
+            .await?;
         // Each with its journal (the catalog's IXFR is what consumers follow); one commit.
         let mut zones = vec![(zone, file)];
-        zones.extend(catalog);
+        zones.extend(catalog.map(|(c, f, _)| (c, f)));
         let zones = self.journal_zones(zones).await?;
         let zone = zones[0].0.clone();
         commit_files(zones.iter().flat_map(|(z, f)| zone_files(z, f)).collect()).await?;
@@ -133,14 +155,6 @@ impl Shared {
             self.publish_zone(z, f);
         }
         Ok(zone)
-    }
-
-    /// Serves a catalog whose file is durable (through the same path as every zone, so
-    /// whatever follows a zone change follows a catalog change too).
-    pub(super) fn publish_catalog(&self, update: CatalogUpdate) {
-        if let Some((zone, file)) = update {
-            self.publish_zone(zone, file);
-        }
     }
 
     /// Start and reload: writes the catalog once if it is missing or does not list exactly
@@ -163,9 +177,10 @@ impl Shared {
                 tracing::error!(zone = %name_text(zone), catalog = %name_text(&origin), "a zone below the catalog zone is served; move it or choose another transfer.catalog");
             }
         }
-        let Some((zone, file)) = self.catalog_update(&set, None, None, floor)? else {
+        let Some((zone, file, change)) = self.catalog_update(set, None, None, floor).await? else {
             return Ok(false);
         };
+        drop(change);
         let journalled = self.journal_zones(vec![(zone, file)]).await?;
         let Some((zone, file)) = journalled.into_iter().next() else {
             return Ok(false);
@@ -180,7 +195,7 @@ impl Shared {
             None => (after.len(), 0),
         };
         tracing::info!(catalog = %name_text(&origin), members = after.len(), added, removed, rebuilt = before.is_none(), serial = zone.serial(), "catalog zone brought up to date");
-        self.publish_catalog(Some((zone, file)));
+        self.publish_zone(zone, file);
         Ok(true)
     }
 

@@ -155,17 +155,22 @@ impl Shared {
         // journal without its zone. Then the zone file, then the catalog no longer lists it
         // (with its own journal step), all or nothing (a missing file is fine: a retried
         // delete does no harm).
-        let catalog = self.catalog_update(&current, None, Some(origin), 0)?;
-        let catalog = self.journal_zones(catalog.into_iter().collect()).await?;
+        let catalog = self
+            .catalog_update(current.clone(), None, Some(origin.clone()), 0)
+            .await?;
+        let catalog = self
+            .journal_zones(catalog.into_iter().map(|(c, f, _)| (c, f)).collect())
+            .await?;
         let mut changes = vec![
             crate::durable::FileChange::remove(&journal_file_for(&file)),
             crate::durable::FileChange::remove(&file),
         ];
         changes.extend(catalog.iter().flat_map(|(c, f)| zone_files(c, f)));
         commit_files(changes).await?;
-        let catalog = catalog.into_iter().next();
         self.publish_set(current.without_zone(origin, &file));
-        self.publish_catalog(catalog);
+        for (c, f) in catalog {
+            self.publish_zone(c, f);
+        }
         tracing::info!(zone = %origin, "zone deleted");
         Ok(())
     }

@@ -114,6 +114,7 @@ mod tests {
                     },
                 })
                 .collect(),
+            ..TransferConfig::default()
         })
     }
 

@@ -240,6 +240,91 @@ pub fn plan(catalog: &Zone, wanted: &BTreeSet<Name>) -> Vec<RrsetChange> {
     changes
 }
 
+/// The catalog listing `member` too, under its hashed id, with `serial`: the quick way for
+/// a zone just created (a copy of the catalog, no rebuild). `None` when the quick way does
+/// not apply (the id is taken): the caller then uses [`plan`].
+///
+/// Correct only when `catalog` lists exactly the other zones, which the writer keeps true
+/// (every change of the zone set changes the catalog; start and reload re-check it).
+pub fn with_member(catalog: &Zone, member: &Name, serial: u32) -> Option<Zone> {
+    let zones = zones_name(catalog.origin());
+    let owner = zones.prepend_label(hashed_id(member).as_str()).ok()?;
+    if catalog.node(&owner).is_some() {
+        return None;
+    }
+    let member = member.to_lowercase();
+    let rdata_len = super::limits::rdata_len(&RData::PTR(PTR(member.clone())));
+    let record = Record::from_rdata(owner.clone(), TTL, RData::PTR(PTR(member)));
+    let mut next = catalog.clone();
+    next.nodes.entry(zones).or_default();
+    next.nodes.insert(
+        owner.clone(),
+        super::Node {
+            rrsets: vec![super::RrSet {
+                rtype: RecordType::PTR,
+                records: vec![record],
+                answer_size: super::limits::answer_size(&owner, [rdata_len]),
+            }],
+            delegation: false,
+        },
+    );
+    next.record_count += 1;
+    set_serial(&mut next, serial);
+    Some(next)
+}
+
+/// The catalog without `member`, with `serial`: the quick way for a zone just deleted.
+/// `None` when it does not apply (the member is not under its hashed id, or its id has
+/// names below it): the caller then uses [`plan`]. Same condition as [`with_member`].
+pub fn without_member(catalog: &Zone, member: &Name, serial: u32) -> Option<Zone> {
+    let zones = zones_name(catalog.origin());
+    let owner = zones.prepend_label(hashed_id(member).as_str()).ok()?;
+    let node = catalog.node(&owner)?;
+    let lists_it = node.rrsets.len() == 1
+        && node.rrsets[0].records.len() == 1
+        && matches!(&node.rrsets[0].records[0].data, RData::PTR(PTR(m)) if m == member);
+    let owner_labels = label_count(&owner);
+    let below = |n: &Name| label_count(n) > owner_labels && owner.zone_of(n);
+    if !lists_it || catalog.nodes.keys().any(below) {
+        return None;
+    }
+    let mut next = catalog.clone();
+    next.nodes.remove(&owner);
+    next.record_count -= 1;
+    // `zones.<catalog>` goes with its last member, as a rebuild would have it.
+    let zones_labels = label_count(&zones);
+    let has_member = next
+        .nodes
+        .keys()
+        .any(|n| label_count(n) > zones_labels && zones.zone_of(n));
+    if !has_member && next.nodes.get(&zones).is_some_and(|n| n.rrsets.is_empty()) {
+        next.nodes.remove(&zones);
+    }
+    set_serial(&mut next, serial);
+    Some(next)
+}
+
+/// Sets the SOA serial everywhere a zone keeps its SOA.
+fn set_serial(zone: &mut Zone, serial: u32) {
+    for soa in [&mut zone.soa, &mut zone.negative_soa] {
+        if let RData::SOA(s) = &mut soa.data {
+            s.serial = serial;
+        }
+    }
+    let origin = zone.origin.clone();
+    if let Some(set) = zone
+        .nodes
+        .get_mut(&origin)
+        .and_then(|n| n.rrsets.iter_mut().find(|s| s.rtype == RecordType::SOA))
+    {
+        for r in &mut set.records {
+            if let RData::SOA(s) = &mut r.data {
+                s.serial = serial;
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -327,6 +412,37 @@ mod tests {
         let z = Zone::from_master_text(&catalog(), &text).unwrap();
         let z = with(&z, &[], 2);
         assert_eq!(z.record_count(), 3, "{:?}", z.records().collect::<Vec<_>>());
+    }
+
+    /// Every record as text, sorted: two zones with the same records compare equal.
+    fn lines(z: &Zone) -> Vec<String> {
+        let mut v: Vec<String> = z.records().map(super::super::writer::record_line).collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn the_quick_add_and_remove_give_what_a_rebuild_gives() {
+        let base = with(
+            &empty(&catalog(), 1, 3600, 600, 86400).unwrap(),
+            &["a.test."],
+            2,
+        );
+        let added = with_member(&base, &name("B.test."), 3).unwrap();
+        let rebuilt = with(&base, &["a.test.", "b.test."], 3);
+        assert_eq!(lines(&added), lines(&rebuilt));
+        assert_eq!(added.record_count(), rebuilt.record_count());
+        assert_eq!(added.serial(), 3);
+        assert!(added.node(&name("zones.catalog.invalid.")).is_some());
+
+        let removed = without_member(&added, &name("a.test."), 4).unwrap();
+        assert_eq!(lines(&removed), lines(&with(&added, &["b.test."], 4)));
+        let last = without_member(&removed, &name("b.test."), 5).unwrap();
+        assert_eq!(lines(&last), lines(&with(&removed, &[], 5)));
+        assert!(last.node(&name("zones.catalog.invalid.")).is_none());
+        // Not listed, or listed under another id: the quick way declines.
+        assert!(without_member(&last, &name("b.test."), 6).is_none());
+        assert!(with_member(&added, &name("a.test."), 6).is_none());
     }
 
     #[test]
