@@ -293,11 +293,18 @@ fn a_damaged_journal_is_reported_and_dropped_at_start_never_a_failed_start() {
     child_patch(&d, 0);
     child_patch(&d, 1);
     let dir = d.kill_hard();
-    // (Its log line comes before the daemon listens, which the test helper reads past: what
-    // is checked is that the journal is dropped and the daemon serves.)
     let journal = dir.path().join("zones/j.test.journal");
     let text = std::fs::read_to_string(&journal).unwrap();
     std::fs::write(&journal, text.replace("change 0", "chanGe 0")).unwrap();
+
+    // The report is logged while loading, before the daemon listens: read the start's log.
+    let start_log = start_log_of(dir.path());
+    let report = start_log
+        .iter()
+        .find(|l| l.contains("journal dropped"))
+        .unwrap_or_else(|| panic!("no report of the damaged journal in {start_log:#?}"));
+    assert!(report.contains("checksum"), "{report}");
+    assert!(report.contains("j.test."), "{report}");
 
     let d = ChildDaemon::start_configured(dir, child_config());
     let zones = d.dir.path().join("zones");
@@ -310,6 +317,62 @@ fn a_damaged_journal_is_reported_and_dropped_at_start_never_a_failed_start() {
     let zone = loaded_zone(&zones);
     assert_eq!(zone.journal().len(), 1);
     assert!(matches!(zone.ixfr(3), IxfrPlan::Incremental(_)));
+}
+
+/// Kills the child it guards when dropped (a failed assertion must not leave it running).
+struct Guard(std::process::Child);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts the real daemon on the folder `root` (as `ChildDaemon` does), returns its log lines
+/// up to the one saying it serves, and stops it.
+fn start_log_of(root: &Path) -> Vec<String> {
+    use std::io::BufRead;
+    let config = format!(
+        "zones_dir: {}\nkeys_dir: {}\ndns:\n  listen: [\"127.0.0.1:0\"]\nhttp:\n  listen: \"127.0.0.1:0\"\nlog:\n  format: json\ndiagnosis:\n  resolver: \"127.0.0.1:9\"\n  timeout_ms: 200\n{}",
+        root.join("zones").display(),
+        root.join("keys").display(),
+        child_config()
+    );
+    let file = root.join("start-log.yaml");
+    std::fs::write(&file, config).unwrap();
+    let mut child = Guard(
+        std::process::Command::new(env!("CARGO_BIN_EXE_mailzone"))
+            .arg("serve")
+            .arg("--config")
+            .arg(&file)
+            .env_remove("RUST_LOG")
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let stderr = child.0.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut lines = Vec::new();
+    while let Ok(line) = rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+        let serving = line.contains("\"serving\"");
+        lines.push(line);
+        if serving {
+            return lines;
+        }
+    }
+    panic!("the daemon did not start: {lines:#?}")
 }
 
 #[test]
