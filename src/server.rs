@@ -70,7 +70,7 @@ impl Daemon {
         let token = token::load_or_create(&config)?;
         // Keys are checked (and generated) at start so a loose or broken key file stops the
         // daemon with its path rather than failing a transfer later.
-        let _tsig_keys = crate::transfer::load_or_create_all(&config)?;
+        let tsig_keys = crate::transfer::load_or_create_all(&config)?;
 
         let dir = config.zones_dir.clone();
         let max_zone_file_bytes = config.max_zone_file_bytes;
@@ -173,6 +173,9 @@ impl Daemon {
         // One scheduler for every background job: diagnoses, rotations, retired keys.
         shared.rebuild_schedule();
         tasks.spawn(shared.clone().run_scheduler());
+        // NOTIFY to secondaries; the zones published above are announced first (a restart
+        // tells every secondary to check its serial).
+        tasks.spawn(shared.notifier.clone().run(tsig_keys, metrics.clone()));
         let (http_stop, stopped) = oneshot::channel::<()>();
         let http_task = tokio::spawn(crate::http::serve(http_listener, shared.clone(), async {
             let _ = stopped.await;

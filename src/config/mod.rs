@@ -39,7 +39,7 @@ pub struct Config {
 }
 
 /// Zone transfers out (AXFR to secondaries). With no `secondaries`, every transfer is refused.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TransferConfig {
     /// TSIG keys by name; each secret lives in `<keys_dir>/tsig/<name>.key` (0600), generated
@@ -47,6 +47,22 @@ pub struct TransferConfig {
     pub keys: Vec<TsigKeyConfig>,
     /// Who may transfer which zones; the transfer ACL is made of these entries only.
     pub secondaries: Vec<SecondaryConfig>,
+    /// How long the first NOTIFY of a change waits for its acknowledgement; each retry
+    /// waits twice as long as the one before (RFC 1996 §3.6).
+    pub notify_timeout_ms: u64,
+    /// NOTIFYs sent per change before giving up on an unacknowledging secondary.
+    pub notify_tries: u32,
+}
+
+impl Default for TransferConfig {
+    fn default() -> Self {
+        Self {
+            keys: Vec::new(),
+            secondaries: Vec::new(),
+            notify_timeout_ms: 1000,
+            notify_tries: 5,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -624,6 +640,18 @@ impl Config {
                     format!("{:?} is used twice", k.name),
                 ));
             }
+        }
+        if !(10..=60_000).contains(&t.notify_timeout_ms) {
+            return Err((
+                "transfer.notify_timeout_ms".into(),
+                "must be between 10 and 60000".into(),
+            ));
+        }
+        if !(1..=20).contains(&t.notify_tries) {
+            return Err((
+                "transfer.notify_tries".into(),
+                "must be between 1 and 20".into(),
+            ));
         }
         for (i, s) in t.secondaries.iter().enumerate() {
             if s.socket_addr().is_none() {

@@ -151,6 +151,7 @@ impl Shared {
         })
         .await?;
         self.publish_set(current.without_zone(origin, &file));
+        self.notifier.removed(origin);
         tracing::info!(zone = %origin, "zone deleted");
         Ok(())
     }
@@ -174,6 +175,7 @@ impl Shared {
         if !current.replace_zone(zone.clone(), file.clone()) {
             self.publish_set(current.with_zone(zone.clone(), file));
         }
+        self.notifier.changed(zone.origin(), zone.soa());
         tracing::info!(zone = %zone.origin(), serial = zone.serial(), records = zone.record_count(), "zone written");
     }
 
