@@ -52,6 +52,9 @@ pub struct TransferConfig {
     pub notify_timeout_ms: u64,
     /// NOTIFYs sent per change before giving up on an unacknowledging secondary.
     pub notify_tries: u32,
+    /// Least time between the starts of two NOTIFYs of one zone to one secondary: a burst
+    /// of changes becomes a few NOTIFYs (the first change of a quiet zone goes at once).
+    pub notify_interval_ms: u64,
 }
 
 impl Default for TransferConfig {
@@ -61,6 +64,7 @@ impl Default for TransferConfig {
             secondaries: Vec::new(),
             notify_timeout_ms: 1000,
             notify_tries: 5,
+            notify_interval_ms: 250,
         }
     }
 }
@@ -645,6 +649,12 @@ impl Config {
             return Err((
                 "transfer.notify_timeout_ms".into(),
                 "must be between 10 and 60000".into(),
+            ));
+        }
+        if t.notify_interval_ms > 60_000 {
+            return Err((
+                "transfer.notify_interval_ms".into(),
+                "must be at most 60000".into(),
             ));
         }
         if !(1..=20).contains(&t.notify_tries) {

@@ -6,10 +6,12 @@
 //! writer only calls [`Notifier::changed`] / [`Notifier::removed`]: a short lock and a
 //! wake-up, never a wait on the network. Bursts coalesce: per (secondary, zone) at most one
 //! NOTIFY transaction is in flight; changes meanwhile mark it dirty, and exactly one more
-//! follows with the newest SOA when it ends. It must not read zones or answer queries, and
+//! follows with the newest SOA when it ends, and no sooner than `notify_interval_ms` after the
+//! previous one started (a secondary answers in a millisecond, so without that interval a
+//! burst of changes would still be one NOTIFY each). It must not read zones or answer queries, and
 //! logs one line per give-up, never one per packet.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -34,7 +36,8 @@ const MAX_IN_FLIGHT: usize = 64;
 /// TSIG time fudge of our NOTIFYs (RFC 8945 §10 recommends 300 s).
 const FUDGE: u16 = 300;
 
-/// Per (secondary, zone): the newest SOA to announce and where its NOTIFY stands.
+/// Per (secondary, zone): the newest SOA to announce and where its NOTIFY stands. Kept while
+/// the zone is hosted (bounded by zones × secondaries; goes with the zone).
 struct Entry {
     soa: Record,
     /// A change arrived since the last NOTIFY of the transaction in flight was sent.
@@ -43,12 +46,55 @@ struct Entry {
     flight: Option<AbortHandle>,
     /// Waiting in `ready` for a free transaction slot.
     queued: bool,
+    /// Waiting in `delayed` until this time (the minimum interval since the last start).
+    due: Option<Instant>,
+    /// When the last transaction started.
+    last_start: Option<Instant>,
 }
+
+type Key = (usize, Name);
 
 #[derive(Default)]
 struct State {
-    entries: HashMap<(usize, Name), Entry>,
-    ready: VecDeque<(usize, Name)>,
+    entries: HashMap<Key, Entry>,
+    ready: VecDeque<Key>,
+    delayed: BTreeSet<(Instant, Key)>,
+}
+
+impl State {
+    /// Queues `key` for a transaction, at once or when its minimum interval has passed.
+    fn schedule(&mut self, key: Key, now: Instant, interval: Duration) {
+        let Some(e) = self.entries.get_mut(&key) else {
+            return;
+        };
+        if e.flight.is_some() || e.queued || e.due.is_some() {
+            return;
+        }
+        let at = e.last_start.map_or(now, |t| (t + interval).max(now));
+        if at <= now {
+            e.queued = true;
+            self.ready.push_back(key);
+        } else {
+            e.due = Some(at);
+            self.delayed.insert((at, key));
+        }
+    }
+
+    /// Moves the entries whose time has come to `ready`; says when the next one is due.
+    fn release(&mut self, now: Instant) -> Option<Instant> {
+        while let Some((at, key)) = self.delayed.first().cloned() {
+            if at > now {
+                return Some(at);
+            }
+            self.delayed.pop_first();
+            if let Some(e) = self.entries.get_mut(&key) {
+                e.due = None;
+                e.queued = true;
+                self.ready.push_back(key);
+            }
+        }
+        None
+    }
 }
 
 /// The NOTIFY side of the daemon. Cheap to call from the writer; one task sends.
@@ -56,6 +102,7 @@ pub struct Notifier {
     status: Arc<TransferStatus>,
     first_wait: Duration,
     tries: u32,
+    interval: Duration,
     state: Mutex<State>,
     wake: Notify,
 }
@@ -75,6 +122,7 @@ impl Notifier {
             status,
             first_wait: Duration::from_millis(config.notify_timeout_ms.max(1)),
             tries: config.notify_tries.max(1),
+            interval: Duration::from_millis(config.notify_interval_ms),
             state: Mutex::default(),
             wake: Notify::new(),
         }
@@ -106,34 +154,26 @@ impl Notifier {
             return;
         }
         self.status.published(zone, serial);
+        let now = Instant::now();
         self.with(|st| {
             for (i, s) in self.secondaries().iter().enumerate() {
                 if !s.covers(zone) {
                     continue;
                 }
                 let key = (i, zone.clone());
-                match st.entries.get_mut(&key) {
-                    Some(e) => {
-                        e.soa = soa.clone();
-                        if e.flight.is_some() {
-                            e.dirty = true;
-                        } else if !e.queued {
-                            e.queued = true;
-                            st.ready.push_back(key);
-                        }
-                    }
-                    None => {
-                        st.entries.insert(
-                            key.clone(),
-                            Entry {
-                                soa: soa.clone(),
-                                dirty: false,
-                                flight: None,
-                                queued: true,
-                            },
-                        );
-                        st.ready.push_back(key);
-                    }
+                let e = st.entries.entry(key.clone()).or_insert_with(|| Entry {
+                    soa: soa.clone(),
+                    dirty: false,
+                    flight: None,
+                    queued: false,
+                    due: None,
+                    last_start: None,
+                });
+                e.soa = soa.clone();
+                if e.flight.is_some() {
+                    e.dirty = true;
+                } else {
+                    st.schedule(key, now, self.interval);
                 }
             }
         });
@@ -153,18 +193,29 @@ impl Notifier {
                 false
             });
             st.ready.retain(|(_, z)| z != zone);
+            st.delayed.retain(|(_, (_, z))| z != zone);
         });
         self.status.forget(zone);
     }
 
     /// NOTIFYs waiting or in flight (for tests and the status).
     pub fn pending(&self) -> usize {
+        self.with(|st| {
+            st.entries
+                .values()
+                .filter(|e| e.flight.is_some() || e.queued || e.due.is_some())
+                .count()
+        })
+    }
+
+    /// (Secondary, zone) pairs with NOTIFY state (for tests: they go with their zone).
+    pub fn tracked(&self) -> usize {
         self.with(|st| st.entries.len())
     }
 
     /// The newest SOA for a transaction's next packet (clearing `dirty`: this packet carries
     /// it), or `None` when the zone went.
-    fn take_newest(&self, key: &(usize, Name)) -> Option<Record> {
+    fn take_newest(&self, key: &Key) -> Option<Record> {
         self.with(|st| {
             st.entries.get_mut(key).map(|e| {
                 e.dirty = false;
@@ -174,7 +225,8 @@ impl Notifier {
     }
 
     /// The one task: starts transactions for ready entries (at most [`MAX_IN_FLIGHT`] at
-    /// once) and, when one ends, starts exactly one more if changes came meanwhile.
+    /// once) and, when one ends, starts exactly one more if changes came meanwhile (no
+    /// sooner than `notify_interval_ms` after the previous one started).
     pub async fn run(self: Arc<Self>, keys: Vec<TsigKey>, metrics: Arc<Metrics>) {
         let signers: Vec<Option<TSigner>> = self
             .secondaries()
@@ -185,10 +237,12 @@ impl Notifier {
                 signer(key)
             })
             .collect();
-        let mut flights: JoinSet<((usize, Name), Outcome)> = JoinSet::new();
+        let mut flights: JoinSet<(Key, Outcome)> = JoinSet::new();
         loop {
             let room = MAX_IN_FLIGHT.saturating_sub(flights.len());
-            self.with(|st| {
+            let now = Instant::now();
+            let next = self.with(|st| {
+                let next = st.release(now);
                 for _ in 0..room {
                     let Some(key) = st.ready.pop_front() else {
                         break;
@@ -197,6 +251,7 @@ impl Notifier {
                         continue;
                     };
                     entry.queued = false;
+                    entry.last_start = Some(now);
                     let this = self.clone();
                     let signer = signers.get(key.0).cloned().flatten();
                     let metrics = metrics.clone();
@@ -206,8 +261,15 @@ impl Notifier {
                         (k, outcome)
                     }));
                 }
+                next
             });
             metrics.notify_in_flight.set(flights.len() as i64);
+            let sleep = async {
+                match next {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 Some(done) = flights.join_next_with_id(), if !flights.is_empty() => {
                     // An aborted transaction belonged to a removed zone: nothing to do.
@@ -216,34 +278,30 @@ impl Notifier {
                     }
                 }
                 _ = self.wake.notified() => {}
+                _ = sleep => {}
             }
         }
     }
 
-    /// A transaction ended: the entry goes unless a change came meanwhile, which gets one
-    /// more NOTIFY (with the newest SOA).
-    fn finish(&self, id: tokio::task::Id, key: (usize, Name), outcome: Outcome) {
+    /// A transaction ended: if a change came meanwhile, one more NOTIFY (with the newest
+    /// SOA) is scheduled.
+    fn finish(&self, id: tokio::task::Id, key: Key, outcome: Outcome) {
         if matches!(outcome, Outcome::Gone) {
             return;
         }
+        let now = Instant::now();
         self.with(|st| {
             let again = match st.entries.get_mut(&key) {
                 // Only the entry this transaction ran for (not one made after its zone was
                 // removed and added again).
                 Some(e) if e.flight.as_ref().is_some_and(|f| f.id() == id) => {
                     e.flight = None;
-                    e.dirty
+                    std::mem::take(&mut e.dirty)
                 }
                 _ => return,
             };
             if again {
-                if let Some(e) = st.entries.get_mut(&key) {
-                    e.dirty = false;
-                    e.queued = true;
-                }
-                st.ready.push_back(key);
-            } else {
-                st.entries.remove(&key);
+                st.schedule(key, now, self.interval);
             }
         });
     }
