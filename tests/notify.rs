@@ -551,3 +551,133 @@ fn an_incoming_notify_gets_notimp() {
     assert_eq!(reply.metadata.response_code, ResponseCode::NotImp);
     assert_eq!(reply.metadata.op_code, OpCode::Notify);
 }
+
+/// A real Knot DNS secondary (`knotd`) on loopback, killed when dropped.
+struct Knot {
+    child: std::process::Child,
+    log: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Knot {
+    /// Starts knotd on `listen` as a secondary of example.test. from `primary`, taking
+    /// NOTIFY from 127.0.0.1 signed with `secret` (base64).
+    fn start(listen: SocketAddr, primary: SocketAddr, secret: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().display().to_string();
+        let conf = dir.path().join("knot.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "server:\n    rundir: \"{root}\"\n    listen: {}@{}\n\
+                 database:\n    storage: \"{root}/db\"\n\
+                 log:\n  - target: stderr\n    any: info\n\
+                 key:\n  - id: {KEY_NAME}\n    algorithm: hmac-sha256\n    secret: {secret}\n\
+                 remote:\n  - id: primary\n    address: {}@{}\n    key: {KEY_NAME}\n\
+                 acl:\n  - id: from_primary\n    address: 127.0.0.1\n    key: {KEY_NAME}\n    action: notify\n\
+                 template:\n  - id: default\n    storage: \"{root}/zones\"\n\
+                 zone:\n  - domain: example.test.\n    master: primary\n    acl: from_primary\n",
+                listen.ip(),
+                listen.port(),
+                primary.ip(),
+                primary.port()
+            ),
+        )
+        .unwrap();
+        let log = dir.path().join("knotd.log");
+        let child = std::process::Command::new("knotd")
+            .arg("-c")
+            .arg(&conf)
+            .stdout(std::fs::File::create(dir.path().join("knotd.out")).unwrap())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("knotd is not installed: run the README's test command");
+        Self {
+            child,
+            log,
+            _dir: dir,
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits (up to 20 s) for a log line containing every one of `needles`.
+    fn wait_for_line(&self, needles: &[&str]) -> String {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let log = self.log();
+            if let Some(line) = log
+                .lines()
+                .find(|l| needles.iter().all(|n| l.contains(n)))
+            {
+                return line.to_string();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "knotd never logged {needles:?}:\n{log}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Knot {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A loopback UDP port free at the time of asking (for a child that binds it later).
+fn free_port() -> SocketAddr {
+    UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
+}
+
+#[test]
+fn knot_as_a_secondary_accepts_our_signed_notify_and_acknowledges_it() {
+    let knot_addr = free_port();
+    let d = daemon(&format!(
+        "  notify_timeout_ms: 200\n  notify_tries: 8\n{}",
+        secondaries(&[entry(knot_addr, &format!(", key: {KEY_NAME}"))])
+    ));
+    use base64::Engine;
+    let knot = Knot::start(
+        knot_addr,
+        d.dns,
+        &base64::engine::general_purpose::STANDARD.encode(SECRET),
+    );
+    // knotd is up once it answers a query (REFUSED or SERVFAIL: it has no data yet).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while common::udp_raw(
+        knot_addr,
+        &query_message("example.test.", RecordType::SOA, &common::Ask::default())
+            .to_vec()
+            .unwrap(),
+    )
+    .is_none()
+    {
+        assert!(Instant::now() < deadline, "knotd did not start:\n{}", knot.log());
+    }
+    let serial = change(&d, "for knot");
+    let line = knot.wait_for_line(&[
+        "[example.test.]",
+        "notify, incoming",
+        &format!("serial {serial}"),
+    ]);
+    // The zone's ACL takes NOTIFY only signed with the key: an unsigned or badly signed
+    // one would be logged "ACL, denied" or with a TSIG error instead.
+    assert!(line.contains("notify, incoming"), "{line}");
+    let log = knot.log();
+    for refusal in ["BADSIG", "BADKEY", "BADTIME", "denied"] {
+        assert!(
+            !log.lines().any(|l| l.contains("notify") && l.contains(refusal)),
+            "knotd refused a NOTIFY ({refusal}):\n{log}"
+        );
+    }
+    // Knot's signed answer verifies: the NOTIFY counts as acknowledged.
+    wait_zone(&d, "Knot's acknowledgement", |v| {
+        v["secondaries"][0]["last_notify_acked"]["serial"] == json!(serial)
+    });
+}
