@@ -681,3 +681,90 @@ fn knot_as_a_secondary_accepts_our_signed_notify_and_acknowledges_it() {
         v["secondaries"][0]["last_notify_acked"]["serial"] == json!(serial)
     });
 }
+
+/// The fenced blocks of the README's "Running several nameservers" section, unindented.
+fn readme_blocks() -> Vec<String> {
+    let readme = include_str!("../README.md");
+    let start = readme
+        .find("## Running several nameservers")
+        .expect("the README has the section");
+    let section = &readme[start..];
+    let section = &section[..section[3..].find("\n## ").map_or(section.len(), |i| i + 3)];
+    let mut blocks = Vec::new();
+    let mut current: Option<(usize, Vec<&str>)> = None;
+    for line in section.lines() {
+        if line.trim_start().starts_with("```") {
+            match current.take() {
+                None => current = Some((line.len() - line.trim_start().len(), Vec::new())),
+                Some((indent, lines)) => blocks.push(
+                    lines
+                        .iter()
+                        .map(|l| l.get(indent..).unwrap_or(""))
+                        .collect::<Vec<_>>()
+                        .join("\n"),
+                ),
+            }
+        } else if let Some((_, lines)) = current.as_mut() {
+            lines.push(line);
+        }
+    }
+    blocks
+}
+
+#[test]
+fn the_readme_secondary_snippets_pass_nsd_knot_and_bind_config_checks() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut checked = Vec::new();
+    for (i, block) in readme_blocks().iter().enumerate() {
+        let first = block.lines().next().unwrap_or("");
+        let file = dir.path().join(format!("snippet{i}.conf"));
+        std::fs::write(&file, format!("{block}\n")).unwrap();
+        let (tool, args): (&str, Vec<&std::ffi::OsStr>) = if first.starts_with("# nsd.conf") {
+            ("nsd-checkconf", vec![file.as_os_str()])
+        } else if first.starts_with("# knot.conf") {
+            (
+                "knotc",
+                vec!["-c".as_ref(), file.as_os_str(), "conf-check".as_ref()],
+            )
+        } else if first.starts_with("# named.conf") {
+            ("named-checkconf", vec![file.as_os_str()])
+        } else {
+            continue;
+        };
+        let out = std::process::Command::new(tool)
+            .args(&args)
+            .output()
+            .unwrap_or_else(|e| panic!("{tool} is not installed ({e}): run the README's test command"));
+        assert!(
+            out.status.success(),
+            "{tool} refuses the README snippet {first:?}:\n{block}\n{out:?}"
+        );
+        checked.push(first.to_string());
+    }
+    for wanted in [
+        "# nsd.conf",
+        "# knot.conf on ns3 (",
+        "# named.conf on ns4 (",
+        "# knot.conf on ns3, catalog consumer",
+        "# named.conf on ns4, catalog consumer",
+    ] {
+        assert!(
+            checked.iter().any(|c| c.starts_with(wanted)),
+            "no {wanted:?} snippet checked: {checked:?}"
+        );
+    }
+}
+
+#[test]
+fn the_readme_mailzone_snippet_for_several_nameservers_is_a_valid_config() {
+    let block = readme_blocks()
+        .into_iter()
+        .find(|b| b.starts_with("transfer:"))
+        .expect("a transfer: block");
+    let config = mailzone::config::Config::from_yaml(&block, "README.md").unwrap();
+    assert_eq!(config.transfer.secondaries.len(), 3);
+    assert!(
+        config.transfer.secondaries.iter().all(|s| s.key.is_some()),
+        "every secondary signs"
+    );
+}
