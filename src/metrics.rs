@@ -303,7 +303,10 @@ impl Metrics {
                 notify.with_label_values(&["retried"]),
                 notify.with_label_values(&["failed"]),
             ],
-            notify_in_flight: gauge("notify_in_flight", "NOTIFY transactions waiting for an answer")?,
+            notify_in_flight: gauge(
+                "notify_in_flight",
+                "NOTIFY transactions waiting for an answer",
+            )?,
             secondary_lag_seconds,
             secondary_zones_behind,
             problem_counters,

@@ -240,7 +240,10 @@ fn wait_zone(d: &TestDaemon, what: &str, f: impl Fn(&Value) -> bool) -> Value {
         if f(&v) {
             return v;
         }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}: {v}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}: {v}"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -259,7 +262,10 @@ fn a_change_sends_a_notify_with_the_new_soa_that_the_status_shows_acknowledged()
     assert_eq!(m.metadata.message_type, MessageType::Query);
     assert!(m.metadata.authoritative, "AA=1 as in RFC 1996 §3.7");
     assert_eq!(m.queries.len(), 1);
-    assert_eq!(m.queries[0].name(), &Name::from_ascii("example.test.").unwrap());
+    assert_eq!(
+        m.queries[0].name(),
+        &Name::from_ascii("example.test.").unwrap()
+    );
     assert_eq!(m.queries[0].query_type(), RecordType::SOA);
     assert_eq!(m.queries[0].query_class(), DNSClass::IN);
     assert_eq!(m.answers.len(), 1);
@@ -330,7 +336,10 @@ fn a_burst_of_100_changes_gives_a_handful_of_notifies_and_the_last_carries_the_f
         "100 changes in {} ms gave {notifies} NOTIFYs (bound {bound})",
         burst.as_millis()
     );
-    assert!(notifies <= bound, "{notifies} NOTIFYs for 100 changes in {burst:?}");
+    assert!(
+        notifies <= bound,
+        "{notifies} NOTIFYs for 100 changes in {burst:?}"
+    );
     assert!(notifies < 20, "a handful, never one per change: {notifies}");
     assert_eq!(all.last().unwrap().serial(), last);
 }
@@ -396,7 +405,10 @@ fn a_secondary_that_answers_late_is_acknowledged_by_a_retry() {
 #[test]
 fn a_secondary_with_a_key_gets_notifies_signed_with_it_and_its_signed_answer_counts() {
     let ns2 = FakeSecondary::start(Answer::Ack);
-    let d = daemon(&secondaries(&[entry(ns2.addr, &format!(", key: {KEY_NAME}"))]));
+    let d = daemon(&secondaries(&[entry(
+        ns2.addr,
+        &format!(", key: {KEY_NAME}"),
+    )]));
     let serial = change(&d, "signed");
     let got = ns2.wait_for("the signed NOTIFY", |r| {
         r.iter().any(|m| m.serial() == serial)
@@ -409,7 +421,10 @@ fn a_secondary_with_a_key_gets_notifies_signed_with_it_and_its_signed_answer_cou
         v["secondaries"][0]["last_notify_acked"]["serial"] == json!(serial)
     });
     assert_eq!(v["secondaries"][0]["key"], json!(KEY_NAME));
-    assert!(!v.to_string().contains("BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc"));
+    assert!(
+        !v.to_string()
+            .contains("BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc")
+    );
 }
 
 #[test]
@@ -443,12 +458,18 @@ fn the_lag_grows_while_a_secondary_is_behind_and_is_zero_once_it_transferred() {
     std::thread::sleep(Duration::from_millis(300));
     let second = zone(&d)["secondaries"][0]["lag_seconds"].as_f64().unwrap();
     assert!(first >= 0.2, "behind since the change: {first}");
-    assert!(second >= first + 0.25, "the lag grows: {first} then {second}");
+    assert!(
+        second >= first + 0.25,
+        "the lag grows: {first} then {second}"
+    );
     let (_, s) = http(d.http, "GET", "/v1/status", None, None);
     let s = common::json(&s);
     assert_eq!(s["secondaries"][0]["zones_behind"], json!(1));
     assert!(s["secondaries"][0]["max_lag_seconds"].as_f64().unwrap() >= 0.5);
-    let series = format!("mailzone_secondary_lag_seconds{{secondary=\"{}\"}}", ns2.addr);
+    let series = format!(
+        "mailzone_secondary_lag_seconds{{secondary=\"{}\"}}",
+        ns2.addr
+    );
     assert!(metric(&metrics(&d), &series) >= 0.5, "{}", metrics(&d));
 
     status.transferred(ns2.addr.ip(), &origin, serial, "ixfr");
@@ -505,7 +526,11 @@ fn a_deleted_zone_stops_its_notifies_and_loses_its_status_entries() {
     assert_eq!(shared.notifier.tracked(), 2, "example.test. and gone.test.");
     let (status, body) = http(d.http, "DELETE", "/v1/zones/gone.test", Some(TOKEN), None);
     assert!(status == 200 || status == 204, "{status} {body}");
-    let count = |r: &[Received]| r.iter().filter(|m| m.message.queries[0].name() == &gone).count();
+    let count = |r: &[Received]| {
+        r.iter()
+            .filter(|m| m.message.queries[0].name() == &gone)
+            .count()
+    };
     let at_delete = count(&silent.received());
     std::thread::sleep(Duration::from_millis(1000));
     assert_eq!(
@@ -514,7 +539,13 @@ fn a_deleted_zone_stops_its_notifies_and_loses_its_status_entries() {
         "no retry of a deleted zone's NOTIFY"
     );
     assert_eq!(shared.notifier.tracked(), 1, "only example.test. is left");
-    assert!(shared.transfer_status.zone(&gone).iter().all(|s| s.last_notify_sent.is_none()));
+    assert!(
+        shared
+            .transfer_status
+            .zone(&gone)
+            .iter()
+            .all(|s| s.last_notify_sent.is_none())
+    );
     let (_, s) = http(d.http, "GET", "/v1/status", None, None);
     assert_eq!(common::json(&s)["secondaries"][0]["zones"], json!(1));
 }
@@ -608,10 +639,7 @@ impl Knot {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             let log = self.log();
-            if let Some(line) = log
-                .lines()
-                .find(|l| needles.iter().all(|n| l.contains(n)))
-            {
+            if let Some(line) = log.lines().find(|l| needles.iter().all(|n| l.contains(n))) {
                 return line.to_string();
             }
             assert!(
@@ -632,7 +660,10 @@ impl Drop for Knot {
 
 /// A loopback UDP port free at the time of asking (for a child that binds it later).
 fn free_port() -> SocketAddr {
-    UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
+    UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
 }
 
 #[test]
@@ -658,7 +689,11 @@ fn knot_as_a_secondary_accepts_our_signed_notify_and_acknowledges_it() {
     )
     .is_none()
     {
-        assert!(Instant::now() < deadline, "knotd did not start:\n{}", knot.log());
+        assert!(
+            Instant::now() < deadline,
+            "knotd did not start:\n{}",
+            knot.log()
+        );
     }
     let serial = change(&d, "for knot");
     let line = knot.wait_for_line(&[
@@ -672,7 +707,8 @@ fn knot_as_a_secondary_accepts_our_signed_notify_and_acknowledges_it() {
     let log = knot.log();
     for refusal in ["BADSIG", "BADKEY", "BADTIME", "denied"] {
         assert!(
-            !log.lines().any(|l| l.contains("notify") && l.contains(refusal)),
+            !log.lines()
+                .any(|l| l.contains("notify") && l.contains(refusal)),
             "knotd refused a NOTIFY ({refusal}):\n{log}"
         );
     }
@@ -734,7 +770,9 @@ fn the_readme_secondary_snippets_pass_nsd_knot_and_bind_config_checks() {
         let out = std::process::Command::new(tool)
             .args(&args)
             .output()
-            .unwrap_or_else(|e| panic!("{tool} is not installed ({e}): run the README's test command"));
+            .unwrap_or_else(|e| {
+                panic!("{tool} is not installed ({e}): run the README's test command")
+            });
         assert!(
             out.status.success(),
             "{tool} refuses the README snippet {first:?}:\n{block}\n{out:?}"

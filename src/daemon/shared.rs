@@ -19,12 +19,12 @@ pub use super::associations::{
 pub use super::dkim::SignError;
 pub use super::scheduler::AssociationKey;
 pub use super::writer::{SoaRequest, WriteError};
-pub use crate::transfer::status::{SecondarySummary, SecondaryZoneStatus};
 use super::{diagnosis, scheduler};
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::provision::association::{ASSOCIATIONS_DIR, Associations};
 use crate::provision::platform::Platform;
+pub use crate::transfer::status::{SecondarySummary, SecondaryZoneStatus};
 use crate::zone::ZoneSet;
 
 /// The outcome of one reload, as reported by the API.

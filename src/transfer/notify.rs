@@ -357,8 +357,7 @@ impl Notifier {
         }
         metrics.notify[NotifyResult::Failed as usize].inc();
         tracing::warn!(secondary = %secondary.address, zone = %zone, serial, tries = self.tries, error = %last_error, "NOTIFY not acknowledged; giving up until the next change");
-        self.status
-            .notify_failed(key.0, zone, serial, last_error);
+        self.status.notify_failed(key.0, zone, serial, last_error);
         Outcome::GaveUp
     }
 }
@@ -452,14 +451,14 @@ async fn exchange(
             why = "an answer that is not the response to this NOTIFY".into();
             continue;
         }
-        if let Some(v) = verifier.as_mut() {
-            if let Err(e) = v.verify(reply) {
-                why = format!(
-                    "an answer without a valid TSIG ({}: {e})",
-                    parsed.metadata.response_code
-                );
-                continue;
-            }
+        if let Some(v) = verifier.as_mut()
+            && let Err(e) = v.verify(reply)
+        {
+            why = format!(
+                "an answer without a valid TSIG ({}: {e})",
+                parsed.metadata.response_code
+            );
+            continue;
         }
         if parsed.metadata.response_code != ResponseCode::NoError {
             why = format!("answered {}", parsed.metadata.response_code);

@@ -272,7 +272,11 @@ impl TransferStatus {
                 .enumerate()
                 .filter(|(_, s)| s.covers(zone))
                 .map(|(i, s)| {
-                    let p = st.peers.get(&(i, zone.clone())).cloned().unwrap_or_default();
+                    let p = st
+                        .peers
+                        .get(&(i, zone.clone()))
+                        .cloned()
+                        .unwrap_or_default();
                     let have = p.transferred.map(|m| m.serial);
                     SecondaryZoneStatus {
                         address: s.address.clone(),
