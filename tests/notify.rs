@@ -252,11 +252,22 @@ fn wait_zone(d: &TestDaemon, what: &str, f: impl Fn(&Value) -> bool) -> Value {
 fn a_change_sends_a_notify_with_the_new_soa_that_the_status_shows_acknowledged() {
     let ns2 = FakeSecondary::start(Answer::Ack);
     let d = daemon(&secondaries(&[entry(ns2.addr, "")]));
+    ns2.wait_for("the NOTIFY at start", |r| !r.is_empty());
+    // Past the least interval after the start NOTIFY: the change's NOTIFY goes at once.
+    std::thread::sleep(Duration::from_millis(300));
+    let asked = Instant::now();
     let serial = change(&d, "v1");
     let got = ns2.wait_for("the NOTIFY of the change", |r| {
         r.iter().any(|m| m.serial() == serial)
     });
     let n = got.iter().find(|m| m.serial() == serial).unwrap();
+    // From the API request (its write and fsync included) to the secondary.
+    let latency = n.at.saturating_duration_since(asked);
+    eprintln!("API request to NOTIFY received: {latency:?}");
+    assert!(
+        latency < Duration::from_secs(1),
+        "the secondary hears of the change within a second: {latency:?}"
+    );
     let m = &n.message;
     assert_eq!(m.metadata.op_code, OpCode::Notify);
     assert_eq!(m.metadata.message_type, MessageType::Query);
@@ -278,6 +289,35 @@ fn a_change_sends_a_notify_with_the_new_soa_that_the_status_shows_acknowledged()
     assert_eq!(s["last_notify_sent"]["serial"], json!(serial));
     assert!(s["last_notify_acked"]["at"].as_u64().unwrap() > 1_700_000_000);
     assert_eq!(s["key"], Value::Null);
+}
+
+#[test]
+fn associating_a_domain_notifies_its_zone_with_the_new_serial() {
+    let ns2 = FakeSecondary::start(Answer::Ack);
+    let d = daemon(&secondaries(&[entry(ns2.addr, "")]));
+    let (status, body) = api(
+        d.http,
+        "POST",
+        "/v1/zones",
+        &json!({"name": "shop.test", "nameservers": ["ns1.provider.example."]}),
+    );
+    assert_eq!(status, 201, "{body}");
+    let created = common::json(&body)["serial"].as_u64().unwrap() as u32;
+    let (status, body) = api(
+        d.http,
+        "POST",
+        "/v1/domains",
+        &json!({"domain": "shop.test", "platform": "pro1", "mode": "authoritative"}),
+    );
+    assert_eq!(status, 201, "{body}");
+    let (_, shown) = http(d.http, "GET", "/v1/zones/shop.test", Some(TOKEN), None);
+    let serial = common::json(&shown)["serial"].as_u64().unwrap() as u32;
+    assert_ne!(serial, created, "the association changed the zone");
+    let shop = Name::from_ascii("shop.test.").unwrap();
+    ns2.wait_for("the NOTIFY of the association", |r| {
+        r.iter()
+            .any(|m| m.message.queries[0].name() == &shop && m.serial() == serial)
+    });
 }
 
 #[test]

@@ -336,6 +336,7 @@ impl Notifier {
             if attempt > 1 {
                 metrics.notify[NotifyResult::Retried as usize].inc();
             }
+            let deadline = Instant::now() + wait;
             // A fresh socket (and port) per packet: an answer to an earlier try cannot be
             // mistaken for this one, and spoofing needs the port as well as the ID.
             let result = match UdpSocket::bind(bind).await {
@@ -353,6 +354,8 @@ impl Notifier {
                 }
                 Err(e) => last_error = e,
             }
+            // A send that failed at once still waits out its try: the backoff holds.
+            tokio::time::sleep_until(deadline).await;
             wait = wait.saturating_mul(2);
         }
         metrics.notify[NotifyResult::Failed as usize].inc();
