@@ -846,3 +846,50 @@ fn the_readme_mailzone_snippet_for_several_nameservers_is_a_valid_config() {
         "every secondary signs"
     );
 }
+
+#[test]
+fn a_dead_secondary_does_not_hold_up_the_notifies_of_the_others() {
+    let dead = FakeSecondary::start(Answer::Silent);
+    let alive = FakeSecondary::start(Answer::Ack);
+    let dir = tempfile::tempdir().unwrap();
+    let zones = dir.path().join("zones");
+    std::fs::create_dir(&zones).unwrap();
+    // More zones than NOTIFYs may be in flight to one secondary.
+    for i in 0..80 {
+        std::fs::write(
+            zones.join(format!("z{i}.test.zone")),
+            common::small_zone(&format!("z{i}.test"), 1, "192.0.2.1"),
+        )
+        .unwrap();
+    }
+    let mut config = common::test_config(dir.path());
+    config.transfer = mailzone::config::Config::from_yaml(
+        &format!(
+            "transfer:\n  notify_timeout_ms: 5000\n{}",
+            secondaries(&[entry(dead.addr, ""), entry(alive.addr, "")])
+        ),
+        "test",
+    )
+    .unwrap()
+    .transfer;
+    let _d = TestDaemon::run(dir, config);
+    // The dead secondary's first tries wait 5 s each: hearing of every zone sooner shows
+    // they did not queue behind them.
+    let started = Instant::now();
+    alive.wait_for("the start NOTIFY of every zone", |r| {
+        let mut names: Vec<&Name> = r.iter().map(|m| m.message.queries[0].name()).collect();
+        names.sort();
+        names.dedup();
+        names.len() == 80
+    });
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_secs(4),
+        "the live secondary heard of every zone in {took:?}, not after the dead one's tries"
+    );
+    assert!(
+        dead.received().len() <= 32,
+        "at most 32 NOTIFYs in flight to one secondary: {}",
+        dead.received().len()
+    );
+}

@@ -6,10 +6,10 @@
 //! writer only calls [`Notifier::changed`] / [`Notifier::removed`]: a short lock and a
 //! wake-up, never a wait on the network. Bursts coalesce: per (secondary, zone) at most one
 //! NOTIFY transaction is in flight; changes meanwhile mark it dirty, and exactly one more
-//! follows with the newest SOA when it ends, and no sooner than `notify_interval_ms` after the
-//! previous one started (a secondary answers in a millisecond, so without that interval a
-//! burst of changes would still be one NOTIFY each). It must not read zones or answer queries, and
-//! logs one line per give-up, never one per packet.
+//! follows with the newest SOA when it ends, and no sooner than `notify_interval_ms` after
+//! the previous one started (a secondary answers in a millisecond, so without that interval
+//! a burst of changes would still be one NOTIFY each). It must not read zones or answer
+//! queries, and logs one line per give-up, never one per packet.
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -29,9 +29,10 @@ use super::status::{Secondary, TransferStatus};
 use crate::config::{TransferConfig, TsigAlgorithm};
 use crate::metrics::{Metrics, NotifyResult};
 
-/// NOTIFY transactions in flight at once, over all secondaries and zones (a reload of
-/// thousands of zones must not open thousands of sockets).
-const MAX_IN_FLIGHT: usize = 64;
+/// NOTIFY transactions in flight at once per secondary (a reload of thousands of zones must
+/// not open thousands of sockets). Per secondary, so that a dead one, whose transactions
+/// each take every try, never holds up the NOTIFYs of the others.
+const MAX_IN_FLIGHT: usize = 32;
 
 /// TSIG time fudge of our NOTIFYs (RFC 8945 §10 recommends 300 s).
 const FUDGE: u16 = 300;
@@ -57,11 +58,27 @@ type Key = (usize, Name);
 #[derive(Default)]
 struct State {
     entries: HashMap<Key, Entry>,
-    ready: VecDeque<Key>,
+    /// Per secondary, the entries waiting for a transaction slot, in order.
+    ready: Vec<VecDeque<Key>>,
+    /// Per secondary, transactions running.
+    in_flight: Vec<usize>,
     delayed: BTreeSet<(Instant, Key)>,
 }
 
 impl State {
+    fn queue(&mut self, key: Key) {
+        if self.ready.len() <= key.0 {
+            self.ready.resize_with(key.0 + 1, VecDeque::new);
+        }
+        self.ready[key.0].push_back(key);
+    }
+
+    fn landed(&mut self, secondary: usize) {
+        if let Some(n) = self.in_flight.get_mut(secondary) {
+            *n = n.saturating_sub(1);
+        }
+    }
+
     /// Queues `key` for a transaction, at once or when its minimum interval has passed.
     fn schedule(&mut self, key: Key, now: Instant, interval: Duration) {
         let Some(e) = self.entries.get_mut(&key) else {
@@ -73,7 +90,7 @@ impl State {
         let at = e.last_start.map_or(now, |t| (t + interval).max(now));
         if at <= now {
             e.queued = true;
-            self.ready.push_back(key);
+            self.queue(key);
         } else {
             e.due = Some(at);
             self.delayed.insert((at, key));
@@ -90,7 +107,7 @@ impl State {
             if let Some(e) = self.entries.get_mut(&key) {
                 e.due = None;
                 e.queued = true;
-                self.ready.push_back(key);
+                self.queue(key);
             }
         }
         None
@@ -183,16 +200,23 @@ impl Notifier {
     /// `zone` is gone: its pending and running NOTIFYs stop and its status entries go.
     pub fn removed(&self, zone: &Name) {
         self.with(|st| {
-            st.entries.retain(|(_, z), e| {
+            let mut aborted = Vec::new();
+            st.entries.retain(|(i, z), e| {
                 if z != zone {
                     return true;
                 }
                 if let Some(f) = &e.flight {
                     f.abort();
+                    aborted.push(*i);
                 }
                 false
             });
-            st.ready.retain(|(_, z)| z != zone);
+            for i in aborted {
+                st.landed(i);
+            }
+            for ready in &mut st.ready {
+                ready.retain(|(_, z)| z != zone);
+            }
             st.delayed.retain(|(_, (_, z))| z != zone);
         });
         self.status.forget(zone);
@@ -224,9 +248,9 @@ impl Notifier {
         })
     }
 
-    /// The one task: starts transactions for ready entries (at most [`MAX_IN_FLIGHT`] at
-    /// once) and, when one ends, starts exactly one more if changes came meanwhile (no
-    /// sooner than `notify_interval_ms` after the previous one started).
+    /// The one task: starts transactions for ready entries (at most [`MAX_IN_FLIGHT`] per
+    /// secondary at once) and, when one ends, starts exactly one more if changes came
+    /// meanwhile (no sooner than `notify_interval_ms` after the previous one started).
     pub async fn run(self: Arc<Self>, keys: Vec<TsigKey>, metrics: Arc<Metrics>) {
         let signers: Vec<Option<TSigner>> = self
             .secondaries()
@@ -239,27 +263,31 @@ impl Notifier {
             .collect();
         let mut flights: JoinSet<(Key, Outcome)> = JoinSet::new();
         loop {
-            let room = MAX_IN_FLIGHT.saturating_sub(flights.len());
             let now = Instant::now();
             let next = self.with(|st| {
                 let next = st.release(now);
-                for _ in 0..room {
-                    let Some(key) = st.ready.pop_front() else {
-                        break;
-                    };
-                    let Some(entry) = st.entries.get_mut(&key) else {
-                        continue;
-                    };
-                    entry.queued = false;
-                    entry.last_start = Some(now);
-                    let this = self.clone();
-                    let signer = signers.get(key.0).cloned().flatten();
-                    let metrics = metrics.clone();
-                    let k = key.clone();
-                    entry.flight = Some(flights.spawn(async move {
-                        let outcome = this.transaction(&k, signer, &metrics).await;
-                        (k, outcome)
-                    }));
+                st.in_flight
+                    .resize(st.ready.len().max(st.in_flight.len()), 0);
+                for i in 0..st.ready.len() {
+                    while st.in_flight[i] < MAX_IN_FLIGHT {
+                        let Some(key) = st.ready[i].pop_front() else {
+                            break;
+                        };
+                        let Some(entry) = st.entries.get_mut(&key) else {
+                            continue;
+                        };
+                        st.in_flight[i] += 1;
+                        entry.queued = false;
+                        entry.last_start = Some(now);
+                        let this = self.clone();
+                        let signer = signers.get(key.0).cloned().flatten();
+                        let metrics = metrics.clone();
+                        let k = key.clone();
+                        entry.flight = Some(flights.spawn(async move {
+                            let outcome = this.transaction(&k, signer, &metrics).await;
+                            (k, outcome)
+                        }));
+                    }
                 }
                 next
             });
@@ -300,6 +328,7 @@ impl Notifier {
                 }
                 _ => return,
             };
+            st.landed(key.0);
             if again {
                 st.schedule(key, now, self.interval);
             }
