@@ -116,6 +116,21 @@ pub struct Metrics {
     /// Records and bytes sent by completed or interrupted transfers.
     pub transfer_records: IntCounter,
     pub transfer_bytes: IntCounter,
+    /// NOTIFY outcomes: `[acked, retried, failed]` (`mailzone_notify_total{result}`).
+    pub notify: [IntCounter; 3],
+    /// NOTIFY transactions in flight.
+    pub notify_in_flight: IntGauge,
+    /// Per configured secondary: its largest lag over its zones, and how many it is behind on.
+    pub secondary_lag_seconds: prometheus::GaugeVec,
+    pub secondary_zones_behind: prometheus::IntGaugeVec,
+}
+
+/// Index into [`Metrics::notify`].
+#[derive(Debug, Clone, Copy)]
+pub enum NotifyResult {
+    Acked = 0,
+    Retried = 1,
+    Failed = 2,
 }
 
 /// The `type` label of `mailzone_transfers_total`.
@@ -293,10 +308,45 @@ impl Metrics {
             "transfer_bytes_total",
             "Bytes of DNS messages sent in zone transfers",
         )?;
+        let notify = IntCounterVec::new(
+            Opts::new(
+                "notify_total",
+                "NOTIFY messages to secondaries, by result: acked, retried (sent again after no valid answer), failed (given up)",
+            ),
+            &["result"],
+        )?;
+        registry.register(Box::new(notify.clone()))?;
+        let secondary_lag_seconds = prometheus::GaugeVec::new(
+            Opts::new(
+                "secondary_lag_seconds",
+                "Per secondary, the longest time it has been behind on one of its zones (0: current)",
+            ),
+            &["secondary"],
+        )?;
+        registry.register(Box::new(secondary_lag_seconds.clone()))?;
+        let secondary_zones_behind = prometheus::IntGaugeVec::new(
+            Opts::new(
+                "secondary_zones_behind",
+                "Per secondary, zones whose current serial it has not transferred",
+            ),
+            &["secondary"],
+        )?;
+        registry.register(Box::new(secondary_zones_behind.clone()))?;
         Ok(Self {
             transfers,
             transfer_records,
             transfer_bytes,
+            notify: [
+                notify.with_label_values(&["acked"]),
+                notify.with_label_values(&["retried"]),
+                notify.with_label_values(&["failed"]),
+            ],
+            notify_in_flight: gauge(
+                "notify_in_flight",
+                "NOTIFY transactions waiting for an answer",
+            )?,
+            secondary_lag_seconds,
+            secondary_zones_behind,
             problem_counters,
             rrl_limited,
             http_connections: gauge("http_connections", "Open HTTP connections")?,

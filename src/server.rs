@@ -75,14 +75,6 @@ impl Daemon {
         // Keys are checked (and generated) at start so a loose or broken key file stops the
         // daemon with its path rather than failing a transfer later.
         let tsig_keys = crate::transfer::load_or_create_all(&config)?;
-        let transfer_status = Arc::new(crate::transfer::status::TransferStatus::new());
-        let transfers = crate::transfer::xfr::Service::new(
-            &tsig_keys,
-            &config.transfer,
-            config.dns.max_udp_payload,
-            transfer_status.clone(),
-        )?;
-        drop(tsig_keys);
 
         let dir = config.zones_dir.clone();
         let max_zone_file_bytes = config.max_zone_file_bytes;
@@ -173,6 +165,12 @@ impl Daemon {
 
         let mut tasks = JoinSet::new();
         let mut ctx = crate::dns::context(&shared.config, shared.zones.clone(), metrics.clone());
+        let transfers = crate::transfer::xfr::Service::new(
+            &tsig_keys,
+            &shared.config.transfer,
+            shared.config.dns.max_udp_payload,
+            shared.transfer_status.clone(),
+        )?;
         ctx.transfers = Some(Arc::new(transfers));
         let ctx = Arc::new(ctx);
         let counted = metrics.clone();
@@ -191,6 +189,9 @@ impl Daemon {
         // One scheduler for every background job: diagnoses, rotations, retired keys.
         shared.rebuild_schedule();
         tasks.spawn(shared.clone().run_scheduler());
+        // NOTIFY to secondaries; the zones published above are announced first (a restart
+        // tells every secondary to check its serial).
+        tasks.spawn(shared.notifier.clone().run(tsig_keys, metrics.clone()));
         let (http_stop, stopped) = oneshot::channel::<()>();
         let http_task = tokio::spawn(crate::http::serve(http_listener, shared.clone(), async {
             let _ = stopped.await;

@@ -40,7 +40,7 @@ pub struct Config {
 }
 
 /// Zone transfers out (AXFR to secondaries). With no `secondaries`, every transfer is refused.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TransferConfig {
     /// TSIG keys by name; each secret lives in `<keys_dir>/tsig/<name>.key` (0600), generated
@@ -53,6 +53,28 @@ pub struct TransferConfig {
     /// The catalog zone (RFC 9432, version 2) listing every hosted zone, e.g.
     /// `catalog.invalid.`; kept by mailzone. Absent: no catalog.
     pub catalog: Option<String>,
+    /// How long the first NOTIFY of a change waits for its acknowledgement; each retry
+    /// waits twice as long as the one before (RFC 1996 §3.6).
+    pub notify_timeout_ms: u64,
+    /// NOTIFYs sent per change before giving up on an unacknowledging secondary.
+    pub notify_tries: u32,
+    /// Least time between the starts of two NOTIFYs of one zone to one secondary: a burst
+    /// of changes becomes a few NOTIFYs (the first change of a quiet zone goes at once).
+    pub notify_interval_ms: u64,
+}
+
+impl Default for TransferConfig {
+    fn default() -> Self {
+        Self {
+            keys: Vec::new(),
+            secondaries: Vec::new(),
+            journal: JournalLimits::default(),
+            catalog: None,
+            notify_timeout_ms: 1000,
+            notify_tries: 5,
+            notify_interval_ms: 250,
+        }
+    }
 }
 
 impl TransferConfig {
@@ -661,6 +683,24 @@ impl Config {
                     ),
                 ));
             }
+        }
+        if !(10..=60_000).contains(&t.notify_timeout_ms) {
+            return Err((
+                "transfer.notify_timeout_ms".into(),
+                "must be between 10 and 60000".into(),
+            ));
+        }
+        if t.notify_interval_ms > 60_000 {
+            return Err((
+                "transfer.notify_interval_ms".into(),
+                "must be at most 60000".into(),
+            ));
+        }
+        if !(1..=20).contains(&t.notify_tries) {
+            return Err((
+                "transfer.notify_tries".into(),
+                "must be between 1 and 20".into(),
+            ));
         }
         for (i, s) in t.secondaries.iter().enumerate() {
             if s.socket_addr().is_none() {

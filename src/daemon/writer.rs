@@ -171,6 +171,7 @@ impl Shared {
         for (c, f) in catalog {
             self.publish_zone(c, f);
         }
+        self.notifier.removed(origin);
         tracing::info!(zone = %origin, "zone deleted");
         Ok(())
     }
@@ -233,6 +234,7 @@ impl Shared {
         if !current.replace_zone(zone.clone(), file.clone()) {
             self.publish_set(current.with_zone(zone.clone(), file));
         }
+        self.notifier.changed(zone.origin(), zone.soa());
         tracing::info!(zone = %zone.origin(), serial = zone.serial(), records = zone.record_count(), "zone written");
     }
 

@@ -159,7 +159,10 @@ async fn metrics(State(shared): State<AppState>) -> impl IntoResponse {
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        shared.metrics.render(),
+        {
+            shared.refresh_transfer_metrics();
+            shared.metrics.render()
+        },
     )
 }
 
@@ -177,6 +180,8 @@ struct StatusBody<'a> {
     dkim_errors: std::collections::BTreeMap<String, String>,
     /// Associated domains by overall diagnosis status (`ok`, `pending`, `warning`, `error`).
     domains_by_status: std::collections::BTreeMap<&'static str, usize>,
+    /// Per configured secondary: zones it is behind on, its largest lag, failed NOTIFYs.
+    secondaries: Vec<crate::daemon::shared::SecondarySummary>,
 }
 
 async fn status(State(shared): State<AppState>) -> Response {
@@ -202,6 +207,7 @@ async fn status(State(shared): State<AppState>) -> Response {
             }
             counts
         },
+        secondaries: shared.transfer_status.summary(),
     })
     .into_response()
 }

@@ -18,7 +18,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use super::{ApiError, require_token};
-use crate::daemon::shared::{Shared, SoaRequest, WriteError};
+use crate::daemon::shared::{SecondaryZoneStatus, Shared, SoaRequest, WriteError};
 use crate::zone::edit::{ChangeKind, RrsetChange};
 use crate::zone::master::{MAX_TTL, parse_api_name, parse_rdata_text, parse_record_type};
 use crate::zone::{Zone, limits, writer};
@@ -290,7 +290,18 @@ pub async fn show(
 ) -> Result<Response, ApiError> {
     require_token(&shared, &headers)?;
     let zone = served_zone(&shared, &zone)?;
-    Ok(Json(zone_json(&zone)).into_response())
+    /// One zone, with what each of its secondaries has had.
+    #[derive(Serialize)]
+    struct Shown {
+        #[serde(flatten)]
+        zone: ZoneJson,
+        secondaries: Vec<SecondaryZoneStatus>,
+    }
+    Ok(Json(Shown {
+        secondaries: shared.transfer_status.zone(zone.origin()),
+        zone: zone_json(&zone),
+    })
+    .into_response())
 }
 
 pub async fn delete(
