@@ -795,7 +795,6 @@ fn knot_interprets_the_catalog_file_mailzone_writes_adding_and_dropping_members(
 }
 
 #[test]
-#[ignore = "needs AXFR out (helper xfr) and NOTIFY (helper notify) merged: run with --ignored"]
 fn knot_follows_the_catalog_served_by_mailzone_with_no_change_to_its_config() {
     let consumer_addr = free_port("127.0.0.3");
     let d = TestDaemon::start_tuned(&[("example.test.zone", EXAMPLE_ZONE)], |c| {
@@ -807,13 +806,14 @@ fn knot_follows_the_catalog_served_by_mailzone_with_no_change_to_its_config() {
         }];
     });
     let body = format!(
-        "remote:\n  - id: primary\n    address: {}@{}\n\
+        "remote:\n  - id: primary\n    address: {}@{}\n    via: {}\n\
          acl:\n  - id: notify\n    address: 127.0.0.1\n    action: notify\n\
          template:\n  - id: default\n    storage: \"@ROOT@/zones\"\n\
          \x20 - id: member\n    master: primary\n    acl: notify\n    storage: \"@ROOT@/zones\"\n\
          zone:\n  - domain: {CATALOG}\n    master: primary\n    acl: notify\n    catalog-role: interpret\n    catalog-template: member\n",
         d.dns.ip(),
-        d.dns.port()
+        d.dns.port(),
+        consumer_addr.ip()
     );
     let consumer = Knotd::start(consumer_addr, &body);
     consumer.wait("the consumer never served example.test.", || {
