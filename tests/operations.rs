@@ -280,3 +280,35 @@ fn the_grafana_dashboard_only_uses_metrics_the_daemon_exports() {
     }
     assert!(used > 10);
 }
+
+#[test]
+fn serve_takes_other_listen_addresses_from_flags_and_mailzone_variables() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("zones")).unwrap();
+    std::fs::write(dir.path().join("zones/example.test.zone"), EXAMPLE_ZONE).unwrap();
+    let config = format!(
+        "zones_dir: {}\nkeys_dir: {}\ndns:\n  listen: [\"127.0.0.1:0\"]\nhttp:\n  listen: \"127.0.0.1:0\"\nlog:\n  format: json\n",
+        dir.path().join("zones").display(),
+        dir.path().join("keys").display()
+    );
+    let d = ChildDaemon::spawn_with(
+        dir,
+        &config,
+        &[],
+        &["--dns-listen", "127.0.0.5:0"],
+        &[("MAILZONE_HTTP_LISTEN", "127.0.0.6:0")],
+    );
+    assert_eq!(
+        d.dns.ip().to_string(),
+        "127.0.0.5",
+        "the flag replaces dns.listen"
+    );
+    assert_eq!(
+        d.http.ip().to_string(),
+        "127.0.0.6",
+        "MAILZONE_HTTP_LISTEN replaces http.listen"
+    );
+    assert_eq!(udp(d.dns, "example.test.", RecordType::MX).answers.len(), 2);
+    let (status, _) = http(d.http, "GET", "/healthz", None, None);
+    assert_eq!(status, 200);
+}

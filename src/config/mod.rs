@@ -301,6 +301,20 @@ pub struct HttpConfig {
     pub max_connections: usize,
     /// Requests served on one keep-alive connection before it is closed.
     pub max_requests_per_connection: u64,
+    /// Whether `/`, `/v1/status` and `/metrics` answer without a token.
+    pub open_reads: OpenReads,
+}
+
+/// When the read-only pages answer without a token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum OpenReads {
+    /// Only while `http.listen` is a loopback address.
+    #[default]
+    Loopback,
+    Always,
+    /// A token is always needed (any valid token).
+    Never,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -364,6 +378,7 @@ impl Default for HttpConfig {
             body_read_timeout_secs: 30,
             max_connections: 512,
             max_requests_per_connection: 1000,
+            open_reads: OpenReads::Loopback,
         }
     }
 }

@@ -126,7 +126,15 @@ impl Shared {
                 file: origin.to_string(),
                 message: e.to_string(),
             })?;
-        let zone = built.map_err(WriteError::Invalid)?;
+        let built = built.map_err(WriteError::Invalid)?;
+        // A change that changes nothing (deleting what is not there) writes nothing and
+        // bumps nothing: the zone as it is answers.
+        if let Some(current) = current.get(origin)
+            && built.same_data_as(&current)
+        {
+            return Ok(current);
+        }
+        let zone = built;
         let file = zone_file(&self.config.zones_dir, origin);
         self.store_zone(zone, file).await
     }
