@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use mailzone::cli::{ApiArgs, DkimCommand, DomainCommand, TsigCommand, ZoneCommand};
+use mailzone::cli::{ApiArgs, DkimCommand, DomainCommand, TokenCommand, TsigCommand, ZoneCommand};
 use mailzone::config::{Config, LogFormat};
 use mailzone::server::Daemon;
 use tokio::signal::unix::{SignalKind, signal};
@@ -63,6 +63,13 @@ enum Command {
         #[command(subcommand)]
         command: TsigCommand,
     },
+    /// Scoped API tokens (by zone or platform, read or write), through a running daemon's API.
+    Token {
+        #[command(flatten)]
+        api: ApiArgs,
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
     /// Manage hosted zones through a running daemon's API.
     Zone {
         #[command(flatten)]
@@ -96,6 +103,7 @@ fn main() -> ExitCode {
             Err(code) => code,
         },
         Command::Tsig { command } => print_outcome(mailzone::cli::run_tsig(&command)),
+        Command::Token { api, command } => print_outcome(mailzone::cli::run_token(&api, &command)),
         Command::Zone { api, command } => print_outcome(mailzone::cli::run_zone(&api, &command)),
         Command::Domain { api, command } => {
             print_outcome(mailzone::cli::run_domain(&api, &command))

@@ -312,3 +312,56 @@ fn serve_takes_other_listen_addresses_from_flags_and_mailzone_variables() {
     let (status, _) = http(d.http, "GET", "/healthz", None, None);
     assert_eq!(status, 200);
 }
+
+#[test]
+fn readyz_is_200_when_listeners_zones_and_writer_are_ready() {
+    let d = TestDaemon::example();
+    let (status, body) = http(d.http, "GET", "/readyz", None, None);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        json(&body),
+        serde_json::json!({"ready": true, "problems": []})
+    );
+}
+
+#[test]
+fn readyz_is_503_naming_a_zone_file_that_is_not_served_while_healthz_stays_ok() {
+    let d = TestDaemon::start(&[
+        ("example.test.zone", EXAMPLE_ZONE),
+        ("broken.test.zone", "$ORIGIN broken.test.\n@ SOA oops\n"),
+    ]);
+    let (status, body) = http(d.http, "GET", "/readyz", None, None);
+    assert_eq!(status, 503, "{body}");
+    let v = json(&body);
+    assert_eq!(v["ready"], false);
+    assert!(
+        v["problems"][0]
+            .as_str()
+            .unwrap()
+            .starts_with("zone broken.test. is not served"),
+        "{v}"
+    );
+    assert_eq!(http(d.http, "GET", "/healthz", None, None).0, 200);
+    // Fixed and reloaded: ready.
+    std::fs::write(
+        d.zones_dir().join("broken.test.zone"),
+        small_zone("broken.test", 1, "192.0.2.9"),
+    )
+    .unwrap();
+    let (status, _) = http(d.http, "POST", "/v1/reload", Some(TOKEN), None);
+    assert_eq!(status, 200);
+    assert_eq!(http(d.http, "GET", "/readyz", None, None).0, 200);
+}
+
+#[test]
+fn readyz_is_503_while_the_writer_is_stuck() {
+    let d = TestDaemon::example();
+    let shared = d.daemon().shared().clone();
+    let held = shared.writer_lock().try_lock().unwrap();
+    let started = Instant::now();
+    let (status, body) = http(d.http, "GET", "/readyz", None, None);
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("writer"), "{body}");
+    assert!(started.elapsed() < Duration::from_secs(10));
+    drop(held);
+}

@@ -195,6 +195,99 @@ pub fn parse_api_address(text: &str) -> Result<SocketAddr, String> {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Create a scoped API token (needs the admin token); its secret is printed once.
+    Create {
+        /// What the token may do: read, or write (which includes read).
+        #[arg(long, value_parser = ["read", "write"])]
+        access: String,
+        /// A zone the token reaches (its names and associations); repeat for several.
+        /// Neither --zone nor --platform: every zone and association.
+        #[arg(long = "zone")]
+        zones: Vec<String>,
+        /// Limit the token to the associations of this platform (and no zone).
+        #[arg(long, conflicts_with = "zones")]
+        platform: Option<String>,
+        /// A label for humans, shown by `token list`.
+        #[arg(long, default_value = "")]
+        name: String,
+    },
+    /// List the scoped tokens (never their secrets).
+    List,
+    /// Revoke a scoped token: refused from now on.
+    Revoke {
+        /// The token's id, as `token list` shows it.
+        id: String,
+    },
+}
+
+/// Runs one `token` subcommand; returns what to print.
+pub fn run_token(args: &ApiArgs, command: &TokenCommand) -> Result<String, CliError> {
+    let api = client(args)?;
+    let scope = |t: &Value| -> String {
+        if let Some(p) = t["platform"].as_str() {
+            format!("platform {p}")
+        } else if let Some(z) = t["zones"].as_array().filter(|z| !z.is_empty()) {
+            z.iter().map(text).collect::<Vec<_>>().join(" ")
+        } else {
+            "all".into()
+        }
+    };
+    Ok(match command {
+        TokenCommand::Create {
+            access,
+            zones,
+            platform,
+            name,
+        } => {
+            let body =
+                json!({"access": access, "zones": zones, "platform": platform, "name": name});
+            let v = api.request("POST", "/v1/tokens", Some(&body))?;
+            if args.json {
+                pretty(&v)
+            } else {
+                format!(
+                    "token {} ({} on {}); keep it now, it is not shown again:\n{}\n",
+                    text(&v["id"]),
+                    text(&v["access"]),
+                    scope(&v),
+                    text(&v["token"])
+                )
+            }
+        }
+        TokenCommand::List => {
+            let v = api.request("GET", "/v1/tokens", None)?;
+            if args.json {
+                pretty(&v)
+            } else {
+                let rows: Vec<Vec<String>> = v
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|t| {
+                        vec![
+                            text(&t["id"]),
+                            text(&t["access"]),
+                            scope(t),
+                            text(&t["name"]),
+                        ]
+                    })
+                    .collect();
+                table(&["ID", "ACCESS", "SCOPE", "NAME"], &rows)
+            }
+        }
+        TokenCommand::Revoke { id } => {
+            api.request("DELETE", &format!("/v1/tokens/{id}"), None)?;
+            if args.json {
+                "{}\n".into()
+            } else {
+                format!("revoked {id}\n")
+            }
+        }
+    })
+}
+
+#[derive(Debug, Subcommand)]
 pub enum DkimCommand {
     /// Sign the message on standard input; print the signed message.
     Sign {

@@ -107,6 +107,12 @@ impl Shared {
             .is_ok()
     }
 
+    /// The writer lock itself: tests hold it to see what waits behind a stuck writer.
+    #[doc(hidden)]
+    pub fn writer_lock(&self) -> &Mutex<()> {
+        &self.writer
+    }
+
     /// Re-reads the zones folder and publishes the result. Queries in flight keep the old
     /// snapshot; the next ones see the new one. A broken file keeps its last good version.
     pub async fn reload(&self) -> Result<ReloadSummary, std::io::Error> {
