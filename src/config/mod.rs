@@ -36,6 +36,28 @@ pub struct Config {
     pub diagnosis: DiagnosisConfig,
     /// Zone transfers to secondaries: TSIG keys and who may transfer what.
     pub transfer: TransferConfig,
+    /// What `/metrics` exports.
+    pub metrics: MetricsConfig,
+}
+
+/// What `/metrics` exports.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Which domains get per-domain series (`mailzone_diagnosis_check_status`,
+    /// `mailzone_dkim_key_age_seconds`): 100,000 domains must not mean a million series.
+    pub per_domain: PerDomain,
+}
+
+/// Which domains get per-domain metric series.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PerDomain {
+    #[default]
+    All,
+    /// Only domains whose last diagnosis has a check in notice or red.
+    Failing,
+    None,
 }
 
 /// Zone transfers out (AXFR to secondaries). With no `secondaries`, every transfer is refused.
@@ -350,6 +372,7 @@ impl Default for Config {
             dkim_check_interval_ms: 60_000,
             diagnosis: DiagnosisConfig::default(),
             transfer: TransferConfig::default(),
+            metrics: MetricsConfig::default(),
         }
     }
 }
