@@ -58,6 +58,8 @@ enum Command {
     },
     /// Check a domain's records on its own nameservers, once, without a daemon; exit 1 if anything is red.
     Diagnose(mailzone::cli::DiagnoseArgs),
+    /// Exit 0 if the daemon is ready (/readyz), or alive with --live; for health checks.
+    Health(mailzone::cli::HealthArgs),
     /// TSIG keys for zone transfers, in the forms secondaries' configs take.
     Tsig {
         #[command(subcommand)]
@@ -102,6 +104,7 @@ fn main() -> ExitCode {
             }
             Err(code) => code,
         },
+        Command::Health(args) => print_outcome(mailzone::cli::run_health(&args)),
         Command::Tsig { command } => print_outcome(mailzone::cli::run_tsig(&command)),
         Command::Token { api, command } => print_outcome(mailzone::cli::run_token(&api, &command)),
         Command::Zone { api, command } => print_outcome(mailzone::cli::run_zone(&api, &command)),

@@ -325,6 +325,47 @@ pub enum TsigCommand {
     },
 }
 
+/// `mailzone health`: exit 0 when the daemon is ready (`/readyz`), or alive with `--live`
+/// (`/healthz`); for container health checks, which have no HTTP client of their own.
+#[derive(Debug, Clone, Args)]
+pub struct HealthArgs {
+    /// The daemon's configuration (for its HTTP address); default: the embedded one.
+    #[arg(long, short, env = "MAILZONE_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// HTTP address of the daemon (`host:port` or `http://host:port`), overriding the config.
+    #[arg(long, value_name = "URL", value_parser = parse_api_address)]
+    pub api: Option<SocketAddr>,
+    /// Only check that the daemon answers (liveness), not that it is ready.
+    #[arg(long)]
+    pub live: bool,
+}
+
+/// Runs `mailzone health`; returns what to print.
+pub fn run_health(args: &HealthArgs) -> Result<String, CliError> {
+    let config = match &args.config {
+        Some(f) => Config::load(f)?,
+        None => Config::default(),
+    };
+    let mut addr = args.api.unwrap_or(config.http.listen);
+    // A daemon listening on every address is asked on loopback.
+    if addr.ip().is_unspecified() {
+        let ip: std::net::IpAddr = if addr.is_ipv4() {
+            std::net::Ipv4Addr::LOCALHOST.into()
+        } else {
+            std::net::Ipv6Addr::LOCALHOST.into()
+        };
+        addr.set_ip(ip);
+    }
+    let path = if args.live { "/healthz" } else { "/readyz" };
+    // These endpoints need no token.
+    let text = ApiClient::new(addr, String::new()).request_text("GET", path)?;
+    Ok(if text.ends_with('\n') {
+        text
+    } else {
+        format!("{text}\n")
+    })
+}
+
 /// Runs one `tsig` subcommand locally (the secret never travels through the API).
 pub fn run_tsig(command: &TsigCommand) -> Result<String, CliError> {
     match command {
