@@ -55,7 +55,7 @@ pub struct MetricsConfig {
 pub enum PerDomain {
     #[default]
     All,
-    /// Only domains whose last diagnosis has a check in notice or red.
+    /// Only domains whose last diagnosis has a red check.
     Failing,
     None,
 }

@@ -54,11 +54,12 @@ fn check_value(f: &crate::diagnose::check::Finding) -> i64 {
     }
 }
 
-/// Whether a diagnosis has a check in notice or red (`metrics.per_domain: failing`).
+/// Whether a diagnosis has a red check (`metrics.per_domain: failing`); a notice alone
+/// (e.g. a DMARC policy of none) leaves the overall status ok, so it does not count.
 fn failing(d: &Diagnosis) -> bool {
     CHECKS
         .iter()
-        .any(|c| d.worst(c).is_some_and(|f| check_value(f) >= 2))
+        .any(|c| d.worst(c).is_some_and(|f| f.is_red()))
 }
 
 /// Diagnosis state kept by the daemon (not on the DNS path).
