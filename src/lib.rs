@@ -18,7 +18,8 @@
 //!   composition root above `daemon`, `dns` and `http`).
 //! - [`metrics`]: the metric handles; [`problems`]: what outsiders cause, counted and
 //!   summarised, never logged per packet; [`durable`]: crash-safe file writes.
-//! - [`transfer`]: zone transfers out: TSIG keys and their config forms.
+//! - [`transfer`]: zone transfers out: TSIG keys and their config forms, NOTIFY to
+//!   secondaries (`transfer::notify`), what each secondary has had (`transfer::status`).
 //! - [`cli`]: the command-line clients; `main.rs` is only the command line on top.
 //!
 //! Imports go one way: `zone`, `provision`, `dkim` know nothing of `daemon`, `diagnose`

@@ -110,7 +110,35 @@ pub struct Metrics {
     /// UDP responses held back by response rate limiting: `[dropped, slipped]`.
     pub rrl_limited: [IntCounter; 2],
     pub http_connections: IntGauge,
+    /// `mailzone_transfers_total{type,result}`: `[type][result]` in the order of
+    /// [`TRANSFER_TYPES`] and [`TRANSFER_RESULTS`].
+    transfers: Vec<IntCounter>,
+    /// Records and bytes sent by completed or interrupted transfers.
+    pub transfer_records: IntCounter,
+    pub transfer_bytes: IntCounter,
+    /// NOTIFY outcomes: `[acked, retried, failed]` (`mailzone_notify_total{result}`).
+    pub notify: [IntCounter; 3],
+    /// NOTIFY transactions in flight.
+    pub notify_in_flight: IntGauge,
+    /// Per configured secondary: its largest lag over its zones, and how many it is behind on.
+    pub secondary_lag_seconds: prometheus::GaugeVec,
+    pub secondary_zones_behind: prometheus::IntGaugeVec,
 }
+
+/// Index into [`Metrics::notify`].
+#[derive(Debug, Clone, Copy)]
+pub enum NotifyResult {
+    Acked = 0,
+    Retried = 1,
+    Failed = 2,
+}
+
+/// The `type` label of `mailzone_transfers_total`.
+pub const TRANSFER_TYPES: [&str; 2] = ["axfr", "ixfr"];
+/// The `result` label of `mailzone_transfers_total`.
+pub const TRANSFER_RESULTS: [&str; 7] = [
+    "ok", "refused", "notauth", "badkey", "badsig", "badtime", "error",
+];
 
 impl Metrics {
     pub fn new() -> Result<Self, prometheus::Error> {
@@ -258,7 +286,67 @@ impl Metrics {
             rrl.with_label_values(&["dropped"]),
             rrl.with_label_values(&["slipped"]),
         ];
+        let transfers_vec = IntCounterVec::new(
+            Opts::new(
+                "transfers_total",
+                "Zone transfer requests (AXFR, IXFR) answered, by type and result",
+            ),
+            &["type", "result"],
+        )?;
+        registry.register(Box::new(transfers_vec.clone()))?;
+        let transfers = TRANSFER_TYPES
+            .iter()
+            .flat_map(|t| {
+                TRANSFER_RESULTS
+                    .iter()
+                    .map(|r| transfers_vec.with_label_values(&[*t, *r]))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        let transfer_records = counter("transfer_records_total", "Records sent in zone transfers")?;
+        let transfer_bytes = counter(
+            "transfer_bytes_total",
+            "Bytes of DNS messages sent in zone transfers",
+        )?;
+        let notify = IntCounterVec::new(
+            Opts::new(
+                "notify_total",
+                "NOTIFY messages to secondaries, by result: acked, retried (sent again after no valid answer), failed (given up)",
+            ),
+            &["result"],
+        )?;
+        registry.register(Box::new(notify.clone()))?;
+        let secondary_lag_seconds = prometheus::GaugeVec::new(
+            Opts::new(
+                "secondary_lag_seconds",
+                "Per secondary, the longest time it has been behind on one of its zones (0: current)",
+            ),
+            &["secondary"],
+        )?;
+        registry.register(Box::new(secondary_lag_seconds.clone()))?;
+        let secondary_zones_behind = prometheus::IntGaugeVec::new(
+            Opts::new(
+                "secondary_zones_behind",
+                "Per secondary, zones whose current serial it has not transferred",
+            ),
+            &["secondary"],
+        )?;
+        registry.register(Box::new(secondary_zones_behind.clone()))?;
         Ok(Self {
+            transfers,
+            transfer_records,
+            transfer_bytes,
+            notify: [
+                notify.with_label_values(&["acked"]),
+                notify.with_label_values(&["retried"]),
+                notify.with_label_values(&["failed"]),
+            ],
+            notify_in_flight: gauge(
+                "notify_in_flight",
+                "NOTIFY transactions waiting for an answer",
+            )?,
+            secondary_lag_seconds,
+            secondary_zones_behind,
             problem_counters,
             rrl_limited,
             http_connections: gauge("http_connections", "Open HTTP connections")?,
@@ -318,6 +406,31 @@ impl Metrics {
             c.inc();
         }
         self.response_seconds[protocol as usize].observe(seconds);
+    }
+
+    /// Counts one transfer request by type (`axfr`, `ixfr`) and result (one of
+    /// [`TRANSFER_RESULTS`]); lock-free.
+    pub fn count_transfer(&self, kind: &str, result: &str) {
+        let t = TRANSFER_TYPES.iter().position(|x| *x == kind);
+        let r = TRANSFER_RESULTS.iter().position(|x| *x == result);
+        if let (Some(t), Some(r)) = (t, r)
+            && let Some(c) = self.transfers.get(t * TRANSFER_RESULTS.len() + r)
+        {
+            c.inc();
+        }
+    }
+
+    /// How many transfers of this type ended with this result so far.
+    pub fn transfers(&self, kind: &str, result: &str) -> u64 {
+        let t = TRANSFER_TYPES.iter().position(|x| *x == kind);
+        let r = TRANSFER_RESULTS.iter().position(|x| *x == result);
+        match (t, r) {
+            (Some(t), Some(r)) => self
+                .transfers
+                .get(t * TRANSFER_RESULTS.len() + r)
+                .map_or(0, IntCounter::get),
+            _ => 0,
+        }
     }
 
     /// Counts one client-caused problem; lock-free.

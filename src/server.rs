@@ -42,10 +42,14 @@ pub enum StartError {
     Tokens(#[from] crate::daemon::tokens::TokenStoreError),
     #[error("TSIG key: {0}")]
     TsigKey(#[from] crate::transfer::KeyError),
+    #[error("TSIG key: {0}")]
+    TsigSigner(#[from] crate::transfer::tsig::TsigFailure),
     #[error("metrics registry")]
     Metrics(#[from] prometheus::Error),
     #[error("associations: {0}")]
     Associations(String),
+    #[error("catalog zone (transfer.catalog): {0}")]
+    Catalog(String),
 }
 
 /// A running daemon. Dropping it stops every listener.
@@ -72,10 +76,11 @@ impl Daemon {
         let token = token::load_or_create(&config)?;
         // Keys are checked (and generated) at start so a loose or broken key file stops the
         // daemon with its path rather than failing a transfer later.
-        let _tsig_keys = crate::transfer::load_or_create_all(&config)?;
+        let tsig_keys = crate::transfer::load_or_create_all(&config)?;
 
         let dir = config.zones_dir.clone();
         let max_zone_file_bytes = config.max_zone_file_bytes;
+        let journal_limits = config.transfer.journal;
         let report = tokio::task::spawn_blocking(move || {
             for folder in [dir.clone(), dir.join(ASSOCIATIONS_DIR)] {
                 if let Ok(n) = crate::durable::remove_stale_temp_files(&folder)
@@ -84,7 +89,9 @@ impl Daemon {
                     tracing::warn!(dir = %folder.display(), removed = n, "removed temp files left by a crash");
                 }
             }
-            ZoneSet::load_dir(&dir, None, max_zone_file_bytes)
+            let report = ZoneSet::load_dir_with(&dir, None, max_zone_file_bytes, &journal_limits)?;
+            crate::daemon::commit_journal_files(&report.journal_files);
+            Ok::<_, std::io::Error>(report)
         })
         .await
         .map_err(|e| StartError::ZonesDir {
@@ -136,6 +143,11 @@ impl Daemon {
         ));
         shared.tokens.load_file()?;
         let summary = shared.publish(report);
+        // The catalog lists what is served before anyone can transfer it.
+        shared
+            .sync_catalog_at_start()
+            .await
+            .map_err(StartError::Catalog)?;
         for status in shared.zones.load().statuses() {
             if status.serving {
                 tracing::info!(zone = %status.name, serial = status.serial.unwrap_or(0), records = status.records, "zone loaded");
@@ -155,11 +167,15 @@ impl Daemon {
         }
 
         let mut tasks = JoinSet::new();
-        let ctx = Arc::new(crate::dns::context(
-            &shared.config,
-            shared.zones.clone(),
-            metrics.clone(),
-        ));
+        let mut ctx = crate::dns::context(&shared.config, shared.zones.clone(), metrics.clone());
+        let transfers = crate::transfer::xfr::Service::new(
+            &tsig_keys,
+            &shared.config.transfer,
+            shared.config.dns.max_udp_payload,
+            shared.transfer_status.clone(),
+        )?;
+        ctx.transfers = Some(Arc::new(transfers));
+        let ctx = Arc::new(ctx);
         let counted = metrics.clone();
         tasks.spawn(crate::problems::summarise(
             move |p| counted.problems(p),
@@ -176,6 +192,9 @@ impl Daemon {
         // One scheduler for every background job: diagnoses, rotations, retired keys.
         shared.rebuild_schedule();
         tasks.spawn(shared.clone().run_scheduler());
+        // NOTIFY to secondaries; the zones published above are announced first (a restart
+        // tells every secondary to check its serial).
+        tasks.spawn(shared.notifier.clone().run(tsig_keys, metrics.clone()));
         let (http_stop, stopped) = oneshot::channel::<()>();
         let http_task = tokio::spawn(crate::http::serve(http_listener, shared.clone(), async {
             let _ = stopped.await;

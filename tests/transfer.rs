@@ -1,5 +1,5 @@
 //! Zone transfers out, as far as they exist: the `transfer:` configuration, TSIG key files
-//! and `mailzone tsig show`, checked by BIND's own config parser; transfers stay REFUSED.
+//! and `mailzone tsig show`, checked by BIND's own config parser; unlisted clients stay REFUSED (transfers: tests/xfr.rs).
 
 mod common;
 

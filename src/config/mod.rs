@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 pub use crate::provision::platform::Platform;
+pub use crate::zone::journal::JournalLimits;
 pub use crate::zone::serial::SerialScheme;
 
 /// Everything the daemon needs to start. Every field has a default, so an empty file (or no
@@ -61,7 +62,7 @@ pub enum PerDomain {
 }
 
 /// Zone transfers out (AXFR to secondaries). With no `secondaries`, every transfer is refused.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TransferConfig {
     /// TSIG keys by name; each secret lives in `<keys_dir>/tsig/<name>.key` (0600), generated
@@ -69,6 +70,43 @@ pub struct TransferConfig {
     pub keys: Vec<TsigKeyConfig>,
     /// Who may transfer which zones; the transfer ACL is made of these entries only.
     pub secondaries: Vec<SecondaryConfig>,
+    /// How much history each zone keeps for IXFR (`zones/<zone>.journal`).
+    pub journal: JournalLimits,
+    /// The catalog zone (RFC 9432, version 2) listing every hosted zone, e.g.
+    /// `catalog.invalid.`; kept by mailzone. Absent: no catalog.
+    pub catalog: Option<String>,
+    /// How long the first NOTIFY of a change waits for its acknowledgement; each retry
+    /// waits twice as long as the one before (RFC 1996 §3.6).
+    pub notify_timeout_ms: u64,
+    /// NOTIFYs sent per change before giving up on an unacknowledging secondary.
+    pub notify_tries: u32,
+    /// Least time between the starts of two NOTIFYs of one zone to one secondary: a burst
+    /// of changes becomes a few NOTIFYs (the first change of a quiet zone goes at once).
+    pub notify_interval_ms: u64,
+}
+
+impl Default for TransferConfig {
+    fn default() -> Self {
+        Self {
+            keys: Vec::new(),
+            secondaries: Vec::new(),
+            journal: JournalLimits::default(),
+            catalog: None,
+            notify_timeout_ms: 1000,
+            notify_tries: 5,
+            notify_interval_ms: 250,
+        }
+    }
+}
+
+impl TransferConfig {
+    /// The catalog zone's name, when one is configured (checked at load).
+    pub fn catalog_name(&self) -> Option<hickory_proto::rr::Name> {
+        let text = self.catalog.as_deref()?;
+        hickory_proto::rr::Name::from_ascii(text)
+            .ok()
+            .map(|n| n.to_lowercase())
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -663,6 +701,45 @@ impl Config {
                 ));
             }
         }
+        if let Some(catalog) = &t.catalog {
+            // The name also names its file: plain labels only, absolute, not the root.
+            let plain = catalog.split('.').all(|l| {
+                l.len() <= 63
+                    && l.chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            });
+            if !plain
+                || !catalog.ends_with('.')
+                || catalog.starts_with('.')
+                || catalog.contains("..")
+                || hickory_proto::rr::Name::from_ascii(catalog).is_err()
+            {
+                return Err((
+                    "transfer.catalog".into(),
+                    format!(
+                        "{catalog:?} is not an absolute zone name (letters, digits, '-', '_' in labels, ending with a dot), e.g. \"catalog.invalid.\""
+                    ),
+                ));
+            }
+        }
+        if !(10..=60_000).contains(&t.notify_timeout_ms) {
+            return Err((
+                "transfer.notify_timeout_ms".into(),
+                "must be between 10 and 60000".into(),
+            ));
+        }
+        if t.notify_interval_ms > 60_000 {
+            return Err((
+                "transfer.notify_interval_ms".into(),
+                "must be at most 60000".into(),
+            ));
+        }
+        if !(1..=20).contains(&t.notify_tries) {
+            return Err((
+                "transfer.notify_tries".into(),
+                "must be between 1 and 20".into(),
+            ));
+        }
         for (i, s) in t.secondaries.iter().enumerate() {
             if s.socket_addr().is_none() {
                 return Err((
@@ -729,6 +806,26 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("dns.listen[0]"), "{err}");
+    }
+
+    #[test]
+    fn transfer_catalog_must_be_an_absolute_plain_zone_name() {
+        for bad in [
+            "catalog.invalid",
+            ".",
+            "a..b.",
+            "cat/alog.invalid.",
+            "a b.invalid.",
+        ] {
+            let yaml = format!("transfer:\n  catalog: \"{bad}\"\n");
+            let err = Config::from_yaml(&yaml, "c.yaml").unwrap_err().to_string();
+            assert!(err.contains("transfer.catalog"), "{bad}: {err}");
+        }
+        let ok = Config::from_yaml("transfer:\n  catalog: Catalog.Invalid.\n", "c.yaml").unwrap();
+        assert_eq!(
+            ok.transfer.catalog_name().map(|n| n.to_ascii()).as_deref(),
+            Some("catalog.invalid.")
+        );
     }
 
     #[test]

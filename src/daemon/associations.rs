@@ -19,7 +19,7 @@ use hickory_proto::rr::{Name, RecordType};
 use serde::Serialize;
 
 use super::Shared;
-use super::writer::{WriteError, zone_change};
+use super::writer::{WriteError, zone_files};
 use crate::durable::{self, FileChange};
 use crate::provision::association::{
     ASSOCIATIONS_DIR, Association, Associations, Mode, RuleError, domain_file, plan_apply,
@@ -272,6 +272,16 @@ impl Shared {
         refuse_broken(&set, &domain_text)?;
         let existing = set.find(&domain_text, &platform.id).cloned();
         let zone = self.zones.load().find_arc(&domain);
+        if let Some(z) = &zone
+            && self.catalog_name().as_ref() == Some(z.origin())
+        {
+            return Err(AssociationError::Unprocessable {
+                field: "domain",
+                message: format!(
+                    "{domain_text} is in the catalog zone (transfer.catalog), which mailzone keeps listing the hosted zones: it takes no e-mail records"
+                ),
+            });
+        }
         let mut association = Association {
             domain: domain_text.clone(),
             platform: platform.id.clone(),
@@ -464,7 +474,8 @@ impl Shared {
         let written_keys: Vec<PathBuf> = key_files.iter().map(|k| k.path.clone()).collect();
         let mut changes = vec![self.association_change(&set, &domain_text)];
         changes.extend(key_files);
-        changes.extend(zones.iter().map(|(z, f)| zone_change(z, f)));
+        let zones = self.journal_zones(zones).await?;
+        changes.extend(zones.iter().flat_map(|(z, f)| zone_files(z, f)));
         self.write_files(changes).await?;
         self.publish_change(set, zones);
         self.forget_leftovers(&written_keys);
@@ -591,7 +602,9 @@ impl Shared {
         }
         // The zone first: a crash before the association file goes leaves the association,
         // and the DELETE can be retried.
-        let mut changes: Vec<FileChange> = zones.iter().map(|(z, f)| zone_change(z, f)).collect();
+        let zones = self.journal_zones(zones).await?;
+        let mut changes: Vec<FileChange> =
+            zones.iter().flat_map(|(z, f)| zone_files(z, f)).collect();
         changes.push(self.association_change(&remaining, &domain_text));
         self.write_files(changes).await?;
         self.publish_change(remaining, zones);

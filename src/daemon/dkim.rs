@@ -207,6 +207,15 @@ impl Shared {
         let Some(zone_name) = delegated(platform, association.hosted) else {
             return Ok(None);
         };
+        if self.catalog_name().as_ref() == Some(&zone_name) {
+            return Err(AssociationError::Unprocessable {
+                field: "records.dkim",
+                message: format!(
+                    "the DKIM delegation zone {zone_name} of platform {} is the catalog zone (transfer.catalog), which takes no other records",
+                    platform.id
+                ),
+            });
+        }
         let Some(zone) = self.zones.load().get(&zone_name) else {
             return Err(AssociationError::Unprocessable {
                 field: "records.dkim",

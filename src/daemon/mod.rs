@@ -7,6 +7,7 @@
 //! process is [`crate::server`]'s job, which sits above this module and the HTTP side.
 
 pub mod associations;
+pub mod catalog;
 pub mod diagnosis;
 pub mod dkim;
 pub mod scheduler;
@@ -16,3 +17,4 @@ pub mod tokens;
 pub mod writer;
 
 pub use shared::{ReloadSummary, Shared};
+pub use writer::commit_journal_files;

@@ -24,6 +24,7 @@ use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::provision::association::{ASSOCIATIONS_DIR, Associations};
 use crate::provision::platform::Platform;
+pub use crate::transfer::status::{SecondarySummary, SecondaryZoneStatus};
 use crate::zone::ZoneSet;
 
 /// The outcome of one reload, as reported by the API.
@@ -67,6 +68,10 @@ pub struct Shared {
     pub(super) key_pool: Arc<crate::dkim::key::KeyPool>,
     /// Serialises reloads and every write: one writer at a time.
     pub(super) writer: Mutex<()>,
+    /// What each secondary has had (NOTIFYs, transfers, lag); shared with the DNS side.
+    pub transfer_status: Arc<crate::transfer::status::TransferStatus>,
+    /// Tells secondaries about changes; the writer only records them (never waits).
+    pub notifier: Arc<crate::transfer::notify::Notifier>,
 }
 
 impl Shared {
@@ -79,7 +84,16 @@ impl Shared {
         dns_addrs: Vec<SocketAddr>,
         associations: Associations,
     ) -> Self {
+        let transfer_status = Arc::new(crate::transfer::status::TransferStatus::for_config(
+            &config.transfer,
+        ));
+        let notifier = Arc::new(crate::transfer::notify::Notifier::new(
+            &config.transfer,
+            transfer_status.clone(),
+        ));
         Self {
+            transfer_status,
+            notifier,
             zones: Arc::new(ArcSwap::from_pointee(ZoneSet::default())),
             metrics,
             token,
@@ -139,12 +153,20 @@ impl Shared {
         }
         self.metrics.reloads.inc();
         let previous = self.zones.load_full();
+        let catalog_floor = self
+            .catalog_name()
+            .and_then(|c| previous.get(&c))
+            .map_or(0, |c| c.serial());
         let dir = self.config.zones_dir.clone();
         let max = self.config.max_zone_file_bytes;
-        let report =
-            tokio::task::spawn_blocking(move || ZoneSet::load_dir(&dir, Some(&previous), max))
-                .await
-                .map_err(std::io::Error::other)?;
+        let limits = self.config.transfer.journal;
+        let report = tokio::task::spawn_blocking(move || {
+            let report = ZoneSet::load_dir_with(&dir, Some(&previous), max, &limits)?;
+            super::commit_journal_files(&report.journal_files);
+            Ok::<_, std::io::Error>(report)
+        })
+        .await
+        .map_err(std::io::Error::other)?;
         let report = match report {
             Ok(r) => r,
             Err(e) => {
@@ -166,6 +188,10 @@ impl Shared {
             Err(e) => tracing::error!(error = %e, "associations not reloaded"),
         }
         let summary = self.publish(report);
+        // Files added or removed by hand: the catalog follows.
+        if let Err(e) = self.sync_catalog_locked(catalog_floor).await {
+            tracing::error!(error = %e, "catalog zone not updated");
+        }
         tracing::info!(
             zones = summary.zones_loaded,
             failed = summary.errors.len(),
@@ -180,12 +206,43 @@ impl Shared {
         }
         let zones_loaded = report.set.len();
         let failing = report.errors.len();
-        self.zones.store(Arc::new(report.set));
+        let previous = self.zones.swap(Arc::new(report.set));
+        self.notify_differences(&previous);
         self.metrics.zones_loaded.set(zones_loaded as i64);
         self.metrics.zones_failing.set(failing as i64);
         ReloadSummary {
             zones_loaded,
             errors: report.errors,
+        }
+    }
+
+    /// After a reload (or the start), secondaries hear of the zones whose serial changed
+    /// (or that are new), and the state of the zones that went goes.
+    fn notify_differences(&self, previous: &ZoneSet) {
+        let current = self.zones.load();
+        for zone in current.zones() {
+            if previous.get(zone.origin()).map(|z| z.serial()) != Some(zone.serial()) {
+                self.notifier.changed(zone.origin(), zone.soa());
+            }
+        }
+        for zone in previous.zones() {
+            if current.get(zone.origin()).is_none() {
+                self.notifier.removed(zone.origin());
+            }
+        }
+    }
+
+    /// Sets the per-secondary lag gauges (called when the metrics are read).
+    pub fn refresh_transfer_metrics(&self) {
+        for (secondary, (lag, behind)) in self.transfer_status.lag_by_secondary() {
+            self.metrics
+                .secondary_lag_seconds
+                .with_label_values(&[secondary.as_str()])
+                .set(lag);
+            self.metrics
+                .secondary_zones_behind
+                .with_label_values(&[secondary.as_str()])
+                .set(behind as i64);
         }
     }
 }

@@ -12,8 +12,9 @@ use hickory_proto::rr::rdata::SOA;
 
 use super::Shared;
 use crate::zone::edit::{EditError, RrsetChange};
+use crate::zone::journal::Followed;
 use crate::zone::serial::next_serial;
-use crate::zone::set::{unix_now, zone_file};
+use crate::zone::set::{journal_change, journal_file_for, unix_now, zone_file};
 use crate::zone::{Zone, writer};
 
 /// Why a change was refused or failed.
@@ -58,6 +59,7 @@ impl Shared {
         soa: SoaRequest,
     ) -> Result<Arc<Zone>, WriteError> {
         let _writer = self.writer.lock().await;
+        self.refuse_catalog(&origin, "created", true)?;
         let file = zone_file(&self.config.zones_dir, &origin);
         let current = self.zones.load_full();
         if current.get(&origin).is_some() || file.exists() {
@@ -103,7 +105,8 @@ impl Shared {
         );
         let zone = Zone::new_with_soa(&origin, record, soa.ttl.unwrap_or(d.ttl), &nameservers)
             .map_err(|e| invalid(e.message))?;
-        self.store_zone(zone, file).await
+        // The catalog, if any, lists it in the same commit.
+        self.store_new_zone(zone, file).await
     }
 
     /// Applies rrset operations to a zone, all or nothing.
@@ -113,19 +116,26 @@ impl Shared {
         changes: Vec<RrsetChange>,
     ) -> Result<Arc<Zone>, WriteError> {
         let _writer = self.writer.lock().await;
+        self.refuse_catalog(origin, "edited", false)?;
         let current = self.zones.load_full();
         let Some(zone) = current.get(origin) else {
             return Err(WriteError::NotFound(origin.to_string()));
         };
         let serial = next_serial(self.config.zone_defaults.serial, zone.serial(), unix_now());
         let ttl = self.config.zone_defaults.ttl;
-        // Building the zone is CPU work proportional to its size: keep it off the runtime.
-        let built = tokio::task::spawn_blocking(move || zone.with_changes(&changes, serial, ttl))
-            .await
-            .map_err(|e| WriteError::Io {
-                file: origin.to_string(),
-                message: e.to_string(),
-            })?;
+        let limits = self.config.transfer.journal;
+        // Building the zone is CPU work proportional to its size: keep it off the runtime,
+        // with its journal step (the difference at the rrsets the changes name).
+        let built = tokio::task::spawn_blocking(move || {
+            let mut next = zone.with_changes(&changes, serial, ttl)?;
+            next.follow_changes(&zone, &changes, &limits, unix_now());
+            Ok(next)
+        })
+        .await
+        .map_err(|e| WriteError::Io {
+            file: origin.to_string(),
+            message: e.to_string(),
+        })?;
         let built = built.map_err(WriteError::Invalid)?;
         // A change that changes nothing (deleting what is not there) writes nothing and
         // bumps nothing: the zone as it is answers.
@@ -134,45 +144,95 @@ impl Shared {
         {
             return Ok(current);
         }
-        let zone = built;
+        let zone = Arc::new(built);
         let file = zone_file(&self.config.zones_dir, origin);
-        self.store_zone(zone, file).await
+        self.store_journalled(vec![(zone.clone(), file)]).await?;
+        Ok(zone)
     }
 
     /// Deletes a zone: its file goes, and it stops being served.
     pub async fn delete_zone(&self, origin: &Name) -> Result<(), WriteError> {
         let _writer = self.writer.lock().await;
+        self.refuse_catalog(origin, "deleted", false)?;
         let current = self.zones.load_full();
         let file = zone_file(&self.config.zones_dir, origin);
         if current.get(origin).is_none() && !file.exists() {
             return Err(WriteError::NotFound(origin.to_string()));
         }
-        let dir = self.config.zones_dir.clone();
-        let target = file.clone();
-        on_disk(&file, move || {
-            match std::fs::remove_file(&target) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(e),
-            }
-            crate::durable::sync_dir(&dir)
-        })
-        .await?;
+        // The journal first: a crash in between leaves a zone without history, never a
+        // journal without its zone. Then the zone file, then the catalog no longer lists it
+        // (with its own journal step), all or nothing (a missing file is fine: a retried
+        // delete does no harm).
+        let catalog = self
+            .catalog_update(current.clone(), None, Some(origin.clone()), 0)
+            .await?;
+        let catalog = self
+            .journal_zones(catalog.into_iter().map(|(c, f, _)| (c, f)).collect())
+            .await?;
+        let mut changes = vec![
+            crate::durable::FileChange::remove(&journal_file_for(&file)),
+            crate::durable::FileChange::remove(&file),
+        ];
+        changes.extend(catalog.iter().flat_map(|(c, f)| zone_files(c, f)));
+        commit_files(changes).await?;
         self.publish_set(current.without_zone(origin, &file));
+        for (c, f) in catalog {
+            self.publish_zone(c, f);
+        }
+        self.notifier.removed(origin);
         tracing::info!(zone = %origin, "zone deleted");
         Ok(())
     }
 
-    /// Writes the zone file durably, then publishes the zone. Call with the writer lock held.
-    pub(super) async fn store_zone(
+    /// Writes zones that already carry their journal (zone file and journal in one commit),
+    /// then publishes them. Call with the writer lock held.
+    pub(super) async fn store_journalled(
         &self,
-        zone: Zone,
-        file: std::path::PathBuf,
-    ) -> Result<Arc<Zone>, WriteError> {
-        let zone = Arc::new(zone);
-        commit_files(vec![zone_change(&zone, &file)]).await?;
-        self.publish_zone(zone.clone(), file);
-        Ok(zone)
+        zones: Vec<(Arc<Zone>, std::path::PathBuf)>,
+    ) -> Result<(), WriteError> {
+        commit_files(zones.iter().flat_map(|(z, f)| zone_files(z, f)).collect()).await?;
+        for (zone, file) in zones {
+            self.publish_zone(zone, file);
+        }
+        Ok(())
+    }
+
+    /// Gives each new zone version its journal: the served version's plus their difference
+    /// (`transfer.journal` bounds). The difference is CPU work proportional to the zone: it
+    /// runs off the runtime. Call with the writer lock held, before committing the files.
+    pub(super) async fn journal_zones(
+        &self,
+        zones: Vec<(Arc<Zone>, std::path::PathBuf)>,
+    ) -> Result<Vec<(Arc<Zone>, std::path::PathBuf)>, WriteError> {
+        if zones.is_empty() {
+            return Ok(zones);
+        }
+        let served = self.zones.load_full();
+        let limits = self.config.transfer.journal;
+        tokio::task::spawn_blocking(move || {
+            let mut out: Vec<(Arc<Zone>, std::path::PathBuf)> = Vec::with_capacity(zones.len());
+            for (mut zone, file) in zones {
+                // A zone changed twice in one commit follows its first new version.
+                let previous = out
+                    .iter()
+                    .rev()
+                    .find(|(z, _)| z.origin() == zone.origin())
+                    .map(|(z, _)| z.clone())
+                    .or_else(|| served.get(zone.origin()));
+                let now = unix_now();
+                let followed = Arc::make_mut(&mut zone).follow(previous.as_deref(), &limits, now);
+                if let Followed::Reset(reason) = followed {
+                    tracing::warn!(zone = %zone.origin(), %reason, "journal reset: IXFR falls back to a full transfer for older serials");
+                }
+                out.push((zone, file));
+            }
+            out
+        })
+        .await
+        .map_err(|e| WriteError::Io {
+            file: "(writer)".into(),
+            message: e.to_string(),
+        })
     }
 
     /// Serves a zone whose file is already durable. Call with the writer lock held.
@@ -182,6 +242,7 @@ impl Shared {
         if !current.replace_zone(zone.clone(), file.clone()) {
             self.publish_set(current.with_zone(zone.clone(), file));
         }
+        self.notifier.changed(zone.origin(), zone.soa());
         tracing::info!(zone = %zone.origin(), serial = zone.serial(), records = zone.record_count(), "zone written");
     }
 
@@ -198,6 +259,24 @@ pub(super) fn zone_change(zone: &Zone, file: &std::path::Path) -> crate::durable
         writer::to_master_text(zone).into_bytes(),
         crate::durable::PUBLIC_FILE_MODE,
     )
+}
+
+/// The files of a new zone version: its journal first, then the zone file, in one commit.
+/// A crash between the two renames leaves the journal one step ahead, which the next start
+/// drops (`ZoneSet::load_dir_with`); never a zone file whose journal misses a step.
+pub(super) fn zone_files(zone: &Zone, file: &std::path::Path) -> [crate::durable::FileChange; 2] {
+    [journal_change(zone, file), zone_change(zone, file)]
+}
+
+/// Writes or removes the journal files a load asked for (blocking). A failure is logged and
+/// harmless: a journal that does not match its zone file is dropped at the next start.
+pub fn commit_journal_files(changes: &[crate::durable::FileChange]) {
+    if changes.is_empty() {
+        return;
+    }
+    if let Err(e) = crate::durable::commit(changes) {
+        tracing::error!(error = %e, "cannot update the zone journals; IXFR may fall back to full transfers after a restart");
+    }
 }
 
 /// Applies file changes all or nothing, off the runtime; an error names the file.

@@ -34,6 +34,7 @@ use tokio::task::JoinSet;
 use crate::config::Config;
 use crate::metrics::{Metrics, Protocol};
 use crate::problems::{Problem, Throttle};
+use crate::transfer::xfr;
 use crate::zone::ZoneSet;
 
 /// What the DNS loops share: the current zones and the counters.
@@ -45,6 +46,8 @@ pub struct DnsContext {
     pub tcp_max_per_address: usize,
     /// Response rate limiting over UDP, when enabled.
     pub rrl: Option<rrl::Rrl>,
+    /// The transfer server (AXFR/IXFR); `None`: transfers are answered REFUSED.
+    pub transfers: Option<Arc<xfr::Service>>,
     /// One line per interval for accept errors, and for the answer path panicking.
     accept_errors: Throttle,
     panics: Throttle,
@@ -146,7 +149,10 @@ async fn serve_udp(socket: UdpSocket, ctx: Arc<DnsContext>) {
         }
         let response = {
             let zones = ctx.zones.load();
-            respond_counted(&zones, &buf[..len], Protocol::Udp, &ctx)
+            match transfer_service(&ctx, &buf[..len]) {
+                Some(service) => transfer_udp(service, &zones, &buf[..len], src.ip(), &ctx),
+                None => respond_signed(&zones, &buf[..len], Protocol::Udp, &ctx),
+            }
         };
         let Some(mut response) = response else {
             continue;
@@ -392,10 +398,16 @@ async fn serve_tcp_connection(
                 io::Error::new(io::ErrorKind::TimedOut, "query body not received in time")
             })??;
         conn.last_active_ms.store(table.now_ms(), Ordering::Relaxed);
+        if let Some(service) = transfer_service(ctx, &buf) {
+            if !serve_transfer(&mut stream, ctx, table, conn, service, &buf).await? {
+                return Ok(());
+            }
+            continue;
+        }
         let start = Instant::now();
         let response = {
             let zones = ctx.zones.load();
-            respond_counted(&zones, &buf, Protocol::Tcp, ctx)
+            respond_signed(&zones, &buf, Protocol::Tcp, ctx)
         };
         let Some(response) = response else {
             return Ok(());
@@ -416,6 +428,237 @@ async fn serve_tcp_connection(
             response.rcode,
             start.elapsed().as_secs_f64(),
         );
+    }
+}
+
+/// Answers an ordinary query; one signed with TSIG (a secondary's SOA check) gets its answer
+/// signed, or the TSIG error.
+fn respond_signed(
+    zones: &ZoneSet,
+    request: &[u8],
+    protocol: Protocol,
+    ctx: &DnsContext,
+) -> Option<answer::Response> {
+    let service = ctx.transfers.as_deref().filter(|_| wire::has_tsig(request));
+    let Some(service) = service else {
+        return respond_counted(zones, request, protocol, ctx);
+    };
+    match service.check_query_tsig(request) {
+        xfr::QueryTsig::Unsigned => respond_counted(zones, request, protocol, ctx),
+        xfr::QueryTsig::Reply(bytes) => {
+            let rcode = answer_rcode(&bytes);
+            Some(answer::Response {
+                bytes,
+                qtype: None,
+                rcode,
+            })
+        }
+        xfr::QueryTsig::Sign(mut signer) => {
+            let mut response = respond_counted(zones, request, protocol, ctx)?;
+            if signer
+                .sign(&mut response.bytes, crate::transfer::tsig::now())
+                .is_err()
+            {
+                return None;
+            }
+            Some(response)
+        }
+    }
+}
+
+/// The response code in an encoded header (the low four bits; enough for what we send).
+fn answer_rcode(bytes: &[u8]) -> hickory_proto::op::ResponseCode {
+    let low = bytes.get(3).map_or(0, |b| b & 0x0F);
+    hickory_proto::op::ResponseCode::from(0, low)
+}
+
+/// The transfer server, when `request` is an AXFR/IXFR query and transfers are served.
+fn transfer_service<'c>(ctx: &'c DnsContext, request: &[u8]) -> Option<&'c xfr::Service> {
+    ctx.transfers
+        .as_deref()
+        .filter(|_| xfr::is_transfer_query(request))
+}
+
+/// Runs `f`, counting a panic as a dropped request (as [`respond_guarded`] does).
+fn guarded<T>(ctx: &DnsContext, bytes: usize, f: impl FnOnce() -> Option<T>) -> Option<T> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+        Ok(r) => r,
+        Err(_) => {
+            ctx.metrics.problem(Problem::AnswerPanic);
+            if let Some(held_back) = ctx.panics.allow() {
+                tracing::error!(
+                    bytes,
+                    held_back,
+                    "a transfer request made the answer path panic; dropped it (logged at most once per interval)"
+                );
+            }
+            None
+        }
+    }
+}
+
+/// A transfer request over UDP: always a single message (AXFR is refused, IXFR gets the
+/// single SOA or an error).
+fn transfer_udp(
+    service: &xfr::Service,
+    zones: &ZoneSet,
+    request: &[u8],
+    peer: IpAddr,
+    ctx: &DnsContext,
+) -> Option<answer::Response> {
+    let reply = guarded(ctx, request.len(), || {
+        service.handle(zones, request, peer, true)
+    });
+    match reply {
+        Some(xfr::Reply::Single {
+            bytes,
+            kind,
+            rcode,
+            outcome,
+        }) => {
+            ctx.metrics.count_transfer(kind.as_str(), outcome.as_str());
+            Some(answer::Response {
+                bytes,
+                qtype: Some(qtype_of(kind)),
+                rcode,
+            })
+        }
+        // `handle` never streams over UDP.
+        Some(xfr::Reply::Stream(_)) | None => {
+            ctx.metrics.dropped_packets.inc();
+            None
+        }
+    }
+}
+
+fn qtype_of(kind: xfr::Kind) -> hickory_proto::rr::RecordType {
+    match kind {
+        xfr::Kind::Axfr => hickory_proto::rr::RecordType::AXFR,
+        xfr::Kind::Ixfr => hickory_proto::rr::RecordType::IXFR,
+    }
+}
+
+/// Writes one length-prefixed message; each write has the idle timeout to itself, so a
+/// long transfer is never cut by it while a slow reader is still taking data.
+async fn write_framed(stream: &mut TcpStream, bytes: &[u8], timeout: Duration) -> io::Result<()> {
+    let Ok(n) = u16::try_from(bytes.len()) else {
+        return Err(io::Error::other("message larger than 65535 bytes"));
+    };
+    let mut out = Vec::with_capacity(2 + bytes.len());
+    out.extend_from_slice(&n.to_be_bytes());
+    out.extend_from_slice(bytes);
+    tokio::time::timeout(timeout, stream.write_all(&out))
+        .await
+        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "response not sent in time"))?
+}
+
+/// Answers a transfer request over TCP: a single message, or the transfer streamed message
+/// by message from the snapshot taken now, yielding between messages so that other
+/// connections and the UDP loops keep being served. `Ok(false)`: close the connection.
+async fn serve_transfer(
+    stream: &mut TcpStream,
+    ctx: &DnsContext,
+    table: &TcpTable,
+    conn: &TcpConn,
+    service: &xfr::Service,
+    request: &[u8],
+) -> io::Result<bool> {
+    let start = Instant::now();
+    let reply = {
+        let zones = ctx.zones.load();
+        guarded(ctx, request.len(), || {
+            service.handle(&zones, request, conn.ip, false)
+        })
+    };
+    let Some(reply) = reply else {
+        ctx.metrics.dropped_packets.inc();
+        return Ok(false);
+    };
+    let mut transfer = match reply {
+        xfr::Reply::Single {
+            bytes,
+            kind,
+            rcode,
+            outcome,
+        } => {
+            write_framed(stream, &bytes, ctx.tcp_idle_timeout).await?;
+            conn.last_active_ms.store(table.now_ms(), Ordering::Relaxed);
+            ctx.metrics.count_transfer(kind.as_str(), outcome.as_str());
+            ctx.metrics.count_query(
+                Protocol::Tcp,
+                Some(qtype_of(kind)),
+                rcode,
+                start.elapsed().as_secs_f64(),
+            );
+            return Ok(true);
+        }
+        xfr::Reply::Stream(t) => t,
+    };
+    let kind = transfer.kind();
+    let full = transfer.is_full();
+    let mut messages = transfer.messages();
+    let ended: io::Result<()> = loop {
+        let next = guarded(ctx, request.len(), || messages.next_message());
+        let bytes = match next {
+            None => break Ok(()),
+            Some(Ok(bytes)) => bytes,
+            Some(Err(e)) => break Err(io::Error::other(e)),
+        };
+        if let Err(e) = write_framed(stream, &bytes, ctx.tcp_idle_timeout).await {
+            break Err(e);
+        }
+        // Busy, not idle: the connection is not a candidate for eviction.
+        conn.last_active_ms.store(table.now_ms(), Ordering::Relaxed);
+        tokio::task::yield_now().await;
+    };
+    let (sent, records, bytes) = (
+        messages.messages,
+        messages.records_sent,
+        messages.bytes_sent,
+    );
+    drop(messages);
+    ctx.metrics.transfer_records.inc_by(records as u64);
+    ctx.metrics.transfer_bytes.inc_by(bytes as u64);
+    let zone = transfer.zone();
+    let ms = start.elapsed().as_millis() as u64;
+    match ended {
+        Ok(()) => {
+            ctx.metrics.count_transfer(kind.as_str(), "ok");
+            ctx.metrics.count_query(
+                Protocol::Tcp,
+                Some(qtype_of(kind)),
+                hickory_proto::op::ResponseCode::NoError,
+                start.elapsed().as_secs_f64(),
+            );
+            transfer.completed(&service.status);
+            tracing::info!(
+                zone = %zone.origin(),
+                peer = %transfer.peer(),
+                r#type = kind.as_str(),
+                style = if full { "full" } else { "incremental" },
+                serial = zone.serial(),
+                messages = sent,
+                records,
+                ms,
+                "zone transferred"
+            );
+            Ok(true)
+        }
+        Err(e) => {
+            ctx.metrics.count_transfer(kind.as_str(), "error");
+            tracing::info!(
+                zone = %zone.origin(),
+                peer = %transfer.peer(),
+                r#type = kind.as_str(),
+                serial = zone.serial(),
+                messages = sent,
+                records,
+                ms,
+                error = %e,
+                "zone transfer interrupted"
+            );
+            Err(e)
+        }
     }
 }
 
@@ -482,6 +725,7 @@ pub fn context(config: &Config, zones: Arc<ArcSwap<ZoneSet>>, metrics: Arc<Metri
         tcp_idle_timeout: Duration::from_secs(dns.tcp_idle_timeout_secs.max(1)),
         tcp_max_per_address: dns.tcp_max_per_address,
         rrl: dns.rrl.enabled.then(|| rrl::Rrl::new(&dns.rrl)),
+        transfers: None,
         accept_errors: Throttle::new(interval),
         panics: Throttle::new(interval),
     }

@@ -47,6 +47,42 @@ pub fn has_bad_edns_options(msg: &[u8]) -> bool {
     false
 }
 
+/// True when the message carries a TSIG record (type 250) among its records: such a query
+/// is answered signed. Walks the raw bytes without allocating; most queries have no
+/// additional record beyond OPT and are ruled out after a few reads.
+pub fn has_tsig(msg: &[u8]) -> bool {
+    let count = |at: usize| {
+        msg.get(at..at + 2)
+            .map(|b| u16::from_be_bytes([b[0], b[1]]))
+    };
+    let (Some(qd), Some(an), Some(ns), Some(ar)) = (count(4), count(6), count(8), count(10)) else {
+        return false;
+    };
+    if ar == 0 {
+        return false;
+    }
+    let mut at = 12;
+    for _ in 0..qd {
+        let Some(end) = skip_name(msg, at) else {
+            return false;
+        };
+        at = end + 4;
+    }
+    for _ in 0..u32::from(an) + u32::from(ns) + u32::from(ar) {
+        let Some(end) = skip_name(msg, at) else {
+            return false;
+        };
+        let Some(fixed) = msg.get(end..end + 10) else {
+            return false;
+        };
+        if u16::from_be_bytes([fixed[0], fixed[1]]) == 250 {
+            return true;
+        }
+        at = end + 10 + usize::from(u16::from_be_bytes([fixed[8], fixed[9]]));
+    }
+    false
+}
+
 /// True when `data` is a sequence of (code, length, value) options ending exactly at its end.
 fn options_fill(data: &[u8]) -> bool {
     let mut at = 0;

@@ -305,8 +305,11 @@ async fn metrics(
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        shared.metrics.render(),
-    ))
+        {
+            shared.refresh_transfer_metrics();
+            shared.metrics.render()
+        },
+    )
 }
 
 #[derive(Serialize)]
@@ -323,6 +326,8 @@ struct StatusBody<'a> {
     dkim_errors: std::collections::BTreeMap<String, String>,
     /// Associated domains by overall diagnosis status (`ok`, `pending`, `warning`, `error`).
     domains_by_status: std::collections::BTreeMap<&'static str, usize>,
+    /// Per configured secondary: zones it is behind on, its largest lag, failed NOTIFYs.
+    secondaries: Vec<crate::daemon::shared::SecondarySummary>,
 }
 
 async fn status(State(shared): State<AppState>, headers: HeaderMap) -> Response {
@@ -351,6 +356,7 @@ async fn status(State(shared): State<AppState>, headers: HeaderMap) -> Response 
             }
             counts
         },
+        secondaries: shared.transfer_status.summary(),
     })
     .into_response()
 }

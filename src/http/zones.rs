@@ -18,7 +18,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use super::{ApiError, authenticate, permit};
-use crate::daemon::shared::{Shared, SoaRequest, WriteError};
+use crate::daemon::shared::{SecondaryZoneStatus, Shared, SoaRequest, WriteError};
 use crate::daemon::tokens::{Access, Target};
 use crate::zone::edit::{ChangeKind, RrsetChange};
 use crate::zone::master::{MAX_TTL, parse_api_name, parse_rdata_text, parse_record_type};
@@ -304,7 +304,18 @@ pub async fn show(
     Path(zone): Path<String>,
 ) -> Result<Response, ApiError> {
     let zone = readable_zone(&shared, &headers, &zone)?;
-    Ok(Json(zone_json(&zone)).into_response())
+    /// One zone, with what each of its secondaries has had.
+    #[derive(Serialize)]
+    struct Shown {
+        #[serde(flatten)]
+        zone: ZoneJson,
+        secondaries: Vec<SecondaryZoneStatus>,
+    }
+    Ok(Json(Shown {
+        secondaries: shared.transfer_status.zone(zone.origin()),
+        zone: zone_json(&zone),
+    })
+    .into_response())
 }
 
 pub async fn delete(

@@ -1,12 +1,17 @@
 //! Zone transfers out: the TSIG keys of `transfer.keys` and the forms operators paste into
-//! their secondaries (NSD, Knot, BIND).
+//! their secondaries (NSD, Knot, BIND); NOTIFY to secondaries (`notify`) and what each
+//! secondary has had (`status`).
 //!
 //! This module owns the key files `<keys_dir>/tsig/<name>.key` (0600 in a 0700 folder,
 //! generated when absent, refused when group or others may read them). It must not log or
 //! return a secret anywhere but to the caller that asked for it (`mailzone tsig show`), and
 //! it knows nothing of the daemon or the answer path.
 
+pub mod acl;
+pub mod notify;
 pub mod status;
+pub mod tsig;
+pub mod xfr;
 
 use std::path::{Path, PathBuf};
 

@@ -6,6 +6,7 @@
 //! built [`Zone`] is immutable: a change builds a new one and the snapshot is swapped. It must
 //! not do I/O: reading files is [`set`]'s job, the wire format is `dns`'s.
 
+pub mod catalog;
 pub mod edit;
 pub mod journal;
 pub mod limits;
@@ -60,6 +61,9 @@ pub struct Zone {
     record_count: usize,
     has_delegations: bool,
     has_wildcards: bool,
+    /// The differences that led to this version ([`journal`]); empty until the writer or
+    /// the loader attaches one.
+    journal: std::sync::Arc<journal::Journal>,
 }
 
 /// Why records do not make a valid zone; `line` is 0 when the problem is the zone as a whole.
@@ -241,6 +245,7 @@ impl Zone {
             record_count,
             has_delegations,
             has_wildcards,
+            journal: Default::default(),
         })
     }
 

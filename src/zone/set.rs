@@ -15,8 +15,10 @@ use arc_swap::ArcSwap;
 use hickory_proto::rr::Name;
 use serde::Serialize;
 
+use super::journal::{Followed, Journal, JournalLimits};
 use super::writer::name_text;
 use super::{Zone, label_count};
+use crate::durable::{self, FileChange};
 
 /// How one zone file fared at the last (re)load.
 #[derive(Debug, Clone, Serialize)]
@@ -62,6 +64,9 @@ pub struct LoadReport {
     pub set: ZoneSet,
     /// Files that failed (each error as `file:line: reason`).
     pub errors: Vec<String>,
+    /// Journal files to write or remove so that they match the zones loaded (a reload that
+    /// found a hand-edited file, a damaged or orphaned journal); the caller commits them.
+    pub journal_files: Vec<FileChange>,
 }
 
 /// A served zone as a query sees it: a cheap guard, no reference count touched.
@@ -146,6 +151,11 @@ impl ZoneSet {
 
     pub fn is_empty(&self) -> bool {
         self.zones.is_empty()
+    }
+
+    /// The origin of every served zone.
+    pub fn origins(&self) -> impl Iterator<Item = &Name> {
+        self.zones.keys()
     }
 
     /// Every served zone, at this instant.
@@ -235,11 +245,24 @@ impl ZoneSet {
 
     /// Reads every `*.zone` file of `dir`. `previous` is the snapshot being served: a zone
     /// whose new file is broken keeps its previous version.
-    /// Files over `max_file_bytes` are refused unread.
+    /// Files over `max_file_bytes` are refused unread. Journals are kept to the default bounds.
     pub fn load_dir(
         dir: &Path,
         previous: Option<&ZoneSet>,
         max_file_bytes: u64,
+    ) -> Result<LoadReport, std::io::Error> {
+        Self::load_dir_with(dir, previous, max_file_bytes, &JournalLimits::default())
+    }
+
+    /// Like [`ZoneSet::load_dir`], journals kept within `limits`. Each zone gets its journal:
+    /// on a reload, the served version's plus the difference when the file's serial went
+    /// forward (reset when it did not); at start, its journal file if that leads to the
+    /// zone file's version (dropped and reported otherwise: never a failed load).
+    pub fn load_dir_with(
+        dir: &Path,
+        previous: Option<&ZoneSet>,
+        max_file_bytes: u64,
+        limits: &JournalLimits,
     ) -> Result<LoadReport, std::io::Error> {
         let mut files: Vec<PathBuf> = std::fs::read_dir(dir)?
             .filter_map(|e| e.ok().map(|e| e.path()))
@@ -251,6 +274,7 @@ impl ZoneSet {
         let mut zones = Vec::with_capacity(files.len());
         let mut statuses = Vec::with_capacity(files.len());
         let mut errors = Vec::new();
+        let mut journal_files = orphan_journals(dir, &files);
         let previous_statuses: HashMap<PathBuf, ZoneStatus> = previous
             .map(|p| {
                 p.statuses()
@@ -294,7 +318,15 @@ impl ZoneSet {
                 });
             let old_status = previous_statuses.get(&file);
             match loaded {
-                Ok(zone) => {
+                Ok(mut zone) => {
+                    let served = previous.and_then(|p| p.get(&origin));
+                    journal_files.extend(attach_journal(
+                        &mut zone,
+                        &file,
+                        served.as_deref(),
+                        limits,
+                        max_file_bytes,
+                    ));
                     // Reloading an unchanged file keeps its load time.
                     let same = previous.and_then(|p| p.get(&origin)).is_some_and(|old| {
                         old.serial() == zone.serial() && old.record_count() == zone.record_count()
@@ -335,6 +367,7 @@ impl ZoneSet {
         Ok(LoadReport {
             set: ZoneSet::from_zones(zones, statuses),
             errors,
+            journal_files,
         })
     }
 }
@@ -401,6 +434,78 @@ pub fn unix_now() -> u64 {
 pub fn zone_file(dir: &Path, origin: &Name) -> PathBuf {
     let name = name_text(&origin.to_lowercase());
     dir.join(format!("{}.zone", name.trim_end_matches('.')))
+}
+
+/// The journal beside a zone file: `<zone>.journal`.
+pub fn journal_file_for(zone_file: &Path) -> PathBuf {
+    zone_file.with_extension("journal")
+}
+
+/// The file change that makes `zone`'s journal file match its journal (removed when empty).
+pub fn journal_change(zone: &Zone, zone_file: &Path) -> FileChange {
+    let path = journal_file_for(zone_file);
+    match zone.journal().to_text(zone.origin()) {
+        Some(text) => FileChange::write(&path, text.into_bytes(), durable::PUBLIC_FILE_MODE),
+        None => FileChange::remove(&path),
+    }
+}
+
+/// Gives a zone just read its journal; returns the change its journal file needs, if any.
+fn attach_journal(
+    zone: &mut Zone,
+    file: &Path,
+    served: Option<&Zone>,
+    limits: &JournalLimits,
+    max_file_bytes: u64,
+) -> Option<FileChange> {
+    let shown = name_text(zone.origin());
+    if let Some(served) = served {
+        return match zone.follow(Some(served), limits, unix_now()) {
+            Followed::Unchanged | Followed::New => None,
+            Followed::Appended => Some(journal_change(zone, file)),
+            Followed::Reset(reason) => {
+                tracing::warn!(zone = %shown, %reason, "zone file edited by hand: journal reset, IXFR falls back to a full transfer for older serials");
+                Some(journal_change(zone, file))
+            }
+        };
+    }
+    let path = journal_file_for(file);
+    if !path.is_file() {
+        return None;
+    }
+    let read = read_bounded(&path, max_file_bytes)
+        .map_err(|e| e.trim_start_matches(':').trim().to_string())
+        .and_then(|text| Journal::parse(&text, zone.origin()))
+        .and_then(|journal| zone.adopt_journal(journal, limits));
+    match read {
+        Ok(0) => None,
+        Ok(dropped) => {
+            tracing::warn!(zone = %shown, dropped, "journal steps past the zone file dropped (a crash between the two writes of a change)");
+            Some(journal_change(zone, file))
+        }
+        Err(reason) => {
+            tracing::warn!(zone = %shown, file = %path.display(), reason = %bounded(&reason), "journal dropped: IXFR falls back to a full transfer for older serials");
+            Some(journal_change(zone, file))
+        }
+    }
+}
+
+/// Journal files whose zone file is gone (removed by hand): they go too.
+fn orphan_journals(dir: &Path, zone_files: &[PathBuf]) -> Vec<FileChange> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| !n.starts_with('.') && n.ends_with(".journal"))
+                && p.is_file()
+                && !zone_files.contains(&p.with_extension("zone"))
+        })
+        .map(|p| FileChange::remove(&p))
+        .collect()
 }
 
 /// Zone files are `<zone>.zone`; dot-files and editor or temp files are not zones.

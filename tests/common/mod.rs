@@ -2,6 +2,8 @@
 //! UDP and TCP, HTTP/1.1, dig) that talk to it over sockets.
 #![allow(dead_code)]
 
+pub mod secondary;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
