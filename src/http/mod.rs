@@ -309,7 +309,7 @@ async fn metrics(
             shared.refresh_transfer_metrics();
             shared.metrics.render()
         },
-    )
+    ))
 }
 
 #[derive(Serialize)]
