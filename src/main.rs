@@ -1,11 +1,12 @@
 //! The `mailzone` command line: parse arguments, set up logging, run the library.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use mailzone::cli::{ApiArgs, DkimCommand, DomainCommand, TsigCommand, ZoneCommand};
+use mailzone::cli::{ApiArgs, DkimCommand, DomainCommand, TokenCommand, TsigCommand, ZoneCommand};
 use mailzone::config::{Config, LogFormat};
 use mailzone::server::Daemon;
 use tokio::signal::unix::{SignalKind, signal};
@@ -25,11 +26,22 @@ struct Cli {
 enum Command {
     /// Run the daemon (embedded defaults when no --config is given).
     Serve {
-        #[arg(long, short)]
+        /// YAML configuration file (default: the embedded defaults).
+        #[arg(long, short, env = "MAILZONE_CONFIG")]
         config: Option<PathBuf>,
+        /// DNS address to serve on UDP and TCP, replacing `dns.listen`; repeat (or separate
+        /// with commas) for several, e.g. `127.0.0.1:5353`.
+        #[arg(long, env = "MAILZONE_DNS_LISTEN", value_delimiter = ',')]
+        dns_listen: Vec<SocketAddr>,
+        /// HTTP address of the API, metrics and status page, replacing `http.listen`.
+        #[arg(long, env = "MAILZONE_HTTP_LISTEN")]
+        http_listen: Option<SocketAddr>,
     },
     /// Validate a configuration file and print the effective configuration.
-    CheckConfig { file: Option<PathBuf> },
+    CheckConfig {
+        /// The YAML file to check (default: the embedded defaults).
+        file: Option<PathBuf>,
+    },
     /// Associate domains with e-mail platforms through a running daemon's API.
     Domain {
         #[command(flatten)]
@@ -46,10 +58,19 @@ enum Command {
     },
     /// Check a domain's records on its own nameservers, once, without a daemon; exit 1 if anything is red.
     Diagnose(mailzone::cli::DiagnoseArgs),
+    /// Exit 0 if the daemon is ready (/readyz), or alive with --live; for health checks.
+    Health(mailzone::cli::HealthArgs),
     /// TSIG keys for zone transfers, in the forms secondaries' configs take.
     Tsig {
         #[command(subcommand)]
         command: TsigCommand,
+    },
+    /// Scoped API tokens (by zone or platform, read or write), through a running daemon's API.
+    Token {
+        #[command(flatten)]
+        api: ApiArgs,
+        #[command(subcommand)]
+        command: TokenCommand,
     },
     /// Manage hosted zones through a running daemon's API.
     Zone {
@@ -83,7 +104,9 @@ fn main() -> ExitCode {
             }
             Err(code) => code,
         },
+        Command::Health(args) => print_outcome(mailzone::cli::run_health(&args)),
         Command::Tsig { command } => print_outcome(mailzone::cli::run_tsig(&command)),
+        Command::Token { api, command } => print_outcome(mailzone::cli::run_token(&api, &command)),
         Command::Zone { api, command } => print_outcome(mailzone::cli::run_zone(&api, &command)),
         Command::Domain { api, command } => {
             print_outcome(mailzone::cli::run_domain(&api, &command))
@@ -135,12 +158,23 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Serve { config } => {
+        Command::Serve {
+            config,
+            dns_listen,
+            http_listen,
+        } => {
             let config_file = config.clone();
-            let config = match load_config(config.as_ref()) {
+            let mut config = match load_config(config.as_ref()) {
                 Ok(c) => c,
                 Err(code) => return code,
             };
+            // Other ports without editing a copied config file.
+            if !dns_listen.is_empty() {
+                config.dns.listen = dns_listen;
+            }
+            if let Some(addr) = http_listen {
+                config.http.listen = addr;
+            }
             init_logging(&config);
             match run(config, config_file) {
                 Ok(()) => ExitCode::SUCCESS,
@@ -208,4 +242,37 @@ fn run(config: Config, config_file: Option<PathBuf>) -> anyhow::Result<()> {
         daemon.shutdown().await;
         Ok(())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    /// Every argument of every subcommand says what it is for in `--help`.
+    #[test]
+    fn every_argument_has_help_text() {
+        fn walk(command: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for arg in command.get_arguments() {
+                let id = arg.get_id().as_str();
+                if id == "help" || id == "version" {
+                    continue;
+                }
+                if arg.get_help().is_none() && arg.get_long_help().is_none() {
+                    missing.push(format!("{path} {id}"));
+                }
+            }
+            for sub in command.get_subcommands() {
+                if sub.get_about().is_none() && sub.get_name() != "help" {
+                    missing.push(format!("{path} {} (command)", sub.get_name()));
+                }
+                walk(sub, &format!("{path} {}", sub.get_name()), missing);
+            }
+        }
+        let command = Cli::command();
+        command.clone().debug_assert();
+        let mut missing = Vec::new();
+        walk(&command, "mailzone", &mut missing);
+        assert!(missing.is_empty(), "arguments without help: {missing:?}");
+    }
 }

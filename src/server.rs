@@ -38,6 +38,8 @@ pub enum StartError {
     },
     #[error("API token")]
     Token(#[from] token::TokenError),
+    #[error("scoped API tokens: {0}")]
+    Tokens(#[from] crate::daemon::tokens::TokenStoreError),
     #[error("TSIG key: {0}")]
     TsigKey(#[from] crate::transfer::KeyError),
     #[error("TSIG key: {0}")]
@@ -139,6 +141,7 @@ impl Daemon {
             dns_addrs.clone(),
             associations,
         ));
+        shared.tokens.load_file()?;
         let summary = shared.publish(report);
         // The catalog lists what is served before anyone can transfer it.
         shared

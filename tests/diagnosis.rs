@@ -1194,3 +1194,69 @@ fn an_external_domain_serving_spf_gets_one_merged_record_to_paste_that_replaces_
         "{v}"
     );
 }
+
+fn series_of_far_example(w: &World) -> Vec<String> {
+    let (_, metrics) = http(w.d.http, "GET", "/metrics", None, None);
+    metrics
+        .lines()
+        .filter(|l| l.contains(r#"domain="far.example.""#))
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn per_domain_failing_exports_a_domains_series_only_while_it_fails() {
+    let w = world_publishing(
+        false,
+        1,
+        |_| true,
+        |c| c.metrics.per_domain = mailzone::config::PerDomain::Failing,
+    );
+    w.assert_green();
+    assert!(
+        series_of_far_example(&w).is_empty(),
+        "{:?}",
+        series_of_far_example(&w)
+    );
+    w.patch(json!([{"op": "delete", "name": "@", "type": "MX"}]));
+    w.assert_red("mx.missing");
+    assert!(
+        series_of_far_example(&w)
+            .iter()
+            .any(|l| l == r#"mailzone_diagnosis_check_status{check="mx",domain="far.example."} 3"#),
+        "{:?}",
+        series_of_far_example(&w)
+    );
+    let data: Vec<String> = w
+        .lines
+        .iter()
+        .filter_map(|l| l.strip_prefix("far.example. 1 IN MX "))
+        .map(str::to_string)
+        .collect();
+    assert_eq!(data.len(), 5);
+    w.patch(json!([{"op": "add", "name": "@", "type": "MX", "ttl": 1, "records": data}]));
+    w.assert_green();
+    assert!(
+        series_of_far_example(&w).is_empty(),
+        "green again: its series go: {:?}",
+        series_of_far_example(&w)
+    );
+}
+
+#[test]
+fn per_domain_none_exports_no_per_domain_series_but_the_totals() {
+    let w = world_publishing(
+        false,
+        1,
+        |_| true,
+        |c| c.metrics.per_domain = mailzone::config::PerDomain::None,
+    );
+    w.patch(json!([{"op": "delete", "name": "@", "type": "MX"}]));
+    w.assert_red("mx.missing");
+    assert!(series_of_far_example(&w).is_empty());
+    let (_, metrics) = http(w.d.http, "GET", "/metrics", None, None);
+    assert!(
+        metrics.contains(r#"mailzone_diagnosis_domains{status="error"} 1"#),
+        "{metrics}"
+    );
+}

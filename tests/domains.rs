@@ -699,3 +699,190 @@ fn an_association_body_over_the_size_limit_gets_413() {
     let (status, v) = associate(&d, "", body);
     assert_eq!(status, 413, "{v}");
 }
+
+fn families(d: &TestDaemon, domain: &str) -> Value {
+    let (_, text) = http(
+        d.http,
+        "GET",
+        &format!("/v1/domains/{domain}"),
+        Some(TOKEN),
+        None,
+    );
+    json(&text)["associations"][0]["records"].clone()
+}
+
+#[test]
+fn patching_one_family_changes_only_that_family() {
+    let d = daemon_with_shop();
+    let (status, v) = associate(
+        &d,
+        "",
+        json!({"domain": "shop.test", "platform": "pro1", "mode": "authoritative", "records": {"dmarc": false}}),
+    );
+    assert_eq!(status, 201, "{v}");
+    let body = json!({"records": {"srv": false}}).to_string();
+    let (status, text) = http(
+        d.http,
+        "PATCH",
+        "/v1/domains/shop.test",
+        Some(TOKEN),
+        Some(&body),
+    );
+    assert_eq!(status, 200, "{text}");
+    assert_eq!(
+        families(&d, "shop.test"),
+        json!({"mx": true, "srv": false, "autoconfig": true, "spf": true, "dmarc": false, "dkim": false}),
+        "only srv changed; dmarc stays off"
+    );
+    assert!(
+        txt_values(&d, "_dmarc.shop.test.").is_empty(),
+        "DMARC must not come back"
+    );
+    // An unknown family is still refused, naming it.
+    let body = json!({"records": {"colour": true}}).to_string();
+    let (status, text) = http(
+        d.http,
+        "PATCH",
+        "/v1/domains/shop.test",
+        Some(TOKEN),
+        Some(&body),
+    );
+    assert_eq!(status, 400, "{text}");
+}
+
+#[test]
+fn a_dry_run_shows_the_ownership_token_the_association_gets() {
+    let d = daemon();
+    let body = json!({"domain": "elsewhere.example", "platform": "pro1", "mode": "authoritative"});
+    let (status, dry) = associate(&d, "?dry_run=true", body.clone());
+    assert_eq!(status, 200, "{dry}");
+    let planned = dry["association"]["ownership_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(planned.len() >= 16, "{planned}");
+    let (status, real) = associate(&d, "", body);
+    assert_eq!(status, 201, "{real}");
+    assert_eq!(real["association"]["ownership_token"], planned.as_str());
+    assert_eq!(dry["to_paste"]["ownership"], real["to_paste"]["ownership"]);
+    // Another domain gets another token.
+    let (_, other) = associate(
+        &d,
+        "?dry_run=true",
+        json!({"domain": "other.example", "platform": "pro1", "mode": "authoritative"}),
+    );
+    assert_ne!(other["association"]["ownership_token"], planned.as_str());
+}
+
+fn cli(d: &TestDaemon, args: &[&str]) -> (bool, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_mailzone"))
+        .arg("domain")
+        .args(args)
+        .args(["--api", &format!("http://{}/", d.http), "--token", TOKEN])
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn the_cli_chooses_families_with_with_and_skip_and_set_changes_them() {
+    let d = daemon_with_shop();
+    let (ok, _, err) = cli(
+        &d,
+        &[
+            "add",
+            "shop.test",
+            "--platform",
+            "pro1",
+            "--with",
+            "dkim",
+            "--skip",
+            "dmarc",
+        ],
+    );
+    assert!(ok, "{err}");
+    assert_eq!(
+        families(&d, "shop.test"),
+        json!({"mx": true, "srv": true, "autoconfig": true, "spf": true, "dmarc": false, "dkim": true})
+    );
+    assert!(txt_values(&d, "_dmarc.shop.test.").is_empty());
+    let (ok, out, err) = cli(
+        &d,
+        &["set", "shop.test", "--skip", "srv", "--with", "dmarc"],
+    );
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("families mx autoconfig spf dmarc dkim"),
+        "{out}"
+    );
+    assert_eq!(
+        families(&d, "shop.test"),
+        json!({"mx": true, "srv": false, "autoconfig": true, "spf": true, "dmarc": true, "dkim": true}),
+        "dkim stays on"
+    );
+    assert_eq!(txt_values(&d, "_dmarc.shop.test.").len(), 1);
+    let (ok, _, err) = cli(&d, &["set", "shop.test", "--with", "srv", "--skip", "srv"]);
+    assert!(!ok);
+    assert!(err.contains("contradict"), "{err}");
+    let (ok, _, err) = cli(&d, &["set", "shop.test", "--with", "colour"]);
+    assert!(!ok);
+    assert!(err.contains("colour"), "{err}");
+}
+
+#[test]
+fn domain_show_prints_a_table_and_json_with_the_flag() {
+    let d = daemon_with_shop();
+    let (ok, _, err) = cli(&d, &["add", "shop.test", "--platform", "pro1"]);
+    assert!(ok, "{err}");
+    let (ok, out, err) = cli(&d, &["show", "shop.test"]);
+    assert!(ok, "{err}");
+    assert!(out.starts_with("domain shop.test.\n"), "{out}");
+    assert!(
+        out.contains("PLATFORM  MODE           ZONE    FAMILIES"),
+        "{out}"
+    );
+    assert!(
+        out.contains("pro1      authoritative  hosted  mx srv autoconfig spf dmarc"),
+        "{out}"
+    );
+    assert!(
+        out.lines().any(|l| l.split_whitespace().collect::<Vec<_>>()
+            == [
+                "mx",
+                "shop.test.",
+                "3600",
+                "MX",
+                "1",
+                "mx0.mail.example.net."
+            ]),
+        "{out}"
+    );
+    assert!(serde_json::from_str::<Value>(&out).is_err(), "not JSON");
+    let (ok, out, _) = cli(&d, &["show", "shop.test", "--json"]);
+    assert!(ok);
+    assert_eq!(json(&out)["associations"][0]["platform"], "pro1");
+}
+
+#[test]
+fn the_cli_api_flag_takes_an_http_url_and_refuses_https() {
+    let d = daemon_with_shop();
+    // `cli` passes `--api http://127.0.0.1:PORT/`.
+    let (ok, out, err) = cli(&d, &["list"]);
+    assert!(ok, "{err}");
+    assert!(out.starts_with("DOMAIN"), "{out}");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_mailzone"))
+        .args(["domain", "list", "--api", &format!("https://{}", d.http)])
+        .args(["--token", TOKEN])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("plain HTTP"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

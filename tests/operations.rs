@@ -280,3 +280,88 @@ fn the_grafana_dashboard_only_uses_metrics_the_daemon_exports() {
     }
     assert!(used > 10);
 }
+
+#[test]
+fn serve_takes_other_listen_addresses_from_flags_and_mailzone_variables() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("zones")).unwrap();
+    std::fs::write(dir.path().join("zones/example.test.zone"), EXAMPLE_ZONE).unwrap();
+    let config = format!(
+        "zones_dir: {}\nkeys_dir: {}\ndns:\n  listen: [\"127.0.0.1:0\"]\nhttp:\n  listen: \"127.0.0.1:0\"\nlog:\n  format: json\n",
+        dir.path().join("zones").display(),
+        dir.path().join("keys").display()
+    );
+    let d = ChildDaemon::spawn_with(
+        dir,
+        &config,
+        &[],
+        &["--dns-listen", "127.0.0.5:0"],
+        &[("MAILZONE_HTTP_LISTEN", "127.0.0.6:0")],
+    );
+    assert_eq!(
+        d.dns.ip().to_string(),
+        "127.0.0.5",
+        "the flag replaces dns.listen"
+    );
+    assert_eq!(
+        d.http.ip().to_string(),
+        "127.0.0.6",
+        "MAILZONE_HTTP_LISTEN replaces http.listen"
+    );
+    assert_eq!(udp(d.dns, "example.test.", RecordType::MX).answers.len(), 2);
+    let (status, _) = http(d.http, "GET", "/healthz", None, None);
+    assert_eq!(status, 200);
+}
+
+#[test]
+fn readyz_is_200_when_listeners_zones_and_writer_are_ready() {
+    let d = TestDaemon::example();
+    let (status, body) = http(d.http, "GET", "/readyz", None, None);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        json(&body),
+        serde_json::json!({"ready": true, "problems": []})
+    );
+}
+
+#[test]
+fn readyz_is_503_naming_a_zone_file_that_is_not_served_while_healthz_stays_ok() {
+    let d = TestDaemon::start(&[
+        ("example.test.zone", EXAMPLE_ZONE),
+        ("broken.test.zone", "$ORIGIN broken.test.\n@ SOA oops\n"),
+    ]);
+    let (status, body) = http(d.http, "GET", "/readyz", None, None);
+    assert_eq!(status, 503, "{body}");
+    let v = json(&body);
+    assert_eq!(v["ready"], false);
+    assert!(
+        v["problems"][0]
+            .as_str()
+            .unwrap()
+            .starts_with("zone broken.test. is not served"),
+        "{v}"
+    );
+    assert_eq!(http(d.http, "GET", "/healthz", None, None).0, 200);
+    // Fixed and reloaded: ready.
+    std::fs::write(
+        d.zones_dir().join("broken.test.zone"),
+        small_zone("broken.test", 1, "192.0.2.9"),
+    )
+    .unwrap();
+    let (status, _) = http(d.http, "POST", "/v1/reload", Some(TOKEN), None);
+    assert_eq!(status, 200);
+    assert_eq!(http(d.http, "GET", "/readyz", None, None).0, 200);
+}
+
+#[test]
+fn readyz_is_503_while_the_writer_is_stuck() {
+    let d = TestDaemon::example();
+    let shared = d.daemon().shared().clone();
+    let held = shared.writer_lock().try_lock().unwrap();
+    let started = Instant::now();
+    let (status, body) = http(d.http, "GET", "/readyz", None, None);
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("writer"), "{body}");
+    assert!(started.elapsed() < Duration::from_secs(10));
+    drop(held);
+}

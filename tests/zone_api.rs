@@ -804,3 +804,73 @@ fn escaped_names_are_rewritten_so_that_bind_and_a_restart_read_the_same_bytes() 
     };
     assert_eq!(mx.exchange.iter().next().unwrap(), b"m\"x;");
 }
+
+#[test]
+fn deleting_what_is_not_there_writes_nothing_and_keeps_the_serial() {
+    let d = TestDaemon::start(&[]);
+    new_zone(&d, "quiet.test");
+    let (status, _) = patch(
+        &d,
+        "quiet.test",
+        json!([{"op": "add", "name": "www", "type": "A", "records": ["192.0.2.1"]}]),
+    );
+    assert_eq!(status, 200);
+    let file = d.zones_dir().join("quiet.test.zone");
+    let text_before = std::fs::read_to_string(&file).unwrap();
+    let modified_before = std::fs::metadata(&file).unwrap().modified().unwrap();
+    let before = serial(&d, "quiet.test.");
+    for operations in [
+        json!([{"op": "delete", "name": "nothere", "type": "A"}]),
+        json!([{"op": "delete", "name": "www", "type": "A", "records": ["192.0.2.99"]}]),
+        json!([{"op": "delete", "name": "www", "type": "TXT"}]),
+        json!([{"op": "add", "name": "www", "type": "A", "records": ["192.0.2.1"]}]),
+    ] {
+        let (status, v) = patch(&d, "quiet.test", operations.clone());
+        assert_eq!(status, 200, "{operations}: {v}");
+        assert_eq!(
+            v["serial"], before,
+            "{operations}: the API reports the unchanged serial"
+        );
+        assert_eq!(
+            serial(&d, "quiet.test."),
+            before,
+            "{operations}: no bump served"
+        );
+    }
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), text_before);
+    assert_eq!(
+        std::fs::metadata(&file).unwrap().modified().unwrap(),
+        modified_before,
+        "the file was not rewritten"
+    );
+    // A real change still bumps.
+    let (_, v) = patch(
+        &d,
+        "quiet.test",
+        json!([{"op": "delete", "name": "www", "type": "A"}]),
+    );
+    assert_ne!(v["serial"], before);
+}
+
+#[test]
+fn creating_a_zone_without_nameservers_on_the_embedded_defaults_says_they_are_required() {
+    let d = TestDaemon::start(&[]);
+    let (status, v) = create(&d, json!({"name": "nons.test"}));
+    assert_eq!(status, 400, "{v}");
+    assert_eq!(error_field(&v), "nameservers");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("zone_defaults.nameservers"),
+        "{v}"
+    );
+    assert!(!d.zones_dir().join("nons.test.zone").exists());
+    // The README says so where it describes the call.
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    assert!(
+        readme.contains("`nameservers` is required unless `zone_defaults.nameservers` is set"),
+        "README must say nameservers are required on the embedded defaults"
+    );
+}

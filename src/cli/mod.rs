@@ -22,8 +22,9 @@ pub struct ApiArgs {
     /// The daemon's configuration (for its HTTP address and token).
     #[arg(long, short, global = true)]
     pub config: Option<PathBuf>,
-    /// HTTP address of the daemon, overriding the config's `http.listen`.
-    #[arg(long, global = true)]
+    /// HTTP address of the daemon (`host:port` or `http://host:port`), overriding the
+    /// config's `http.listen`.
+    #[arg(long, global = true, value_name = "URL", value_parser = parse_api_address)]
     pub api: Option<SocketAddr>,
     /// Bearer token, overriding the config's token and `<keys_dir>/api-token`.
     #[arg(long, global = true, env = "MAILZONE_TOKEN", hide_env_values = true)]
@@ -39,23 +40,34 @@ pub enum ZoneCommand {
     List,
     /// Create a zone with its SOA and NS records.
     Create {
+        /// The zone's name, e.g. `shop.test`.
         zone: String,
         /// A name server (absolute name); repeat for several. Default: zone_defaults.nameservers.
         #[arg(long = "ns")]
         nameservers: Vec<String>,
     },
     /// Show a zone and its records.
-    Show { zone: String },
+    Show {
+        /// The zone's name.
+        zone: String,
+    },
     /// Delete a zone and its file.
-    Delete { zone: String },
+    Delete {
+        /// The zone's name.
+        zone: String,
+    },
     /// Set the rrset NAME TYPE to the given records (none: delete the rrset).
     Set {
+        /// The zone's name.
         zone: String,
+        /// Owner name, relative to the zone unless it ends with a dot; `@` is the apex.
         name: String,
+        /// Record type, e.g. `MX`, `TXT`, `A`.
         #[arg(value_name = "TYPE")]
         rtype: String,
         /// Record data in zone-file form, e.g. `10 mx1.example.net.`
         records: Vec<String>,
+        /// TTL in seconds (default: the rrset's current TTL, else zone_defaults.ttl).
         #[arg(long)]
         ttl: Option<u32>,
         /// Add to the rrset instead of replacing it.
@@ -63,24 +75,62 @@ pub enum ZoneCommand {
         add: bool,
     },
     /// Print the zone as a master file.
-    Export { zone: String },
+    Export {
+        /// The zone's name.
+        zone: String,
+    },
 }
+
+/// The record families an association can manage.
+pub const FAMILIES: [&str; 6] = ["mx", "srv", "autoconfig", "spf", "dmarc", "dkim"];
 
 #[derive(Debug, Subcommand)]
 pub enum DomainCommand {
     /// Associate a domain with a platform (records written if its zone is hosted here).
     Add {
+        /// The domain, e.g. `shop.test`.
         domain: String,
+        /// The platform's id (under `platforms:` in the daemon's config).
         #[arg(long)]
         platform: String,
         /// Share the domain with another mail service (needs --relay-host).
         #[arg(long)]
         non_authoritative: bool,
+        /// Where mail for unknown recipients goes (non-authoritative mode).
         #[arg(long)]
         relay_host: Option<String>,
+        /// Families to manage besides the defaults (all but dkim), e.g. `--with dkim`.
+        #[arg(long, value_parser = FAMILIES)]
+        with: Vec<String>,
         /// Families not to manage, e.g. `--skip dmarc --skip srv`.
-        #[arg(long, value_parser = ["mx", "srv", "autoconfig", "spf", "dmarc"])]
+        #[arg(long, value_parser = FAMILIES)]
         skip: Vec<String>,
+        /// Replace user records that stand where a record must go.
+        #[arg(long)]
+        replace: bool,
+        /// Show what would change without changing anything.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Change an association: families (`--with`, `--skip`), mode, relay host.
+    Set {
+        /// The associated domain.
+        domain: String,
+        /// The platform, when the domain has several associations.
+        #[arg(long)]
+        platform: Option<String>,
+        /// Families to turn on, e.g. `--with dkim`; the others stay as they are.
+        #[arg(long, value_parser = FAMILIES)]
+        with: Vec<String>,
+        /// Families to turn off, e.g. `--skip srv`; the others stay as they are.
+        #[arg(long, value_parser = FAMILIES)]
+        skip: Vec<String>,
+        /// New mode.
+        #[arg(long, value_parser = ["authoritative", "non-authoritative"])]
+        mode: Option<String>,
+        /// New relay host (non-authoritative mode).
+        #[arg(long)]
+        relay_host: Option<String>,
         /// Replace user records that stand where a record must go.
         #[arg(long)]
         replace: bool,
@@ -90,29 +140,167 @@ pub enum DomainCommand {
     },
     /// List the associations.
     List,
-    /// Show a domain's associations.
-    Show { domain: String },
+    /// Show a domain's associations and the records they need.
+    Show {
+        /// The associated domain.
+        domain: String,
+    },
     /// Print the records a domain needs, as zone-file lines.
-    Records { domain: String },
+    Records {
+        /// The associated domain.
+        domain: String,
+    },
     /// Remove an association (its records go, replaced records come back).
     Remove {
+        /// The associated domain.
         domain: String,
+        /// The platform, when the domain has several associations.
         #[arg(long)]
         platform: Option<String>,
     },
+}
+
+/// The `records` object of a request: `with` families on, `skip` families off; a family
+/// in both is refused.
+fn families_json(with: &[String], skip: &[String]) -> Result<Value, CliError> {
+    if let Some(f) = with.iter().find(|f| skip.contains(f)) {
+        return Err(CliError::Failed(format!(
+            "--with {f} and --skip {f} contradict each other"
+        )));
+    }
+    let mut records = json!({});
+    for f in with {
+        records[f.as_str()] = json!(true);
+    }
+    for f in skip {
+        records[f.as_str()] = json!(false);
+    }
+    Ok(records)
+}
+
+/// `--api`: `host:port`, `http://host:port` or `http://host:port/`.
+pub fn parse_api_address(text: &str) -> Result<SocketAddr, String> {
+    if text.starts_with("https://") {
+        return Err("the API speaks plain HTTP: use http://host:port".into());
+    }
+    let bare = text.strip_prefix("http://").unwrap_or(text);
+    let bare = bare.strip_suffix('/').unwrap_or(bare);
+    if bare.contains('/') {
+        return Err(format!("{text}: give only the address, without a path"));
+    }
+    std::net::ToSocketAddrs::to_socket_addrs(bare)
+        .map_err(|e| format!("{text}: not host:port ({e})"))?
+        .next()
+        .ok_or_else(|| format!("{text}: no address"))
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Create a scoped API token (needs the admin token); its secret is printed once.
+    Create {
+        /// What the token may do: read, or write (which includes read).
+        #[arg(long, value_parser = ["read", "write"])]
+        access: String,
+        /// A zone the token reaches (its names and associations); repeat for several.
+        /// Neither --zone nor --platform: every zone and association.
+        #[arg(long = "zone")]
+        zones: Vec<String>,
+        /// Limit the token to the associations of this platform (and no zone).
+        #[arg(long, conflicts_with = "zones")]
+        platform: Option<String>,
+        /// A label for humans, shown by `token list`.
+        #[arg(long, default_value = "")]
+        name: String,
+    },
+    /// List the scoped tokens (never their secrets).
+    List,
+    /// Revoke a scoped token: refused from now on.
+    Revoke {
+        /// The token's id, as `token list` shows it.
+        id: String,
+    },
+}
+
+/// Runs one `token` subcommand; returns what to print.
+pub fn run_token(args: &ApiArgs, command: &TokenCommand) -> Result<String, CliError> {
+    let api = client(args)?;
+    let scope = |t: &Value| -> String {
+        if let Some(p) = t["platform"].as_str() {
+            format!("platform {p}")
+        } else if let Some(z) = t["zones"].as_array().filter(|z| !z.is_empty()) {
+            z.iter().map(text).collect::<Vec<_>>().join(" ")
+        } else {
+            "all".into()
+        }
+    };
+    Ok(match command {
+        TokenCommand::Create {
+            access,
+            zones,
+            platform,
+            name,
+        } => {
+            let body =
+                json!({"access": access, "zones": zones, "platform": platform, "name": name});
+            let v = api.request("POST", "/v1/tokens", Some(&body))?;
+            if args.json {
+                pretty(&v)
+            } else {
+                format!(
+                    "token {} ({} on {}); keep it now, it is not shown again:\n{}\n",
+                    text(&v["id"]),
+                    text(&v["access"]),
+                    scope(&v),
+                    text(&v["token"])
+                )
+            }
+        }
+        TokenCommand::List => {
+            let v = api.request("GET", "/v1/tokens", None)?;
+            if args.json {
+                pretty(&v)
+            } else {
+                let rows: Vec<Vec<String>> = v
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|t| {
+                        vec![
+                            text(&t["id"]),
+                            text(&t["access"]),
+                            scope(t),
+                            text(&t["name"]),
+                        ]
+                    })
+                    .collect();
+                table(&["ID", "ACCESS", "SCOPE", "NAME"], &rows)
+            }
+        }
+        TokenCommand::Revoke { id } => {
+            api.request("DELETE", &format!("/v1/tokens/{id}"), None)?;
+            if args.json {
+                "{}\n".into()
+            } else {
+                format!("revoked {id}\n")
+            }
+        }
+    })
 }
 
 #[derive(Debug, Subcommand)]
 pub enum DkimCommand {
     /// Sign the message on standard input; print the signed message.
     Sign {
+        /// The signing domain (d=).
         #[arg(long)]
         domain: String,
+        /// The platform whose key signs, when the domain has several associations.
         #[arg(long)]
         platform: Option<String>,
         /// Sign here with this PEM key instead of asking the daemon (needs --selector).
         #[arg(long)]
         key: Option<PathBuf>,
+        /// The selector (s=) of --key.
         #[arg(long)]
         selector: Option<String>,
     },
@@ -129,11 +317,53 @@ pub enum TsigCommand {
     /// Print a TSIG key of `transfer.keys` in the forms NSD, Knot and BIND configs take
     /// (generating its secret into `<keys_dir>/tsig/NAME.key` when absent).
     Show {
+        /// The key's name in `transfer.keys`.
         name: String,
         /// The daemon's configuration (default: the embedded one).
         #[arg(long, short)]
         config: Option<PathBuf>,
     },
+}
+
+/// `mailzone health`: exit 0 when the daemon is ready (`/readyz`), or alive with `--live`
+/// (`/healthz`); for container health checks, which have no HTTP client of their own.
+#[derive(Debug, Clone, Args)]
+pub struct HealthArgs {
+    /// The daemon's configuration (for its HTTP address); default: the embedded one.
+    #[arg(long, short, env = "MAILZONE_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// HTTP address of the daemon (`host:port` or `http://host:port`), overriding the config.
+    #[arg(long, value_name = "URL", value_parser = parse_api_address)]
+    pub api: Option<SocketAddr>,
+    /// Only check that the daemon answers (liveness), not that it is ready.
+    #[arg(long)]
+    pub live: bool,
+}
+
+/// Runs `mailzone health`; returns what to print.
+pub fn run_health(args: &HealthArgs) -> Result<String, CliError> {
+    let config = match &args.config {
+        Some(f) => Config::load(f)?,
+        None => Config::default(),
+    };
+    let mut addr = args.api.unwrap_or(config.http.listen);
+    // A daemon listening on every address is asked on loopback.
+    if addr.ip().is_unspecified() {
+        let ip: std::net::IpAddr = if addr.is_ipv4() {
+            std::net::Ipv4Addr::LOCALHOST.into()
+        } else {
+            std::net::Ipv6Addr::LOCALHOST.into()
+        };
+        addr.set_ip(ip);
+    }
+    let path = if args.live { "/healthz" } else { "/readyz" };
+    // These endpoints need no token.
+    let text = ApiClient::new(addr, String::new()).request_text("GET", path)?;
+    Ok(if text.ends_with('\n') {
+        text
+    } else {
+        format!("{text}\n")
+    })
 }
 
 /// Runs one `tsig` subcommand locally (the secret never travels through the API).
@@ -154,6 +384,7 @@ pub fn run_tsig(command: &TsigCommand) -> Result<String, CliError> {
 /// `mailzone diagnose`: the checks of one domain, once, without a daemon.
 #[derive(Debug, Clone, Args)]
 pub struct DiagnoseArgs {
+    /// The domain to check, e.g. `shop.example`.
     pub domain: String,
     /// The platform whose records the domain should carry.
     #[arg(long)]
@@ -170,6 +401,7 @@ pub struct DiagnoseArgs {
     /// Configuration file (for the platforms and diagnosis settings).
     #[arg(long, short)]
     pub config: Option<PathBuf>,
+    /// Print the diagnosis as JSON instead of a table.
     #[arg(long)]
     pub json: bool,
 }
@@ -332,14 +564,12 @@ pub fn run_domain(args: &ApiArgs, command: &DomainCommand) -> Result<String, Cli
             platform,
             non_authoritative,
             relay_host,
+            with,
             skip,
             replace,
             dry_run,
         } => {
-            let mut records = json!({});
-            for f in ["mx", "srv", "autoconfig", "spf", "dmarc"] {
-                records[f] = json!(!skip.iter().any(|s| s == f));
-            }
+            let records = families_json(with, skip)?;
             let mode = if *non_authoritative {
                 "non-authoritative"
             } else {
@@ -406,8 +636,55 @@ pub fn run_domain(args: &ApiArgs, command: &DomainCommand) -> Result<String, Cli
                 table(&["DOMAIN", "PLATFORM", "MODE", "ZONE"], &rows)
             }
         }
+        DomainCommand::Set {
+            domain,
+            platform,
+            with,
+            skip,
+            mode,
+            relay_host,
+            replace,
+            dry_run,
+        } => {
+            let mut body = json!({});
+            if !with.is_empty() || !skip.is_empty() {
+                body["records"] = families_json(with, skip)?;
+            }
+            if let Some(m) = mode {
+                body["mode"] = json!(m);
+            }
+            if let Some(r) = relay_host {
+                body["relay_host"] = json!(r);
+            }
+            let mut query = format!("?dry_run={dry_run}&replace={replace}");
+            if let Some(p) = platform {
+                query.push_str(&format!("&platform={p}"));
+            }
+            let v = api.request(
+                "PATCH",
+                &format!("/v1/domains/{domain}{query}"),
+                Some(&body),
+            )?;
+            if args.json {
+                pretty(&v)
+            } else {
+                let head = if *dry_run { "would change" } else { "changed" };
+                let body = changes(&v);
+                let families = enabled_families(&v["association"]["records"]);
+                if body.is_empty() {
+                    format!("{domain}: families {families}; no record changes\n")
+                } else {
+                    format!("{domain}: families {families}; {head}:\n{body}")
+                }
+            }
+        }
         DomainCommand::Show { domain } => {
-            pretty(&api.request("GET", &format!("/v1/domains/{domain}"), None)?)
+            let v = api.request("GET", &format!("/v1/domains/{domain}"), None)?;
+            if args.json {
+                pretty(&v)
+            } else {
+                show_domain(&v)
+            }
         }
         DomainCommand::Records { domain } => {
             let v = api.request("GET", &format!("/v1/domains/{domain}"), None)?;
@@ -660,6 +937,70 @@ pub async fn run_diagnose(args: &DiagnoseArgs) -> Result<(String, bool), CliErro
         }
     }
     Ok((out, green))
+}
+
+/// The families an association's `records` object turns on, space-separated.
+fn enabled_families(records: &Value) -> String {
+    let on: Vec<&str> = FAMILIES
+        .iter()
+        .copied()
+        .filter(|f| records[*f] == json!(true))
+        .collect();
+    if on.is_empty() {
+        "none".into()
+    } else {
+        on.join(" ")
+    }
+}
+
+/// `domain show` as tables: one row per association, then the records each needs.
+fn show_domain(v: &Value) -> String {
+    let associations: Vec<&Value> = v["associations"].as_array().into_iter().flatten().collect();
+    let rows: Vec<Vec<String>> = associations
+        .iter()
+        .map(|a| {
+            let zone = if a["hosted"] == json!(true) {
+                "hosted"
+            } else {
+                "external"
+            };
+            let diagnosis = match &a["diagnosis"]["overall"] {
+                Value::Null => "-".to_string(),
+                other => text(other),
+            };
+            vec![
+                text(&a["platform"]),
+                text(&a["mode"]),
+                zone.to_string(),
+                enabled_families(&a["records"]),
+                diagnosis,
+            ]
+        })
+        .collect();
+    let mut out = format!("domain {}\n\n", text(&v["domain"]));
+    out.push_str(&table(
+        &["PLATFORM", "MODE", "ZONE", "FAMILIES", "DIAGNOSIS"],
+        &rows,
+    ));
+    for a in associations {
+        let records: Vec<Vec<String>> = a["expected"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|r| {
+                vec![
+                    text(&r["family"]),
+                    text(&r["name"]),
+                    text(&r["ttl"]),
+                    text(&r["type"]),
+                    text(&r["value"]),
+                ]
+            })
+            .collect();
+        out.push_str(&format!("\nrecords for {}:\n", text(&a["platform"])));
+        out.push_str(&table(&["FAMILY", "NAME", "TTL", "TYPE", "DATA"], &records));
+    }
+    out
 }
 
 fn pretty(v: &Value) -> String {

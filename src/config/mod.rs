@@ -37,6 +37,28 @@ pub struct Config {
     pub diagnosis: DiagnosisConfig,
     /// Zone transfers to secondaries: TSIG keys and who may transfer what.
     pub transfer: TransferConfig,
+    /// What `/metrics` exports.
+    pub metrics: MetricsConfig,
+}
+
+/// What `/metrics` exports.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Which domains get per-domain series (`mailzone_diagnosis_check_status`,
+    /// `mailzone_dkim_key_age_seconds`): 100,000 domains must not mean a million series.
+    pub per_domain: PerDomain,
+}
+
+/// Which domains get per-domain metric series.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PerDomain {
+    #[default]
+    All,
+    /// Only domains whose last diagnosis has a red check.
+    Failing,
+    None,
 }
 
 /// Zone transfers out (AXFR to secondaries). With no `secondaries`, every transfer is refused.
@@ -339,6 +361,20 @@ pub struct HttpConfig {
     pub max_connections: usize,
     /// Requests served on one keep-alive connection before it is closed.
     pub max_requests_per_connection: u64,
+    /// Whether `/`, `/v1/status` and `/metrics` answer without a token.
+    pub open_reads: OpenReads,
+}
+
+/// When the read-only pages answer without a token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum OpenReads {
+    /// Only while `http.listen` is a loopback address.
+    #[default]
+    Loopback,
+    Always,
+    /// A token is always needed (any valid token).
+    Never,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -374,6 +410,7 @@ impl Default for Config {
             dkim_check_interval_ms: 60_000,
             diagnosis: DiagnosisConfig::default(),
             transfer: TransferConfig::default(),
+            metrics: MetricsConfig::default(),
         }
     }
 }
@@ -402,6 +439,7 @@ impl Default for HttpConfig {
             body_read_timeout_secs: 30,
             max_connections: 512,
             max_requests_per_connection: 1000,
+            open_reads: OpenReads::Loopback,
         }
     }
 }

@@ -16,7 +16,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use hickory_proto::rr::{Name, RecordType};
-use ring::rand::{SecureRandom, SystemRandom};
 use serde::Serialize;
 
 use super::Shared;
@@ -28,7 +27,9 @@ use crate::provision::association::{
 };
 use crate::provision::dkim::expected_dkim;
 use crate::provision::platform::Platform;
-use crate::provision::records::{ExpectedRecord, Families, MissingSetting, expected_records};
+use crate::provision::records::{
+    ExpectedRecord, Families, FamiliesPatch, MissingSetting, expected_records,
+};
 use crate::zone::edit::EditError;
 use crate::zone::serial::next_serial;
 use crate::zone::set::{unix_now, zone_file};
@@ -50,7 +51,8 @@ pub struct AssociationChange {
     pub mode: Option<Mode>,
     /// `Some(None)` clears the relay host.
     pub relay_host: Option<Option<String>>,
-    pub records: Option<Families>,
+    /// Only the families named change.
+    pub records: Option<FamiliesPatch>,
 }
 
 /// What happened (or, in a dry run, would happen).
@@ -105,13 +107,16 @@ fn lines(zone: &Zone) -> BTreeSet<String> {
         .collect()
 }
 
-fn new_token() -> String {
-    let mut bytes = [0u8; 8];
-    // A token only needs to be unguessable enough to prove control; fall back to the clock.
-    if SystemRandom::new().fill(&mut bytes).is_err() {
-        bytes = unix_now().to_be_bytes();
-    }
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+/// The ownership token of a new association: an HMAC of the domain and platform under the
+/// daemon's API token, so a dry run shows exactly the token the real association will get
+/// (also after a restart), and nobody without the API token can predict it.
+fn new_token(secret: &str, domain: &str, platform: &str) -> String {
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret.as_bytes());
+    let tag = ring::hmac::sign(&key, format!("ownership\0{domain}\0{platform}").as_bytes());
+    tag.as_ref()[..8]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 impl Shared {
@@ -283,9 +288,10 @@ impl Shared {
             mode: req.mode,
             relay_host: req.relay_host,
             records: req.records,
-            ownership_token: existing
-                .as_ref()
-                .map_or_else(new_token, |e| e.ownership_token.clone()),
+            ownership_token: existing.as_ref().map_or_else(
+                || new_token(&self.token, &domain_text, &platform.id),
+                |e| e.ownership_token.clone(),
+            ),
             hosted: zone.is_some(),
             spf_mechanisms: vec![],
             spf_created: false,
@@ -517,7 +523,9 @@ impl Shared {
                 platform: platform.to_string(),
                 mode: change.mode.unwrap_or(existing.mode),
                 relay_host: change.relay_host.clone().unwrap_or(existing.relay_host),
-                records: change.records.unwrap_or(existing.records),
+                records: change
+                    .records
+                    .map_or(existing.records, |p| p.apply(existing.records)),
             })
         };
         let mut attempts = 0;

@@ -21,6 +21,7 @@ use tokio::sync::Semaphore;
 use super::Shared;
 use super::scheduler::{AssociationKey, Job};
 use crate::config::DiagnosisConfig;
+use crate::config::PerDomain;
 use crate::diagnose::check::{Diagnosis, Finding, Overall, Severity};
 use crate::diagnose::checks::{Subject, diagnosis};
 use crate::diagnose::verdict::{self, Recent};
@@ -39,6 +40,27 @@ const CHECKS: [&str; 8] = [
     "dmarc",
     "ownership",
 ];
+
+/// A check's value in `mailzone_diagnosis_check_status`: 0 ok, 1 pending, 2 notice, 3 red.
+fn check_value(f: &crate::diagnose::check::Finding) -> i64 {
+    if f.is_red() {
+        3
+    } else if f.status.is_bad() {
+        2
+    } else if f.status == crate::diagnose::check::CheckStatus::Pending {
+        1
+    } else {
+        0
+    }
+}
+
+/// Whether a diagnosis has a red check (`metrics.per_domain: failing`); a notice alone
+/// (e.g. a DMARC policy of none) leaves the overall status ok, so it does not count.
+fn failing(d: &Diagnosis) -> bool {
+    CHECKS
+        .iter()
+        .any(|c| d.worst(c).is_some_and(|f| f.is_red()))
+}
 
 /// Diagnosis state kept by the daemon (not on the DNS path).
 pub struct DiagnosisState {
@@ -319,25 +341,52 @@ impl Shared {
             let mut results = self.diagnosis.results.lock().ok()?;
             // Under the results lock: `forget` runs after the association left the set, so
             // either it sees this result and removes it, or this sees the association gone.
-            self.associations.load().find(&key.domain, &key.platform)?;
+            let association = self
+                .associations
+                .load()
+                .find(&key.domain, &key.platform)?
+                .clone();
+            results.insert(key.clone(), result.clone());
+            // `metrics.per_domain`: a domain that stops qualifying loses its series.
+            let wanted = match self.config.metrics.per_domain {
+                PerDomain::All => true,
+                PerDomain::None => false,
+                PerDomain::Failing => results
+                    .iter()
+                    .filter(|(k, _)| k.domain == key.domain)
+                    .any(|(_, d)| failing(d)),
+            };
             for check in CHECKS {
-                if let Some(f) = result.worst(check) {
-                    let value = if f.is_red() {
-                        3
-                    } else if f.status.is_bad() {
-                        2
-                    } else if f.status == crate::diagnose::check::CheckStatus::Pending {
-                        1
-                    } else {
-                        0
-                    };
-                    self.metrics
+                let labels = [key.domain.as_str(), check];
+                match result.worst(check) {
+                    Some(f) if wanted => self
+                        .metrics
                         .diagnosis_check_status
-                        .with_label_values(&[&key.domain, check])
-                        .set(value);
+                        .with_label_values(&labels)
+                        .set(check_value(f)),
+                    _ if !wanted => {
+                        let _ = self
+                            .metrics
+                            .diagnosis_check_status
+                            .remove_label_values(&labels);
+                    }
+                    _ => {}
                 }
             }
-            results.insert(key.clone(), result.clone());
+            let now = unix_now();
+            for g in &association.dkim {
+                for k in &g.keys {
+                    let labels = [association.domain.as_str(), k.selector.as_str()];
+                    if wanted {
+                        self.metrics
+                            .dkim_key_age
+                            .with_label_values(&labels)
+                            .set(now.saturating_sub(g.created_at) as i64);
+                    } else {
+                        let _ = self.metrics.dkim_key_age.remove_label_values(&labels);
+                    }
+                }
+            }
         }
         self.refresh_overall_gauges();
         Some(result)

@@ -615,12 +615,17 @@ impl Shared {
     /// cannot be used, if it cannot.
     fn key_error_of(&self, a: &Association, now: u64) -> Option<String> {
         let mut error = None;
+        // Under `metrics.per_domain: failing` the diagnosis decides (it sets and removes
+        // the domain's series); `none` has none.
+        let series = self.config.metrics.per_domain == crate::config::PerDomain::All;
         for g in &a.dkim {
             for k in &g.keys {
-                self.metrics
-                    .dkim_key_age
-                    .with_label_values(&[&a.domain, &k.selector])
-                    .set(now.saturating_sub(g.created_at) as i64);
+                if series {
+                    self.metrics
+                        .dkim_key_age
+                        .with_label_values(&[&a.domain, &k.selector])
+                        .set(now.saturating_sub(g.created_at) as i64);
+                }
                 if g.state == SelectorState::Active
                     && let Err(e) = self.signing_key(&a.domain, &k.selector)
                 {

@@ -13,6 +13,7 @@ pub mod dkim;
 pub mod scheduler;
 pub mod shared;
 pub mod token;
+pub mod tokens;
 pub mod writer;
 
 pub use shared::{ReloadSummary, Shared};

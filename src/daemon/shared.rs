@@ -46,6 +46,8 @@ pub struct Shared {
     pub zones: Arc<ArcSwap<ZoneSet>>,
     pub metrics: Arc<Metrics>,
     pub token: String,
+    /// Scoped API tokens (hashes), besides the admin token.
+    pub tokens: super::tokens::TokenStore,
     pub started: Instant,
     pub dns_addrs: Vec<SocketAddr>,
     /// Domain associations, as persisted in `zones/associations/`.
@@ -95,6 +97,7 @@ impl Shared {
             zones: Arc::new(ArcSwap::from_pointee(ZoneSet::default())),
             metrics,
             token,
+            tokens: super::tokens::TokenStore::new(&config),
             started: Instant::now(),
             dns_addrs,
             associations: ArcSwap::from_pointee(associations),
@@ -108,6 +111,20 @@ impl Shared {
             writer: Mutex::new(()),
             config,
         }
+    }
+
+    /// Whether the single writer can be had within `within` (readiness: a change would not
+    /// hang behind a stuck one). Taken and released at once.
+    pub async fn writer_available(&self, within: std::time::Duration) -> bool {
+        tokio::time::timeout(within, self.writer.lock())
+            .await
+            .is_ok()
+    }
+
+    /// The writer lock itself: tests hold it to see what waits behind a stuck writer.
+    #[doc(hidden)]
+    pub fn writer_lock(&self) -> &Mutex<()> {
+        &self.writer
     }
 
     /// Re-reads the zones folder and publishes the result. Queries in flight keep the old

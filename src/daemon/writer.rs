@@ -136,7 +136,15 @@ impl Shared {
             file: origin.to_string(),
             message: e.to_string(),
         })?;
-        let zone = Arc::new(built.map_err(WriteError::Invalid)?);
+        let built = built.map_err(WriteError::Invalid)?;
+        // A change that changes nothing (deleting what is not there) writes nothing and
+        // bumps nothing: the zone as it is answers.
+        if let Some(current) = current.get(origin)
+            && built.same_data_as(&current)
+        {
+            return Ok(current);
+        }
+        let zone = Arc::new(built);
         let file = zone_file(&self.config.zones_dir, origin);
         self.store_journalled(vec![(zone.clone(), file)]).await?;
         Ok(zone)

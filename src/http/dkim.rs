@@ -16,8 +16,9 @@ use serde::Deserialize;
 
 use super::domains::{association_error, domain_name};
 use super::zones::parse_body;
-use super::{ApiError, require_token};
+use super::{ApiError, authenticate, permit};
 use crate::daemon::shared::{Shared, SignError};
+use crate::daemon::tokens::{Access, Target};
 
 type AppState = Arc<Shared>;
 
@@ -36,9 +37,16 @@ pub async fn sign(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    require_token(&shared, &headers)?;
+    let grant = authenticate(&shared, &headers)?;
     let body: SignBody = parse_body(body)?;
     let domain = domain_name(&body.domain, "domain")?;
+    // A platform-scoped token must name its platform.
+    let platform = body.platform.as_deref().unwrap_or_default();
+    permit(
+        &grant,
+        Access::Write,
+        Target::Association(&domain, platform),
+    )?;
     let signatures = shared
         .dkim_sign(&domain, body.platform.as_deref(), body.message.as_bytes())
         .map_err(|e| {
@@ -72,8 +80,14 @@ pub async fn rotate(
     Path(domain): Path<String>,
     Query(q): Query<RotateQuery>,
 ) -> Result<Response, ApiError> {
-    require_token(&shared, &headers)?;
+    let grant = authenticate(&shared, &headers)?;
     let domain = domain_name(&domain, "domain")?;
+    let platform = q.platform.as_deref().unwrap_or_default();
+    permit(
+        &grant,
+        Access::Write,
+        Target::Association(&domain, platform),
+    )?;
     let report = shared
         .rotate_dkim(&domain, q.platform.as_deref())
         .await

@@ -17,12 +17,13 @@ use hickory_proto::rr::Name;
 use serde::{Deserialize, Serialize};
 
 use super::zones::{parse_body, write_error};
-use super::{ApiError, require_token};
+use super::{ApiError, authenticate, permit};
 use crate::daemon::shared::{
     AssociateRequest, AssociationChange, AssociationError, AssociationKey, Shared,
 };
+use crate::daemon::tokens::{Access, Target};
 use crate::provision::association::{Association, Mode, RuleError};
-use crate::provision::records::{ExpectedRecord, Families};
+use crate::provision::records::{ExpectedRecord, Families, FamiliesPatch};
 use crate::zone::master::parse_api_name;
 
 type AppState = Arc<Shared>;
@@ -46,8 +47,9 @@ pub struct ChangeBody {
     pub mode: Option<Mode>,
     #[serde(default, deserialize_with = "some_or_null")]
     pub relay_host: Option<Option<String>>,
+    /// Only the families named change.
     #[serde(default)]
-    pub records: Option<Families>,
+    pub records: Option<FamiliesPatch>,
 }
 
 /// `"relay_host": null` clears it; an absent key leaves it.
@@ -147,10 +149,16 @@ pub async fn associate(
     Query(flags): Query<Flags>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    require_token(&shared, &headers)?;
+    let grant = authenticate(&shared, &headers)?;
     let body: AssociateBody = parse_body(body)?;
+    let domain = domain_name(&body.domain, "domain")?;
+    permit(
+        &grant,
+        Access::Write,
+        Target::Association(&domain, &body.platform),
+    )?;
     let request = AssociateRequest {
-        domain: domain_name(&body.domain, "domain")?,
+        domain,
         platform: body.platform,
         mode: body.mode,
         relay_host: relay(body.relay_host)?,
@@ -201,10 +209,15 @@ pub async fn change(
     Query(flags): Query<Flags>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    require_token(&shared, &headers)?;
+    let grant = authenticate(&shared, &headers)?;
     let domain = domain_name(&domain, "domain")?;
     let body: ChangeBody = parse_body(body)?;
     let platform = pick(&shared, &domain, flags.platform)?;
+    permit(
+        &grant,
+        Access::Write,
+        Target::Association(&domain, &platform),
+    )?;
     let relay_host = match body.relay_host {
         Some(r) => Some(relay(r)?),
         None => None,
@@ -232,9 +245,14 @@ pub async fn remove(
     Path(domain): Path<String>,
     Query(flags): Query<Flags>,
 ) -> Result<Response, ApiError> {
-    require_token(&shared, &headers)?;
+    let grant = authenticate(&shared, &headers)?;
     let domain = domain_name(&domain, "domain")?;
     let platform = pick(&shared, &domain, flags.platform)?;
+    permit(
+        &grant,
+        Access::Write,
+        Target::Association(&domain, &platform),
+    )?;
     let report = shared
         .dissociate(&domain, &platform)
         .await
@@ -288,6 +306,11 @@ async fn spf_replacing_the_served_one(
     value["to_remove"] = serde_json::json!({ "spf": remove });
 }
 
+/// Whether the caller may read this association (lists show only those).
+fn sees(grant: &crate::daemon::tokens::Grant, a: &Association) -> bool {
+    Name::from_ascii(&a.domain).is_ok_and(|d| grant.sees_association(&d, &a.platform))
+}
+
 #[derive(Serialize)]
 struct AssociationView {
     #[serde(flatten)]
@@ -324,10 +347,11 @@ pub async fn list(
     headers: HeaderMap,
     Query(q): Query<ListQuery>,
 ) -> Result<Response, ApiError> {
-    require_token(&shared, &headers)?;
+    let grant = authenticate(&shared, &headers)?;
     let set = shared.associations.load();
     let views: Vec<AssociationView> = set
         .all()
+        .filter(|a| sees(&grant, a))
         .map(|a| view(&shared, a))
         .filter(|v| {
             q.status.as_deref().is_none_or(|s| {
@@ -345,10 +369,14 @@ pub async fn show(
     headers: HeaderMap,
     Path(domain): Path<String>,
 ) -> Result<Response, ApiError> {
-    require_token(&shared, &headers)?;
+    let grant = authenticate(&shared, &headers)?;
     let domain = domain_name(&domain, "domain")?.to_ascii();
     let set = shared.associations.load();
-    let views: Vec<AssociationView> = set.for_domain(&domain).map(|a| view(&shared, a)).collect();
+    let views: Vec<AssociationView> = set
+        .for_domain(&domain)
+        .filter(|a| sees(&grant, a))
+        .map(|a| view(&shared, a))
+        .collect();
     if views.is_empty() {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
@@ -366,9 +394,14 @@ pub async fn diagnose(
     Path(domain): Path<String>,
     Query(flags): Query<Flags>,
 ) -> Result<Response, ApiError> {
-    require_token(&shared, &headers)?;
+    let grant = authenticate(&shared, &headers)?;
     let domain = domain_name(&domain, "domain")?;
     let platform = pick(&shared, &domain, flags.platform)?;
+    permit(
+        &grant,
+        Access::Write,
+        Target::Association(&domain, &platform),
+    )?;
     let association = shared
         .associations
         .load()

@@ -21,12 +21,15 @@ use axum::{Json, Router};
 use serde::Serialize;
 use serde_json::json;
 
+use crate::config::OpenReads;
 use crate::daemon::shared::Shared;
+use crate::daemon::tokens::{Access, Grant, Target};
 use crate::problems::{Problem, Throttle};
 
 pub mod dkim;
 pub mod domains;
 pub mod page;
+pub mod tokens;
 pub mod zones;
 use crate::zone::ZoneStatus;
 
@@ -36,6 +39,9 @@ type AppState = Arc<Shared>;
 pub fn router(shared: Arc<Shared>) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/v1/tokens", get(tokens::list).post(tokens::create))
+        .route("/v1/tokens/{id}", axum::routing::delete(tokens::revoke))
         .route("/metrics", get(metrics))
         .route("/v1/status", get(status))
         .route("/v1/reload", post(reload))
@@ -103,8 +109,14 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// Checks `Authorization: Bearer <token>` in constant time.
+/// Checks that the caller holds the admin token (`Authorization: Bearer <token>`).
 pub fn require_token(shared: &Shared, headers: &HeaderMap) -> Result<(), ApiError> {
+    authorize(shared, headers, Access::Write, Target::Admin).map(|_| ())
+}
+
+/// Who the bearer token is: the admin token (compared in constant time) or a scoped token
+/// (looked up by its SHA-256). 401 without a token or with an unknown or revoked one.
+pub fn authenticate(shared: &Shared, headers: &HeaderMap) -> Result<Grant, ApiError> {
     let given = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -118,19 +130,77 @@ pub fn require_token(shared: &Shared, headers: &HeaderMap) -> Result<(), ApiErro
         ));
     };
     let expected = shared.token.as_bytes();
-    let given = given.as_bytes();
-    let mut diff = expected.len() ^ given.len();
+    let bytes = given.as_bytes();
+    let mut diff = expected.len() ^ bytes.len();
     for (i, b) in expected.iter().enumerate() {
-        diff |= usize::from(b ^ given.get(i).copied().unwrap_or(0));
+        diff |= usize::from(b ^ bytes.get(i).copied().unwrap_or(0));
     }
-    if diff != 0 {
-        return Err(ApiError::new(
+    if diff == 0 {
+        return Ok(Grant::Admin);
+    }
+    match shared.tokens.find(given) {
+        Some(t) => Ok(Grant::Scoped(t)),
+        None => Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
             "unauthorized",
             "wrong token",
-        ));
+        )),
     }
-    Ok(())
+}
+
+/// 403 unless `grant` may do `access` on `target`.
+pub fn permit(grant: &Grant, access: Access, target: Target<'_>) -> Result<(), ApiError> {
+    if grant.allows(access, target) {
+        return Ok(());
+    }
+    let what = match target {
+        Target::Admin => "this call needs the admin token".to_string(),
+        Target::Any => format!("this token may not {}", access_word(access)),
+        Target::Zone(z) => format!(
+            "this token may not {} the zone {}",
+            access_word(access),
+            crate::zone::writer::name_text(z)
+        ),
+        Target::Association(d, p) => format!(
+            "this token may not {} the association of {} with {p}",
+            access_word(access),
+            crate::zone::writer::name_text(d)
+        ),
+    };
+    Err(ApiError::new(StatusCode::FORBIDDEN, "forbidden", what))
+}
+
+fn access_word(access: Access) -> &'static str {
+    match access {
+        Access::Read => "read",
+        Access::Write => "change",
+    }
+}
+
+/// The caller, checked for `access` on `target`.
+pub fn authorize(
+    shared: &Shared,
+    headers: &HeaderMap,
+    access: Access,
+    target: Target<'_>,
+) -> Result<Grant, ApiError> {
+    let grant = authenticate(shared, headers)?;
+    permit(&grant, access, target)?;
+    Ok(grant)
+}
+
+/// `/`, `/v1/status` and `/metrics`: open while `http.open_reads` allows it (by default only
+/// while HTTP is bound to a loopback address), otherwise any valid token.
+pub fn require_read_access(shared: &Shared, headers: &HeaderMap) -> Result<(), ApiError> {
+    let open = match shared.config.http.open_reads {
+        OpenReads::Always => true,
+        OpenReads::Never => false,
+        OpenReads::Loopback => shared.config.http.listen.ip().is_loopback(),
+    };
+    if open {
+        return Ok(());
+    }
+    authorize(shared, headers, Access::Read, Target::Any).map(|_| ())
 }
 
 async fn count_requests(State(shared): State<AppState>, request: Request, next: Next) -> Response {
@@ -153,8 +223,84 @@ async fn healthz() -> &'static str {
     "ok\n"
 }
 
-async fn metrics(State(shared): State<AppState>) -> impl IntoResponse {
-    (
+/// Readiness: 200 only when every DNS listener answers (a real query over UDP and a TCP
+/// connection, from here), every zone that has a file is served, and the single writer can
+/// be had within a second (a change would not hang); otherwise 503 naming what is not
+/// ready. `/healthz` stays liveness: it answers as long as the process runs.
+async fn readyz(State(shared): State<AppState>) -> Response {
+    let mut problems: Vec<String> = Vec::new();
+    for addr in &shared.dns_addrs {
+        if let Err(e) = probe_dns(*addr).await {
+            problems.push(format!("DNS {addr}: {e}"));
+        }
+    }
+    for z in shared.zones.load().statuses() {
+        if !z.serving {
+            problems.push(format!(
+                "zone {} is not served: {}",
+                z.name,
+                z.last_error.as_deref().unwrap_or("not loaded")
+            ));
+        }
+    }
+    if !shared.writer_available(Duration::from_secs(1)).await {
+        problems.push("the writer is busy for over 1 s".into());
+    }
+    let ready = problems.is_empty();
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(json!({"ready": ready, "problems": problems}))).into_response()
+}
+
+/// Asks the listener at `addr` for the root SOA over UDP (any reply will do: REFUSED is an
+/// answer) and opens a TCP connection to it.
+async fn probe_dns(addr: std::net::SocketAddr) -> Result<(), String> {
+    let target = if addr.ip().is_unspecified() {
+        let loopback: std::net::IpAddr = if addr.is_ipv4() {
+            std::net::Ipv4Addr::LOCALHOST.into()
+        } else {
+            std::net::Ipv6Addr::LOCALHOST.into()
+        };
+        std::net::SocketAddr::new(loopback, addr.port())
+    } else {
+        addr
+    };
+    let bind: std::net::SocketAddr = if target.is_ipv4() {
+        (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
+    } else {
+        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+    };
+    let wait = Duration::from_secs(1);
+    let socket = tokio::net::UdpSocket::bind(bind)
+        .await
+        .map_err(|e| e.to_string())?;
+    socket.connect(target).await.map_err(|e| e.to_string())?;
+    // ID 0x7264, no flags, one question: . SOA IN.
+    let query = [0x72, 0x64, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 6, 0, 1];
+    socket.send(&query).await.map_err(|e| e.to_string())?;
+    let mut reply = [0u8; 512];
+    match tokio::time::timeout(wait, socket.recv(&mut reply)).await {
+        Ok(Ok(n)) if n >= 2 && reply[..2] == query[..2] => {}
+        Ok(Ok(_)) => return Err("UDP: a reply with another ID".into()),
+        Ok(Err(e)) => return Err(format!("UDP: {e}")),
+        Err(_) => return Err("UDP: no reply within 1 s".into()),
+    }
+    match tokio::time::timeout(wait, tokio::net::TcpStream::connect(target)).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(format!("TCP: {e}")),
+        Err(_) => Err("TCP: no connection within 1 s".into()),
+    }
+}
+
+async fn metrics(
+    State(shared): State<AppState>,
+    headers: HeaderMap,
+) -> Result<impl IntoResponse, ApiError> {
+    require_read_access(&shared, &headers)?;
+    Ok((
         [(
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
@@ -163,7 +309,7 @@ async fn metrics(State(shared): State<AppState>) -> impl IntoResponse {
             shared.refresh_transfer_metrics();
             shared.metrics.render()
         },
-    )
+    ))
 }
 
 #[derive(Serialize)]
@@ -184,7 +330,10 @@ struct StatusBody<'a> {
     secondaries: Vec<crate::daemon::shared::SecondarySummary>,
 }
 
-async fn status(State(shared): State<AppState>) -> Response {
+async fn status(State(shared): State<AppState>, headers: HeaderMap) -> Response {
+    if let Err(e) = require_read_access(&shared, &headers) {
+        return e.into_response();
+    }
     let zones = shared.zones.load();
     let statuses = zones.statuses();
     Json(StatusBody {

@@ -217,10 +217,16 @@ pub fn render(
     out
 }
 
-pub async fn status_page(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
+pub async fn status_page(
+    State(shared): State<Arc<Shared>>,
+    headers: axum::http::HeaderMap,
+) -> axum::response::Response {
+    if let Err(e) = super::require_read_access(&shared, &headers) {
+        return e.into_response();
+    }
     let associations: Vec<Association> = shared.associations.load().all().cloned().collect();
     let html = render(&associations, &|a| {
         shared.diagnosis.get(&a.domain, &a.platform)
     });
-    ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], html)
+    ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], html).into_response()
 }

@@ -17,8 +17,9 @@ use hickory_proto::rr::{Name, RData, RecordType};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use super::{ApiError, require_token};
+use super::{ApiError, authenticate, permit};
 use crate::daemon::shared::{SecondaryZoneStatus, Shared, SoaRequest, WriteError};
+use crate::daemon::tokens::{Access, Target};
 use crate::zone::edit::{ChangeKind, RrsetChange};
 use crate::zone::master::{MAX_TTL, parse_api_name, parse_rdata_text, parse_record_type};
 use crate::zone::{Zone, limits, writer};
@@ -199,9 +200,14 @@ pub async fn list(
     State(shared): State<AppState>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    require_token(&shared, &headers)?;
+    let grant = authenticate(&shared, &headers)?;
     let set = shared.zones.load();
-    let mut zones: Vec<ZoneJson> = set.zones().iter().map(|z| zone_json(z)).collect();
+    let mut zones: Vec<ZoneJson> = set
+        .zones()
+        .iter()
+        .filter(|z| grant.sees_zone(z.origin()))
+        .map(|z| zone_json(z))
+        .collect();
     zones.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(Json(zones).into_response())
 }
@@ -211,9 +217,10 @@ pub async fn create(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    require_token(&shared, &headers)?;
+    let grant = authenticate(&shared, &headers)?;
     let req: CreateZone = parse_body(body)?;
     let origin = zone_name(&req.name).map_err(|e| e.with_field("name"))?;
+    permit(&grant, Access::Write, Target::Zone(&origin))?;
     let mut nameservers = Vec::new();
     for (i, ns) in req.nameservers.iter().enumerate() {
         let field = format!("nameservers[{i}]");
@@ -272,6 +279,14 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(zone_json(&zone))).into_response())
 }
 
+/// The served zone named `zone`, if the caller may read it (checked before the zone is
+/// looked up, so a scoped token cannot probe which zones exist).
+fn readable_zone(shared: &Shared, headers: &HeaderMap, zone: &str) -> Result<Arc<Zone>, ApiError> {
+    let grant = authenticate(shared, headers)?;
+    permit(&grant, Access::Read, Target::Zone(&zone_name(zone)?))?;
+    served_zone(shared, zone)
+}
+
 fn served_zone(shared: &Shared, zone: &str) -> Result<Arc<Zone>, ApiError> {
     let origin = zone_name(zone)?;
     shared.zones.load().get(&origin).ok_or_else(|| {
@@ -288,8 +303,7 @@ pub async fn show(
     headers: HeaderMap,
     Path(zone): Path<String>,
 ) -> Result<Response, ApiError> {
-    require_token(&shared, &headers)?;
-    let zone = served_zone(&shared, &zone)?;
+    let zone = readable_zone(&shared, &headers, &zone)?;
     /// One zone, with what each of its secondaries has had.
     #[derive(Serialize)]
     struct Shown {
@@ -309,8 +323,9 @@ pub async fn delete(
     headers: HeaderMap,
     Path(zone): Path<String>,
 ) -> Result<Response, ApiError> {
-    require_token(&shared, &headers)?;
+    let grant = authenticate(&shared, &headers)?;
     let origin = zone_name(&zone)?;
+    permit(&grant, Access::Write, Target::Zone(&origin))?;
     shared.delete_zone(&origin).await.map_err(write_error)?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
@@ -360,8 +375,7 @@ pub async fn records(
     Path(zone): Path<String>,
     Query(filter): Query<RecordFilter>,
 ) -> Result<Response, ApiError> {
-    require_token(&shared, &headers)?;
-    let zone = served_zone(&shared, &zone)?;
+    let zone = readable_zone(&shared, &headers, &zone)?;
     let name = filter
         .name
         .as_deref()
@@ -385,7 +399,8 @@ pub async fn patch_records(
     Path(zone): Path<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    require_token(&shared, &headers)?;
+    let grant = authenticate(&shared, &headers)?;
+    permit(&grant, Access::Write, Target::Zone(&zone_name(&zone)?))?;
     let zone = served_zone(&shared, &zone)?;
     let req: PatchRecords = parse_body(body)?;
     if req.operations.is_empty() {
@@ -470,8 +485,7 @@ pub async fn export(
     headers: HeaderMap,
     Path(zone): Path<String>,
 ) -> Result<Response, ApiError> {
-    require_token(&shared, &headers)?;
-    let zone = served_zone(&shared, &zone)?;
+    let zone = readable_zone(&shared, &headers, &zone)?;
     Ok((
         [(header::CONTENT_TYPE, "text/dns; charset=utf-8")],
         writer::to_master_text(&zone),

@@ -64,6 +64,33 @@ impl Default for Families {
     }
 }
 
+/// A change of families: only the families named change (`{"srv": false}` leaves the
+/// others as they are).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FamiliesPatch {
+    pub mx: Option<bool>,
+    pub srv: Option<bool>,
+    pub autoconfig: Option<bool>,
+    pub spf: Option<bool>,
+    pub dmarc: Option<bool>,
+    pub dkim: Option<bool>,
+}
+
+impl FamiliesPatch {
+    /// `current` with the named families set.
+    pub fn apply(&self, current: Families) -> Families {
+        Families {
+            mx: self.mx.unwrap_or(current.mx),
+            srv: self.srv.unwrap_or(current.srv),
+            autoconfig: self.autoconfig.unwrap_or(current.autoconfig),
+            spf: self.spf.unwrap_or(current.spf),
+            dmarc: self.dmarc.unwrap_or(current.dmarc),
+            dkim: self.dkim.unwrap_or(current.dkim),
+        }
+    }
+}
+
 /// One record the platform needs in the domain's zone.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ExpectedRecord {

@@ -272,6 +272,35 @@ impl Zone {
         self.nodes.get(name)
     }
 
+    /// Whether `other` holds exactly the same records, the SOA serial aside: a change that
+    /// leaves the zone like this changes nothing (no write, no serial bump).
+    pub fn same_data_as(&self, other: &Zone) -> bool {
+        let without_serial = |r: &Record| match &r.data {
+            RData::SOA(soa) => {
+                let mut soa = soa.clone();
+                soa.serial = 0;
+                (r.ttl, RData::SOA(soa))
+            }
+            data => (r.ttl, data.clone()),
+        };
+        self.record_count == other.record_count
+            && self.nodes.len() == other.nodes.len()
+            && self.nodes.iter().all(|(name, node)| {
+                other.nodes.get(name).is_some_and(|o| {
+                    node.rrsets.len() == o.rrsets.len()
+                        && node.rrsets.iter().all(|set| {
+                            o.rrset(set.rtype).is_some_and(|os| {
+                                set.records.len() == os.records.len()
+                                    && set.records.iter().all(|r| {
+                                        let mine = without_serial(r);
+                                        os.records.iter().any(|x| without_serial(x) == mine)
+                                    })
+                            })
+                        })
+                })
+            })
+    }
+
     /// Every record, in no particular order.
     pub fn records(&self) -> impl Iterator<Item = &Record> {
         self.nodes

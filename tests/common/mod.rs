@@ -323,6 +323,17 @@ impl ChildDaemon {
     /// Starts the daemon with this whole configuration text (it must ask for JSON logs),
     /// through `wrapper` if not empty (e.g. `["prlimit", "--nofile=64"]`).
     pub fn spawn(dir: tempfile::TempDir, config: &str, wrapper: &[&str]) -> Self {
+        Self::spawn_with(dir, config, wrapper, &[], &[])
+    }
+
+    /// Like `spawn`, with more `serve` arguments and environment variables.
+    pub fn spawn_with(
+        dir: tempfile::TempDir,
+        config: &str,
+        wrapper: &[&str],
+        args: &[&str],
+        envs: &[(&str, &str)],
+    ) -> Self {
         std::fs::write(dir.path().join("c.yaml"), config).unwrap();
         let mut command = match wrapper.split_first() {
             Some((program, args)) => {
@@ -336,6 +347,8 @@ impl ChildDaemon {
             .arg("serve")
             .arg("--config")
             .arg(dir.path().join("c.yaml"))
+            .args(args)
+            .envs(envs.iter().copied())
             .env_remove("RUST_LOG")
             .stderr(Stdio::piped())
             .spawn()
