@@ -273,7 +273,8 @@ fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
 fn a_full_rotation_runs_on_its_own_with_short_durations() {
     let quick = platform("quick", |p| {
         p.rotate_after_secs = 1;
-        p.keep_retired_secs = 1;
+        // Long enough for the test to see the retiring state on a loaded machine.
+        p.keep_retired_secs = 3;
     });
     let d = daemon(vec![quick], 100);
     associate(&d, "shop.test", "quick");
