@@ -8,6 +8,23 @@
 /// (an option claims more, or fewer, bytes than are there). A message that does not parse
 /// this far is not reported here: the decoder rejects it with FORMERR.
 pub fn has_bad_edns_options(msg: &[u8]) -> bool {
+    any_record(msg, |rtype, data, additional| {
+        additional && rtype == 41 && data.is_some_and(|d| !options_fill(d))
+    })
+}
+
+/// True when the message carries a TSIG record (type 250) among its records: such a query
+/// is answered signed. Most queries have no additional record beyond OPT and are ruled out
+/// after a few reads.
+pub fn has_tsig(msg: &[u8]) -> bool {
+    any_record(msg, |rtype, _, _| rtype == 250)
+}
+
+/// Walks the records after the question without allocating and tells whether `found`
+/// holds for one: it gets the type, the data (`None` when the message ends inside it) and
+/// whether the record is in the additional section. The walk stops, false, where the
+/// message stops making sense.
+fn any_record(msg: &[u8], found: impl Fn(u16, Option<&[u8]>, bool) -> bool) -> bool {
     let count = |at: usize| {
         msg.get(at..at + 2)
             .map(|b| u16::from_be_bytes([b[0], b[1]]))
@@ -25,7 +42,8 @@ pub fn has_bad_edns_options(msg: &[u8]) -> bool {
         };
         at = end + 4;
     }
-    for i in 0..u32::from(an) + u32::from(ns) + u32::from(ar) {
+    let answers_and_authority = u32::from(an) + u32::from(ns);
+    for i in 0..answers_and_authority + u32::from(ar) {
         let Some(end) = skip_name(msg, at) else {
             return false;
         };
@@ -35,50 +53,14 @@ pub fn has_bad_edns_options(msg: &[u8]) -> bool {
         let rtype = u16::from_be_bytes([fixed[0], fixed[1]]);
         let rdlen = usize::from(u16::from_be_bytes([fixed[8], fixed[9]]));
         let data_start = end + 10;
-        let Some(data) = msg.get(data_start..data_start + rdlen) else {
-            return false;
-        };
-        let additional = i >= u32::from(an) + u32::from(ns);
-        if additional && rtype == 41 && !options_fill(data) {
+        let data = msg.get(data_start..data_start + rdlen);
+        if found(rtype, data, i >= answers_and_authority) {
             return true;
+        }
+        if data.is_none() {
+            return false;
         }
         at = data_start + rdlen;
-    }
-    false
-}
-
-/// True when the message carries a TSIG record (type 250) among its records: such a query
-/// is answered signed. Walks the raw bytes without allocating; most queries have no
-/// additional record beyond OPT and are ruled out after a few reads.
-pub fn has_tsig(msg: &[u8]) -> bool {
-    let count = |at: usize| {
-        msg.get(at..at + 2)
-            .map(|b| u16::from_be_bytes([b[0], b[1]]))
-    };
-    let (Some(qd), Some(an), Some(ns), Some(ar)) = (count(4), count(6), count(8), count(10)) else {
-        return false;
-    };
-    if ar == 0 {
-        return false;
-    }
-    let mut at = 12;
-    for _ in 0..qd {
-        let Some(end) = skip_name(msg, at) else {
-            return false;
-        };
-        at = end + 4;
-    }
-    for _ in 0..u32::from(an) + u32::from(ns) + u32::from(ar) {
-        let Some(end) = skip_name(msg, at) else {
-            return false;
-        };
-        let Some(fixed) = msg.get(end..end + 10) else {
-            return false;
-        };
-        if u16::from_be_bytes([fixed[0], fixed[1]]) == 250 {
-            return true;
-        }
-        at = end + 10 + usize::from(u16::from_be_bytes([fixed[8], fixed[9]]));
     }
     false
 }
