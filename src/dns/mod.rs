@@ -14,6 +14,8 @@
 //! (`../shared/HICKORY-NOTES.md` §1, §9), and answering inline is both simpler and faster.
 
 pub mod answer;
+pub mod batch;
+pub mod fast;
 pub mod rrl;
 pub mod wire;
 
@@ -129,12 +131,27 @@ pub fn serve(
     tasks.spawn(serve_tcp(bound.tcp, ctx, max_tcp_connections));
 }
 
+/// One loop per UDP socket: a batch of datagrams in with one system call, each answered in
+/// turn (fast path, else general path), the responses out with one system call.
 async fn serve_udp(socket: UdpSocket, ctx: Arc<DnsContext>) {
-    // Datagrams larger than our largest response are not DNS queries we want.
-    let mut buf = vec![0u8; 4096];
+    use std::os::fd::AsRawFd;
+    use tokio::io::Interest;
+    let fd = socket.as_raw_fd();
+    let mut batch = batch::RecvBatch::new();
+    // Response buffers, reused: the fast path writes into them without allocating. One that
+    // once needed more keeps its larger capacity.
+    let mut outs: Vec<Vec<u8>> = (0..batch::BATCH)
+        .map(|_| Vec::with_capacity(UDP_RESPONSE_BUFFER))
+        .collect();
+    let mut answered: Vec<(usize, fast::Answered)> = Vec::with_capacity(batch::BATCH);
     loop {
-        let (len, src) = match socket.recv_from(&mut buf).await {
-            Ok(r) => r,
+        if let Err(e) = socket.readable().await {
+            tracing::debug!(error = %e, "udp socket error");
+            continue;
+        }
+        let received = match socket.try_io(Interest::READABLE, || batch.recv(fd)) {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
             Err(e) => {
                 // ICMP-induced errors and the like: keep serving.
                 tracing::debug!(error = %e, "udp receive error");
@@ -142,45 +159,75 @@ async fn serve_udp(socket: UdpSocket, ctx: Arc<DnsContext>) {
             }
         };
         let start = Instant::now();
-        if src.port() == 0 {
-            ctx.metrics.dropped_packets.inc();
-            ctx.metrics.problem(Problem::SourcePort0);
-            continue;
-        }
-        let response = {
+        answered.clear();
+        {
             let zones = ctx.zones.load();
-            match transfer_service(&ctx, &buf[..len]) {
-                Some(service) => transfer_udp(service, &zones, &buf[..len], src.ip(), &ctx),
-                None => respond_signed(&zones, &buf[..len], Protocol::Udp, &ctx),
-            }
-        };
-        let Some(mut response) = response else {
-            continue;
-        };
-        if let Some(rrl) = &ctx.rrl {
-            match rrl.check(src.ip(), response.rcode) {
-                rrl::Verdict::Send => {}
-                rrl::Verdict::Drop => {
-                    ctx.metrics.rrl_limited[0].inc();
+            for i in 0..received {
+                let Some(src) = batch.source(i) else {
+                    continue;
+                };
+                if src.port() == 0 {
+                    ctx.metrics.dropped_packets.inc();
+                    ctx.metrics.problem(Problem::SourcePort0);
                     continue;
                 }
-                rrl::Verdict::Slip => {
-                    ctx.metrics.rrl_limited[1].inc();
-                    rrl::truncate(&mut response.bytes);
+                let out = &mut outs[answered.len()];
+                let request = batch.datagram(i);
+                let a = match transfer_service(&ctx, request) {
+                    Some(service) => transfer_udp(service, &zones, request, src.ip(), &ctx)
+                        .map(|r| copy_response(r, out)),
+                    None => answer_into(&zones, request, Protocol::Udp, &ctx, out),
+                };
+                let Some(a) = a else {
+                    continue;
+                };
+                if let Some(rrl) = &ctx.rrl {
+                    match rrl.check(src.ip(), a.rcode) {
+                        rrl::Verdict::Send => {}
+                        rrl::Verdict::Drop => {
+                            ctx.metrics.rrl_limited[0].inc();
+                            continue;
+                        }
+                        rrl::Verdict::Slip => {
+                            ctx.metrics.rrl_limited[1].inc();
+                            rrl::truncate(out);
+                        }
+                    }
+                }
+                answered.push((i, a));
+            }
+        }
+        let mut list: [(usize, &[u8]); batch::BATCH] = [(0, &[]); batch::BATCH];
+        for (k, (i, _)) in answered.iter().enumerate() {
+            list[k] = (*i, outs[k].as_slice());
+        }
+        let list = &list[..answered.len()];
+        let mut sent = 0;
+        while sent < list.len() {
+            match socket.try_io(Interest::WRITABLE, || batch.send(fd, &list[sent..])) {
+                Ok(k) => sent += k,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    if socket.writable().await.is_err() {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "udp send error");
+                    break;
                 }
             }
         }
-        if let Err(e) = socket.send_to(&response.bytes, src).await {
-            tracing::debug!(error = %e, %src, "udp send error");
+        // The time from the batch's arrival to its responses' departure.
+        let seconds = start.elapsed().as_secs_f64();
+        for (_, a) in &answered {
+            ctx.metrics
+                .count_query(Protocol::Udp, a.qtype, a.rcode, seconds);
         }
-        ctx.metrics.count_query(
-            Protocol::Udp,
-            response.qtype,
-            response.rcode,
-            start.elapsed().as_secs_f64(),
-        );
     }
 }
+
+/// The initial capacity of a UDP response buffer: our largest usual EDNS payload, with room.
+const UDP_RESPONSE_BUFFER: usize = 4096;
 
 /// A connection that has not sent a query for this long may be closed to make room for a
 /// new one when every slot is taken; younger ones are left alone (unless their address
@@ -362,6 +409,8 @@ async fn serve_tcp_connection(
 ) -> io::Result<()> {
     let _ = stream.set_nodelay(true);
     let mut buf = Vec::new();
+    let mut response = Vec::new();
+    let mut out = Vec::new();
     loop {
         // The length prefix, read in steps of at most TCP_BUSY_IDLE so that the idle limit
         // is re-evaluated as the listener fills up (`read` is cancel-safe: no byte is lost).
@@ -405,27 +454,28 @@ async fn serve_tcp_connection(
             continue;
         }
         let start = Instant::now();
-        let response = {
+        let answered = {
             let zones = ctx.zones.load();
-            respond_signed(&zones, &buf, Protocol::Tcp, ctx)
+            // Room for the length prefix, filled in once the response is known.
+            answer_into(&zones, &buf, Protocol::Tcp, ctx, &mut response)
         };
-        let Some(response) = response else {
+        let Some(answered) = answered else {
             return Ok(());
         };
-        let Ok(n) = u16::try_from(response.bytes.len()) else {
+        let Ok(n) = u16::try_from(response.len()) else {
             return Err(io::Error::other("response larger than 65535 bytes"));
         };
-        let mut out = Vec::with_capacity(2 + response.bytes.len());
+        out.clear();
         out.extend_from_slice(&n.to_be_bytes());
-        out.extend_from_slice(&response.bytes);
+        out.extend_from_slice(&response);
         tokio::time::timeout(ctx.tcp_idle_timeout, stream.write_all(&out))
             .await
             .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "response not sent in time"))??;
         conn.last_active_ms.store(table.now_ms(), Ordering::Relaxed);
         ctx.metrics.count_query(
             Protocol::Tcp,
-            response.qtype,
-            response.rcode,
+            answered.qtype,
+            answered.rcode,
             start.elapsed().as_secs_f64(),
         );
     }
@@ -659,6 +709,38 @@ async fn serve_transfer(
             );
             Err(e)
         }
+    }
+}
+
+/// Answers one request into `out`: the fast path when it can, else the general path (whose
+/// response is copied in). `None`: nothing to send.
+fn answer_into(
+    zones: &ZoneSet,
+    request: &[u8],
+    protocol: Protocol,
+    ctx: &DnsContext,
+    out: &mut Vec<u8>,
+) -> Option<fast::Answered> {
+    // A bug in the fast path that panics costs that packet only, as in the general path.
+    let fast = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        fast::respond(zones, request, protocol, ctx.max_udp_payload, out)
+    }));
+    match fast {
+        Ok(Some(answered)) => return Some(answered),
+        Ok(None) => {}
+        Err(_) => ctx.metrics.problem(Problem::AnswerPanic),
+    }
+    let response = respond_signed(zones, request, protocol, ctx)?;
+    Some(copy_response(response, out))
+}
+
+/// Copies a general-path response into the reused buffer `out`.
+fn copy_response(response: answer::Response, out: &mut Vec<u8>) -> fast::Answered {
+    out.clear();
+    out.extend_from_slice(&response.bytes);
+    fast::Answered {
+        qtype: response.qtype,
+        rcode: response.rcode,
     }
 }
 

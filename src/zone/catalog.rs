@@ -344,6 +344,27 @@ mod tests {
     }
 
     #[test]
+    fn a_member_added_after_the_answers_were_compiled_is_answered() {
+        // The catalog gains members by cloning its zone: the clone must not keep the
+        // answers compiled for the records before the change.
+        let z = with(
+            &empty(&catalog(), 1, 3600, 600, 86400).unwrap(),
+            &["a.test."],
+            2,
+        );
+        let owner = zones_name(&catalog())
+            .prepend_label(hashed_id(&name("b.test.")))
+            .unwrap();
+        let key = crate::zone::compiled::wire_key(&owner);
+        let (qname, _) = crate::zone::compiled::WireName::read(&key).unwrap();
+        let before = z.compiled().find(&qname, 12, 2).unwrap();
+        assert_eq!(before.entry.answers, 0, "b.test. is not a member yet");
+        let next = with_member(&z, &name("b.test."), 3).unwrap();
+        let after = next.compiled().find(&qname, 12, 2).unwrap();
+        assert_eq!(after.entry.answers, 1);
+    }
+
+    #[test]
     fn an_empty_catalog_has_soa_ns_invalid_and_version_2() {
         let z = empty(&catalog(), 1, 3600, 600, 86400).unwrap();
         assert_eq!(z.record_count(), 3);

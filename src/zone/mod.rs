@@ -7,6 +7,7 @@
 //! not do I/O: reading files is [`set`]'s job, the wire format is `dns`'s.
 
 pub mod catalog;
+pub mod compiled;
 pub mod edit;
 pub mod journal;
 pub mod limits;
@@ -17,6 +18,7 @@ pub mod set;
 pub mod writer;
 
 use std::collections::HashMap;
+use std::sync::{Arc, OnceLock};
 
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 
@@ -64,6 +66,22 @@ pub struct Zone {
     /// The differences that led to this version ([`journal`]); empty until the writer or
     /// the loader attaches one.
     journal: std::sync::Arc<journal::Journal>,
+    /// The precompiled wire answers, built on the first query rather than at load: a zone
+    /// nobody asks for costs no time nor memory for them, and 100,000 zones load as fast as
+    /// their files are read. After that, reading it is one atomic load.
+    compiled: CompiledCell,
+}
+
+/// The cell holding a version's precompiled answers. A clone starts empty: zones are cloned
+/// to be changed (a catalog gaining a member, a new serial), and answers compiled from the
+/// records before the change would be served for the records after it.
+#[derive(Debug, Default)]
+struct CompiledCell(OnceLock<Arc<compiled::Compiled>>);
+
+impl Clone for CompiledCell {
+    fn clone(&self) -> Self {
+        Self::default()
+    }
 }
 
 /// Why records do not make a valid zone; `line` is 0 when the problem is the zone as a whole.
@@ -246,6 +264,7 @@ impl Zone {
             has_delegations,
             has_wildcards,
             journal: Default::default(),
+            compiled: CompiledCell::default(),
         })
     }
 
@@ -266,6 +285,18 @@ impl Zone {
 
     pub fn record_count(&self) -> usize {
         self.record_count
+    }
+
+    /// The precompiled answers of this version, compiled on the first call.
+    pub fn compiled(&self) -> &compiled::Compiled {
+        self.compiled
+            .0
+            .get_or_init(|| Arc::new(compiled::Compiled::build(self)))
+    }
+
+    /// The number of labels of the origin.
+    pub fn origin_labels(&self) -> usize {
+        label_count(&self.origin)
     }
 
     pub fn node(&self, name: &Name) -> Option<&Node> {

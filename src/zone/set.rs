@@ -16,6 +16,7 @@ use hickory_proto::rr::Name;
 use serde::Serialize;
 
 use super::journal::{Followed, Journal, JournalLimits};
+use super::compiled::{WireName, wire_key};
 use super::writer::name_text;
 use super::{Zone, label_count};
 use crate::durable::{self, FileChange};
@@ -51,6 +52,9 @@ struct ZoneEntry {
 #[derive(Debug, Default)]
 pub struct ZoneSet {
     zones: HashMap<Name, Arc<ZoneEntry>>,
+    /// The same entries by the lower-cased wire form of the origin: the DNS fast path finds
+    /// a zone from the datagram's bytes without building a `Name`.
+    by_wire: HashMap<Box<[u8]>, Arc<ZoneEntry>>,
     /// Label counts of the shortest and longest origin, to bound the suffix walk.
     min_labels: usize,
     max_labels: usize,
@@ -102,14 +106,7 @@ impl ZoneSet {
                 (z.origin().clone(), Arc::new(entry))
             })
             .collect();
-        let min_labels = zones.keys().map(label_count).min().unwrap_or(0);
-        let max_labels = zones.keys().map(label_count).max().unwrap_or(0);
-        Self {
-            zones,
-            min_labels,
-            max_labels,
-            failed: by_name.into_values().collect(),
-        }
+        Self::from_entries(zones, by_name.into_values().collect())
     }
 
     /// The zone with the longest origin that contains `name`.
@@ -133,6 +130,19 @@ impl ZoneSet {
             }
         }
         None
+    }
+
+    /// [`ZoneSet::find`] for a name read from a datagram: no allocation.
+    pub fn find_wire(&self, name: &WireName) -> Option<ZoneRef> {
+        let labels = name.labels();
+        let top = labels.min(self.max_labels);
+        if self.zones.is_empty() || top < self.min_labels {
+            return None;
+        }
+        (self.min_labels..=top)
+            .rev()
+            .find_map(|k| self.by_wire.get(name.suffix(labels - k)))
+            .map(|entry| entry.zone.load())
     }
 
     /// Like [`ZoneSet::find`], as an owned `Arc` (for callers that keep it).
@@ -235,8 +245,13 @@ impl ZoneSet {
     fn from_entries(zones: HashMap<Name, Arc<ZoneEntry>>, failed: Vec<ZoneStatus>) -> Self {
         let min_labels = zones.keys().map(label_count).min().unwrap_or(0);
         let max_labels = zones.keys().map(label_count).max().unwrap_or(0);
+        let by_wire = zones
+            .iter()
+            .map(|(name, entry)| (wire_key(name), entry.clone()))
+            .collect();
         Self {
             zones,
+            by_wire,
             min_labels,
             max_labels,
             failed,
