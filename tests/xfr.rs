@@ -183,27 +183,6 @@ fn kdig(server: SocketAddr, args: &[&str]) -> (String, String) {
     )
 }
 
-/// A zone of more than 64 KB: a 2,000-record A rrset and 2,000 TXT names.
-fn big_zone() -> String {
-    let mut z = String::from(
-        "$ORIGIN big.test.\n$TTL 300\n@ SOA ns1 hostmaster 7 3600 600 86400 300\n@ NS ns1\nns1 A 192.0.2.1\n",
-    );
-    for i in 0..2000u32 {
-        z.push_str(&format!(
-            "pool A 10.{}.{}.{}\n",
-            i >> 16,
-            (i >> 8) & 255,
-            i & 255
-        ));
-    }
-    for i in 0..2000u32 {
-        z.push_str(&format!(
-            "host-{i} TXT \"record number {i} of the big zone, padded to be longer\"\n"
-        ));
-    }
-    z
-}
-
 #[test]
 fn a_signed_axfr_carries_the_whole_zone_soa_first_and_last_with_a_verified_tsig_chain() {
     let d = example();
@@ -232,7 +211,7 @@ fn a_signed_axfr_carries_the_whole_zone_soa_first_and_last_with_a_verified_tsig_
 
 #[test]
 fn a_zone_over_64_kb_comes_in_several_messages_each_signed_and_kdig_verifies_them() {
-    let big = big_zone();
+    let big = common::big_zone();
     let d = daemon_with(&[("big.test.zone", &big)]);
     let key = format!("hmac-sha256:{KEY}:{}", secret(&d));
     let (out, err) = kdig(d.dns, &["-y", &key, "AXFR", "big.test."]);
@@ -527,7 +506,7 @@ fn transfers_are_counted_by_type_and_result() {
 
 #[test]
 fn two_hundred_concurrent_axfrs_do_not_slow_udp_answers() {
-    let big = big_zone();
+    let big = common::big_zone();
     let d = TestDaemon::start_tuned(
         &[("big.test.zone", &big), ("example.test.zone", EXAMPLE_ZONE)],
         |c| {

@@ -472,3 +472,24 @@ pub fn metric(body: &str, series: &str) -> f64 {
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or(0.0)
 }
+
+/// A zone of more than 64 KB: a 2,000-record A rrset and 2,000 TXT names.
+pub fn big_zone() -> String {
+    let mut z = String::from(
+        "$ORIGIN big.test.\n$TTL 300\n@ SOA ns1 hostmaster 7 3600 600 86400 300\n@ NS ns1\nns1 A 192.0.2.1\n",
+    );
+    for i in 0..2000u32 {
+        z.push_str(&format!(
+            "pool A 10.{}.{}.{}\n",
+            i >> 16,
+            (i >> 8) & 255,
+            i & 255
+        ));
+    }
+    for i in 0..2000u32 {
+        z.push_str(&format!(
+            "host-{i} TXT \"record number {i} of the big zone, padded to be longer\"\n"
+        ));
+    }
+    z
+}

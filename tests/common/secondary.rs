@@ -53,8 +53,12 @@ impl Secondary {
     /// knotd serving `zones` as a secondary of `primary`, listening (and transferring
     /// from) `ip`.
     pub fn knot(ip: &str, primary: SocketAddr, key: &Key, zones: &[&str]) -> Self {
+        Self::knot_at(ip, free_port(ip), primary, key, zones)
+    }
+
+    /// Like `knot`, on a port chosen beforehand (so the primary can NOTIFY it).
+    pub fn knot_at(ip: &str, port: u16, primary: SocketAddr, key: &Key, zones: &[&str]) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let port = free_port(ip);
         let d = dir.path().display().to_string();
         let mut conf = format!(
             "server:\n  listen: {ip}@{port}\n  rundir: {d}\n\
@@ -98,8 +102,12 @@ impl Secondary {
     /// nsd serving `zones` as a secondary of `primary`, listening (and transferring from)
     /// `ip`.
     pub fn nsd(ip: &str, primary: SocketAddr, key: &Key, zones: &[&str]) -> Self {
+        Self::nsd_at(ip, free_port(ip), primary, key, zones)
+    }
+
+    /// Like `nsd`, on a port chosen beforehand (so the primary can NOTIFY it).
+    pub fn nsd_at(ip: &str, port: u16, primary: SocketAddr, key: &Key, zones: &[&str]) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let port = free_port(ip);
         let d = dir.path().display().to_string();
         let log = dir.path().join("nsd.log");
         let mut conf = format!(
