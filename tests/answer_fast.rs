@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use hickory_proto::op::Message;
+use hickory_proto::op::{Message, ResponseCode};
 use mailzone::dns::{answer, fast};
 use mailzone::metrics::Protocol;
 use mailzone::zone::{Zone, ZoneSet};
@@ -375,4 +375,39 @@ fn the_fast_path_answers_100000_queries_as_the_general_path_does() {
             "{kind}: {handled:?}"
         );
     }
+}
+
+/// A plain MX query for `origin`, with no EDNS.
+fn plain_mx(origin: &str) -> Vec<u8> {
+    let mut m = vec![0x12, 0x34, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0];
+    m.extend_from_slice(&wire_name(origin));
+    m.extend_from_slice(&[0, 15, 0, 1]);
+    m
+}
+
+#[test]
+fn a_cold_zone_is_answered_by_the_general_path_until_it_has_been_asked_often() {
+    let zones = zones();
+    let req = plain_mx("mail.example.net.");
+    let mut out = Vec::new();
+    let compile_after = mailzone::zone::compiled::COMPILE_AFTER;
+    for i in 1..compile_after {
+        assert!(
+            fast::respond(&zones, &req, Protocol::Udp, MAX_UDP_PAYLOAD, &mut out).is_none(),
+            "query {i} of a cold zone answered from compiled answers"
+        );
+    }
+    // The COMPILE_AFTER-th query compiles the zone's answers; from then on the fast path
+    // answers, as the general path would.
+    for _ in 0..3 {
+        let answered = fast::respond(&zones, &req, Protocol::Udp, MAX_UDP_PAYLOAD, &mut out);
+        assert_eq!(answered.map(|a| a.rcode), Some(ResponseCode::NoError));
+    }
+    let general = answer::respond(&zones, &req, Protocol::Udp, MAX_UDP_PAYLOAD).unwrap();
+    let (fast, general) = (
+        Message::from_vec(&out).unwrap(),
+        Message::from_vec(&general.bytes).unwrap(),
+    );
+    assert_eq!(section(&fast.answers), section(&general.answers));
+    assert_eq!(section(&fast.additionals), section(&general.additionals));
 }

@@ -51,10 +51,37 @@ fn metrics_count_queries_by_protocol_qtype_and_rcode() {
     assert!(
         body.contains(r#"mailzone_dns_queries_total{protocol="tcp",qtype="A",rcode="REFUSED"} 1"#)
     );
-    assert!(body.contains(r#"mailzone_dns_response_seconds_count{protocol="udp"} 3"#));
+    // Response times are a sample: each loop times its first query, then about one in 64.
+    let timed = body
+        .lines()
+        .find_map(|l| l.strip_prefix(r#"mailzone_dns_response_seconds_count{protocol="udp"} "#))
+        .and_then(|n| n.parse::<u64>().ok());
+    assert!(matches!(timed, Some(1..=3)), "{body}");
     assert!(body.contains("mailzone_zones_loaded 1"));
     assert!(body.contains("mailzone_reloads_total 0"));
     assert!(body.contains("mailzone_reload_failures_total 0"));
+}
+
+#[test]
+fn every_query_is_counted_but_only_a_sample_is_timed() {
+    let d = TestDaemon::example();
+    for _ in 0..300 {
+        udp(d.dns, "example.test.", RecordType::A);
+    }
+    let (_, body) = http(d.http, "GET", "/metrics", None, None);
+    // Counted by each UDP loop on its own, added up at scrape time: every query is there.
+    assert!(
+        body.contains(
+            r#"mailzone_dns_queries_total{protocol="udp",qtype="A",rcode="NOERROR"} 300"#
+        ),
+        "{body}"
+    );
+    // About one in 64 timed, per loop (each loop's first included).
+    let timed = body
+        .lines()
+        .find_map(|l| l.strip_prefix(r#"mailzone_dns_response_seconds_count{protocol="udp"} "#))
+        .and_then(|n| n.parse::<u64>().ok());
+    assert!(matches!(timed, Some(2..=20)), "{body}");
 }
 
 #[test]

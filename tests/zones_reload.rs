@@ -352,3 +352,52 @@ fn the_zone_file_bound_is_configurable() {
     // The last good version keeps being served.
     assert_eq!(apex_a(&d, "good.test.").as_deref(), Some("192.0.2.2"));
 }
+
+#[test]
+fn many_zone_files_are_loaded_on_every_core_with_each_broken_one_reported_in_order() {
+    // Enough files for several loading threads; every 50th one broken on its line 4.
+    let broken = "$TTL 300\n@ SOA ns1 hostmaster 1 3600 600 86400 60\n@ NS ns1\nns1 A 300.1.1.1\n";
+    let files: Vec<(String, String)> = (0..400)
+        .map(|i| {
+            let name = format!("z{i:03}.test");
+            let text = if i % 50 == 7 {
+                broken.to_string()
+            } else {
+                small_zone(&name, 1, &format!("192.0.2.{}", i % 250 + 1))
+            };
+            (format!("{name}.zone"), text)
+        })
+        .collect();
+    let refs: Vec<(&str, &str)> = files
+        .iter()
+        .map(|(f, t)| (f.as_str(), t.as_str()))
+        .collect();
+    let d = TestDaemon::start(&refs);
+    for i in [0, 1, 123, 398, 399] {
+        let zone = format!("z{i:03}.test.");
+        let want = format!("192.0.2.{}", i % 250 + 1);
+        assert_eq!(apex_a(&d, &zone).as_deref(), Some(want.as_str()), "{zone}");
+    }
+    let (_, body) = http(d.http, "GET", "/v1/status", None, None);
+    let zones = json(&body)["zones"].as_array().unwrap().clone();
+    assert_eq!(zones.len(), 400);
+    let names: Vec<&str> = zones.iter().map(|z| z["name"].as_str().unwrap()).collect();
+    let mut sorted = names.clone();
+    sorted.sort();
+    assert_eq!(
+        names, sorted,
+        "statuses in name order, whatever thread loaded them"
+    );
+    let failing: Vec<&str> = zones
+        .iter()
+        .filter(|z| !z["last_error"].is_null())
+        .map(|z| z["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(failing.len(), 8, "{failing:?}");
+    for z in zones.iter().filter(|z| !z["last_error"].is_null()) {
+        assert!(
+            z["last_error"].as_str().unwrap().contains(".zone:4:"),
+            "{z}"
+        );
+    }
+}

@@ -11,7 +11,7 @@ use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::RawFd;
 
 /// Datagrams per system call.
-pub const BATCH: usize = 32;
+pub const BATCH: usize = 64;
 /// The largest request we read: datagrams larger than our largest response are not DNS
 /// queries we want (they are cut, and then fail to parse).
 pub const RECV_SIZE: usize = 4096;
@@ -41,9 +41,15 @@ impl RecvBatch {
         }
     }
 
-    /// Receives up to [`BATCH`] datagrams without blocking; the number received
-    /// (`WouldBlock` when there is none).
-    pub fn recv(&mut self, fd: RawFd) -> io::Result<usize> {
+    /// Receives up to [`BATCH`] datagrams; the number received. With `wait`, blocks until
+    /// the first one arrives (or the socket's receive timeout: `WouldBlock`) and takes
+    /// whatever else is queued then; without, `WouldBlock` when there is none.
+    pub fn recv(&mut self, fd: RawFd, wait: bool) -> io::Result<usize> {
+        let flags = if wait {
+            libc::MSG_WAITFORONE
+        } else {
+            libc::MSG_DONTWAIT
+        };
         // SAFETY: zeroed iovec/mmsghdr are valid; every pointer set below points into
         // `self`'s buffers, which outlive the call, with the lengths of those buffers.
         let mut iov: [libc::iovec; BATCH] = unsafe { zeroed() };
@@ -68,7 +74,7 @@ impl RecvBatch {
                 fd,
                 hdrs.as_mut_ptr(),
                 BATCH as libc::c_uint,
-                libc::MSG_DONTWAIT,
+                flags,
                 std::ptr::null_mut(),
             )
         };
@@ -95,9 +101,9 @@ impl RecvBatch {
     }
 
     /// Sends `responses` (datagram index, bytes) to the sources of those datagrams with as
-    /// few `sendmmsg` calls as the socket buffer allows. Returns how many were handed to the
-    /// kernel before it would block (the caller waits for writability and sends the rest),
-    /// skipping any that the kernel refused outright.
+    /// few `sendmmsg` calls as the socket buffer allows (a blocking socket waits for room).
+    /// Returns how many were handed to the kernel, skipping any that it refused outright;
+    /// on a non-blocking socket, those sent before it would block.
     pub fn send(&self, fd: RawFd, responses: &[(usize, &[u8])]) -> io::Result<usize> {
         let mut done = 0;
         while done < responses.len() {
@@ -117,14 +123,8 @@ impl RecvBatch {
                 h.msg_iovlen = 1;
             }
             // SAFETY: see above.
-            let sent = unsafe {
-                libc::sendmmsg(
-                    fd,
-                    hdrs.as_mut_ptr(),
-                    part.len() as libc::c_uint,
-                    libc::MSG_DONTWAIT,
-                )
-            };
+            let sent =
+                unsafe { libc::sendmmsg(fd, hdrs.as_mut_ptr(), part.len() as libc::c_uint, 0) };
             if sent < 0 {
                 let e = io::Error::last_os_error();
                 if e.kind() == io::ErrorKind::WouldBlock {

@@ -85,7 +85,9 @@ pub fn respond(
             rcode: ResponseCode::Refused,
         });
     };
-    let found = zone.compiled().find(&qname, qtype, zone.origin_labels())?;
+    let found = zone
+        .compiled_when_hot()?
+        .find(&qname, qtype, zone.origin_labels())?;
     let entry = found.entry;
     let base = out.len();
     out.extend_from_slice(found.bytes);

@@ -22,19 +22,19 @@ pub mod wire;
 use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use socket2::{Domain, Socket, Type};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
 
 use crate::config::Config;
-use crate::metrics::{Metrics, Protocol};
+use crate::metrics::{Metrics, Protocol, QueryShard};
 use crate::problems::{Problem, Throttle};
 use crate::transfer::xfr;
 use crate::zone::ZoneSet;
@@ -59,7 +59,7 @@ pub struct DnsContext {
 pub struct BoundAddress {
     /// The address actually bound (the port filled in when 0 was asked).
     pub local: SocketAddr,
-    udp: Vec<UdpSocket>,
+    udp: Vec<std::net::UdpSocket>,
     tcp: TcpListener,
 }
 
@@ -93,7 +93,8 @@ fn bind_once(addr: SocketAddr, udp_sockets: usize) -> io::Result<BoundAddress> {
     Ok(BoundAddress { local, udp, tcp })
 }
 
-fn udp_socket(addr: SocketAddr) -> io::Result<UdpSocket> {
+/// A blocking UDP socket, for its own thread ([`serve_udp`]).
+fn udp_socket(addr: SocketAddr) -> io::Result<std::net::UdpSocket> {
     let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, None)?;
     if addr.is_ipv6() {
         socket.set_only_v6(true)?;
@@ -101,9 +102,9 @@ fn udp_socket(addr: SocketAddr) -> io::Result<UdpSocket> {
     socket.set_reuse_port(true)?;
     // Best effort: the kernel caps it at net.core.rmem_max.
     let _ = socket.set_recv_buffer_size(UDP_RECV_BUFFER);
-    socket.set_nonblocking(true)?;
+    socket.set_read_timeout(Some(UDP_RECV_TIMEOUT))?;
     socket.bind(&addr.into())?;
-    UdpSocket::from_std(socket.into())
+    Ok(socket.into())
 }
 
 fn tcp_listener(addr: SocketAddr) -> io::Result<TcpListener> {
@@ -126,17 +127,38 @@ pub fn serve(
     tasks: &mut JoinSet<()>,
 ) {
     for socket in bound.udp {
-        tasks.spawn(serve_udp(socket, ctx.clone()));
+        let socket = Arc::new(socket);
+        let stop = Arc::new(AtomicBool::new(false));
+        let guard = UdpStop {
+            socket: socket.clone(),
+            stop: stop.clone(),
+        };
+        let loop_ctx = ctx.clone();
+        let started = std::thread::Builder::new()
+            .name("dns-udp".into())
+            .spawn(move || serve_udp(socket, loop_ctx, stop));
+        if let Err(e) = started {
+            tracing::error!(addr = %bound.local, error = %e, "cannot start a UDP thread; this socket is not served");
+            continue;
+        }
+        tasks.spawn(async move {
+            let _guard = guard;
+            std::future::pending::<()>().await
+        });
     }
     tasks.spawn(serve_tcp(bound.tcp, ctx, max_tcp_connections));
 }
 
-/// One loop per UDP socket: a batch of datagrams in with one system call, each answered in
-/// turn (fast path, else general path), the responses out with one system call.
-async fn serve_udp(socket: UdpSocket, ctx: Arc<DnsContext>) {
+/// One thread per UDP socket, blocked in `recvmmsg` until a datagram arrives: a batch in
+/// with one system call, each answered in turn (fast path, else general path), the
+/// responses out with one system call. A plain thread rather than a task: no readiness
+/// polling, no empty receive to learn that the socket is drained, no wake-ups between
+/// runtime workers (the way NSD and Knot serve UDP). It ends when `stop` is set (its
+/// [`UdpStop`] dropped, which also wakes it).
+fn serve_udp(socket: Arc<std::net::UdpSocket>, ctx: Arc<DnsContext>, stop: Arc<AtomicBool>) {
     use std::os::fd::AsRawFd;
-    use tokio::io::Interest;
     let fd = socket.as_raw_fd();
+    let counters = ctx.metrics.query_shard();
     let mut batch = batch::RecvBatch::new();
     // Response buffers, reused: the fast path writes into them without allocating. One that
     // once needed more keeps its larger capacity.
@@ -144,21 +166,34 @@ async fn serve_udp(socket: UdpSocket, ctx: Arc<DnsContext>) {
         .map(|_| Vec::with_capacity(UDP_RESPONSE_BUFFER))
         .collect();
     let mut answered: Vec<(usize, fast::Answered)> = Vec::with_capacity(batch::BATCH);
-    loop {
-        if let Err(e) = socket.readable().await {
-            tracing::debug!(error = %e, "udp socket error");
-            continue;
-        }
-        let received = match socket.try_io(Interest::READABLE, || batch.recv(fd)) {
+    while !stop.load(Ordering::Relaxed) {
+        let received = match batch.recv(fd, true) {
             Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            // The receive timeout (a chance to see `stop`), or a signal.
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock
+                        | io::ErrorKind::TimedOut
+                        | io::ErrorKind::Interrupted
+                ) =>
+            {
+                continue;
+            }
             Err(e) => {
-                // ICMP-induced errors and the like: keep serving.
+                // ICMP-induced errors and the like: keep serving, without spinning on an
+                // error that repeats.
                 tracing::debug!(error = %e, "udp receive error");
+                std::thread::sleep(Duration::from_millis(1));
                 continue;
             }
         };
-        let start = Instant::now();
+        if stop.load(Ordering::Relaxed) {
+            break;
+        }
+        // Only a sample of the batches is timed: two clock reads per batch cost more than
+        // the rest of the counting.
+        let start = counters.sample(received).then(Instant::now);
         answered.clear();
         {
             let zones = ctx.zones.load();
@@ -204,27 +239,47 @@ async fn serve_udp(socket: UdpSocket, ctx: Arc<DnsContext>) {
         let list = &list[..answered.len()];
         let mut sent = 0;
         while sent < list.len() {
-            match socket.try_io(Interest::WRITABLE, || batch.send(fd, &list[sent..])) {
+            // A blocking socket: a full send buffer waits here, as it should.
+            match batch.send(fd, &list[sent..]) {
                 Ok(k) => sent += k,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    if socket.writable().await.is_err() {
-                        break;
-                    }
-                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
                     tracing::debug!(error = %e, "udp send error");
                     break;
                 }
             }
         }
-        // The time from the batch's arrival to its responses' departure.
-        let seconds = start.elapsed().as_secs_f64();
         for (_, a) in &answered {
+            counters.count(Protocol::Udp, a.qtype, a.rcode);
+        }
+        // The time from the batch's arrival to its responses' departure.
+        if let Some(start) = start {
             ctx.metrics
-                .count_query(Protocol::Udp, a.qtype, a.rcode, seconds);
+                .observe_response(Protocol::Udp, start.elapsed().as_secs_f64());
         }
     }
 }
+
+/// Owned by the DNS task set for one UDP thread: dropping it (the tasks are aborted at
+/// shutdown) stops the thread, and shuts the socket down so that a blocked receive returns
+/// at once.
+struct UdpStop {
+    socket: Arc<std::net::UdpSocket>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Drop for UdpStop {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        // Linux wakes the receivers of a shut-down UDP socket (and reports ENOTCONN, since
+        // it is not connected: expected, ignored).
+        let _ = socket2::SockRef::from(&*self.socket).shutdown(std::net::Shutdown::Both);
+    }
+}
+
+/// How long a UDP thread waits in one receive before it looks at its stop flag again
+/// (shutting the socket down wakes it sooner).
+const UDP_RECV_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// The initial capacity of a UDP response buffer: our largest usual EDNS payload, with room.
 const UDP_RESPONSE_BUFFER: usize = 4096;
@@ -346,6 +401,8 @@ impl TcpTable {
 }
 
 async fn serve_tcp(listener: TcpListener, ctx: Arc<DnsContext>, max_connections: usize) {
+    // One set of counters for the listener's connections.
+    let counters = ctx.metrics.query_shard();
     let table = Arc::new(TcpTable {
         epoch: Instant::now(),
         max: max_connections.max(1),
@@ -378,10 +435,11 @@ async fn serve_tcp(listener: TcpListener, ctx: Arc<DnsContext>, max_connections:
         };
         let ctx = ctx.clone();
         let table = table.clone();
+        let counters = counters.clone();
         tokio::spawn(async move {
             ctx.metrics.tcp_connections.inc();
             let evicted = tokio::select! {
-                ended = serve_tcp_connection(stream, &ctx, &table, &conn) => {
+                ended = serve_tcp_connection(stream, &ctx, &table, &conn, &counters) => {
                     if let Err(e) = ended {
                         tracing::debug!(error = %e, %peer, "tcp connection ended");
                     }
@@ -406,6 +464,7 @@ async fn serve_tcp_connection(
     ctx: &DnsContext,
     table: &TcpTable,
     conn: &TcpConn,
+    counters: &QueryShard,
 ) -> io::Result<()> {
     let _ = stream.set_nodelay(true);
     let mut buf = Vec::new();
@@ -453,7 +512,7 @@ async fn serve_tcp_connection(
             }
             continue;
         }
-        let start = Instant::now();
+        let start = counters.sample(1).then(Instant::now);
         let answered = {
             let zones = ctx.zones.load();
             // Room for the length prefix, filled in once the response is known.
@@ -472,12 +531,11 @@ async fn serve_tcp_connection(
             .await
             .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "response not sent in time"))??;
         conn.last_active_ms.store(table.now_ms(), Ordering::Relaxed);
-        ctx.metrics.count_query(
-            Protocol::Tcp,
-            answered.qtype,
-            answered.rcode,
-            start.elapsed().as_secs_f64(),
-        );
+        counters.count(Protocol::Tcp, answered.qtype, answered.rcode);
+        if let Some(start) = start {
+            ctx.metrics
+                .observe_response(Protocol::Tcp, start.elapsed().as_secs_f64());
+        }
     }
 }
 

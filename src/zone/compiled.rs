@@ -27,6 +27,11 @@ use hickory_proto::serialize::binary::BinEncoder;
 use super::Zone;
 use super::lookup::{Lookup, Outcome};
 
+/// A zone's answers are compiled at its this-many-th fast-path query: the few queries of a
+/// cold zone (a monitor's SOA check) go to the general path, and its memory stays that of
+/// its records.
+pub const COMPILE_AFTER: u32 = 16;
+
 /// The query type used to compile the answer to "a type this zone has nowhere": private use
 /// (RFC 6895), and checked to be absent from the zone.
 const FIRST_ABSENT_TYPE: u16 = 65280;

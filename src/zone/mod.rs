@@ -66,17 +66,23 @@ pub struct Zone {
     /// The differences that led to this version ([`journal`]); empty until the writer or
     /// the loader attaches one.
     journal: std::sync::Arc<journal::Journal>,
-    /// The precompiled wire answers, built on the first query rather than at load: a zone
-    /// nobody asks for costs no time nor memory for them, and 100,000 zones load as fast as
-    /// their files are read. After that, reading it is one atomic load.
+    /// The precompiled wire answers, built once the zone has been asked
+    /// [`compiled::COMPILE_AFTER`] times rather than at load: a zone nobody (or only a
+    /// monitor) asks for costs no time nor memory for them — the general path answers it —,
+    /// and 100,000 zones load as fast as their files are read. After that, reading it is
+    /// one atomic load.
     compiled: CompiledCell,
 }
 
-/// The cell holding a version's precompiled answers. A clone starts empty: zones are cloned
-/// to be changed (a catalog gaining a member, a new serial), and answers compiled from the
-/// records before the change would be served for the records after it.
+/// The cell holding a version's precompiled answers, and how often they were asked for
+/// before being compiled. A clone starts empty: zones are cloned to be changed (a catalog
+/// gaining a member, a new serial), and answers compiled from the records before the change
+/// would be served for the records after it.
 #[derive(Debug, Default)]
-struct CompiledCell(OnceLock<Arc<compiled::Compiled>>);
+struct CompiledCell(
+    OnceLock<Arc<compiled::Compiled>>,
+    std::sync::atomic::AtomicU32,
+);
 
 impl Clone for CompiledCell {
     fn clone(&self) -> Self {
@@ -292,6 +298,20 @@ impl Zone {
         self.compiled
             .0
             .get_or_init(|| Arc::new(compiled::Compiled::build(self)))
+    }
+
+    /// The precompiled answers once this version has been asked for them
+    /// [`compiled::COMPILE_AFTER`] times (compiled then); `None` before: the caller answers
+    /// with the general path. The count is one atomic add, and only while the zone is cold.
+    pub fn compiled_when_hot(&self) -> Option<&compiled::Compiled> {
+        if let Some(c) = self.compiled.0.get() {
+            return Some(c);
+        }
+        let asked = self
+            .compiled
+            .1
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        (asked + 1 >= compiled::COMPILE_AFTER).then(|| self.compiled())
     }
 
     /// The number of labels of the origin.

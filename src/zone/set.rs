@@ -298,85 +298,23 @@ impl ZoneSet {
                     .collect()
             })
             .unwrap_or_default();
-        for file in files {
-            let shown = file.display().to_string();
-            let origin = match origin_from_file_name(&file) {
-                Ok(o) => o,
-                Err(message) => {
-                    let e = format!("{shown}: {message}");
-                    errors.push(e.clone());
-                    statuses.push(ZoneStatus {
-                        name: file_stem(&file),
-                        file,
-                        serial: None,
-                        records: 0,
-                        serving: false,
-                        last_error: Some(e),
-                        loaded_at: None,
-                    });
-                    continue;
-                }
-            };
-            let loaded = read_bounded(&file, max_file_bytes)
-                .map_err(|e| format!("{shown}{e}"))
-                .and_then(|text| {
-                    Zone::from_master_text(&origin, &text).map_err(|e| {
-                        // The message goes to the log and /v1/status: bounded, whatever
-                        // the file holds.
-                        let message = bounded(&e.message);
-                        if e.line > 0 {
-                            format!("{shown}:{}: {message}", e.line)
-                        } else {
-                            format!("{shown}: {message}")
-                        }
-                    })
-                });
-            let old_status = previous_statuses.get(&file);
-            match loaded {
-                Ok(mut zone) => {
-                    let served = previous.and_then(|p| p.get(&origin));
-                    journal_files.extend(attach_journal(
-                        &mut zone,
-                        &file,
-                        served.as_deref(),
-                        limits,
-                        max_file_bytes,
-                    ));
-                    // Reloading an unchanged file keeps its load time.
-                    let same = previous.and_then(|p| p.get(&origin)).is_some_and(|old| {
-                        old.serial() == zone.serial() && old.record_count() == zone.record_count()
-                    });
-                    let loaded_at = if same {
-                        old_status.and_then(|s| s.loaded_at).or(Some(now))
-                    } else {
-                        Some(now)
-                    };
-                    statuses.push(ZoneStatus {
-                        name: name_text(&origin),
-                        file,
-                        serial: Some(zone.serial()),
-                        records: zone.record_count(),
-                        serving: true,
-                        last_error: None,
-                        loaded_at,
-                    });
-                    zones.push(Arc::new(zone));
-                }
-                Err(e) => {
-                    errors.push(e.clone());
-                    let kept = previous.and_then(|p| p.get(&origin));
-                    statuses.push(ZoneStatus {
-                        name: name_text(&origin),
-                        file,
-                        serial: kept.as_ref().map(|z| z.serial()),
-                        records: kept.as_ref().map_or(0, |z| z.record_count()),
-                        serving: kept.is_some(),
-                        last_error: Some(e),
-                        loaded_at: kept.as_ref().and(old_status.and_then(|s| s.loaded_at)),
-                    });
-                    zones.extend(kept);
-                }
-            }
+        // Every core reads and parses files (start-up is then bounded by reading them); the
+        // results are put back in file order, so the outcome does not depend on timing.
+        let loaded = parallel_map(&files, |file| {
+            load_one(
+                file,
+                previous,
+                &previous_statuses,
+                limits,
+                max_file_bytes,
+                now,
+            )
+        });
+        for one in loaded {
+            errors.extend(one.error);
+            statuses.push(one.status);
+            zones.extend(one.zone);
+            journal_files.extend(one.journal);
         }
         statuses.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(LoadReport {
@@ -384,6 +322,151 @@ impl ZoneSet {
             errors,
             journal_files,
         })
+    }
+}
+
+/// What loading one zone file gave.
+struct Loaded {
+    status: ZoneStatus,
+    /// The version to serve: the new one, or on failure the one served before, if any.
+    zone: Option<Arc<Zone>>,
+    error: Option<String>,
+    journal: Option<FileChange>,
+}
+
+/// Maps `f` over `items` on every core, results in the order of `items`.
+fn parallel_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    // Small sets are not worth the threads.
+    const PER_THREAD: usize = 64;
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(items.len().div_ceil(PER_THREAD))
+        .max(1);
+    if threads == 1 {
+        return items.iter().map(f).collect();
+    }
+    let next = AtomicUsize::new(0);
+    let mut results: Vec<(usize, R)> = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads)
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut mine = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        let Some(item) = items.get(i) else {
+                            return mine;
+                        };
+                        mine.push((i, f(item)));
+                    }
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|w| match w.join() {
+                Ok(mine) => mine,
+                // A panic while loading is a bug: the caller's thread reports it as usual.
+                Err(panic) => std::panic::resume_unwind(panic),
+            })
+            .collect()
+    });
+    results.sort_unstable_by_key(|(i, _)| *i);
+    results.into_iter().map(|(_, r)| r).collect()
+}
+
+/// Reads, parses and checks one zone file, attaching its journal.
+fn load_one(
+    file: &Path,
+    previous: Option<&ZoneSet>,
+    previous_statuses: &HashMap<PathBuf, ZoneStatus>,
+    limits: &JournalLimits,
+    max_file_bytes: u64,
+    now: u64,
+) -> Loaded {
+    let file = file.to_path_buf();
+    let shown = file.display().to_string();
+    let origin = match origin_from_file_name(&file) {
+        Ok(o) => o,
+        Err(message) => {
+            let e = format!("{shown}: {message}");
+            return Loaded {
+                status: ZoneStatus {
+                    name: file_stem(&file),
+                    file,
+                    serial: None,
+                    records: 0,
+                    serving: false,
+                    last_error: Some(e.clone()),
+                    loaded_at: None,
+                },
+                zone: None,
+                error: Some(e),
+                journal: None,
+            };
+        }
+    };
+    let loaded = read_bounded(&file, max_file_bytes)
+        .map_err(|e| format!("{shown}{e}"))
+        .and_then(|text| {
+            Zone::from_master_text(&origin, &text).map_err(|e| {
+                // The message goes to the log and /v1/status: bounded, whatever the file
+                // holds.
+                let message = bounded(&e.message);
+                if e.line > 0 {
+                    format!("{shown}:{}: {message}", e.line)
+                } else {
+                    format!("{shown}: {message}")
+                }
+            })
+        });
+    let old_status = previous_statuses.get(&file);
+    match loaded {
+        Ok(mut zone) => {
+            let served = previous.and_then(|p| p.get(&origin));
+            let journal =
+                attach_journal(&mut zone, &file, served.as_deref(), limits, max_file_bytes);
+            // Reloading an unchanged file keeps its load time.
+            let same = served.is_some_and(|old| {
+                old.serial() == zone.serial() && old.record_count() == zone.record_count()
+            });
+            let loaded_at = if same {
+                old_status.and_then(|s| s.loaded_at).or(Some(now))
+            } else {
+                Some(now)
+            };
+            Loaded {
+                status: ZoneStatus {
+                    name: name_text(&origin),
+                    file,
+                    serial: Some(zone.serial()),
+                    records: zone.record_count(),
+                    serving: true,
+                    last_error: None,
+                    loaded_at,
+                },
+                zone: Some(Arc::new(zone)),
+                error: None,
+                journal,
+            }
+        }
+        Err(e) => {
+            let kept = previous.and_then(|p| p.get(&origin));
+            Loaded {
+                status: ZoneStatus {
+                    name: name_text(&origin),
+                    file,
+                    serial: kept.as_ref().map(|z| z.serial()),
+                    records: kept.as_ref().map_or(0, |z| z.record_count()),
+                    serving: kept.is_some(),
+                    last_error: Some(e.clone()),
+                    loaded_at: kept.as_ref().and(old_status.and_then(|s| s.loaded_at)),
+                },
+                zone: kept,
+                error: Some(e),
+                journal: None,
+            }
+        }
     }
 }
 
