@@ -22,6 +22,7 @@ fn primary() -> (TestDaemon, Key) {
         c.transfer.keys = vec![TsigKeyConfig {
             name: KEY.into(),
             algorithm: Default::default(),
+            update: None,
         }];
         c.transfer.secondaries = (2..=7)
             .map(|i| SecondaryConfig {
