@@ -191,9 +191,13 @@ impl Inner {
                 let r = Refusal::new(ResponseCode::NotAuth, "the zone is not served here");
                 refused(key, Some(&zone), peer, r, "refused")
             }
-            Err(WriteError::Conflict(m)) => {
-                refused(key, Some(&zone), peer, Refusal::new(ResponseCode::Refused, m), "refused")
-            }
+            Err(WriteError::Conflict(m)) => refused(
+                key,
+                Some(&zone),
+                peer,
+                Refusal::new(ResponseCode::Refused, m),
+                "refused",
+            ),
             Err(WriteError::Invalid(e)) => refused(
                 key,
                 Some(&zone),
@@ -244,7 +248,9 @@ fn check_ops(policy: &KeyPolicy, zone: &Name, ops: &[Op]) -> Result<(), Refusal>
             _ => {}
         }
         if !policy.allows_name(zone, name)
-            || op.rtype().is_some_and(|t| !policy.allows(zone, name, Some(t)))
+            || op
+                .rtype()
+                .is_some_and(|t| !policy.allows(zone, name, Some(t)))
         {
             let what = op.rtype().map_or("records".to_string(), |t| t.to_string());
             return refuse(format!("the key may not change {what} at {name}"));

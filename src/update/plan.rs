@@ -148,12 +148,13 @@ pub fn read(message: &Message, zone: Name) -> Result<Update, Refusal> {
             }
             DNSClass::ANY if rtype == RecordType::ANY => prereqs.push(Prereq::NameInUse(name)),
             DNSClass::ANY => prereqs.push(Prereq::RrsetExists(name, rtype)),
-            DNSClass::NONE if rtype == RecordType::ANY => {
-                prereqs.push(Prereq::NameNotInUse(name))
-            }
+            DNSClass::NONE if rtype == RecordType::ANY => prereqs.push(Prereq::NameNotInUse(name)),
             DNSClass::NONE => prereqs.push(Prereq::RrsetAbsent(name, rtype)),
             DNSClass::IN if !empty && !is_meta(rtype) => {
-                match equals.iter_mut().find(|(n, t, _)| *n == name && *t == rtype) {
+                match equals
+                    .iter_mut()
+                    .find(|(n, t, _)| *n == name && *t == rtype)
+                {
                     Some((_, _, set)) => {
                         if !set.contains(&r.data) {
                             set.push(r.data.clone());
@@ -162,7 +163,11 @@ pub fn read(message: &Message, zone: Name) -> Result<Update, Refusal> {
                     None => equals.push((name, rtype, vec![r.data.clone()])),
                 }
             }
-            _ => return Err(formerr("a prerequisite of a class or form RFC 2136 does not know")),
+            _ => {
+                return Err(formerr(
+                    "a prerequisite of a class or form RFC 2136 does not know",
+                ));
+            }
         }
     }
     prereqs.extend(
@@ -178,11 +183,7 @@ pub fn read(message: &Message, zone: Name) -> Result<Update, Refusal> {
         }
         ops.push(read_op(r)?);
     }
-    Ok(Update {
-        zone,
-        prereqs,
-        ops,
-    })
+    Ok(Update { zone, prereqs, ops })
 }
 
 /// One record of the update section as an operation (§3.4.1.3's prescan).
@@ -321,9 +322,9 @@ pub fn replay(zone: &Zone, ops: &[Op]) -> Vec<RrsetChange> {
         types
     };
     let touch = |sets: &mut HashMap<(Name, RecordType), Set>,
-                     order: &mut Vec<(Name, RecordType)>,
-                     name: &Name,
-                     t: RecordType| {
+                 order: &mut Vec<(Name, RecordType)>,
+                 name: &Name,
+                 t: RecordType| {
         let key = (name.clone(), t);
         if !sets.contains_key(&key) {
             sets.insert(key.clone(), original(name, t));
@@ -443,7 +444,10 @@ mod tests {
         assert!(check_prereqs(&z, &[Prereq::NameInUse(www.clone())]).is_ok());
         let rc = |p: Prereq| check_prereqs(&z, &[p]).unwrap_err().rcode;
         assert_eq!(rc(Prereq::NameInUse(nope.clone())), ResponseCode::NXDomain);
-        assert_eq!(rc(Prereq::NameNotInUse(www.clone())), ResponseCode::YXDomain);
+        assert_eq!(
+            rc(Prereq::NameNotInUse(www.clone())),
+            ResponseCode::YXDomain
+        );
         assert_eq!(
             rc(Prereq::RrsetExists(www.clone(), RecordType::TXT)),
             ResponseCode::NXRRSet

@@ -733,7 +733,9 @@ pub fn storable(owner: &Name, data: &RData) -> Result<(), String> {
     let shown = super::writer::name_text(owner);
     let again = parse_name(&shown, &Name::root(), 0).map_err(|e| e.message)?;
     if !again.iter().eq(owner.iter()) {
-        return Err(format!("the name {shown} cannot be written back identically"));
+        return Err(format!(
+            "the name {shown} cannot be written back identically"
+        ));
     }
     let text = super::writer::rdata_text(data);
     let refused =
