@@ -20,6 +20,8 @@
 //!   summarised, never logged per packet; [`durable`]: crash-safe file writes.
 //! - [`transfer`]: zone transfers out: TSIG keys and their config forms, NOTIFY to
 //!   secondaries (`transfer::notify`), what each secondary has had (`transfer::status`).
+//! - [`update`]: RFC 2136 UPDATE signed with TSIG, through the daemon's single writer, as
+//!   each key's `update:` policy allows.
 //! - [`cli`]: the command-line clients; `main.rs` is only the command line on top.
 //!
 //! Imports go one way: `zone`, `provision`, `dkim` know nothing of `daemon`, `diagnose`
@@ -39,4 +41,5 @@ pub mod problems;
 pub mod provision;
 pub mod server;
 pub mod transfer;
+pub mod update;
 pub mod zone;

@@ -158,6 +158,8 @@ pub struct Metrics {
     pub reloads: IntCounter,
     pub reload_failures: IntCounter,
     pub http_requests: IntCounterVec,
+    /// RFC 2136 UPDATE requests by result (`mailzone_updates_total{result}`).
+    pub updates: IntCounterVec,
     /// DKIM key lifecycle events: generated, activated, retiring, removed.
     pub dkim_events: IntCounterVec,
     pub dkim_signatures: IntCounterVec,
@@ -260,6 +262,14 @@ impl Metrics {
             &["route", "status"],
         )?;
         registry.register(Box::new(http_requests.clone()))?;
+        let updates = IntCounterVec::new(
+            Opts::new(
+                "updates_total",
+                "RFC 2136 UPDATE requests, by result (changed, unchanged, refused, unsigned, notauth, prerequisite, formerr, servfail)",
+            ),
+            &["result"],
+        )?;
+        registry.register(Box::new(updates.clone()))?;
         let build = IntGauge::with_opts(
             Opts::new("build_info", "Always 1; the version is a label")
                 .const_label("version", env!("CARGO_PKG_VERSION")),
@@ -449,6 +459,7 @@ impl Metrics {
                 "Reloads during which at least one zone file failed",
             )?,
             http_requests,
+            updates,
             registry,
         })
     }

@@ -41,10 +41,12 @@ pub enum Problem {
     HttpTimeout,
     /// accept() failed on the HTTP listener.
     HttpAcceptError,
+    /// An RFC 2136 UPDATE dropped: too many were waiting for the writer already.
+    UpdateBacklog,
 }
 
 impl Problem {
-    pub const ALL: [Problem; 13] = [
+    pub const ALL: [Problem; 14] = [
         Problem::ShortPacket,
         Problem::ResponsePacket,
         Problem::SourcePort0,
@@ -58,6 +60,7 @@ impl Problem {
         Problem::HttpConnectionLimit,
         Problem::HttpTimeout,
         Problem::HttpAcceptError,
+        Problem::UpdateBacklog,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -75,6 +78,7 @@ impl Problem {
             Problem::HttpConnectionLimit => "http_connection_limit",
             Problem::HttpTimeout => "http_timeout",
             Problem::HttpAcceptError => "http_accept_error",
+            Problem::UpdateBacklog => "dns_update_backlog",
         }
     }
 }

@@ -175,6 +175,10 @@ impl Daemon {
             shared.transfer_status.clone(),
         )?;
         ctx.transfers = Some(Arc::new(transfers));
+        ctx.updates = Some(Arc::new(crate::update::Service::new(
+            shared.clone(),
+            &tsig_keys,
+        )?));
         let ctx = Arc::new(ctx);
         let counted = metrics.clone();
         tasks.spawn(crate::problems::summarise(

@@ -34,6 +34,7 @@ fn primary_serving(zones: &[(&str, &str)], listening: &[(&str, u16)]) -> (TestDa
         c.transfer.keys = vec![TsigKeyConfig {
             name: KEY.into(),
             algorithm: Default::default(),
+            update: None,
         }];
         c.transfer.secondaries = (2..=9)
             .map(|i| SecondaryConfig {

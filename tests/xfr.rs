@@ -28,6 +28,7 @@ fn allow_transfers(config: &mut Config) {
     config.transfer.keys = vec![TsigKeyConfig {
         name: KEY.into(),
         algorithm: Default::default(),
+        update: None,
     }];
     config.transfer.secondaries = vec![
         SecondaryConfig {

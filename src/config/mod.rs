@@ -116,6 +116,25 @@ pub struct TsigKeyConfig {
     pub name: String,
     #[serde(default)]
     pub algorithm: TsigAlgorithm,
+    /// What RFC 2136 UPDATEs signed with this key may change; absent: none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub update: Option<UpdatePolicy>,
+}
+
+/// What a TSIG key may change through RFC 2136 UPDATE: zones, and optionally only some
+/// names and record types in them (e.g. `_acme-challenge` TXT for an ACME client).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdatePolicy {
+    /// `all` or a list of absolute zone names.
+    pub zones: ZoneSelection,
+    /// Names it may touch, relative to the zone (`_acme-challenge`, `@`) or absolute
+    /// (ending with a dot); `*.x` covers every name below `x`. Empty: every name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub names: Vec<String>,
+    /// Record types it may touch (`TXT`, `A`, …). Empty: every type.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub types: Vec<String>,
 }
 
 /// TSIG MAC algorithms (RFC 8945 §6).
@@ -700,6 +719,9 @@ impl Config {
                     format!("{:?} is used twice", k.name),
                 ));
             }
+            if let Some(policy) = &k.update {
+                validate_update_policy(policy, &format!("transfer.keys[{i}].update"))?;
+            }
         }
         if let Some(catalog) = &t.catalog {
             // The name also names its file: plain labels only, absolute, not the root.
@@ -777,6 +799,41 @@ impl Config {
         }
         serde_yaml::to_string(&shown).unwrap_or_else(|e| format!("# cannot render: {e}\n"))
     }
+}
+
+/// Zones are absolute names, names parse (relative or absolute, `*.` only in front), types
+/// are known record types that can be stored.
+fn validate_update_policy(policy: &UpdatePolicy, at: &str) -> Result<(), (String, String)> {
+    if let ZoneSelection::List(zones) = &policy.zones {
+        for (j, z) in zones.iter().enumerate() {
+            if !z.ends_with('.') || hickory_proto::rr::Name::from_ascii(z).is_err() {
+                return Err((
+                    format!("{at}.zones[{j}]"),
+                    format!("{z:?} is not an absolute zone name (it must end with a dot)"),
+                ));
+            }
+        }
+    }
+    for (j, n) in policy.names.iter().enumerate() {
+        let body = n.strip_prefix("*.").unwrap_or(n);
+        let ok = !body.is_empty()
+            && !body.contains('*')
+            && (body == "@" || hickory_proto::rr::Name::from_ascii(body).is_ok());
+        if !ok {
+            return Err((
+                format!("{at}.names[{j}]"),
+                format!(
+                    "{n:?} is not a name (relative like \"_acme-challenge\", absolute ending with a dot, or \"*.\" in front for the names below)"
+                ),
+            ));
+        }
+    }
+    for (j, t) in policy.types.iter().enumerate() {
+        if let Err(e) = crate::zone::master::parse_record_type(t) {
+            return Err((format!("{at}.types[{j}]"), e));
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -18,7 +18,7 @@ pub use super::associations::{
 };
 pub use super::dkim::SignError;
 pub use super::scheduler::AssociationKey;
-pub use super::writer::{SoaRequest, WriteError};
+pub use super::writer::{Changed, SoaRequest, WriteError};
 use super::{diagnosis, scheduler};
 use crate::config::Config;
 use crate::metrics::Metrics;

@@ -31,6 +31,13 @@ pub enum WriteError {
     Io { file: String, message: String },
 }
 
+/// The zone after a change, and whether anything changed (nothing written otherwise).
+#[derive(Debug, Clone)]
+pub struct Changed {
+    pub zone: Arc<Zone>,
+    pub changed: bool,
+}
+
 /// The SOA fields a new zone may set; the rest come from `zone_defaults`.
 #[derive(Debug, Clone, Default)]
 pub struct SoaRequest {
@@ -115,12 +122,40 @@ impl Shared {
         origin: &Name,
         changes: Vec<RrsetChange>,
     ) -> Result<Arc<Zone>, WriteError> {
+        let changed = self
+            .change_records_checked(origin, move |_| Ok::<_, std::convert::Infallible>(changes))
+            .await?;
+        match changed {
+            Ok(c) => Ok(c.zone),
+            Err(never) => match never {},
+        }
+    }
+
+    /// Applies the rrset operations that `plan` derives from the zone as it is under the
+    /// writer lock, all or nothing: what a change checks against the zone (RFC 2136
+    /// prerequisites, protected records) cannot go stale before it is written. `plan`
+    /// refusing gives `Ok(Err(..))` and changes nothing.
+    pub async fn change_records_checked<E>(
+        &self,
+        origin: &Name,
+        plan: impl FnOnce(&Zone) -> Result<Vec<RrsetChange>, E> + Send,
+    ) -> Result<Result<Changed, E>, WriteError> {
         let _writer = self.writer.lock().await;
         self.refuse_catalog(origin, "edited", false)?;
         let current = self.zones.load_full();
         let Some(zone) = current.get(origin) else {
             return Err(WriteError::NotFound(origin.to_string()));
         };
+        let changes = match plan(&zone) {
+            Ok(c) => c,
+            Err(e) => return Ok(Err(e)),
+        };
+        if changes.is_empty() {
+            return Ok(Ok(Changed {
+                zone,
+                changed: false,
+            }));
+        }
         let serial = next_serial(self.config.zone_defaults.serial, zone.serial(), unix_now());
         let ttl = self.config.zone_defaults.ttl;
         let limits = self.config.transfer.journal;
@@ -142,12 +177,18 @@ impl Shared {
         if let Some(current) = current.get(origin)
             && built.same_data_as(&current)
         {
-            return Ok(current);
+            return Ok(Ok(Changed {
+                zone: current,
+                changed: false,
+            }));
         }
         let zone = Arc::new(built);
         let file = zone_file(&self.config.zones_dir, origin);
         self.store_journalled(vec![(zone.clone(), file)]).await?;
-        Ok(zone)
+        Ok(Ok(Changed {
+            zone,
+            changed: true,
+        }))
     }
 
     /// Deletes a zone: its file goes, and it stops being served.

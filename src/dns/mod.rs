@@ -39,6 +39,21 @@ use crate::problems::{Problem, Throttle};
 use crate::transfer::xfr;
 use crate::zone::ZoneSet;
 
+/// Where RFC 2136 UPDATE requests go (the daemon's single writer is behind it). The DNS
+/// loops only route them there, off the answer path: a query never waits for an update.
+pub trait UpdateHandler: Send + Sync {
+    /// The response to `request` from `peer`, or `None` to send nothing.
+    fn handle(
+        &self,
+        request: Vec<u8>,
+        peer: IpAddr,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Option<Vec<u8>>> + Send + 'static>>;
+}
+
+/// UPDATEs waiting for the writer at once; more are dropped (and counted): a flood of them
+/// must not pile up tasks and memory.
+const MAX_UPDATES_IN_FLIGHT: usize = 256;
+
 /// What the DNS loops share: the current zones and the counters.
 pub struct DnsContext {
     pub zones: Arc<ArcSwap<ZoneSet>>,
@@ -50,6 +65,9 @@ pub struct DnsContext {
     pub rrl: Option<rrl::Rrl>,
     /// The transfer server (AXFR/IXFR); `None`: transfers are answered REFUSED.
     pub transfers: Option<Arc<xfr::Service>>,
+    /// RFC 2136 UPDATE; `None`: answered NOTIMP.
+    pub updates: Option<Arc<dyn UpdateHandler>>,
+    update_slots: Arc<tokio::sync::Semaphore>,
     /// One line per interval for accept errors, and for the answer path panicking.
     accept_errors: Throttle,
     panics: Throttle,
@@ -134,9 +152,11 @@ pub fn serve(
             stop: stop.clone(),
         };
         let loop_ctx = ctx.clone();
+        // UPDATEs wait for the writer: the thread hands them to the runtime.
+        let runtime = tokio::runtime::Handle::current();
         let started = std::thread::Builder::new()
             .name("dns-udp".into())
-            .spawn(move || serve_udp(socket, loop_ctx, stop));
+            .spawn(move || serve_udp(socket, loop_ctx, stop, runtime));
         if let Err(e) = started {
             tracing::error!(addr = %bound.local, error = %e, "cannot start a UDP thread; this socket is not served");
             continue;
@@ -155,7 +175,12 @@ pub fn serve(
 /// polling, no empty receive to learn that the socket is drained, no wake-ups between
 /// runtime workers (the way NSD and Knot serve UDP). It ends when `stop` is set (its
 /// [`UdpStop`] dropped, which also wakes it).
-fn serve_udp(socket: Arc<std::net::UdpSocket>, ctx: Arc<DnsContext>, stop: Arc<AtomicBool>) {
+fn serve_udp(
+    socket: Arc<std::net::UdpSocket>,
+    ctx: Arc<DnsContext>,
+    stop: Arc<AtomicBool>,
+    runtime: tokio::runtime::Handle,
+) {
     use std::os::fd::AsRawFd;
     let fd = socket.as_raw_fd();
     let counters = ctx.metrics.query_shard();
@@ -211,7 +236,14 @@ fn serve_udp(socket: Arc<std::net::UdpSocket>, ctx: Arc<DnsContext>, stop: Arc<A
                 let a = match transfer_service(&ctx, request) {
                     Some(service) => transfer_udp(service, &zones, request, src.ip(), &ctx)
                         .map(|r| copy_response(r, out)),
-                    None => answer_into(&zones, request, Protocol::Udp, &ctx, out),
+                    None => match answer_into(&zones, request, Protocol::Udp, &ctx, out) {
+                        Some(Routed::Answered(a)) => Some(a),
+                        Some(Routed::Update) => {
+                            update_udp(&socket, &runtime, &ctx, request, src);
+                            None
+                        }
+                        None => None,
+                    },
                 };
                 let Some(a) = a else {
                     continue;
@@ -518,8 +550,19 @@ async fn serve_tcp_connection(
             // Room for the length prefix, filled in once the response is known.
             answer_into(&zones, &buf, Protocol::Tcp, ctx, &mut response)
         };
-        let Some(answered) = answered else {
-            return Ok(());
+        let answered = match answered {
+            Some(Routed::Answered(a)) => a,
+            Some(Routed::Update) => {
+                // Requests on one connection are answered in order: the update's turn.
+                let Some(bytes) = update_response(ctx, std::mem::take(&mut buf), conn.ip).await
+                else {
+                    return Ok(());
+                };
+                write_framed(&mut stream, &bytes, ctx.tcp_idle_timeout).await?;
+                conn.last_active_ms.store(table.now_ms(), Ordering::Relaxed);
+                continue;
+            }
+            None => return Ok(()),
         };
         let Ok(n) = u16::try_from(response.len()) else {
             return Err(io::Error::other("response larger than 65535 bytes"));
@@ -770,26 +813,80 @@ async fn serve_transfer(
     }
 }
 
+/// What became of a request in [`answer_into`].
+enum Routed {
+    /// The response is in `out`.
+    Answered(fast::Answered),
+    /// An RFC 2136 UPDATE: the caller hands it to the update handler.
+    Update,
+}
+
 /// Answers one request into `out`: the fast path when it can, else the general path (whose
-/// response is copied in). `None`: nothing to send.
+/// response is copied in). `None`: nothing to send. UPDATEs are recognised only once the
+/// fast path has declined the request, so queries pay nothing for them.
 fn answer_into(
     zones: &ZoneSet,
     request: &[u8],
     protocol: Protocol,
     ctx: &DnsContext,
     out: &mut Vec<u8>,
-) -> Option<fast::Answered> {
+) -> Option<Routed> {
     // A bug in the fast path that panics costs that packet only, as in the general path.
     let fast = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         fast::respond(zones, request, protocol, ctx.max_udp_payload, out)
     }));
     match fast {
-        Ok(Some(answered)) => return Some(answered),
+        Ok(Some(answered)) => return Some(Routed::Answered(answered)),
         Ok(None) => {}
         Err(_) => ctx.metrics.problem(Problem::AnswerPanic),
     }
+    if ctx.updates.is_some() && wire::is_update(request) {
+        return Some(Routed::Update);
+    }
     let response = respond_signed(zones, request, protocol, ctx)?;
-    Some(copy_response(response, out))
+    Some(Routed::Answered(copy_response(response, out)))
+}
+
+/// Hands an UPDATE to the update handler, waiting for a free slot no longer than it takes
+/// to see there is none. `None`: send nothing.
+async fn update_response(ctx: &DnsContext, request: Vec<u8>, peer: IpAddr) -> Option<Vec<u8>> {
+    let handler = ctx.updates.clone()?;
+    let Ok(_slot) = ctx.update_slots.clone().try_acquire_owned() else {
+        ctx.metrics.dropped_packets.inc();
+        ctx.metrics.problem(Problem::UpdateBacklog);
+        return None;
+    };
+    handler.handle(request, peer).await
+}
+
+/// An UPDATE over UDP: answered from its own task (it waits for the writer), so the loop
+/// goes on answering queries; the response leaves through the same socket.
+fn update_udp(
+    socket: &Arc<std::net::UdpSocket>,
+    runtime: &tokio::runtime::Handle,
+    ctx: &Arc<DnsContext>,
+    request: &[u8],
+    src: SocketAddr,
+) {
+    let Some(handler) = ctx.updates.clone() else {
+        return;
+    };
+    let Ok(slot) = ctx.update_slots.clone().try_acquire_owned() else {
+        ctx.metrics.dropped_packets.inc();
+        ctx.metrics.problem(Problem::UpdateBacklog);
+        return;
+    };
+    let socket = socket.clone();
+    let request = request.to_vec();
+    runtime.spawn(async move {
+        let _slot = slot;
+        // One datagram on a socket the kernel rarely makes wait: a plain send.
+        if let Some(bytes) = handler.handle(request, src.ip()).await
+            && let Err(e) = socket.send_to(&bytes, src)
+        {
+            tracing::debug!(error = %e, "udp send error");
+        }
+    });
 }
 
 /// Copies a general-path response into the reused buffer `out`.
@@ -866,6 +963,8 @@ pub fn context(config: &Config, zones: Arc<ArcSwap<ZoneSet>>, metrics: Arc<Metri
         tcp_max_per_address: dns.tcp_max_per_address,
         rrl: dns.rrl.enabled.then(|| rrl::Rrl::new(&dns.rrl)),
         transfers: None,
+        updates: None,
+        update_slots: Arc::new(tokio::sync::Semaphore::new(MAX_UPDATES_IN_FLIGHT)),
         accept_errors: Throttle::new(interval),
         panics: Throttle::new(interval),
     }

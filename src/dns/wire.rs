@@ -13,6 +13,11 @@ pub fn has_bad_edns_options(msg: &[u8]) -> bool {
     })
 }
 
+/// True when the message is an RFC 2136 UPDATE request (QR=0, opcode 5), from its header.
+pub fn is_update(msg: &[u8]) -> bool {
+    msg.get(2).is_some_and(|b| b & 0xF8 == 5 << 3) && msg.len() >= 12
+}
+
 /// True when the message carries a TSIG record (type 250) among its records: such a query
 /// is answered signed. Most queries have no additional record beyond OPT and are ruled out
 /// after a few reads.

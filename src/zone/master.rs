@@ -724,6 +724,30 @@ pub fn parse_rdata_text(rtype: RecordType, text: &str, origin: &Name) -> Result<
     parse_rdata(rtype, tokens, origin, 1).map_err(|e| e.message)
 }
 
+/// Whether a record that arrived on the wire (an RFC 2136 UPDATE) can be stored: a type
+/// that may be stored, an owner and data that come back byte for byte from the zone file
+/// we write. What cannot is refused rather than changed or lost at the next restart.
+pub fn storable(owner: &Name, data: &RData) -> Result<(), String> {
+    let rtype = data.record_type();
+    parse_record_type(&rtype.to_string())?;
+    let shown = super::writer::name_text(owner);
+    let again = parse_name(&shown, &Name::root(), 0).map_err(|e| e.message)?;
+    if !again.iter().eq(owner.iter()) {
+        return Err(format!(
+            "the name {shown} cannot be written back identically"
+        ));
+    }
+    let text = super::writer::rdata_text(data);
+    let refused =
+        || format!("this {rtype} record cannot be written back identically in a zone file");
+    match parse_rdata_text(rtype, &text, &Name::root()) {
+        Ok(again) if wire_bytes(&again).is_some() && wire_bytes(&again) == wire_bytes(data) => {
+            Ok(())
+        }
+        _ => Err(refused()),
+    }
+}
+
 /// Whether the text holds a `;` that starts a comment: one neither escaped nor quoted.
 fn has_comment(text: &str) -> bool {
     let mut quoted = false;
