@@ -16,6 +16,7 @@ use std::sync::Arc;
 use hickory_proto::rr::Name;
 
 use super::Shared;
+use super::scheduler::{AssociationKey, Job};
 use super::writer::WriteError;
 use crate::dnssec::keys::{self, KeyRecord, KeyState, Role, ZoneKey, ZoneState};
 use crate::dnssec::sign::{self, SignStats};
@@ -241,15 +242,69 @@ impl Shared {
         Ok(zones.into_iter().next().map(|(z, _)| z).unwrap_or(zone))
     }
 
+    /// The clock of signing: the system's, moved forward by [`Shared::advance_dnssec_clock`]
+    /// in tests.
+    pub fn dnssec_now(&self) -> u64 {
+        unix_now() + self.dnssec_clock_offset.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Tests only: moves the signing clock forward by `secs` and re-plans every re-signing
+    /// job from it (the signatures due are then refreshed at once).
+    pub fn advance_dnssec_clock(&self, secs: u64) {
+        self.dnssec_clock_offset
+            .fetch_add(secs, std::sync::atomic::Ordering::Relaxed);
+        for (at, key, job) in self.resign_jobs() {
+            self.scheduler.schedule(at, key, job);
+        }
+    }
+
+    /// The re-signing job of every signed zone (start, reload, clock moves).
+    pub(super) fn resign_jobs(&self) -> Vec<(tokio::time::Instant, AssociationKey, Job)> {
+        self.zones
+            .load()
+            .zones()
+            .iter()
+            .filter_map(|z| {
+                self.resign_deadline(z)
+                    .map(|at| (at, AssociationKey::zone(&name_text(z.origin())), Job::Resign))
+            })
+            .collect()
+    }
+
+    /// When a signed zone's earliest signature enters the refresh window.
+    fn resign_deadline(&self, zone: &Zone) -> Option<tokio::time::Instant> {
+        let expiry = sign::earliest_expiry(zone)?;
+        let due = expiry.saturating_sub(self.config.dnssec.refresh_secs);
+        let wait = due.saturating_sub(self.dnssec_now());
+        Some(tokio::time::Instant::now() + std::time::Duration::from_secs(wait))
+    }
+
+    /// The scheduler's job: re-signs a zone whose signatures entered the refresh window.
+    pub(super) async fn resign_due(&self, zone: &str) {
+        let Ok(origin) = Name::from_ascii(zone) else {
+            return;
+        };
+        let _writer = self.writer.lock().await;
+        let Some(current) = self.zones.load().get(&origin) else {
+            return;
+        };
+        self.bring_to_policy(vec![current]).await;
+    }
+
     /// Brings every zone to its DNSSEC policy: signs zones that must be signed and are not
     /// (or whose signatures are due for refresh or whose keys changed), unsigns the others.
     /// Zones whose stored signatures are current are left alone, so a restart signs nothing.
     /// Call with the writer lock held.
     pub(super) async fn sign_zones_locked(&self) {
-        let now = unix_now();
+        let zones = self.zones.load().zones();
+        self.bring_to_policy(zones).await;
+    }
+
+    async fn bring_to_policy(&self, zones: Vec<Arc<Zone>>) {
+        let now = self.dnssec_now();
         let refresh = self.config.dnssec.refresh_secs;
         let mut due = Vec::new();
-        for zone in self.zones.load().zones() {
+        for zone in zones {
             let keys = match self.signing_keys(zone.origin()) {
                 Ok(k) => k,
                 Err(e) => {
@@ -267,7 +322,7 @@ impl Shared {
             };
             self.note_expiry(&zone);
             if needs {
-                let serial = next_serial(self.config.zone_defaults.serial, zone.serial(), now);
+                let serial = next_serial(self.config.zone_defaults.serial, zone.serial(), unix_now());
                 match zone.with_serial(serial) {
                     Ok(next) => due.push((
                         Arc::new(next),
@@ -320,18 +375,61 @@ impl Shared {
             .collect()
     }
 
-    /// Records the zone's signature figures in the metrics.
+    /// Records the zone's signature figures in the metrics and plans its re-signing.
     pub(super) fn note_expiry(&self, zone: &Zone) {
         let label = name_text(zone.origin());
+        let key = AssociationKey::zone(&label);
         match sign::earliest_expiry(zone) {
-            Some(e) => self
-                .metrics
-                .dnssec_expiry
-                .with_label_values(&[&label])
-                .set(e as i64 - unix_now() as i64),
+            Some(e) => {
+                self.metrics
+                    .dnssec_expiry
+                    .with_label_values(&[&label])
+                    .set(e as i64 - self.dnssec_now() as i64);
+                if let Some(at) = self.resign_deadline(zone) {
+                    self.scheduler.schedule(at, key, Job::Resign);
+                }
+            }
             None => {
                 let _ = self.metrics.dnssec_expiry.remove_label_values(&[&label]);
+                self.scheduler.unschedule(&key, Job::Resign);
             }
+        }
+        self.note_key_states(zone.origin());
+    }
+
+    /// The key-state gauge of a zone: one series per live key's role and state.
+    fn note_key_states(&self, origin: &Name) {
+        let label = name_text(origin);
+        for role in ["csk", "ksk", "zsk"] {
+            for state in ["published", "active", "retired"] {
+                let _ = self
+                    .metrics
+                    .dnssec_keys
+                    .remove_label_values(&[&label, role, state]);
+            }
+        }
+        let keys = self
+            .dnssec_keys
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(origin)
+            .cloned();
+        let Some(Ok(keys)) = keys else {
+            return;
+        };
+        if !self.dnssec_wanted(origin, &keys.state) {
+            return;
+        }
+        for k in keys.keys.iter().filter(|k| k.record.state != KeyState::Removed) {
+            let role = match k.record.role {
+                Role::Csk => "csk",
+                Role::Ksk => "ksk",
+                Role::Zsk => "zsk",
+            };
+            self.metrics
+                .dnssec_keys
+                .with_label_values(&[&label, role, k.record.state.as_str()])
+                .add(1);
         }
     }
 
@@ -389,6 +487,9 @@ impl Shared {
             .metrics
             .dnssec_expiry
             .remove_label_values(&[&name_text(origin)]);
+        self.note_key_states(origin);
+        self.scheduler
+            .unschedule(&AssociationKey::zone(&name_text(origin)), Job::Resign);
     }
 
     /// The files of a zone's DNSSEC state to remove with it: state file and key files.

@@ -64,6 +64,8 @@ pub struct Shared {
     pub(super) dnssec_keys: std::sync::Mutex<super::dnssec::KeyCache>,
     /// Zones whose DNSSEC keys cannot be used, and why.
     pub dnssec_errors: std::sync::Mutex<std::collections::BTreeMap<String, String>>,
+    /// Seconds added to the clock of DNSSEC signing (tests move time forward with it).
+    pub(super) dnssec_clock_offset: std::sync::atomic::AtomicU64,
     /// Diagnosis results.
     pub diagnosis: diagnosis::DiagnosisState,
     /// Every background job of every association, by deadline.
@@ -111,6 +113,7 @@ impl Shared {
             dkim_errors: Default::default(),
             dnssec_keys: Default::default(),
             dnssec_errors: Default::default(),
+            dnssec_clock_offset: Default::default(),
             diagnosis: diagnosis::DiagnosisState::new(&config.diagnosis),
             scheduler: Default::default(),
             key_pool: Default::default(),

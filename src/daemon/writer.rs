@@ -129,6 +129,7 @@ impl Shared {
             .pop()
             .flatten();
         let policy = self.config.dnssec.clone();
+        let sign_now = self.dnssec_now();
         // Building the zone is CPU work proportional to its size: keep it off the runtime,
         // with its journal step (the difference at the rrsets the changes name) and, for a
         // signed zone, its signatures (the changed rrsets, their NSEC neighbours and the SOA).
@@ -148,7 +149,7 @@ impl Shared {
                 Some(&zone),
                 keys.as_deref(),
                 &policy,
-                unix_now(),
+                sign_now,
             )
             .map_err(|message| EditError {
                 operation: None,
@@ -246,6 +247,7 @@ impl Shared {
         let limits = self.config.transfer.journal;
         let keys = self.keys_for(&zones)?;
         let policy = self.config.dnssec.clone();
+        let sign_now = self.dnssec_now();
         let signed = tokio::task::spawn_blocking(move || {
             let mut out: Vec<(Arc<Zone>, std::path::PathBuf)> = Vec::with_capacity(zones.len());
             let mut made = 0;
@@ -266,7 +268,7 @@ impl Shared {
                         previous.as_deref(),
                         keys.as_deref(),
                         &policy,
-                        now,
+                        sign_now,
                     )
                     .map_err(|message| WriteError::Conflict(format!(
                         "zone {} cannot be signed: {message}",
