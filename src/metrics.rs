@@ -249,10 +249,7 @@ impl Metrics {
         )?;
         registry.register(Box::new(dnssec_expiry.clone()))?;
         let dnssec_keys = prometheus::IntGaugeVec::new(
-            Opts::new(
-                "dnssec_keys",
-                "DNSSEC keys of each zone by role and state",
-            ),
+            Opts::new("dnssec_keys", "DNSSEC keys of each zone by role and state"),
             &["zone", "role", "state"],
         )?;
         registry.register(Box::new(dnssec_keys.clone()))?;

@@ -190,11 +190,20 @@ fn delv_validates_the_ds_of_a_signed_delegation_and_the_proof_of_none() {
 #[test]
 fn a_referral_with_do_carries_the_ds_or_the_nsec_proving_there_is_none() {
     let d = signed_daemon();
-    let out = dig(d.dns, &["+dnssec", "+norec", "host.secure.example.test", "A"]);
+    let out = dig(
+        d.dns,
+        &["+dnssec", "+norec", "host.secure.example.test", "A"],
+    );
     assert!(out.contains("\tDS\t12345"), "{out}");
     assert!(out.contains("RRSIG\tDS"), "{out}");
-    let out = dig(d.dns, &["+dnssec", "+norec", "host.insecure.example.test", "A"]);
-    assert!(out.contains("insecure.example.test.\t300\tIN\tNSEC"), "{out}");
+    let out = dig(
+        d.dns,
+        &["+dnssec", "+norec", "host.insecure.example.test", "A"],
+    );
+    assert!(
+        out.contains("insecure.example.test.\t300\tIN\tNSEC"),
+        "{out}"
+    );
     assert!(out.contains("RRSIG\tNSEC"), "{out}");
 }
 
@@ -227,11 +236,17 @@ fn an_axfr_of_the_signed_zone_passes_ldns_verify_zone_dnssec_verify_and_named_ch
     let (ok, out) = run(Command::new("dnssec-verify")
         .args(["-z", "-o", "example.test"])
         .arg(&file));
-    assert!(ok && out.contains("Zone fully signed"), "dnssec-verify: {out}");
+    assert!(
+        ok && out.contains("Zone fully signed"),
+        "dnssec-verify: {out}"
+    );
     let (ok, out) = run(Command::new("named-checkzone")
         .args(["-i", "local", "example.test"])
         .arg(&file));
-    assert!(ok && out.contains("DNSSEC signed"), "named-checkzone: {out}");
+    assert!(
+        ok && out.contains("DNSSEC signed"),
+        "named-checkzone: {out}"
+    );
 }
 
 #[test]
@@ -266,7 +281,10 @@ fn do0_answers_of_a_signed_zone_are_the_unsigned_zones_bytes() {
 fn a_restart_serves_the_stored_signatures_without_signing_again() {
     let d = signed_daemon();
     let (_, metrics) = http(d.http, "GET", "/metrics", Some(TOKEN), None);
-    assert!(metric(&metrics, "mailzone_dnssec_signatures_total") > 50.0, "{metrics}");
+    assert!(
+        metric(&metrics, "mailzone_dnssec_signatures_total") > 50.0,
+        "{metrics}"
+    );
     let before = dig(d.dns, &["+short", "+dnssec", "example.test", "SOA"]);
     let d = d.restart();
     let after = dig(d.dns, &["+short", "+dnssec", "example.test", "SOA"]);
@@ -282,7 +300,13 @@ fn a_restart_serves_the_stored_signatures_without_signing_again() {
 #[test]
 fn the_api_gives_the_ds_for_the_parent_and_never_the_private_key() {
     let d = signed_daemon();
-    let (status, body) = http(d.http, "GET", "/v1/zones/example.test./dnssec", Some(TOKEN), None);
+    let (status, body) = http(
+        d.http,
+        "GET",
+        "/v1/zones/example.test./dnssec",
+        Some(TOKEN),
+        None,
+    );
     assert_eq!(status, 200, "{body}");
     let v = json(&body);
     assert_eq!(v["signed"], true);
@@ -319,7 +343,11 @@ fn a_zone_is_signed_and_unsigned_through_the_zones_api() {
     assert_eq!(status, 200, "{body}");
     assert!(dig(d.dns, &["+dnssec", "example.test", "SOA"]).contains("RRSIG"));
     let key_dir = d.dir.path().join("keys/dnssec/example.test");
-    let key = std::fs::read_dir(&key_dir).unwrap().next().unwrap().unwrap();
+    let key = std::fs::read_dir(&key_dir)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap();
     use std::os::unix::fs::PermissionsExt;
     assert_eq!(key.metadata().unwrap().permissions().mode() & 0o777, 0o600);
     let (status, _) = api(
@@ -363,7 +391,10 @@ fn changes_through_the_api_keep_the_zone_verified_and_sign_only_what_changed() {
     let tmp = tempfile::tempdir().unwrap();
     let file = tmp.path().join("z");
     std::fs::write(&file, axfr(&d)).unwrap();
-    let out = Command::new("ldns-verify-zone").arg(&file).output().unwrap();
+    let out = Command::new("ldns-verify-zone")
+        .arg(&file)
+        .output()
+        .unwrap();
     assert!(
         out.status.success(),
         "{}{}",
@@ -377,7 +408,12 @@ fn a_key_file_readable_by_others_is_refused_and_the_zone_keeps_its_signed_versio
     let d = signed_daemon();
     let before = dig(d.dns, &["+short", "+dnssec", "example.test", "SOA"]);
     let key_dir = d.dir.path().join("keys/dnssec/example.test");
-    let key = std::fs::read_dir(&key_dir).unwrap().next().unwrap().unwrap().path();
+    let key = std::fs::read_dir(&key_dir)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
     let d = d.restart();
@@ -393,7 +429,13 @@ fn a_key_file_readable_by_others_is_refused_and_the_zone_keeps_its_signed_versio
     );
     assert_eq!(status, 409, "{body}");
     assert!(body.contains("chmod 600"), "{body}");
-    let (_, body) = http(d.http, "GET", "/v1/zones/example.test./dnssec", Some(TOKEN), None);
+    let (_, body) = http(
+        d.http,
+        "GET",
+        "/v1/zones/example.test./dnssec",
+        Some(TOKEN),
+        None,
+    );
     assert!(body.contains("chmod 600"), "{body}");
 }
 
@@ -402,10 +444,22 @@ fn a_corrupt_key_file_is_refused_and_the_zone_keeps_its_signed_version() {
     let d = signed_daemon();
     let before = dig(d.dns, &["+short", "+dnssec", "example.test", "MX"]);
     let key_dir = d.dir.path().join("keys/dnssec/example.test");
-    let key = std::fs::read_dir(&key_dir).unwrap().next().unwrap().unwrap().path();
-    std::fs::write(&key, "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n").unwrap();
+    let key = std::fs::read_dir(&key_dir)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    std::fs::write(
+        &key,
+        "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",
+    )
+    .unwrap();
     let d = d.restart();
-    assert_eq!(before, dig(d.dns, &["+short", "+dnssec", "example.test", "MX"]));
+    assert_eq!(
+        before,
+        dig(d.dns, &["+short", "+dnssec", "example.test", "MX"])
+    );
     let (status, _) = api(
         d.http,
         "PATCH",
@@ -422,10 +476,26 @@ fn a_signed_answer_that_does_not_fit_512_bytes_is_truncated() {
     let d = signed_daemon();
     let out = dig(
         d.dns,
-        &["+norec", "+dnssec", "+bufsize=512", "+ignore", "mail._domainkey.example.test", "TXT"],
+        &[
+            "+norec",
+            "+dnssec",
+            "+bufsize=512",
+            "+ignore",
+            "mail._domainkey.example.test",
+            "TXT",
+        ],
     );
     assert!(out.contains(" tc"), "{out}");
-    let out = dig(d.dns, &["+norec", "+dnssec", "+tcp", "mail._domainkey.example.test", "TXT"]);
+    let out = dig(
+        d.dns,
+        &[
+            "+norec",
+            "+dnssec",
+            "+tcp",
+            "mail._domainkey.example.test",
+            "TXT",
+        ],
+    );
     assert!(out.contains("RRSIG\tTXT"), "{out}");
 }
 
@@ -471,10 +541,22 @@ fn ixfr_carries_the_changed_signatures_and_nsec_links_even_after_a_restart() {
     let d = d.restart();
     let ixfr = dig(
         d.dns,
-        &["example.test", &format!("IXFR={old}"), "+nocmd", "+nostats", "+nocomments"],
+        &[
+            "example.test",
+            &format!("IXFR={old}"),
+            "+nocmd",
+            "+nostats",
+            "+nocomments",
+        ],
     );
-    let lines: Vec<&str> = ixfr.lines().filter(|l| !l.starts_with(';') && !l.is_empty()).collect();
-    assert!(ixfr.contains("new.example.test.\t3600\tIN\tRRSIG\tA"), "{ixfr}");
+    let lines: Vec<&str> = ixfr
+        .lines()
+        .filter(|l| !l.starts_with(';') && !l.is_empty())
+        .collect();
+    assert!(
+        ixfr.contains("new.example.test.\t3600\tIN\tRRSIG\tA"),
+        "{ixfr}"
+    );
     assert!(ixfr.contains("new.example.test.\t300\tIN\tNSEC"), "{ixfr}");
     assert!(ixfr.contains("RRSIG\tSOA"), "{ixfr}");
     // Incremental: the new name, its neighbour's NSEC and the SOA, not the whole zone.

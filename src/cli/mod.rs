@@ -559,12 +559,7 @@ pub fn run_zone(args: &ApiArgs, command: &ZoneCommand) -> Result<String, CliErro
             if args.json {
                 pretty(&v)
             } else {
-                let ds: Vec<String> = v["ds"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .map(text)
-                    .collect();
+                let ds: Vec<String> = v["ds"].as_array().into_iter().flatten().map(text).collect();
                 if ds.is_empty() {
                     return Err(CliError::Failed(format!(
                         "{zone} has no DS records: it is not signed (mailzone zone dnssec {zone} on)"

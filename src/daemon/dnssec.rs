@@ -187,7 +187,10 @@ impl Shared {
         for k in &made {
             tracing::info!(zone = %name_text(origin), key_tag = k.record.key_tag, role = ?k.record.role, algorithm = k.record.algorithm.number(), "DNSSEC key generated");
         }
-        self.metrics.dnssec_key_events.with_label_values(&["generated"]).inc_by(made.len() as u64);
+        self.metrics
+            .dnssec_key_events
+            .with_label_values(&["generated"])
+            .inc_by(made.len() as u64);
         // Keys of the state file kept before (retired ones) stay loaded with the new ones.
         let mut keys = self.load_keys(origin).unwrap_or(ZoneKeys {
             state: state.clone(),
@@ -200,7 +203,11 @@ impl Shared {
     }
 
     /// Sets a zone's own DNSSEC setting and signs or unsigns it accordingly.
-    pub async fn set_zone_dnssec(&self, origin: &Name, enabled: bool) -> Result<Arc<Zone>, WriteError> {
+    pub async fn set_zone_dnssec(
+        &self,
+        origin: &Name,
+        enabled: bool,
+    ) -> Result<Arc<Zone>, WriteError> {
         let _writer = self.writer.lock().await;
         let current = self.zones.load_full();
         let Some(zone) = current.get(origin) else {
@@ -212,7 +219,9 @@ impl Shared {
             ));
         }
         let mut state = self.read_state(origin).map_err(|e| WriteError::Io {
-            file: keys::state_file(&self.config.zones_dir, origin).display().to_string(),
+            file: keys::state_file(&self.config.zones_dir, origin)
+                .display()
+                .to_string(),
             message: e,
         })?;
         state.enabled = Some(enabled);
@@ -245,7 +254,10 @@ impl Shared {
     /// The clock of signing: the system's, moved forward by [`Shared::advance_dnssec_clock`]
     /// in tests.
     pub fn dnssec_now(&self) -> u64 {
-        unix_now() + self.dnssec_clock_offset.load(std::sync::atomic::Ordering::Relaxed)
+        unix_now()
+            + self
+                .dnssec_clock_offset
+                .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Tests only: moves the signing clock forward by `secs` and re-plans every re-signing
@@ -265,8 +277,13 @@ impl Shared {
             .zones()
             .iter()
             .filter_map(|z| {
-                self.resign_deadline(z)
-                    .map(|at| (at, AssociationKey::zone(&name_text(z.origin())), Job::Resign))
+                self.resign_deadline(z).map(|at| {
+                    (
+                        at,
+                        AssociationKey::zone(&name_text(z.origin())),
+                        Job::Resign,
+                    )
+                })
             })
             .collect()
     }
@@ -322,13 +339,16 @@ impl Shared {
             };
             self.note_expiry(&zone);
             if needs {
-                let serial = next_serial(self.config.zone_defaults.serial, zone.serial(), unix_now());
+                let serial =
+                    next_serial(self.config.zone_defaults.serial, zone.serial(), unix_now());
                 match zone.with_serial(serial) {
                     Ok(next) => due.push((
                         Arc::new(next),
                         zone_file(&self.config.zones_dir, zone.origin()),
                     )),
-                    Err(e) => tracing::error!(zone = %name_text(zone.origin()), error = %e.message, "zone not signed"),
+                    Err(e) => {
+                        tracing::error!(zone = %name_text(zone.origin()), error = %e.message, "zone not signed")
+                    }
                 }
             }
         }
@@ -348,7 +368,10 @@ impl Shared {
                 tracing::error!(zone = %name_text(&origin), error = %e, "zone not signed");
             }
         }
-        tracing::info!(zones = count, "zones signed or unsigned to follow the DNSSEC policy");
+        tracing::info!(
+            zones = count,
+            "zones signed or unsigned to follow the DNSSEC policy"
+        );
     }
 
     /// Runs [`Shared::sign_zones_locked`] under the writer lock.
@@ -420,7 +443,11 @@ impl Shared {
         if !self.dnssec_wanted(origin, &keys.state) {
             return;
         }
-        for k in keys.keys.iter().filter(|k| k.record.state != KeyState::Removed) {
+        for k in keys
+            .keys
+            .iter()
+            .filter(|k| k.record.state != KeyState::Removed)
+        {
             let role = match k.record.role {
                 Role::Csk => "csk",
                 Role::Ksk => "ksk",
@@ -457,7 +484,12 @@ impl Shared {
                 && k.record.state != KeyState::Removed
                 && let Ok(d) = k.ds(origin)
             {
-                ds.push(format!("{} {} IN DS {}", name_text(origin), self.config.dnssec.dnskey_ttl, d));
+                ds.push(format!(
+                    "{} {} IN DS {}",
+                    name_text(origin),
+                    self.config.dnssec.dnskey_ttl,
+                    d
+                ));
             }
             views.push(key_view(&k.record, &k.dnskey));
         }
@@ -539,9 +571,9 @@ fn publishes_keys(zone: &Zone, keys: &ZoneKeys) -> bool {
         .collect();
     set.records.len() == live.len()
         && live.iter().all(|k| {
-            set.records.iter().any(|r| {
-                matches!(&r.data, RData::DNSSEC(DNSSECRData::DNSKEY(d)) if *d == k.dnskey)
-            })
+            set.records
+                .iter()
+                .any(|r| matches!(&r.data, RData::DNSSEC(DNSSECRData::DNSKEY(d)) if *d == k.dnskey))
         })
 }
 

@@ -144,17 +144,12 @@ impl Shared {
                 next.follow_changes(&zone, &changes, &limits, unix_now());
                 return Ok((next, None));
             }
-            let (mut signed, stats) = super::dnssec::sign_version(
-                next,
-                Some(&zone),
-                keys.as_deref(),
-                &policy,
-                sign_now,
-            )
-            .map_err(|message| EditError {
-                operation: None,
-                message: format!("the zone cannot be signed: {message}"),
-            })?;
+            let (mut signed, stats) =
+                super::dnssec::sign_version(next, Some(&zone), keys.as_deref(), &policy, sign_now)
+                    .map_err(|message| EditError {
+                        operation: None,
+                        message: format!("the zone cannot be signed: {message}"),
+                    })?;
             // Signatures and NSEC links move beyond the named rrsets: the whole difference.
             signed.follow(Some(&zone), &limits, unix_now());
             Ok((signed, Some(stats)))

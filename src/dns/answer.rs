@@ -136,11 +136,9 @@ pub fn respond(
         Outcome::NxDomain => ResponseCode::NXDomain,
         _ => ResponseCode::NoError,
     };
-    let dnssec_ok = response_edns
-        .as_ref()
-        .is_some_and(|e| e.flags().dnssec_ok);
-    let signed = (dnssec_ok && zone.is_signed())
-        .then(|| secure::sections(&zone, &query.name, &lookup));
+    let dnssec_ok = response_edns.as_ref().is_some_and(|e| e.flags().dnssec_ok);
+    let signed =
+        (dnssec_ok && zone.is_signed()).then(|| secure::sections(&zone, &query.name, &lookup));
     let (answers, authorities): (Vec<&Record>, Vec<&Record>) = match &signed {
         Some((answers, authorities)) => (
             answers.iter().map(|c| c.as_ref()).collect(),

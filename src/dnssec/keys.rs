@@ -198,11 +198,7 @@ fn signing_key(algorithm: Algorithm, der: &[u8]) -> Result<Box<dyn SigningKey>, 
     }
 }
 
-fn zone_key(
-    origin: &Name,
-    record: KeyRecord,
-    key: Box<dyn SigningKey>,
-) -> Result<ZoneKey, String> {
+fn zone_key(origin: &Name, record: KeyRecord, key: Box<dyn SigningKey>) -> Result<ZoneKey, String> {
     let public = key.to_public_key().map_err(|e| e.to_string())?;
     // The signer must be given the DNSKEY we publish, flags included: its key tag goes into
     // every RRSIG (HICKORY-NOTES §3, the key tag trap).

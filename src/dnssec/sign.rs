@@ -9,9 +9,9 @@
 
 use std::collections::HashMap;
 
-use hickory_proto::dnssec::{PublicKey, TBS};
 use hickory_proto::dnssec::rdata::sig::SigInput;
 use hickory_proto::dnssec::rdata::{CDNSKEY, CDS, DNSSECRData, NSEC, RRSIG};
+use hickory_proto::dnssec::{PublicKey, TBS};
 use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType, SerialNumber};
 
 use super::Policy;
@@ -130,11 +130,7 @@ pub fn sign(
             vec![Record::from_rdata(
                 origin.clone(),
                 key_ttl,
-                RData::DNSSEC(DNSSECRData::CDNSKEY(CDNSKEY::with_flags(
-                    0,
-                    None,
-                    vec![0],
-                ))),
+                RData::DNSSEC(DNSSECRData::CDNSKEY(CDNSKEY::with_flags(0, None, vec![0]))),
             )],
         )
     } else {
@@ -233,7 +229,8 @@ pub fn sign(
         let unchanged = previous.is_some_and(|p| same_rrset(p, &name, rtype, &records));
         for key in signers {
             if unchanged
-                && let Some(old) = previous.and_then(|p| reusable(p, &name, rtype, key, now, policy))
+                && let Some(old) =
+                    previous.and_then(|p| reusable(p, &name, rtype, key, now, policy))
             {
                 stats.reused += 1;
                 note_expiry(&mut stats, old);
@@ -345,7 +342,8 @@ fn make_rrsig(
         key_tag: key.record.key_tag,
         signer_name: origin.to_lowercase(),
     };
-    let tbs = TBS::from_input(name, DNSClass::IN, &input, records.iter()).map_err(|e| e.to_string())?;
+    let tbs =
+        TBS::from_input(name, DNSClass::IN, &input, records.iter()).map_err(|e| e.to_string())?;
     let signature = key.signer.sign(&tbs).map_err(|e| e.to_string())?;
     Ok(Record::from_rdata(
         name.clone(),

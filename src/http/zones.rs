@@ -337,7 +337,10 @@ pub async fn patch_zone(
     permit(&grant, Access::Write, Target::Zone(&origin))?;
     let req: ZoneSettings = parse_body(body)?;
     let Some(enabled) = req.dnssec else {
-        return Err(bad("dnssec", "nothing to change: give \"dnssec\": true or false"));
+        return Err(bad(
+            "dnssec",
+            "nothing to change: give \"dnssec\": true or false",
+        ));
     };
     let zone = shared
         .set_zone_dnssec(&origin, enabled)

@@ -15,7 +15,11 @@ use crate::zone::lookup::{Lookup, Outcome};
 type Section<'z> = Vec<Cow<'z, Record>>;
 
 /// The answer and authority sections of `lookup` with their signatures and proofs.
-pub fn sections<'z>(zone: &'z Zone, qname: &Name, lookup: &Lookup<'z>) -> (Section<'z>, Section<'z>) {
+pub fn sections<'z>(
+    zone: &'z Zone,
+    qname: &Name,
+    lookup: &Lookup<'z>,
+) -> (Section<'z>, Section<'z>) {
     let mut answers: Section<'z> = Vec::with_capacity(lookup.answers.len() * 2);
     let mut authorities: Section<'z> = Vec::new();
     // Names answered from a wildcard: a proof that no closer name exists goes with them.
@@ -121,7 +125,13 @@ pub fn sections<'z>(zone: &'z Zone, qname: &Name, lookup: &Lookup<'z>) -> (Secti
     }
     for nsec in proofs {
         authorities.push(Cow::Borrowed(nsec));
-        push_signed_as(zone, &nsec.name, RecordType::NSEC, &nsec.name, &mut authorities);
+        push_signed_as(
+            zone,
+            &nsec.name,
+            RecordType::NSEC,
+            &nsec.name,
+            &mut authorities,
+        );
     }
     (answers, authorities)
 }
