@@ -607,3 +607,66 @@ fn moving_the_clock_past_the_refresh_point_renews_every_signature_through_the_sc
         assert!(*i >= floor, "{i} is older than {floor}: not renewed");
     }
 }
+
+#[test]
+fn a_ksk_and_zsk_pair_signs_with_the_ksk_only_over_the_key_rrsets() {
+    if !tool("dnssec-verify") || !tool("delv") {
+        return;
+    }
+    let d = TestDaemon::start_tuned(&[("example.test.zone", &zone_text())], |c| {
+        signed_config(c);
+        c.dnssec.keys = mailzone::dnssec::KeyScheme::KskZsk;
+    });
+    let keys = dig(d.dns, &["+short", "example.test", "DNSKEY"]);
+    assert_eq!(keys.lines().filter(|l| l.starts_with("257 ")).count(), 1, "{keys}");
+    assert_eq!(keys.lines().filter(|l| l.starts_with("256 ")).count(), 1, "{keys}");
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("z");
+    std::fs::write(&file, axfr(&d)).unwrap();
+    // Without -z: the KSK flag matters, the DNSKEY rrset must be signed by the KSK and the
+    // rest by the ZSK.
+    let out = Command::new("dnssec-verify")
+        .args(["-o", "example.test"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("KSKs: 1 active") && text.contains("ZSKs: 1 active"), "{text}");
+    let anchor = trust_anchor(&d, tmp.path());
+    let out = delv(&d, &anchor, &["example.test", "MX"]);
+    assert!(out.contains("; fully validated"), "{out}");
+    let (_, body) = http(d.http, "GET", "/v1/zones/example.test./dnssec", Some(TOKEN), None);
+    // One DS: the KSK's.
+    assert_eq!(json(&body)["ds"].as_array().unwrap().len(), 1, "{body}");
+}
+
+#[test]
+fn an_ed25519_signed_zone_validates() {
+    if !tool("delv") || !tool("ldns-verify-zone") {
+        return;
+    }
+    let d = TestDaemon::start_tuned(&[("example.test.zone", &zone_text())], |c| {
+        signed_config(c);
+        c.dnssec.algorithm = mailzone::dnssec::AlgorithmName::Ed25519;
+    });
+    let keys = dig(d.dns, &["+short", "example.test", "DNSKEY"]);
+    assert!(keys.starts_with("257 3 15 "), "{keys}");
+    let tmp = tempfile::tempdir().unwrap();
+    let anchor = trust_anchor(&d, tmp.path());
+    for (name, rtype) in [("example.test", "MX"), ("nothing.example.test", "A")] {
+        let out = delv(&d, &anchor, &[name, rtype]);
+        assert!(out.contains("fully validated"), "{name}: {out}");
+    }
+    let file = tmp.path().join("z");
+    std::fs::write(&file, axfr(&d)).unwrap();
+    let out = Command::new("ldns-verify-zone").arg(&file).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn nsec3_is_refused_in_the_config_with_its_key() {
+    let text = "dnssec:\n  denial: nsec3\n";
+    let e = mailzone::config::Config::from_yaml(text, "mailzone.yaml").unwrap_err();
+    assert!(e.to_string().contains("dnssec.denial"), "{e}");
+}
