@@ -7,6 +7,9 @@
 //! - [`provision`]: where an association's records are computed (platforms, expected
 //!   records, DKIM selectors and their states, association rules and zone plans).
 //! - [`dkim`]: key material, signing and verifying messages.
+//! - [`dnssec`]: online signing: the policy, zone keys and their state, signing a zone
+//!   version (reusing what did not change); the records it makes live in the zone
+//!   (`zone::signed`).
 //! - [`diagnose`]: where a domain is checked as the world sees it and the verdict is made
 //!   (`diagnose::verdict`: pending, no flapping, `since`).
 //! - [`daemon`]: the state and the work on it: the single writer, reload, associations, DKIM
@@ -34,6 +37,7 @@ pub mod daemon;
 pub mod diagnose;
 pub mod dkim;
 pub mod dns;
+pub mod dnssec;
 pub mod durable;
 pub mod http;
 pub mod metrics;

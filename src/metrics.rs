@@ -164,6 +164,14 @@ pub struct Metrics {
     pub dkim_events: IntCounterVec,
     pub dkim_signatures: IntCounterVec,
     pub dkim_key_age: prometheus::IntGaugeVec,
+    /// DNSSEC signatures made (not reused).
+    pub dnssec_signatures: IntCounter,
+    /// Seconds until the earliest signature of each signed zone expires.
+    pub dnssec_expiry: prometheus::IntGaugeVec,
+    /// DNSSEC keys by zone and state (1 per key).
+    pub dnssec_keys: prometheus::IntGaugeVec,
+    /// DNSSEC key events: generated, activated, retired, removed.
+    pub dnssec_key_events: IntCounterVec,
     pub diagnosis_runs: IntCounterVec,
     pub diagnosis_seconds: Histogram,
     pub diagnosis_queries: IntCounter,
@@ -301,6 +309,32 @@ impl Metrics {
             &["domain", "selector"],
         )?;
         registry.register(Box::new(dkim_key_age.clone()))?;
+        let dnssec_signatures = IntCounter::new(
+            "dnssec_signatures_total",
+            "DNSSEC signatures made (reused ones not counted)",
+        )?;
+        registry.register(Box::new(dnssec_signatures.clone()))?;
+        let dnssec_expiry = prometheus::IntGaugeVec::new(
+            Opts::new(
+                "dnssec_earliest_expiry_seconds",
+                "Seconds until the earliest RRSIG of the zone expires (alert below a day or two)",
+            ),
+            &["zone"],
+        )?;
+        registry.register(Box::new(dnssec_expiry.clone()))?;
+        let dnssec_keys = prometheus::IntGaugeVec::new(
+            Opts::new("dnssec_keys", "DNSSEC keys of each zone by role and state"),
+            &["zone", "role", "state"],
+        )?;
+        registry.register(Box::new(dnssec_keys.clone()))?;
+        let dnssec_key_events = IntCounterVec::new(
+            Opts::new(
+                "dnssec_key_events_total",
+                "DNSSEC key events: generated, activated, retired, removed",
+            ),
+            &["event"],
+        )?;
+        registry.register(Box::new(dnssec_key_events.clone()))?;
         let diagnosis_runs = IntCounterVec::new(
             Opts::new("diagnosis_runs_total", "Diagnosis runs, by overall result"),
             &["result"],
@@ -438,6 +472,10 @@ impl Metrics {
             dkim_events,
             dkim_signatures,
             dkim_key_age,
+            dnssec_signatures,
+            dnssec_expiry,
+            dnssec_keys,
+            dnssec_key_events,
             queries,
             shards: Mutex::new(vec![common.clone()]),
             common,

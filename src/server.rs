@@ -148,6 +148,9 @@ impl Daemon {
             .sync_catalog_at_start()
             .await
             .map_err(StartError::Catalog)?;
+        // Zones are brought to the DNSSEC policy before the first query: signed where their
+        // stored signatures are missing or due, nothing re-signed where they are current.
+        shared.sign_zones().await;
         for status in shared.zones.load().statuses() {
             if status.serving {
                 tracing::info!(zone = %status.name, serial = status.serial.unwrap_or(0), records = status.records, "zone loaded");

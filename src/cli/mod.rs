@@ -79,6 +79,19 @@ pub enum ZoneCommand {
         /// The zone's name.
         zone: String,
     },
+    /// Print the DS records to hand to the registrar (the zone must be signed).
+    Ds {
+        /// The zone's name.
+        zone: String,
+    },
+    /// Turn DNSSEC signing of a zone on or off (overrides `dnssec.enabled`).
+    Dnssec {
+        /// The zone's name.
+        zone: String,
+        /// `on` or `off`.
+        #[arg(value_parser = ["on", "off"])]
+        setting: String,
+    },
 }
 
 /// The record families an association can manage.
@@ -540,6 +553,36 @@ pub fn run_zone(args: &ApiArgs, command: &ZoneCommand) -> Result<String, CliErro
         }
         ZoneCommand::Export { zone } => {
             api.request_text("GET", &format!("/v1/zones/{zone}/export"))?
+        }
+        ZoneCommand::Ds { zone } => {
+            let v = api.request("GET", &format!("/v1/zones/{zone}/dnssec"), None)?;
+            if args.json {
+                pretty(&v)
+            } else {
+                let ds: Vec<String> = v["ds"].as_array().into_iter().flatten().map(text).collect();
+                if ds.is_empty() {
+                    return Err(CliError::Failed(format!(
+                        "{zone} has no DS records: it is not signed (mailzone zone dnssec {zone} on)"
+                    )));
+                }
+                ds.join("\n") + "\n"
+            }
+        }
+        ZoneCommand::Dnssec { zone, setting } => {
+            let v = api.request(
+                "PATCH",
+                &format!("/v1/zones/{zone}"),
+                Some(&json!({"dnssec": setting == "on"})),
+            )?;
+            if args.json {
+                pretty(&v)
+            } else {
+                format!(
+                    "zone {} DNSSEC {setting}: serial {}\n",
+                    text(&v["name"]),
+                    text(&v["serial"])
+                )
+            }
         }
     };
     Ok(out)

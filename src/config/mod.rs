@@ -39,6 +39,8 @@ pub struct Config {
     pub transfer: TransferConfig,
     /// What `/metrics` exports.
     pub metrics: MetricsConfig,
+    /// DNSSEC online signing (see the README, "DNSSEC").
+    pub dnssec: crate::dnssec::Policy,
 }
 
 /// What `/metrics` exports.
@@ -430,6 +432,7 @@ impl Default for Config {
             diagnosis: DiagnosisConfig::default(),
             transfer: TransferConfig::default(),
             metrics: MetricsConfig::default(),
+            dnssec: crate::dnssec::Policy::default(),
         }
     }
 }
@@ -686,6 +689,7 @@ impl Config {
             return Err(("keys_dir".into(), "must not be empty".into()));
         }
         self.validate_transfer()?;
+        self.dnssec.validate()?;
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
             return Err(("log.level".into(), e.to_string()));
         }

@@ -567,6 +567,7 @@ impl Shared {
                 jobs.push((at, key.clone(), job));
             }
         }
+        jobs.extend(self.resign_jobs());
         self.scheduler.replace_all(jobs);
     }
 
@@ -581,6 +582,7 @@ impl Shared {
                 }
                 Job::Rotate => shared.rotate_due(&key).await,
                 Job::DropRetired => shared.drop_retired(&key).await,
+                Job::Resign => shared.resign_due(&key.domain).await,
             }
         });
     }

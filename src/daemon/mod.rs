@@ -10,6 +10,7 @@ pub mod associations;
 pub mod catalog;
 pub mod diagnosis;
 pub mod dkim;
+pub mod dnssec;
 pub mod scheduler;
 pub mod shared;
 pub mod token;

@@ -26,6 +26,11 @@ impl AssociationKey {
             platform: platform.to_string(),
         }
     }
+
+    /// The key of a zone's own jobs (DNSSEC re-signing): the zone, no platform.
+    pub fn zone(origin: &str) -> Self {
+        Self::new(origin, "")
+    }
 }
 
 /// What is due for an association.
@@ -37,6 +42,10 @@ pub enum Job {
     Rotate,
     /// Remove retired keys (at `retiring_since + keep_retired`).
     DropRetired,
+    /// Re-sign a zone's DNSSEC signatures that enter the refresh window (at the earliest
+    /// expiry minus `dnssec.refresh_secs`). Keyed by the zone, with an empty platform
+    /// ([`AssociationKey::zone`]).
+    Resign,
 }
 
 #[derive(Default)]
@@ -111,7 +120,7 @@ impl Scheduler {
     /// Removes every job of an association (it was dissociated).
     pub fn cancel(&self, key: &AssociationKey) {
         self.with(|j| {
-            for job in [Job::Diagnose, Job::Rotate, Job::DropRetired] {
+            for job in [Job::Diagnose, Job::Rotate, Job::DropRetired, Job::Resign] {
                 j.remove(key, job);
             }
         });

@@ -60,6 +60,12 @@ pub struct Shared {
     pub(super) dkim_keys: std::sync::Mutex<DkimKeyCache>,
     /// Domains whose signing key cannot be used, and why.
     pub dkim_errors: std::sync::Mutex<std::collections::BTreeMap<String, String>>,
+    /// DNSSEC signing keys loaded so far, by zone (not on the DNS path).
+    pub(super) dnssec_keys: std::sync::Mutex<super::dnssec::KeyCache>,
+    /// Zones whose DNSSEC keys cannot be used, and why.
+    pub dnssec_errors: std::sync::Mutex<std::collections::BTreeMap<String, String>>,
+    /// Seconds added to the clock of DNSSEC signing (tests move time forward with it).
+    pub(super) dnssec_clock_offset: std::sync::atomic::AtomicU64,
     /// Diagnosis results.
     pub diagnosis: diagnosis::DiagnosisState,
     /// Every background job of every association, by deadline.
@@ -105,6 +111,9 @@ impl Shared {
             config_file,
             dkim_keys: Default::default(),
             dkim_errors: Default::default(),
+            dnssec_keys: Default::default(),
+            dnssec_errors: Default::default(),
+            dnssec_clock_offset: Default::default(),
             diagnosis: diagnosis::DiagnosisState::new(&config.diagnosis),
             scheduler: Default::default(),
             key_pool: Default::default(),
@@ -188,6 +197,12 @@ impl Shared {
             Err(e) => tracing::error!(error = %e, "associations not reloaded"),
         }
         let summary = self.publish(report);
+        // Keys and zone settings are read again; zones follow the DNSSEC policy.
+        self.dnssec_keys
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+        self.sign_zones_locked().await;
         // Files added or removed by hand: the catalog follows.
         if let Err(e) = self.sync_catalog_locked(catalog_floor).await {
             tracing::error!(error = %e, "catalog zone not updated");

@@ -159,19 +159,42 @@ impl Shared {
         let serial = next_serial(self.config.zone_defaults.serial, zone.serial(), unix_now());
         let ttl = self.config.zone_defaults.ttl;
         let limits = self.config.transfer.journal;
+        let keys = self
+            .keys_for(&[(zone.clone(), Default::default())])?
+            .pop()
+            .flatten();
+        let policy = self.config.dnssec.clone();
+        let sign_now = self.dnssec_now();
         // Building the zone is CPU work proportional to its size: keep it off the runtime,
-        // with its journal step (the difference at the rrsets the changes name).
+        // with its journal step (the difference at the rrsets the changes name) and, for a
+        // signed zone, its signatures (the changed rrsets, their NSEC neighbours and the SOA).
         let built = tokio::task::spawn_blocking(move || {
-            let mut next = zone.with_changes(&changes, serial, ttl)?;
-            next.follow_changes(&zone, &changes, &limits, unix_now());
-            Ok(next)
+            let next = zone.with_changes(&changes, serial, ttl)?;
+            // A change that changes nothing is seen before signing (which always differs).
+            if next.same_data_as(&zone) {
+                return Ok((next, None));
+            }
+            if keys.is_none() && !zone.is_signed() {
+                let mut next = next;
+                next.follow_changes(&zone, &changes, &limits, unix_now());
+                return Ok((next, None));
+            }
+            let (mut signed, stats) =
+                super::dnssec::sign_version(next, Some(&zone), keys.as_deref(), &policy, sign_now)
+                    .map_err(|message| EditError {
+                        operation: None,
+                        message: format!("the zone cannot be signed: {message}"),
+                    })?;
+            // Signatures and NSEC links move beyond the named rrsets: the whole difference.
+            signed.follow(Some(&zone), &limits, unix_now());
+            Ok((signed, Some(stats)))
         })
         .await
         .map_err(|e| WriteError::Io {
             file: origin.to_string(),
             message: e.to_string(),
         })?;
-        let built = built.map_err(WriteError::Invalid)?;
+        let (built, stats) = built.map_err(WriteError::Invalid)?;
         // A change that changes nothing (deleting what is not there) writes nothing and
         // bumps nothing: the zone as it is answers.
         if let Some(current) = current.get(origin)
@@ -181,6 +204,10 @@ impl Shared {
                 zone: current,
                 changed: false,
             }));
+        }
+        if let Some(stats) = stats {
+            self.metrics.dnssec_signatures.inc_by(stats.made as u64);
+            self.note_expiry(&built);
         }
         let zone = Arc::new(built);
         let file = zone_file(&self.config.zones_dir, origin);
@@ -212,8 +239,11 @@ impl Shared {
             .await?;
         let mut changes = vec![
             crate::durable::FileChange::remove(&journal_file_for(&file)),
+            crate::durable::FileChange::remove(&crate::zone::signed::signatures_file_for(&file)),
             crate::durable::FileChange::remove(&file),
         ];
+        // Its DNSSEC keys and state go with it.
+        changes.extend(self.dnssec_files_to_remove(origin));
         changes.extend(catalog.iter().flat_map(|(c, f)| zone_files(c, f)));
         commit_files(changes).await?;
         self.publish_set(current.without_zone(origin, &file));
@@ -221,6 +251,7 @@ impl Shared {
             self.publish_zone(c, f);
         }
         self.notifier.removed(origin);
+        self.forget_dnssec(origin);
         tracing::info!(zone = %origin, "zone deleted");
         Ok(())
     }
@@ -250,9 +281,13 @@ impl Shared {
         }
         let served = self.zones.load_full();
         let limits = self.config.transfer.journal;
-        tokio::task::spawn_blocking(move || {
+        let keys = self.keys_for(&zones)?;
+        let policy = self.config.dnssec.clone();
+        let sign_now = self.dnssec_now();
+        let signed = tokio::task::spawn_blocking(move || {
             let mut out: Vec<(Arc<Zone>, std::path::PathBuf)> = Vec::with_capacity(zones.len());
-            for (mut zone, file) in zones {
+            let mut made = 0;
+            for ((mut zone, file), keys) in zones.into_iter().zip(keys) {
                 // A zone changed twice in one commit follows its first new version.
                 let previous = out
                     .iter()
@@ -261,19 +296,42 @@ impl Shared {
                     .map(|(z, _)| z.clone())
                     .or_else(|| served.get(zone.origin()));
                 let now = unix_now();
+                // Signed (or unsigned) as the zone's DNSSEC policy says, before its journal
+                // step is taken, so that the step carries the signatures too.
+                if keys.is_some() || zone.is_signed() {
+                    let (z, stats) = super::dnssec::sign_version(
+                        (*zone).clone(),
+                        previous.as_deref(),
+                        keys.as_deref(),
+                        &policy,
+                        sign_now,
+                    )
+                    .map_err(|message| WriteError::Conflict(format!(
+                        "zone {} cannot be signed: {message}",
+                        zone.origin()
+                    )))?;
+                    made += stats.made;
+                    zone = Arc::new(z);
+                }
                 let followed = Arc::make_mut(&mut zone).follow(previous.as_deref(), &limits, now);
                 if let Followed::Reset(reason) = followed {
                     tracing::warn!(zone = %zone.origin(), %reason, "journal reset: IXFR falls back to a full transfer for older serials");
                 }
                 out.push((zone, file));
             }
-            out
+            Ok::<_, WriteError>((out, made))
         })
         .await
         .map_err(|e| WriteError::Io {
             file: "(writer)".into(),
             message: e.to_string(),
-        })
+        })?;
+        let (out, made) = signed?;
+        self.metrics.dnssec_signatures.inc_by(made as u64);
+        for (zone, _) in &out {
+            self.note_expiry(zone);
+        }
+        Ok(out)
     }
 
     /// Serves a zone whose file is already durable. Call with the writer lock held.
@@ -305,8 +363,28 @@ pub(super) fn zone_change(zone: &Zone, file: &std::path::Path) -> crate::durable
 /// The files of a new zone version: its journal first, then the zone file, in one commit.
 /// A crash between the two renames leaves the journal one step ahead, which the next start
 /// drops (`ZoneSet::load_dir_with`); never a zone file whose journal misses a step.
-pub(super) fn zone_files(zone: &Zone, file: &std::path::Path) -> [crate::durable::FileChange; 2] {
-    [journal_change(zone, file), zone_change(zone, file)]
+pub(super) fn zone_files(zone: &Zone, file: &std::path::Path) -> [crate::durable::FileChange; 3] {
+    [
+        journal_change(zone, file),
+        signatures_change(zone, file),
+        zone_change(zone, file),
+    ]
+}
+
+/// The signatures file of a signed zone, or its removal. Written before the zone file: a
+/// crash between leaves signatures for a serial the zone file has not, which the next start
+/// ignores (and signs again) rather than serve.
+pub(super) fn signatures_change(zone: &Zone, file: &std::path::Path) -> crate::durable::FileChange {
+    let path = crate::zone::signed::signatures_file_for(file);
+    if zone.is_signed() {
+        crate::durable::FileChange::write(
+            &path,
+            crate::zone::signed::encode(zone),
+            crate::durable::PUBLIC_FILE_MODE,
+        )
+    } else {
+        crate::durable::FileChange::remove(&path)
+    }
 }
 
 /// Writes or removes the journal files a load asked for (blocking). A failure is logged and

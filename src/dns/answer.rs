@@ -11,6 +11,8 @@ use hickory_proto::op::{
 use hickory_proto::rr::{DNSClass, Record, RecordType};
 use hickory_proto::serialize::binary::{BinDecodable, BinDecoder, BinEncoder};
 
+mod secure;
+
 use crate::metrics::Protocol;
 use crate::zone::ZoneSet;
 use crate::zone::lookup::Outcome;
@@ -134,12 +136,24 @@ pub fn respond(
         Outcome::NxDomain => ResponseCode::NXDomain,
         _ => ResponseCode::NoError,
     };
-    let answers: Vec<&Record> = lookup.answers.iter().map(|c| c.as_ref()).collect();
+    let dnssec_ok = response_edns.as_ref().is_some_and(|e| e.flags().dnssec_ok);
+    let signed =
+        (dnssec_ok && zone.is_signed()).then(|| secure::sections(&zone, &query.name, &lookup));
+    let (answers, authorities): (Vec<&Record>, Vec<&Record>) = match &signed {
+        Some((answers, authorities)) => (
+            answers.iter().map(|c| c.as_ref()).collect(),
+            authorities.iter().map(|c| c.as_ref()).collect(),
+        ),
+        None => (
+            lookup.answers.iter().map(|c| c.as_ref()).collect(),
+            lookup.authorities.clone(),
+        ),
+    };
     let bytes = encode_fitting(
         meta,
         query,
         &answers,
-        &lookup.authorities,
+        &authorities,
         &lookup.additionals,
         response_edns.as_ref(),
         limit,

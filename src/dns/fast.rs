@@ -6,7 +6,7 @@
 //! its response into the caller's reused buffer: the header and question as received (the
 //! query's 0x20 spelling kept), the precompiled sections from [`crate::zone::compiled`] with
 //! their compression pointers moved when needed, and our OPT. Anything else — a zone transfer,
-//! ANY, a wildcard, a response that would need TC, BADVERS, a malformed request — returns
+//! ANY, a wildcard, DO=1 on a signed zone, a response that would need TC, BADVERS, a malformed request — returns
 //! `None`, and the caller answers with the general path ([`super::answer::respond`]), which
 //! stays the reference for every protocol rule. It must not count, log nor touch sockets.
 
@@ -85,6 +85,11 @@ pub fn respond(
             rcode: ResponseCode::Refused,
         });
     };
+    // DO=1 on a signed zone needs signatures and proofs: the general path adds them. The
+    // DO=0 answers stay these precompiled bytes.
+    if zone.is_signed() && edns.as_ref().is_some_and(|e| e.dnssec_ok) {
+        return None;
+    }
     let found = zone
         .compiled_when_hot()?
         .find(&qname, qtype, zone.origin_labels())?;

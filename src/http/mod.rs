@@ -46,7 +46,13 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/v1/status", get(status))
         .route("/v1/reload", post(reload))
         .route("/v1/zones", get(zones::list).post(zones::create))
-        .route("/v1/zones/{zone}", get(zones::show).delete(zones::delete))
+        .route(
+            "/v1/zones/{zone}",
+            get(zones::show)
+                .patch(zones::patch_zone)
+                .delete(zones::delete),
+        )
+        .route("/v1/zones/{zone}/dnssec", get(zones::dnssec))
         .route(
             "/v1/zones/{zone}/records",
             get(zones::records).patch(zones::patch_records),

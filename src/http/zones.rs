@@ -318,6 +318,55 @@ pub async fn show(
     .into_response())
 }
 
+/// `PATCH /v1/zones/{zone}`: the zone's own settings.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ZoneSettings {
+    /// Sign the zone with DNSSEC (overrides `dnssec.enabled`).
+    pub dnssec: Option<bool>,
+}
+
+pub async fn patch_zone(
+    State(shared): State<AppState>,
+    headers: HeaderMap,
+    Path(zone): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let grant = authenticate(&shared, &headers)?;
+    let origin = zone_name(&zone)?;
+    permit(&grant, Access::Write, Target::Zone(&origin))?;
+    let req: ZoneSettings = parse_body(body)?;
+    let Some(enabled) = req.dnssec else {
+        return Err(bad(
+            "dnssec",
+            "nothing to change: give \"dnssec\": true or false",
+        ));
+    };
+    let zone = shared
+        .set_zone_dnssec(&origin, enabled)
+        .await
+        .map_err(write_error)?;
+    Ok(Json(zone_json(&zone)).into_response())
+}
+
+/// `GET /v1/zones/{zone}/dnssec`: whether it is signed, its keys (public parts) and the DS
+/// records for the parent.
+pub async fn dnssec(
+    State(shared): State<AppState>,
+    headers: HeaderMap,
+    Path(zone): Path<String>,
+) -> Result<Response, ApiError> {
+    let zone = readable_zone(&shared, &headers, &zone)?;
+    let view = shared.dnssec_view(zone.origin()).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("zone {} not found", writer::name_text(zone.origin())),
+        )
+    })?;
+    Ok(Json(view).into_response())
+}
+
 pub async fn delete(
     State(shared): State<AppState>,
     headers: HeaderMap,

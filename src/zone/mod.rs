@@ -15,6 +15,7 @@ pub mod lookup;
 pub mod master;
 pub mod serial;
 pub mod set;
+pub mod signed;
 pub mod writer;
 
 use std::collections::HashMap;
@@ -63,6 +64,12 @@ pub struct Zone {
     record_count: usize,
     has_delegations: bool,
     has_wildcards: bool,
+    /// The zone carries DNSSEC records (a DNSKEY rrset at the apex): answers with DO=1 take
+    /// the general path, which adds signatures and denial proofs ([`signed`]).
+    signed: bool,
+    /// The owners of the NSEC records, in canonical order (RFC 4034 §6.1), to find the one
+    /// covering a name by binary search. Empty when the zone is not signed.
+    nsec_owners: Vec<Name>,
     /// The differences that led to this version ([`journal`]); empty until the writer or
     /// the loader attaches one.
     journal: std::sync::Arc<journal::Journal>,
@@ -160,6 +167,8 @@ impl Zone {
                     }
                     soa = Some((record.clone(), line));
                 }
+                // RRSIG and NSEC live beside a CNAME (RFC 4035 §2.5).
+                RecordType::RRSIG | RecordType::NSEC => {}
                 RecordType::CNAME => {
                     if let Some(first) = cname_lines.get(&record.name) {
                         return fail(format!("a second CNAME at {owner}{}", from_line(*first)));
@@ -203,7 +212,10 @@ impl Zone {
                         return fail(format!("{rtype} at {owner}: {problem}"));
                     }
                     let mut record = record;
-                    record.ttl = set.records[0].ttl;
+                    // RRSIGs keep their own TTLs: each is its covered rrset's (RFC 4035 §2.2).
+                    if rtype != RecordType::RRSIG {
+                        record.ttl = set.records[0].ttl;
+                    }
                     set.records.push(record);
                 }
                 None => {
@@ -257,6 +269,19 @@ impl Zone {
             node.rrsets.sort_by_key(|s| u16::from(s.rtype));
         }
 
+        let signed = nodes
+            .get(&origin)
+            .is_some_and(|n| n.rrset(RecordType::DNSKEY).is_some());
+        let mut nsec_owners: Vec<Name> = if signed {
+            nodes
+                .iter()
+                .filter(|(_, n)| n.rrset(RecordType::NSEC).is_some())
+                .map(|(name, _)| name.clone())
+                .collect()
+        } else {
+            Vec::new()
+        };
+        nsec_owners.sort();
         let mut negative_soa = soa.clone();
         if let RData::SOA(s) = &soa.data {
             negative_soa.ttl = soa.ttl.min(s.minimum);
@@ -269,6 +294,8 @@ impl Zone {
             record_count,
             has_delegations,
             has_wildcards,
+            signed,
+            nsec_owners,
             journal: Default::default(),
             compiled: CompiledCell::default(),
         })
@@ -276,6 +303,16 @@ impl Zone {
 
     pub fn origin(&self) -> &Name {
         &self.origin
+    }
+
+    /// Whether the zone carries DNSSEC records (see [`signed`]).
+    pub fn is_signed(&self) -> bool {
+        self.signed
+    }
+
+    /// Every name of the zone and its node, in no particular order.
+    pub fn nodes(&self) -> impl Iterator<Item = (&Name, &Node)> {
+        self.nodes.iter()
     }
 
     pub fn soa(&self) -> &Record {
@@ -350,6 +387,17 @@ impl Zone {
                         })
                 })
             })
+    }
+
+    /// Every record that is not generated for DNSSEC ([`signed::is_generated`]): what the
+    /// zone file holds.
+    pub fn user_records(&self) -> impl Iterator<Item = &Record> {
+        self.nodes.values().flat_map(|n| {
+            n.rrsets
+                .iter()
+                .filter(|s| !signed::is_generated(s.rtype))
+                .flat_map(|s| s.records.iter())
+        })
     }
 
     /// Every record, in no particular order.

@@ -423,6 +423,7 @@ fn load_one(
     let old_status = previous_statuses.get(&file);
     match loaded {
         Ok(mut zone) => {
+            zone = attach_signatures(zone, &file, max_file_bytes);
             let served = previous.and_then(|p| p.get(&origin));
             let journal =
                 attach_journal(&mut zone, &file, served.as_deref(), limits, max_file_bytes);
@@ -584,6 +585,33 @@ fn attach_journal(
         Err(reason) => {
             tracing::warn!(zone = %shown, file = %path.display(), reason = %bounded(&reason), "journal dropped: IXFR falls back to a full transfer for older serials");
             Some(journal_change(zone, file))
+        }
+    }
+}
+
+/// The zone with its stored DNSSEC records (`<zone>.signed`) when they were made for exactly
+/// this zone file; otherwise the zone as the file has it (the daemon signs it again).
+fn attach_signatures(zone: Zone, file: &Path, max_file_bytes: u64) -> Zone {
+    let path = super::signed::signatures_file_for(file);
+    let bytes = match std::fs::metadata(&path) {
+        Ok(m) if m.len() <= max_file_bytes.saturating_mul(4) => match std::fs::read(&path) {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::warn!(file = %path.display(), error = %e, "signatures not read; the zone is signed again");
+                return zone;
+            }
+        },
+        Ok(_) => {
+            tracing::warn!(file = %path.display(), "signatures file too large; the zone is signed again");
+            return zone;
+        }
+        Err(_) => return zone,
+    };
+    match super::signed::decode(&bytes).and_then(|stored| zone.with_stored(stored)) {
+        Ok(signed) => signed,
+        Err(reason) => {
+            tracing::warn!(file = %path.display(), reason = %bounded(&reason), "stored signatures not used; the zone is signed again");
+            zone
         }
     }
 }

@@ -1,0 +1,602 @@
+//! The writer's side of DNSSEC: which zones are signed, their keys, and signing every new
+//! zone version before it is committed.
+//!
+//! Every path that makes a new zone version goes through [`Shared::journal_zones`] or
+//! `change_records`, and both sign here, with the served version as the source of reusable
+//! signatures: a signed zone is never committed nor served with signatures over other data.
+//! Keys are generated (ECDSA/Ed25519, microseconds) when a zone is first signed; their files
+//! and the state file are written durably before the zone that publishes them. A key that
+//! cannot be used (missing, corrupt, readable by others) is reported in `/v1/status` and the
+//! log, the zone keeps serving its last signed version, and changes to it are refused. It
+//! must not answer queries nor parse HTTP.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use hickory_proto::rr::Name;
+
+use super::Shared;
+use super::scheduler::{AssociationKey, Job};
+use super::writer::WriteError;
+use crate::dnssec::keys::{self, KeyRecord, KeyState, Role, ZoneKey, ZoneState};
+use crate::dnssec::sign::{self, SignStats};
+use crate::dnssec::{KeyScheme, Policy};
+use crate::zone::Zone;
+use crate::zone::serial::next_serial;
+use crate::zone::set::{unix_now, zone_file};
+use crate::zone::writer::name_text;
+
+/// The keys of a signed zone, loaded.
+#[derive(Debug)]
+pub struct ZoneKeys {
+    pub state: ZoneState,
+    pub keys: Vec<ZoneKey>,
+}
+
+/// The signing keys of zones, by origin; `Err` holds why a zone's keys cannot be used.
+pub(super) type KeyCache = HashMap<Name, Result<Arc<ZoneKeys>, String>>;
+
+/// What the DNSSEC API shows of a zone.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct DnssecView {
+    pub zone: String,
+    pub enabled: bool,
+    pub signed: bool,
+    /// DS records to hand to the parent (presentation format).
+    pub ds: Vec<String>,
+    pub keys: Vec<KeyView>,
+    /// Seconds until the earliest signature expires.
+    pub earliest_expiry_secs: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct KeyView {
+    pub key_tag: u16,
+    pub role: Role,
+    pub algorithm: u8,
+    pub state: &'static str,
+    pub created: u64,
+    /// The DNSKEY record data (public).
+    pub dnskey: String,
+}
+
+impl Shared {
+    /// Whether `origin` is to be signed, from its state (its own setting, else the global).
+    fn dnssec_wanted(&self, origin: &Name, state: &ZoneState) -> bool {
+        if self.catalog_name().is_some_and(|c| c == *origin) {
+            // The catalog is for secondaries, not resolvers.
+            return false;
+        }
+        state.enabled.unwrap_or(self.config.dnssec.enabled)
+    }
+
+    fn read_state(&self, origin: &Name) -> Result<ZoneState, String> {
+        let file = keys::state_file(&self.config.zones_dir, origin);
+        match std::fs::read_to_string(&file) {
+            Ok(text) => ZoneState::parse(&text, &file).map_err(|e| e.to_string()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(ZoneState::default()),
+            Err(e) => Err(format!("{}: cannot read: {e}", file.display())),
+        }
+    }
+
+    /// The keys `origin` is signed with, `None` when it is not to be signed. The first time
+    /// a zone is signed its keys are generated and their files and state written (durably,
+    /// before any zone publishes them). Call with the writer lock held.
+    pub(super) fn signing_keys(&self, origin: &Name) -> Result<Option<Arc<ZoneKeys>>, String> {
+        let cached = self
+            .dnssec_keys
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(origin)
+            .cloned();
+        let loaded = match cached {
+            Some(c) => c,
+            None => {
+                let loaded = self.load_keys(origin).map(Arc::new);
+                self.dnssec_keys
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(origin.clone(), loaded.clone());
+                loaded
+            }
+        };
+        let mut errors = self.dnssec_errors.lock().unwrap_or_else(|p| p.into_inner());
+        match &loaded {
+            Err(e) => {
+                errors.insert(name_text(origin), e.clone());
+            }
+            Ok(_) => {
+                errors.remove(&name_text(origin));
+            }
+        }
+        drop(errors);
+        let keys = loaded?;
+        if !self.dnssec_wanted(origin, &keys.state) {
+            return Ok(None);
+        }
+        if keys.keys.iter().any(|k| k.record.state == KeyState::Active) {
+            return Ok(Some(keys));
+        }
+        // First signing: new keys, active at once (no parent has a DS for them yet).
+        let generated = self.generate_keys(origin, &keys.state)?;
+        let generated = Arc::new(generated);
+        self.dnssec_keys
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(origin.clone(), Ok(generated.clone()));
+        Ok(Some(generated))
+    }
+
+    fn load_keys(&self, origin: &Name) -> Result<ZoneKeys, String> {
+        let state = self.read_state(origin)?;
+        let mut loaded = Vec::new();
+        for record in state.live_keys() {
+            loaded.push(
+                keys::load(&self.config.keys_dir, origin, record).map_err(|e| e.to_string())?,
+            );
+        }
+        Ok(ZoneKeys {
+            state,
+            keys: loaded,
+        })
+    }
+
+    fn generate_keys(&self, origin: &Name, state: &ZoneState) -> Result<ZoneKeys, String> {
+        let policy = &self.config.dnssec;
+        let now = unix_now();
+        let roles: &[Role] = match policy.keys {
+            KeyScheme::Csk => &[Role::Csk],
+            KeyScheme::KskZsk => &[Role::Ksk, Role::Zsk],
+        };
+        let mut state = state.clone();
+        let mut made = Vec::new();
+        let mut files = Vec::new();
+        let dir = keys::key_dir(&self.config.keys_dir, origin);
+        for &role in roles {
+            let (mut key, pem) =
+                keys::generate(origin, policy.algorithm, role, now).map_err(|e| e.to_string())?;
+            key.record.state = KeyState::Active;
+            key.record.active_since = Some(now);
+            files.push(crate::durable::FileChange::write(
+                &keys::key_file(&self.config.keys_dir, origin, &key.record.id),
+                pem.into_bytes(),
+                crate::durable::PRIVATE_FILE_MODE,
+            ));
+            state.keys.push(key.record.clone());
+            made.push(key);
+        }
+        let state_file = keys::state_file(&self.config.zones_dir, origin);
+        files.push(crate::durable::FileChange::write(
+            &state_file,
+            state.to_yaml().into_bytes(),
+            crate::durable::PUBLIC_FILE_MODE,
+        ));
+        let create = || -> std::io::Result<()> {
+            crate::durable::create_private_dir(&self.config.keys_dir)?;
+            crate::durable::create_private_dir(&self.config.keys_dir.join("dnssec"))?;
+            crate::durable::create_private_dir(&dir)?;
+            if let Some(parent) = state_file.parent() {
+                crate::durable::create_dir_with_mode(parent, crate::durable::PUBLIC_DIR_MODE)?;
+            }
+            Ok(())
+        };
+        create().map_err(|e| format!("{}: {e}", dir.display()))?;
+        crate::durable::commit(&files).map_err(|e| e.to_string())?;
+        for k in &made {
+            tracing::info!(zone = %name_text(origin), key_tag = k.record.key_tag, role = ?k.record.role, algorithm = k.record.algorithm.number(), "DNSSEC key generated");
+        }
+        self.metrics
+            .dnssec_key_events
+            .with_label_values(&["generated"])
+            .inc_by(made.len() as u64);
+        // Keys of the state file kept before (retired ones) stay loaded with the new ones.
+        let mut keys = self.load_keys(origin).unwrap_or(ZoneKeys {
+            state: state.clone(),
+            keys: Vec::new(),
+        });
+        if keys.keys.is_empty() {
+            keys.keys = made;
+        }
+        Ok(keys)
+    }
+
+    /// Sets a zone's own DNSSEC setting and signs or unsigns it accordingly.
+    pub async fn set_zone_dnssec(
+        &self,
+        origin: &Name,
+        enabled: bool,
+    ) -> Result<Arc<Zone>, WriteError> {
+        let _writer = self.writer.lock().await;
+        let current = self.zones.load_full();
+        let Some(zone) = current.get(origin) else {
+            return Err(WriteError::NotFound(origin.to_string()));
+        };
+        if self.catalog_name().is_some_and(|c| c == *origin) {
+            return Err(WriteError::Conflict(
+                "the catalog zone is not signed: it is for secondaries, not resolvers".into(),
+            ));
+        }
+        let mut state = self.read_state(origin).map_err(|e| WriteError::Io {
+            file: keys::state_file(&self.config.zones_dir, origin)
+                .display()
+                .to_string(),
+            message: e,
+        })?;
+        state.enabled = Some(enabled);
+        let state_file = keys::state_file(&self.config.zones_dir, origin);
+        if let Some(parent) = state_file.parent() {
+            let _ = crate::durable::create_dir_with_mode(parent, crate::durable::PUBLIC_DIR_MODE);
+        }
+        super::writer::commit_files(vec![crate::durable::FileChange::write(
+            &state_file,
+            state.to_yaml().into_bytes(),
+            crate::durable::PUBLIC_FILE_MODE,
+        )])
+        .await?;
+        self.dnssec_keys
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(origin);
+        if zone.is_signed() == enabled {
+            return Ok(zone);
+        }
+        let serial = next_serial(self.config.zone_defaults.serial, zone.serial(), unix_now());
+        let next = zone.with_serial(serial).map_err(WriteError::Invalid)?;
+        let file = zone_file(&self.config.zones_dir, origin);
+        let zones = self.journal_zones(vec![(Arc::new(next), file)]).await?;
+        self.store_journalled(zones.clone()).await?;
+        tracing::info!(zone = %name_text(origin), signed = enabled, "zone DNSSEC setting changed");
+        Ok(zones.into_iter().next().map(|(z, _)| z).unwrap_or(zone))
+    }
+
+    /// The clock of signing: the system's, moved forward by [`Shared::advance_dnssec_clock`]
+    /// in tests.
+    pub fn dnssec_now(&self) -> u64 {
+        unix_now()
+            + self
+                .dnssec_clock_offset
+                .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Tests only: moves the signing clock forward by `secs` and re-plans every re-signing
+    /// job from it (the signatures due are then refreshed at once).
+    pub fn advance_dnssec_clock(&self, secs: u64) {
+        self.dnssec_clock_offset
+            .fetch_add(secs, std::sync::atomic::Ordering::Relaxed);
+        for (at, key, job) in self.resign_jobs() {
+            self.scheduler.schedule(at, key, job);
+        }
+    }
+
+    /// The re-signing job of every signed zone (start, reload, clock moves).
+    pub(super) fn resign_jobs(&self) -> Vec<(tokio::time::Instant, AssociationKey, Job)> {
+        self.zones
+            .load()
+            .zones()
+            .iter()
+            .filter_map(|z| {
+                self.resign_deadline(z).map(|at| {
+                    (
+                        at,
+                        AssociationKey::zone(&name_text(z.origin())),
+                        Job::Resign,
+                    )
+                })
+            })
+            .collect()
+    }
+
+    /// When a signed zone's earliest signature enters the refresh window.
+    fn resign_deadline(&self, zone: &Zone) -> Option<tokio::time::Instant> {
+        let expiry = sign::earliest_expiry(zone)?;
+        let due = expiry.saturating_sub(self.config.dnssec.refresh_secs);
+        let wait = due.saturating_sub(self.dnssec_now());
+        Some(tokio::time::Instant::now() + std::time::Duration::from_secs(wait))
+    }
+
+    /// The scheduler's job: re-signs a zone whose signatures entered the refresh window.
+    pub(super) async fn resign_due(&self, zone: &str) {
+        let Ok(origin) = Name::from_ascii(zone) else {
+            return;
+        };
+        let _writer = self.writer.lock().await;
+        let Some(current) = self.zones.load().get(&origin) else {
+            return;
+        };
+        self.bring_to_policy(vec![current]).await;
+    }
+
+    /// Brings every zone to its DNSSEC policy: signs zones that must be signed and are not
+    /// (or whose signatures are due for refresh or whose keys changed), unsigns the others.
+    /// Zones whose stored signatures are current are left alone, so a restart signs nothing.
+    /// Call with the writer lock held.
+    pub(super) async fn sign_zones_locked(&self) {
+        let zones = self.zones.load().zones();
+        self.bring_to_policy(zones).await;
+    }
+
+    async fn bring_to_policy(&self, zones: Vec<Arc<Zone>>) {
+        let now = self.dnssec_now();
+        let refresh = self.config.dnssec.refresh_secs;
+        let mut due = Vec::new();
+        for zone in zones {
+            let keys = match self.signing_keys(zone.origin()) {
+                Ok(k) => k,
+                Err(e) => {
+                    tracing::error!(zone = %name_text(zone.origin()), error = %e, "DNSSEC keys unusable: the zone keeps its last signed version and changes to it are refused");
+                    continue;
+                }
+            };
+            let needs = match &keys {
+                None => zone.is_signed(),
+                Some(keys) => {
+                    !zone.is_signed()
+                        || sign::earliest_expiry(&zone).is_none_or(|e| e <= now + refresh)
+                        || !publishes_keys(&zone, keys)
+                }
+            };
+            self.note_expiry(&zone);
+            if needs {
+                let serial =
+                    next_serial(self.config.zone_defaults.serial, zone.serial(), unix_now());
+                match zone.with_serial(serial) {
+                    Ok(next) => due.push((
+                        Arc::new(next),
+                        zone_file(&self.config.zones_dir, zone.origin()),
+                    )),
+                    Err(e) => {
+                        tracing::error!(zone = %name_text(zone.origin()), error = %e.message, "zone not signed")
+                    }
+                }
+            }
+        }
+        if due.is_empty() {
+            return;
+        }
+        let count = due.len();
+        // One zone at a time: a zone that fails does not hold back the others.
+        for item in due {
+            let origin = item.0.origin().clone();
+            let result = async {
+                let zones = self.journal_zones(vec![item]).await?;
+                self.store_journalled(zones).await
+            }
+            .await;
+            if let Err(e) = result {
+                tracing::error!(zone = %name_text(&origin), error = %e, "zone not signed");
+            }
+        }
+        tracing::info!(
+            zones = count,
+            "zones signed or unsigned to follow the DNSSEC policy"
+        );
+    }
+
+    /// Runs [`Shared::sign_zones_locked`] under the writer lock.
+    pub async fn sign_zones(&self) {
+        let _writer = self.writer.lock().await;
+        self.sign_zones_locked().await;
+    }
+
+    /// Keys loaded for a new version of each zone of `zones`: `Err` refuses the change.
+    pub(super) fn keys_for(
+        &self,
+        zones: &[(Arc<Zone>, std::path::PathBuf)],
+    ) -> Result<Vec<Option<Arc<ZoneKeys>>>, WriteError> {
+        zones
+            .iter()
+            .map(|(z, _)| {
+                self.signing_keys(z.origin()).map_err(|e| {
+                    WriteError::Conflict(format!(
+                        "zone {} is signed with DNSSEC and its keys cannot be used ({e}); it keeps serving its last signed version",
+                        name_text(z.origin())
+                    ))
+                })
+            })
+            .collect()
+    }
+
+    /// Records the zone's signature figures in the metrics and plans its re-signing.
+    pub(super) fn note_expiry(&self, zone: &Zone) {
+        let label = name_text(zone.origin());
+        let key = AssociationKey::zone(&label);
+        match sign::earliest_expiry(zone) {
+            Some(e) => {
+                self.metrics
+                    .dnssec_expiry
+                    .with_label_values(&[&label])
+                    .set(e as i64 - self.dnssec_now() as i64);
+                if let Some(at) = self.resign_deadline(zone) {
+                    self.scheduler.schedule(at, key, Job::Resign);
+                }
+            }
+            None => {
+                let _ = self.metrics.dnssec_expiry.remove_label_values(&[&label]);
+                self.scheduler.unschedule(&key, Job::Resign);
+            }
+        }
+        self.note_key_states(zone.origin());
+    }
+
+    /// The key-state gauge of a zone: one series per live key's role and state.
+    fn note_key_states(&self, origin: &Name) {
+        let label = name_text(origin);
+        for role in ["csk", "ksk", "zsk"] {
+            for state in ["published", "active", "retired"] {
+                let _ = self
+                    .metrics
+                    .dnssec_keys
+                    .remove_label_values(&[&label, role, state]);
+            }
+        }
+        let keys = self
+            .dnssec_keys
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(origin)
+            .cloned();
+        let Some(Ok(keys)) = keys else {
+            return;
+        };
+        if !self.dnssec_wanted(origin, &keys.state) {
+            return;
+        }
+        for k in keys
+            .keys
+            .iter()
+            .filter(|k| k.record.state != KeyState::Removed)
+        {
+            let role = match k.record.role {
+                Role::Csk => "csk",
+                Role::Ksk => "ksk",
+                Role::Zsk => "zsk",
+            };
+            self.metrics
+                .dnssec_keys
+                .with_label_values(&[&label, role, k.record.state.as_str()])
+                .add(1);
+        }
+    }
+
+    /// What `GET /v1/zones/{zone}/dnssec` shows.
+    pub fn dnssec_view(&self, origin: &Name) -> Option<DnssecView> {
+        let zone = self.zones.load().get(origin)?;
+        let loaded = self
+            .dnssec_keys
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(origin)
+            .cloned();
+        let loaded = loaded.unwrap_or_else(|| self.load_keys(origin).map(Arc::new));
+        let (keys, error) = match &loaded {
+            Ok(k) => (Some(k.clone()), None),
+            Err(e) => (None, Some(e.clone())),
+        };
+        let enabled = keys
+            .as_ref()
+            .is_some_and(|k| self.dnssec_wanted(origin, &k.state));
+        let mut ds = Vec::new();
+        let mut views = Vec::new();
+        for k in keys.iter().flat_map(|k| k.keys.iter()) {
+            if k.record.role.is_sep()
+                && k.record.state != KeyState::Removed
+                && let Ok(d) = k.ds(origin)
+            {
+                ds.push(format!(
+                    "{} {} IN DS {}",
+                    name_text(origin),
+                    self.config.dnssec.dnskey_ttl,
+                    d
+                ));
+            }
+            views.push(key_view(&k.record, &k.dnskey));
+        }
+        Some(DnssecView {
+            zone: name_text(origin),
+            enabled,
+            signed: zone.is_signed(),
+            ds,
+            keys: views,
+            earliest_expiry_secs: sign::earliest_expiry(&zone)
+                .map(|e| e as i64 - unix_now() as i64),
+            error,
+        })
+    }
+
+    /// Forgets a deleted zone's keys and series; the files go with the zone's commit.
+    pub(super) fn forget_dnssec(&self, origin: &Name) {
+        self.dnssec_keys
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(origin);
+        self.dnssec_errors
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&name_text(origin));
+        let _ = self
+            .metrics
+            .dnssec_expiry
+            .remove_label_values(&[&name_text(origin)]);
+        self.note_key_states(origin);
+        self.scheduler
+            .unschedule(&AssociationKey::zone(&name_text(origin)), Job::Resign);
+    }
+
+    /// The files of a zone's DNSSEC state to remove with it: state file and key files.
+    pub(super) fn dnssec_files_to_remove(&self, origin: &Name) -> Vec<crate::durable::FileChange> {
+        let mut out = Vec::new();
+        let state_file = keys::state_file(&self.config.zones_dir, origin);
+        if let Ok(state) = self.read_state(origin) {
+            for k in &state.keys {
+                let f = keys::key_file(&self.config.keys_dir, origin, &k.id);
+                if f.exists() {
+                    out.push(crate::durable::FileChange::remove(&f));
+                }
+            }
+        }
+        if state_file.exists() {
+            out.push(crate::durable::FileChange::remove(&state_file));
+        }
+        out
+    }
+}
+
+fn key_view(record: &KeyRecord, dnskey: &hickory_proto::dnssec::rdata::DNSKEY) -> KeyView {
+    KeyView {
+        key_tag: record.key_tag,
+        role: record.role,
+        algorithm: record.algorithm.number(),
+        state: record.state.as_str(),
+        created: record.created,
+        dnskey: dnskey.to_string(),
+    }
+}
+
+/// Whether the zone's DNSKEY rrset is exactly the live keys'.
+fn publishes_keys(zone: &Zone, keys: &ZoneKeys) -> bool {
+    use hickory_proto::dnssec::rdata::DNSSECRData;
+    use hickory_proto::rr::{RData, RecordType};
+    let Some(set) = zone
+        .node(zone.origin())
+        .and_then(|n| n.rrset(RecordType::DNSKEY))
+    else {
+        return false;
+    };
+    let live: Vec<&ZoneKey> = keys
+        .keys
+        .iter()
+        .filter(|k| k.record.state != KeyState::Removed)
+        .collect();
+    set.records.len() == live.len()
+        && live.iter().all(|k| {
+            set.records
+                .iter()
+                .any(|r| matches!(&r.data, RData::DNSSEC(DNSSECRData::DNSKEY(d)) if *d == k.dnskey))
+        })
+}
+
+/// A new version of a zone as the DNSSEC policy wants it: signed with `keys` (reusing the
+/// signatures of `previous` that still hold), or without any DNSSEC record.
+pub(super) fn sign_version(
+    zone: Zone,
+    previous: Option<&Zone>,
+    keys: Option<&ZoneKeys>,
+    policy: &Policy,
+    now: u64,
+) -> Result<(Zone, SignStats), String> {
+    let Some(keys) = keys else {
+        if zone.is_signed() {
+            return zone
+                .unsigned()
+                .map(|z| (z, SignStats::default()))
+                .map_err(|e| e.message);
+        }
+        return Ok((zone, SignStats::default()));
+    };
+    let (generated, stats) =
+        sign::sign(&zone, previous, &keys.keys, policy, now, false).map_err(|e| e.to_string())?;
+    let signed = zone.with_generated(generated).map_err(|e| e.message)?;
+    Ok((signed, stats))
+}

@@ -1,0 +1,129 @@
+//! DNSSEC online signing: the policy, the zone keys and signing a zone version.
+//!
+//! This module owns what a signed zone must carry (DNSKEY, CDS and CDNSKEY at the apex, an
+//! NSEC chain, an RRSIG over every authoritative rrset), the signing keys (generated with
+//! ring through hickory-proto, PKCS#8 PEM files of mode 0600 under `keys/dnssec/<zone>/`,
+//! their state beside the associations in `zones/dnssec/<zone>.yaml`) and the DS records
+//! to hand to the parent. Signing reuses every signature of the previous version whose
+//! rrset did not change and that does not expire within the refresh window, so a change
+//! signs only what it touched. It must not do the writer's job (files are committed by
+//! `daemon`), and it must not be reached from the answer path: answers only pick records
+//! signed here ([`crate::zone::signed`]).
+//!
+//! Signatures are made with hickory-proto's `dnssec-ring` pieces: `SigInput` + `TBS` (the
+//! RFC 4034 §3.1.8.1 data to be signed, canonical order and names) and `DnssecSigner::sign`
+//! over ring's ECDSA P-256 / Ed25519 keys. We do not use `RRSIG::from_rrset` because its
+//! inception is exactly "now" and its expiry fixed: we back-date inception and spread
+//! expiries with jitter. hickory-server's `InMemoryZoneHandler::secure_zone` re-signs the
+//! whole zone on every change and is not our zone model, so it is not used.
+
+pub mod keys;
+pub mod sign;
+
+use serde::{Deserialize, Serialize};
+
+/// The signing algorithm (RFC 8624: 13 recommended, 15 allowed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AlgorithmName {
+    Ecdsap256sha256,
+    Ed25519,
+}
+
+impl AlgorithmName {
+    pub fn algorithm(self) -> hickory_proto::dnssec::Algorithm {
+        match self {
+            Self::Ecdsap256sha256 => hickory_proto::dnssec::Algorithm::ECDSAP256SHA256,
+            Self::Ed25519 => hickory_proto::dnssec::Algorithm::ED25519,
+        }
+    }
+
+    pub fn number(self) -> u8 {
+        self.algorithm().into()
+    }
+}
+
+/// One combined signing key, or a key-signing key with a zone-signing key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum KeyScheme {
+    Csk,
+    KskZsk,
+}
+
+/// Authenticated denial of existence.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Denial {
+    Nsec,
+    /// NSEC3, no extra iterations, no salt (RFC 9276): accepted in the schema, refused at
+    /// load until it is implemented.
+    Nsec3,
+}
+
+/// The `dnssec:` section of the configuration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Policy {
+    /// Sign every hosted zone; a zone's own setting (`PATCH /v1/zones/{zone}`) wins.
+    pub enabled: bool,
+    pub algorithm: AlgorithmName,
+    pub keys: KeyScheme,
+    /// How long a new signature is valid.
+    pub validity_secs: u64,
+    /// A signature expiring sooner than this is made again.
+    pub refresh_secs: u64,
+    /// Inception is back-dated by this much, for validators whose clock is behind.
+    pub inception_offset_secs: u64,
+    /// Each signature's validity is shortened by a random part of this, so that zones
+    /// signed together are not all refreshed together.
+    pub jitter_secs: u64,
+    pub denial: Denial,
+    /// TTL of the DNSKEY, CDS and CDNSKEY records.
+    pub dnskey_ttl: u32,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            algorithm: AlgorithmName::Ecdsap256sha256,
+            keys: KeyScheme::Csk,
+            validity_secs: 14 * 86400,
+            refresh_secs: 7 * 86400,
+            inception_offset_secs: 3600,
+            jitter_secs: 86400,
+            denial: Denial::Nsec,
+            dnskey_ttl: 3600,
+        }
+    }
+}
+
+impl Policy {
+    /// Checks the figures; the error names the key under `dnssec.`.
+    pub fn validate(&self) -> Result<(), (String, String)> {
+        if self.denial == Denial::Nsec3 {
+            return Err((
+                "dnssec.denial".into(),
+                "nsec3 is not implemented yet; use nsec".into(),
+            ));
+        }
+        if self.validity_secs < 3600 {
+            return Err((
+                "dnssec.validity_secs".into(),
+                "must be at least 3600".into(),
+            ));
+        }
+        if self.refresh_secs + self.jitter_secs >= self.validity_secs {
+            return Err((
+                "dnssec.refresh_secs".into(),
+                format!(
+                    "refresh_secs + jitter_secs ({}) must be below validity_secs ({}): signatures would be refreshed as soon as made",
+                    self.refresh_secs + self.jitter_secs,
+                    self.validity_secs
+                ),
+            ));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,267 @@
+//! Signed zones: which records mailzone generates for DNSSEC, the file that keeps them
+//! between runs, and the denial-of-existence lookups the DO=1 answer path needs.
+//!
+//! This module owns the list of generated types (DNSKEY, CDS, CDNSKEY, RRSIG, NSEC, NSEC3,
+//! NSEC3PARAM: never in a zone file, never edited by hand), the signatures file
+//! `zones/<zone>.signed` (the generated records in DNS wire form, tied to the serial and the
+//! digest of the records they sign, so that a restart re-signs nothing and a zone file edited
+//! by hand is never served with signatures over other data), and picking the RRSIGs and NSEC
+//! records of an answer. It must not sign nor know keys: `crate::dnssec` does, and it must not
+//! do I/O beyond the pure encoding (the daemon writes the file, [`super::set`] reads it).
+
+use hickory_proto::dnssec::rdata::DNSSECRData;
+use hickory_proto::rr::{Name, RData, Record, RecordType};
+use hickory_proto::serialize::binary::{BinDecodable, BinDecoder, BinEncodable, BinEncoder};
+
+use super::{SourcedRecord, Zone, ZoneError, label_count};
+
+/// The first line of a signatures file.
+const MAGIC: &[u8] = b"mailzone-signed 1\n";
+
+/// The types mailzone generates when it signs a zone.
+pub fn is_generated(rtype: RecordType) -> bool {
+    matches!(
+        rtype,
+        RecordType::DNSKEY
+            | RecordType::CDS
+            | RecordType::CDNSKEY
+            | RecordType::RRSIG
+            | RecordType::NSEC
+            | RecordType::NSEC3
+            | RecordType::NSEC3PARAM
+    )
+}
+
+/// The signatures file beside a zone file: `example.com.zone` → `example.com.signed`.
+pub fn signatures_file_for(zone_file: &std::path::Path) -> std::path::PathBuf {
+    zone_file.with_extension("signed")
+}
+
+/// An order-independent digest of the zone's own records (SOA included, generated ones
+/// left out): what the stored signatures were made over.
+pub fn user_digest(zone: &Zone) -> u64 {
+    zone.user_records()
+        .fold(0u64, |acc, r| acc.wrapping_add(record_hash(r)))
+}
+
+fn record_hash(r: &Record) -> u64 {
+    let mut buf = Vec::with_capacity(64);
+    let mut encoder = BinEncoder::new(&mut buf);
+    encoder.set_canonical_form(true);
+    // Case-insensitive owner: the digest must not change with the spelling of a name.
+    let _ = r.name.to_lowercase().emit(&mut encoder);
+    let _ = encoder.emit_u16(u16::from(r.record_type()));
+    let _ = encoder.emit_u32(r.ttl);
+    let _ = r.data.emit(&mut encoder);
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in buf {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    // Spread FNV's bits before they are summed.
+    h = (h ^ (h >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    h = (h ^ (h >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    h ^ (h >> 31)
+}
+
+/// The signatures file of a signed zone: magic, serial, digest of the signed records, the
+/// generated records in wire form (names uncompressed), a checksum.
+pub fn encode(zone: &Zone) -> Vec<u8> {
+    let generated: Vec<&Record> = zone
+        .records()
+        .filter(|r| is_generated(r.record_type()))
+        .collect();
+    let mut out = MAGIC.to_vec();
+    out.extend_from_slice(&zone.serial().to_be_bytes());
+    out.extend_from_slice(&user_digest(zone).to_be_bytes());
+    out.extend_from_slice(&(generated.len() as u32).to_be_bytes());
+    let mut body = Vec::with_capacity(generated.len() * 160);
+    {
+        let mut encoder = BinEncoder::new(&mut body);
+        for r in generated {
+            // Canonical form: no compression, so each record decodes on its own.
+            encoder.set_canonical_form(true);
+            let _ = r.emit(&mut encoder);
+        }
+    }
+    out.extend_from_slice(&body);
+    let sum = checksum(&out);
+    out.extend_from_slice(&sum.to_be_bytes());
+    out
+}
+
+fn checksum(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in bytes {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}
+
+/// What a signatures file holds.
+#[derive(Debug)]
+pub struct Stored {
+    pub serial: u32,
+    pub digest: u64,
+    pub records: Vec<Record>,
+}
+
+/// Reads a signatures file; any damage is an error saying what.
+pub fn decode(bytes: &[u8]) -> Result<Stored, String> {
+    let body = bytes
+        .strip_prefix(MAGIC)
+        .ok_or("not a mailzone signatures file")?;
+    if body.len() < 24 {
+        return Err("the file is cut short".into());
+    }
+    let (content, sum) = bytes.split_at(bytes.len() - 8);
+    let sum = u64::from_be_bytes(sum.try_into().map_err(|_| "the file is cut short")?);
+    if checksum(content) != sum {
+        return Err("the checksum does not match: the file is damaged".into());
+    }
+    let body = &content[MAGIC.len()..];
+    let serial = u32::from_be_bytes([body[0], body[1], body[2], body[3]]);
+    let digest = u64::from_be_bytes(body[4..12].try_into().map_err(|_| "cut short")?);
+    let count = u32::from_be_bytes([body[12], body[13], body[14], body[15]]);
+    let mut decoder = BinDecoder::new(&body[16..]);
+    let mut records = Vec::with_capacity(count.min(1 << 20) as usize);
+    for i in 0..count {
+        let r = Record::read(&mut decoder).map_err(|e| format!("record {i}: {e}"))?;
+        if !is_generated(r.record_type()) {
+            return Err(format!("record {i} is a {} record", r.record_type()));
+        }
+        records.push(r);
+    }
+    if !decoder.is_empty() {
+        return Err("bytes after the last record".into());
+    }
+    Ok(Stored {
+        serial,
+        digest,
+        records,
+    })
+}
+
+impl Zone {
+    /// This zone's own records with `generated` in place of the DNSSEC records it had.
+    pub fn with_generated(&self, generated: Vec<Record>) -> Result<Zone, ZoneError> {
+        let records: Vec<SourcedRecord> = self
+            .user_records()
+            .cloned()
+            .chain(generated)
+            .map(|record| SourcedRecord { record, line: 0 })
+            .collect();
+        Zone::build(self.origin.clone(), records)
+    }
+
+    /// This zone without any DNSSEC record.
+    pub fn unsigned(&self) -> Result<Zone, ZoneError> {
+        self.with_generated(Vec::new())
+    }
+
+    /// Attaches stored signatures when they were made for exactly these records (serial and
+    /// digest match); `Err` says why they do not apply.
+    pub fn with_stored(&self, stored: Stored) -> Result<Zone, String> {
+        if stored.serial != self.serial() {
+            return Err(format!(
+                "they are for serial {}, the zone file has {}",
+                stored.serial,
+                self.serial()
+            ));
+        }
+        if stored.digest != user_digest(self) {
+            return Err("the zone file was changed since they were made".into());
+        }
+        self.with_generated(stored.records)
+            .map_err(|e| format!("they do not fit the zone: {e}"))
+    }
+
+    /// The RRSIGs at `owner` covering `rtype`, as stored (owner spelled as in the zone).
+    pub fn rrsigs(&self, owner: &Name, rtype: RecordType) -> impl Iterator<Item = &Record> {
+        self.nodes
+            .get(owner)
+            .and_then(|n| n.rrset(RecordType::RRSIG))
+            .into_iter()
+            .flat_map(|s| s.records.iter())
+            .filter(move |r| covered(r) == Some(rtype))
+    }
+
+    /// The NSEC record at `owner`, if the chain has one there.
+    pub fn nsec_at(&self, owner: &Name) -> Option<&Record> {
+        self.nodes
+            .get(owner)
+            .and_then(|n| n.rrset(RecordType::NSEC))
+            .and_then(|s| s.records.first())
+    }
+
+    /// The NSEC record whose owner is the last one at or before `name` in canonical order:
+    /// it matches `name` or covers it (the apex's NSEC covers names past the last owner).
+    pub fn nsec_covering(&self, name: &Name) -> Option<&Record> {
+        let owner = match self.nsec_owners.binary_search(name) {
+            Ok(i) => &self.nsec_owners[i],
+            Err(0) => self.nsec_owners.last()?,
+            Err(i) => &self.nsec_owners[i - 1],
+        };
+        self.nsec_at(owner)
+    }
+
+    /// The closest encloser of a name that does not exist: its longest existing ancestor.
+    pub fn closest_encloser(&self, name: &Name) -> Name {
+        let apex = label_count(&self.origin);
+        let mut k = label_count(name);
+        while k > apex {
+            k -= 1;
+            let ancestor = name.trim_to(k);
+            if self.nodes.contains_key(&ancestor) {
+                return ancestor;
+            }
+        }
+        self.origin.clone()
+    }
+
+    /// The wildcard that synthesised answers for `name`, if any ([`Zone::lookup`]'s rule).
+    pub fn source_of_synthesis(&self, name: &Name) -> Option<Name> {
+        if self.nodes.contains_key(name) {
+            return None;
+        }
+        let wildcard = self.closest_encloser(name).prepend_label("*").ok()?;
+        self.nodes.contains_key(&wildcard).then_some(wildcard)
+    }
+}
+
+/// The type an RRSIG record covers.
+pub fn covered(r: &Record) -> Option<RecordType> {
+    match &r.data {
+        RData::DNSSEC(DNSSECRData::RRSIG(sig)) => Some(sig.input().type_covered),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_dnssec_type_is_generated_and_data_types_are_not() {
+        assert!(is_generated(RecordType::RRSIG));
+        assert!(is_generated(RecordType::CDS));
+        assert!(!is_generated(RecordType::DS));
+        assert!(!is_generated(RecordType::TXT));
+    }
+
+    #[test]
+    fn a_damaged_signatures_file_is_refused() {
+        let origin = Name::from_ascii("example.test.").unwrap();
+        let zone = Zone::from_master_text(
+            &origin,
+            "$TTL 300\n@ SOA ns h 1 1 1 1 1\n@ NS ns\nns A 192.0.2.1\n",
+        )
+        .unwrap();
+        let mut bytes = encode(&zone);
+        assert!(decode(&bytes).is_ok());
+        let at = bytes.len() / 2;
+        bytes[at] ^= 1;
+        assert!(decode(&bytes).unwrap_err().contains("damaged"));
+    }
+}

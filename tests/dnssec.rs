@@ -1,0 +1,672 @@
+//! DNSSEC online signing (issue 12), checked by third-party validators: `delv` validates
+//! live answers over UDP and TCP with the zone's key as trust anchor; `ldns-verify-zone`,
+//! `dnssec-verify` and `named-checkzone` check an AXFR of the signed zone.
+
+mod common;
+
+use std::process::Command;
+
+use common::*;
+use hickory_proto::rr::RecordType;
+use mailzone::config::{Config, SecondaryConfig, ZoneSelection};
+
+/// The example zone plus a wildcard, a signed delegation (with DS) and an unsigned one.
+fn zone_text() -> String {
+    format!(
+        "{EXAMPLE_ZONE}\
+         *.wild IN TXT \"from the wildcard\"\n\
+         secure IN NS ns.secure\n\
+         ns.secure IN A 192.0.2.77\n\
+         secure IN DS 12345 13 2 0123456789ABCDEF0123456789ABCDEF0123456789ABCDEF0123456789ABCDEF\n\
+         insecure IN NS ns.elsewhere.test.\n"
+    )
+}
+
+fn signed_config(config: &mut Config) {
+    config.dnssec.enabled = true;
+    config.transfer.secondaries = vec![SecondaryConfig {
+        address: "127.0.0.1".into(),
+        key: None,
+        zones: ZoneSelection::All,
+    }];
+}
+
+fn signed_daemon() -> TestDaemon {
+    TestDaemon::start_tuned(&[("example.test.zone", &zone_text())], signed_config)
+}
+
+fn tool(name: &str) -> bool {
+    let found = Command::new("sh")
+        .args(["-c", &format!("command -v {name}")])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !found {
+        eprintln!("SKIPPED: {name} is not installed (run the README's test command)");
+    }
+    found
+}
+
+/// A `delv` trust-anchor file with the zone's published SEP keys.
+fn trust_anchor(d: &TestDaemon, dir: &std::path::Path) -> std::path::PathBuf {
+    let keys = dig(d.dns, &["example.test", "DNSKEY", "+short"]);
+    let mut text = String::from("trust-anchors {\n");
+    for line in keys.lines().filter(|l| l.starts_with("257 ")) {
+        let mut parts = line.split_whitespace();
+        let (flags, proto, alg) = (
+            parts.next().unwrap(),
+            parts.next().unwrap(),
+            parts.next().unwrap(),
+        );
+        let key: String = parts.collect();
+        text.push_str(&format!(
+            "  example.test. static-key {flags} {proto} {alg} \"{key}\";\n"
+        ));
+    }
+    text.push_str("};\n");
+    assert!(text.contains("static-key"), "no SEP key published: {keys}");
+    let path = dir.join("anchor.conf");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn delv(d: &TestDaemon, anchor: &std::path::Path, args: &[&str]) -> String {
+    let out = Command::new("delv")
+        .arg(format!("@{}", d.dns.ip()))
+        .args(["-p", &d.dns.port().to_string()])
+        .arg("-a")
+        .arg(anchor)
+        .arg("+root=example.test")
+        .args(args)
+        .output()
+        .unwrap();
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+fn axfr(d: &TestDaemon) -> String {
+    let text = dig(
+        d.dns,
+        &[
+            "example.test",
+            "AXFR",
+            "+nocmd",
+            "+nostats",
+            "+nocomments",
+            "+noquestion",
+        ],
+    );
+    // The closing SOA repeats the first.
+    let mut lines: Vec<&str> = text.lines().filter(|l| !l.is_empty()).collect();
+    lines.pop();
+    lines.join("\n") + "\n"
+}
+
+#[test]
+fn delv_validates_positive_answers_over_udp_and_tcp() {
+    if !tool("delv") {
+        return;
+    }
+    let d = signed_daemon();
+    let tmp = tempfile::tempdir().unwrap();
+    let anchor = trust_anchor(&d, tmp.path());
+    for transport in ["+notcp", "+tcp"] {
+        for (name, rtype) in [
+            ("example.test", "SOA"),
+            ("example.test", "MX"),
+            ("example.test", "TXT"),
+            ("_dmarc.example.test", "TXT"),
+            ("mail._domainkey.example.test", "TXT"),
+            ("_submission._tcp.example.test", "SRV"),
+            ("imap.example.test", "A"),
+            ("www.example.test", "AAAA"),
+            ("example.test", "DNSKEY"),
+            ("example.test", "CDS"),
+        ] {
+            let out = delv(&d, &anchor, &[transport, name, rtype]);
+            assert!(
+                out.contains("; fully validated"),
+                "{name} {rtype} {transport}: {out}"
+            );
+        }
+    }
+}
+
+#[test]
+fn delv_validates_a_wildcard_answer_and_its_no_closer_name_proof() {
+    if !tool("delv") {
+        return;
+    }
+    let d = signed_daemon();
+    let tmp = tempfile::tempdir().unwrap();
+    let anchor = trust_anchor(&d, tmp.path());
+    let out = delv(&d, &anchor, &["anything.wild.example.test", "TXT"]);
+    assert!(out.contains("; fully validated"), "{out}");
+    assert!(out.contains("from the wildcard"), "{out}");
+}
+
+#[test]
+fn delv_validates_nxdomain_nodata_and_wildcard_nodata() {
+    if !tool("delv") {
+        return;
+    }
+    let d = signed_daemon();
+    let tmp = tempfile::tempdir().unwrap();
+    let anchor = trust_anchor(&d, tmp.path());
+    for transport in ["+notcp", "+tcp"] {
+        for (name, rtype, expect) in [
+            ("nothing-here.example.test", "A", "NXDOMAIN"),
+            ("zzz.example.test", "A", "NXDOMAIN"),
+            ("mail.example.test", "TXT", "NXRRSET"),
+            ("_tcp.example.test", "A", "NXRRSET"),
+            ("other.wild.example.test", "A", "NXRRSET"),
+            ("smtp.nothing.example.test", "MX", "NXDOMAIN"),
+        ] {
+            let out = delv(&d, &anchor, &[transport, name, rtype]);
+            assert!(
+                out.contains("; negative response, fully validated") && out.contains(expect),
+                "{name} {rtype} {transport}: {out}"
+            );
+        }
+    }
+}
+
+#[test]
+fn delv_validates_the_ds_of_a_signed_delegation_and_the_proof_of_none() {
+    if !tool("delv") {
+        return;
+    }
+    let d = signed_daemon();
+    let tmp = tempfile::tempdir().unwrap();
+    let anchor = trust_anchor(&d, tmp.path());
+    let out = delv(&d, &anchor, &["secure.example.test", "DS"]);
+    assert!(out.contains("; fully validated"), "{out}");
+    let out = delv(&d, &anchor, &["insecure.example.test", "DS"]);
+    assert!(out.contains("negative response, fully validated"), "{out}");
+}
+
+#[test]
+fn a_referral_with_do_carries_the_ds_or_the_nsec_proving_there_is_none() {
+    let d = signed_daemon();
+    let out = dig(
+        d.dns,
+        &["+dnssec", "+norec", "host.secure.example.test", "A"],
+    );
+    assert!(out.contains("\tDS\t12345"), "{out}");
+    assert!(out.contains("RRSIG\tDS"), "{out}");
+    let out = dig(
+        d.dns,
+        &["+dnssec", "+norec", "host.insecure.example.test", "A"],
+    );
+    assert!(
+        out.contains("insecure.example.test.\t300\tIN\tNSEC"),
+        "{out}"
+    );
+    assert!(out.contains("RRSIG\tNSEC"), "{out}");
+}
+
+#[test]
+fn an_axfr_of_the_signed_zone_passes_ldns_verify_zone_dnssec_verify_and_named_checkzone() {
+    if !tool("ldns-verify-zone") || !tool("dnssec-verify") || !tool("named-checkzone") {
+        return;
+    }
+    let d = signed_daemon();
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("example.test.axfr");
+    let text = axfr(&d);
+    assert!(text.contains("\tRRSIG\t"), "{text}");
+    assert!(text.contains("\tNSEC\t"), "{text}");
+    std::fs::write(&file, &text).unwrap();
+    let run = |cmd: &mut Command| {
+        let out = cmd.output().unwrap();
+        (
+            out.status.success(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        )
+    };
+    let (ok, out) = run(Command::new("ldns-verify-zone").arg(&file));
+    assert!(ok, "ldns-verify-zone: {out}");
+    // -z: a combined signing key has the SEP flag and signs everything.
+    let (ok, out) = run(Command::new("dnssec-verify")
+        .args(["-z", "-o", "example.test"])
+        .arg(&file));
+    assert!(
+        ok && out.contains("Zone fully signed"),
+        "dnssec-verify: {out}"
+    );
+    let (ok, out) = run(Command::new("named-checkzone")
+        .args(["-i", "local", "example.test"])
+        .arg(&file));
+    assert!(
+        ok && out.contains("DNSSEC signed"),
+        "named-checkzone: {out}"
+    );
+}
+
+#[test]
+fn do0_answers_carry_no_dnssec_records_and_do1_answers_do() {
+    let d = signed_daemon();
+    let plain = dig(d.dns, &["+norec", "example.test", "MX"]);
+    assert!(!plain.contains("RRSIG"), "{plain}");
+    let signed = dig(d.dns, &["+norec", "+dnssec", "example.test", "MX"]);
+    assert!(signed.contains("RRSIG\tMX"), "{signed}");
+    assert!(signed.contains("flags: do;"), "{signed}");
+}
+
+#[test]
+fn do0_answers_of_a_signed_zone_are_the_unsigned_zones_bytes() {
+    let unsigned = TestDaemon::start(&[("example.test.zone", &zone_text())]);
+    let signed = signed_daemon();
+    for (name, rtype) in [
+        ("example.test.", RecordType::MX),
+        ("_dmarc.example.test.", RecordType::TXT),
+        ("nothing.example.test.", RecordType::A),
+    ] {
+        let a = udp(unsigned.dns, name, rtype);
+        let b = udp(signed.dns, name, rtype);
+        assert_eq!(a.answers, b.answers, "{name} {rtype}");
+        // The SOA of a negative answer differs only by its serial.
+        assert_eq!(a.authorities.len(), b.authorities.len(), "{name} {rtype}");
+        assert_eq!(a.additionals, b.additionals, "{name} {rtype}");
+    }
+}
+
+#[test]
+fn a_restart_serves_the_stored_signatures_without_signing_again() {
+    let d = signed_daemon();
+    let (_, metrics) = http(d.http, "GET", "/metrics", Some(TOKEN), None);
+    assert!(
+        metric(&metrics, "mailzone_dnssec_signatures_total") > 50.0,
+        "{metrics}"
+    );
+    let before = dig(d.dns, &["+short", "+dnssec", "example.test", "SOA"]);
+    let d = d.restart();
+    let after = dig(d.dns, &["+short", "+dnssec", "example.test", "SOA"]);
+    assert_eq!(before, after);
+    let (_, metrics) = http(d.http, "GET", "/metrics", Some(TOKEN), None);
+    assert_eq!(
+        metric(&metrics, "mailzone_dnssec_signatures_total"),
+        0.0,
+        "{metrics}"
+    );
+}
+
+#[test]
+fn the_api_gives_the_ds_for_the_parent_and_never_the_private_key() {
+    let d = signed_daemon();
+    let (status, body) = http(
+        d.http,
+        "GET",
+        "/v1/zones/example.test./dnssec",
+        Some(TOKEN),
+        None,
+    );
+    assert_eq!(status, 200, "{body}");
+    let v = json(&body);
+    assert_eq!(v["signed"], true);
+    let ds = v["ds"][0].as_str().unwrap();
+    assert!(ds.starts_with("example.test. 3600 IN DS "), "{ds}");
+    // The DS matches the published key, as dnssec-dsfromkey computes it.
+    let keys = dig(d.dns, &["+noall", "+answer", "example.test", "DNSKEY"]);
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::write(tmp.path().join("keys"), &keys).unwrap();
+    if tool("dnssec-dsfromkey") {
+        let out = Command::new("dnssec-dsfromkey")
+            .args(["-2", "-f"])
+            .arg(tmp.path().join("keys"))
+            .arg("example.test")
+            .output()
+            .unwrap();
+        let expected = String::from_utf8_lossy(&out.stdout);
+        let digest = ds.split_whitespace().last().unwrap();
+        assert!(expected.contains(digest), "{expected} vs {ds}");
+    }
+    assert!(!body.contains("PRIVATE"), "{body}");
+}
+
+#[test]
+fn a_zone_is_signed_and_unsigned_through_the_zones_api() {
+    let d = TestDaemon::start_tuned(&[("example.test.zone", &zone_text())], |_| {});
+    assert!(!dig(d.dns, &["+dnssec", "example.test", "SOA"]).contains("RRSIG"));
+    let (status, body) = api(
+        d.http,
+        "PATCH",
+        "/v1/zones/example.test.",
+        &serde_json::json!({"dnssec": true}),
+    );
+    assert_eq!(status, 200, "{body}");
+    assert!(dig(d.dns, &["+dnssec", "example.test", "SOA"]).contains("RRSIG"));
+    let key_dir = d.dir.path().join("keys/dnssec/example.test");
+    let key = std::fs::read_dir(&key_dir)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(key.metadata().unwrap().permissions().mode() & 0o777, 0o600);
+    let (status, _) = api(
+        d.http,
+        "PATCH",
+        "/v1/zones/example.test.",
+        &serde_json::json!({"dnssec": false}),
+    );
+    assert_eq!(status, 200);
+    assert!(!dig(d.dns, &["+dnssec", "example.test", "SOA"]).contains("RRSIG"));
+    assert!(!d.zones_dir().join("example.test.signed").exists());
+}
+
+#[test]
+fn changes_through_the_api_keep_the_zone_verified_and_sign_only_what_changed() {
+    if !tool("ldns-verify-zone") {
+        return;
+    }
+    let d = signed_daemon();
+    let (_, metrics) = http(d.http, "GET", "/metrics", Some(TOKEN), None);
+    let start = metric(&metrics, "mailzone_dnssec_signatures_total");
+    for i in 0..40 {
+        let (status, body) = api(
+            d.http,
+            "PATCH",
+            "/v1/zones/example.test./records",
+            &serde_json::json!({"operations": [
+                {"op": "replace", "name": format!("host{}", i % 7), "type": "A", "records": [format!("192.0.2.{i}")]},
+            ]}),
+        );
+        assert_eq!(status, 200, "{body}");
+    }
+    let (_, metrics) = http(d.http, "GET", "/metrics", Some(TOKEN), None);
+    let made = metric(&metrics, "mailzone_dnssec_signatures_total") - start;
+    // Each change: its A rrset, the SOA, and at most a few NSEC links. The zone has ~90
+    // rrsets: re-signing it whole would be thousands.
+    assert!(
+        (80.0..=200.0).contains(&made),
+        "{made} signatures for 40 changes"
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("z");
+    std::fs::write(&file, axfr(&d)).unwrap();
+    let out = Command::new("ldns-verify-zone")
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn a_key_file_readable_by_others_is_refused_and_the_zone_keeps_its_signed_version() {
+    let d = signed_daemon();
+    let before = dig(d.dns, &["+short", "+dnssec", "example.test", "SOA"]);
+    let key_dir = d.dir.path().join("keys/dnssec/example.test");
+    let key = std::fs::read_dir(&key_dir)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let d = d.restart();
+    let after = dig(d.dns, &["+short", "+dnssec", "example.test", "SOA"]);
+    assert_eq!(before, after, "the stored signed version is served");
+    let (status, body) = api(
+        d.http,
+        "PATCH",
+        "/v1/zones/example.test./records",
+        &serde_json::json!({"operations": [
+            {"op": "replace", "name": "x", "type": "A", "records": ["192.0.2.1"]},
+        ]}),
+    );
+    assert_eq!(status, 409, "{body}");
+    assert!(body.contains("chmod 600"), "{body}");
+    let (_, body) = http(
+        d.http,
+        "GET",
+        "/v1/zones/example.test./dnssec",
+        Some(TOKEN),
+        None,
+    );
+    assert!(body.contains("chmod 600"), "{body}");
+}
+
+#[test]
+fn a_corrupt_key_file_is_refused_and_the_zone_keeps_its_signed_version() {
+    let d = signed_daemon();
+    let before = dig(d.dns, &["+short", "+dnssec", "example.test", "MX"]);
+    let key_dir = d.dir.path().join("keys/dnssec/example.test");
+    let key = std::fs::read_dir(&key_dir)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    std::fs::write(
+        &key,
+        "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",
+    )
+    .unwrap();
+    let d = d.restart();
+    assert_eq!(
+        before,
+        dig(d.dns, &["+short", "+dnssec", "example.test", "MX"])
+    );
+    let (status, _) = api(
+        d.http,
+        "PATCH",
+        "/v1/zones/example.test./records",
+        &serde_json::json!({"operations": [
+            {"op": "replace", "name": "x", "type": "A", "records": ["192.0.2.1"]},
+        ]}),
+    );
+    assert_eq!(status, 409);
+}
+
+#[test]
+fn a_signed_answer_that_does_not_fit_512_bytes_is_truncated() {
+    let d = signed_daemon();
+    let out = dig(
+        d.dns,
+        &[
+            "+norec",
+            "+dnssec",
+            "+bufsize=512",
+            "+ignore",
+            "mail._domainkey.example.test",
+            "TXT",
+        ],
+    );
+    assert!(out.contains(" tc"), "{out}");
+    let out = dig(
+        d.dns,
+        &[
+            "+norec",
+            "+dnssec",
+            "+tcp",
+            "mail._domainkey.example.test",
+            "TXT",
+        ],
+    );
+    assert!(out.contains("RRSIG\tTXT"), "{out}");
+}
+
+#[test]
+fn generated_record_types_are_refused_through_the_api() {
+    let d = signed_daemon();
+    for rtype in ["RRSIG", "NSEC", "DNSKEY", "CDS", "CDNSKEY"] {
+        let (status, body) = api(
+            d.http,
+            "PATCH",
+            "/v1/zones/example.test./records",
+            &serde_json::json!({"operations": [
+                {"op": "replace", "name": "@", "type": rtype, "records": ["0 0 0 00"]},
+            ]}),
+        );
+        assert_eq!(status, 400, "{rtype}: {body}");
+        assert!(body.contains("generated by mailzone"), "{body}");
+    }
+}
+
+fn serial(d: &TestDaemon) -> u32 {
+    dig(d.dns, &["+short", "example.test", "SOA"])
+        .split_whitespace()
+        .nth(2)
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn ixfr_carries_the_changed_signatures_and_nsec_links_even_after_a_restart() {
+    let d = signed_daemon();
+    let old = serial(&d);
+    let (status, body) = api(
+        d.http,
+        "PATCH",
+        "/v1/zones/example.test./records",
+        &serde_json::json!({"operations": [
+            {"op": "replace", "name": "new", "type": "A", "records": ["192.0.2.99"]},
+        ]}),
+    );
+    assert_eq!(status, 200, "{body}");
+    let d = d.restart();
+    let ixfr = dig(
+        d.dns,
+        &[
+            "example.test",
+            &format!("IXFR={old}"),
+            "+nocmd",
+            "+nostats",
+            "+nocomments",
+        ],
+    );
+    let lines: Vec<&str> = ixfr
+        .lines()
+        .filter(|l| !l.starts_with(';') && !l.is_empty())
+        .collect();
+    assert!(
+        ixfr.contains("new.example.test.\t3600\tIN\tRRSIG\tA"),
+        "{ixfr}"
+    );
+    assert!(ixfr.contains("new.example.test.\t300\tIN\tNSEC"), "{ixfr}");
+    assert!(ixfr.contains("RRSIG\tSOA"), "{ixfr}");
+    // Incremental: the new name, its neighbour's NSEC and the SOA, not the whole zone.
+    assert!(lines.len() < 30, "{} lines: {ixfr}", lines.len());
+}
+
+/// `YYYYMMDDHHMMSS` of a Unix time, as dig prints RRSIG times.
+fn dig_time(unix: u64) -> String {
+    let out = Command::new("date")
+        .args(["-u", "-d", &format!("@{unix}"), "+%Y%m%d%H%M%S"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// The inception of every RRSIG of an AXFR, as dig prints it.
+fn inceptions(axfr: &str) -> Vec<String> {
+    axfr.lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.get(3) == Some(&"RRSIG")).then(|| f[9].to_string())
+        })
+        .collect()
+}
+
+#[test]
+fn moving_the_clock_past_the_refresh_point_renews_every_signature_through_the_scheduler() {
+    let d = signed_daemon();
+    let first = serial(&d);
+    let before = inceptions(&axfr(&d));
+    assert!(before.len() > 50);
+    let days8 = 8 * 86400;
+    let unix = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    d.daemon().shared().advance_dnssec_clock(days8);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while serial(&d) == first {
+        assert!(std::time::Instant::now() < deadline, "not re-signed");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let after = inceptions(&axfr(&d));
+    assert_eq!(before.len(), after.len());
+    // Every signature made at the moved clock (inception back-dated one hour).
+    let floor = dig_time(unix + days8 - 3600 - 60);
+    for i in &after {
+        assert!(*i >= floor, "{i} is older than {floor}: not renewed");
+    }
+}
+
+#[test]
+fn a_ksk_and_zsk_pair_signs_with_the_ksk_only_over_the_key_rrsets() {
+    if !tool("dnssec-verify") || !tool("delv") {
+        return;
+    }
+    let d = TestDaemon::start_tuned(&[("example.test.zone", &zone_text())], |c| {
+        signed_config(c);
+        c.dnssec.keys = mailzone::dnssec::KeyScheme::KskZsk;
+    });
+    let keys = dig(d.dns, &["+short", "example.test", "DNSKEY"]);
+    assert_eq!(keys.lines().filter(|l| l.starts_with("257 ")).count(), 1, "{keys}");
+    assert_eq!(keys.lines().filter(|l| l.starts_with("256 ")).count(), 1, "{keys}");
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("z");
+    std::fs::write(&file, axfr(&d)).unwrap();
+    // Without -z: the KSK flag matters, the DNSKEY rrset must be signed by the KSK and the
+    // rest by the ZSK.
+    let out = Command::new("dnssec-verify")
+        .args(["-o", "example.test"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("KSKs: 1 active") && text.contains("ZSKs: 1 active"), "{text}");
+    let anchor = trust_anchor(&d, tmp.path());
+    let out = delv(&d, &anchor, &["example.test", "MX"]);
+    assert!(out.contains("; fully validated"), "{out}");
+    let (_, body) = http(d.http, "GET", "/v1/zones/example.test./dnssec", Some(TOKEN), None);
+    // One DS: the KSK's.
+    assert_eq!(json(&body)["ds"].as_array().unwrap().len(), 1, "{body}");
+}
+
+#[test]
+fn an_ed25519_signed_zone_validates() {
+    if !tool("delv") || !tool("ldns-verify-zone") {
+        return;
+    }
+    let d = TestDaemon::start_tuned(&[("example.test.zone", &zone_text())], |c| {
+        signed_config(c);
+        c.dnssec.algorithm = mailzone::dnssec::AlgorithmName::Ed25519;
+    });
+    let keys = dig(d.dns, &["+short", "example.test", "DNSKEY"]);
+    assert!(keys.starts_with("257 3 15 "), "{keys}");
+    let tmp = tempfile::tempdir().unwrap();
+    let anchor = trust_anchor(&d, tmp.path());
+    for (name, rtype) in [("example.test", "MX"), ("nothing.example.test", "A")] {
+        let out = delv(&d, &anchor, &[name, rtype]);
+        assert!(out.contains("fully validated"), "{name}: {out}");
+    }
+    let file = tmp.path().join("z");
+    std::fs::write(&file, axfr(&d)).unwrap();
+    let out = Command::new("ldns-verify-zone").arg(&file).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn nsec3_is_refused_in_the_config_with_its_key() {
+    let text = "dnssec:\n  denial: nsec3\n";
+    let e = mailzone::config::Config::from_yaml(text, "mailzone.yaml").unwrap_err();
+    assert!(e.to_string().contains("dnssec.denial"), "{e}");
+}
