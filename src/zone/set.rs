@@ -15,8 +15,8 @@ use arc_swap::ArcSwap;
 use hickory_proto::rr::Name;
 use serde::Serialize;
 
-use super::journal::{Followed, Journal, JournalLimits};
 use super::compiled::{WireName, wire_key};
+use super::journal::{Followed, Journal, JournalLimits};
 use super::writer::name_text;
 use super::{Zone, label_count};
 use crate::durable::{self, FileChange};
