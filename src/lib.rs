@@ -20,6 +20,9 @@
 //!   summarised, never logged per packet; [`durable`]: crash-safe file writes.
 //! - [`transfer`]: zone transfers out: TSIG keys and their config forms, NOTIFY to
 //!   secondaries (`transfer::notify`), what each secondary has had (`transfer::status`).
+//! - [`web`]: the public web listener (off by default): Thunderbird autoconfig, Outlook
+//!   autodiscover and MTA-STS policies for associated domains, its TLS certificates. It
+//!   knows nothing of `daemon`: `server` tells it which domains are associated.
 //! - [`cli`]: the command-line clients; `main.rs` is only the command line on top.
 //!
 //! Imports go one way: `zone`, `provision`, `dkim` know nothing of `daemon`, `diagnose`
@@ -39,4 +42,5 @@ pub mod problems;
 pub mod provision;
 pub mod server;
 pub mod transfer;
+pub mod web;
 pub mod zone;

@@ -94,6 +94,8 @@ pub struct Metrics {
     pub reloads: IntCounter,
     pub reload_failures: IntCounter,
     pub http_requests: IntCounterVec,
+    /// Public web listener requests by document (bounded set) and status code.
+    pub web_requests: IntCounterVec,
     /// DKIM key lifecycle events: generated, activated, retiring, removed.
     pub dkim_events: IntCounterVec,
     pub dkim_signatures: IntCounterVec,
@@ -196,6 +198,14 @@ impl Metrics {
             &["route", "status"],
         )?;
         registry.register(Box::new(http_requests.clone()))?;
+        let web_requests = IntCounterVec::new(
+            Opts::new(
+                "web_requests_total",
+                "Public web listener requests, by document (autoconfig, autodiscover, autodiscover_json, mta_sts, unknown_host, not_found) and status",
+            ),
+            &["document", "status"],
+        )?;
+        registry.register(Box::new(web_requests.clone()))?;
         let build = IntGauge::with_opts(
             Opts::new("build_info", "Always 1; the version is a label")
                 .const_label("version", env!("CARGO_PKG_VERSION")),
@@ -382,6 +392,7 @@ impl Metrics {
                 "Reloads during which at least one zone file failed",
             )?,
             http_requests,
+            web_requests,
             registry,
         })
     }

@@ -41,10 +41,14 @@ pub enum Problem {
     HttpTimeout,
     /// accept() failed on the HTTP listener.
     HttpAcceptError,
+    /// A public web connection closed at once: `web.max_connections` reached.
+    WebConnectionLimit,
+    /// A public web connection whose TLS handshake failed or did not finish in time.
+    WebTlsHandshake,
 }
 
 impl Problem {
-    pub const ALL: [Problem; 13] = [
+    pub const ALL: [Problem; 15] = [
         Problem::ShortPacket,
         Problem::ResponsePacket,
         Problem::SourcePort0,
@@ -58,6 +62,8 @@ impl Problem {
         Problem::HttpConnectionLimit,
         Problem::HttpTimeout,
         Problem::HttpAcceptError,
+        Problem::WebConnectionLimit,
+        Problem::WebTlsHandshake,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -75,6 +81,8 @@ impl Problem {
             Problem::HttpConnectionLimit => "http_connection_limit",
             Problem::HttpTimeout => "http_timeout",
             Problem::HttpAcceptError => "http_accept_error",
+            Problem::WebConnectionLimit => "web_connection_limit",
+            Problem::WebTlsHandshake => "web_tls_handshake",
         }
     }
 }
