@@ -25,6 +25,9 @@
 //!   secondaries (`transfer::notify`), what each secondary has had (`transfer::status`).
 //! - [`update`]: RFC 2136 UPDATE signed with TSIG, through the daemon's single writer, as
 //!   each key's `update:` policy allows.
+//! - [`web`]: the public web listener (off by default): Thunderbird autoconfig, Outlook
+//!   autodiscover and MTA-STS policies for associated domains, its TLS certificates. It
+//!   knows nothing of `daemon`: `server` tells it which domains are associated.
 //! - [`cli`]: the command-line clients; `main.rs` is only the command line on top.
 //!
 //! Imports go one way: `zone`, `provision`, `dkim` know nothing of `daemon`, `diagnose`
@@ -46,4 +49,5 @@ pub mod provision;
 pub mod server;
 pub mod transfer;
 pub mod update;
+pub mod web;
 pub mod zone;

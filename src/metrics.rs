@@ -160,6 +160,8 @@ pub struct Metrics {
     pub http_requests: IntCounterVec,
     /// RFC 2136 UPDATE requests by result (`mailzone_updates_total{result}`).
     pub updates: IntCounterVec,
+    /// Public web listener requests by document (bounded set) and status code.
+    pub web_requests: IntCounterVec,
     /// DKIM key lifecycle events: generated, activated, retiring, removed.
     pub dkim_events: IntCounterVec,
     pub dkim_signatures: IntCounterVec,
@@ -278,6 +280,14 @@ impl Metrics {
             &["result"],
         )?;
         registry.register(Box::new(updates.clone()))?;
+        let web_requests = IntCounterVec::new(
+            Opts::new(
+                "web_requests_total",
+                "Public web listener requests, by document (autoconfig, autodiscover, autodiscover_json, mta_sts, unknown_host, not_found) and status",
+            ),
+            &["document", "status"],
+        )?;
+        registry.register(Box::new(web_requests.clone()))?;
         let build = IntGauge::with_opts(
             Opts::new("build_info", "Always 1; the version is a label")
                 .const_label("version", env!("CARGO_PKG_VERSION")),
@@ -498,6 +508,7 @@ impl Metrics {
             )?,
             http_requests,
             updates,
+            web_requests,
             registry,
         })
     }

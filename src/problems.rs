@@ -43,10 +43,14 @@ pub enum Problem {
     HttpAcceptError,
     /// An RFC 2136 UPDATE dropped: too many were waiting for the writer already.
     UpdateBacklog,
+    /// A public web connection closed at once: `web.max_connections` reached.
+    WebConnectionLimit,
+    /// A public web connection whose TLS handshake failed or did not finish in time.
+    WebTlsHandshake,
 }
 
 impl Problem {
-    pub const ALL: [Problem; 14] = [
+    pub const ALL: [Problem; 16] = [
         Problem::ShortPacket,
         Problem::ResponsePacket,
         Problem::SourcePort0,
@@ -61,6 +65,8 @@ impl Problem {
         Problem::HttpTimeout,
         Problem::HttpAcceptError,
         Problem::UpdateBacklog,
+        Problem::WebConnectionLimit,
+        Problem::WebTlsHandshake,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -79,6 +85,8 @@ impl Problem {
             Problem::HttpTimeout => "http_timeout",
             Problem::HttpAcceptError => "http_accept_error",
             Problem::UpdateBacklog => "dns_update_backlog",
+            Problem::WebConnectionLimit => "web_connection_limit",
+            Problem::WebTlsHandshake => "web_tls_handshake",
         }
     }
 }

@@ -31,6 +31,11 @@ pub enum StartError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error("cannot bind the web listener (web) on {addr}")]
+    BindWeb {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
     #[error("cannot bind HTTP on {addr}")]
     BindHttp {
         addr: SocketAddr,
@@ -59,6 +64,111 @@ pub struct Daemon {
     tasks: JoinSet<()>,
     http_task: tokio::task::JoinHandle<()>,
     http_stop: Option<oneshot::Sender<()>>,
+    web: Option<WebListeners>,
+}
+
+/// The public web listeners, when `web.enabled`.
+struct WebListeners {
+    http_addr: Option<SocketAddr>,
+    https_addr: Option<SocketAddr>,
+    certs: Arc<crate::web::tls::CertStore>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    stop: tokio::sync::watch::Sender<bool>,
+}
+
+/// The web listener's view of the associations: which platform serves a domain's clients
+/// and which MTA-STS policy it has.
+struct AssociatedSites(Arc<Shared>);
+
+impl crate::web::Sites for AssociatedSites {
+    fn site(&self, domain: &str) -> Option<crate::web::Site> {
+        let associations = self.0.associations.load();
+        let platforms = self.0.platforms.load();
+        let key = format!("{domain}.");
+        let list: Vec<_> = associations.for_domain(&key).collect();
+        let platform = |id: &str| platforms.iter().find(|p| p.id == id);
+        let clients = list
+            .iter()
+            .find(|a| a.records.autoconfig)
+            .or(list.first())
+            .and_then(|a| platform(&a.platform))?
+            .clone();
+        let mta_sts_policy = list
+            .iter()
+            .find(|a| a.records.mta_sts)
+            .and_then(|a| platform(&a.platform))
+            .and_then(|p| p.mta_sts_policy());
+        Some(crate::web::Site {
+            clients,
+            mta_sts_policy,
+        })
+    }
+}
+
+/// Binds the web listeners of `web` (when enabled) and serves them.
+async fn start_web(shared: &Arc<Shared>) -> Result<Option<WebListeners>, StartError> {
+    let config = shared.config.web.clone();
+    if !config.enabled {
+        return Ok(None);
+    }
+    let certs = Arc::new(crate::web::tls::CertStore::new(
+        shared.config.keys_dir.join("certs"),
+    ));
+    for e in certs.load() {
+        tracing::error!(error = %e, "web certificate not loaded");
+    }
+    {
+        let certs = certs.clone();
+        if let Ok(mut hooks) = shared.reload_hooks.lock() {
+            hooks.push(Box::new(move || {
+                for e in certs.load() {
+                    tracing::error!(error = %e, "web certificate not reloaded; keeping the previous one");
+                }
+            }));
+        }
+    }
+    let limits = crate::web::Limits::from_config(&config);
+    let app = crate::web::router(
+        Arc::new(AssociatedSites(shared.clone())),
+        shared.metrics.clone(),
+        limits,
+    );
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let mut out = WebListeners {
+        http_addr: None,
+        https_addr: None,
+        certs: certs.clone(),
+        tasks: Vec::new(),
+        stop,
+    };
+    for (addr, tls) in [(config.http_listen, false), (config.https_listen, true)] {
+        let Some(addr) = addr else { continue };
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| StartError::BindWeb { addr, source })?;
+        let bound = listener
+            .local_addr()
+            .map_err(|source| StartError::BindWeb { addr, source })?;
+        let mut stopped = stopped.clone();
+        out.tasks.push(tokio::spawn(crate::web::serve(
+            listener,
+            tls.then(|| certs.clone()),
+            app.clone(),
+            shared.metrics.clone(),
+            limits,
+            async move {
+                let _ = stopped.wait_for(|s| *s).await;
+            },
+        )));
+        if tls {
+            out.https_addr = Some(bound);
+            tracing::info!(addr = %bound, "web listening (HTTPS)");
+        } else {
+            out.http_addr = Some(bound);
+            tracing::info!(addr = %bound, "web listening (HTTP)");
+        }
+    }
+    Ok(Some(out))
 }
 
 impl Daemon {
@@ -206,6 +316,7 @@ impl Daemon {
         let http_task = tokio::spawn(crate::http::serve(http_listener, shared.clone(), async {
             let _ = stopped.await;
         }));
+        let web = start_web(&shared).await?;
         for addr in &dns_addrs {
             tracing::info!(%addr, "DNS listening on UDP and TCP");
         }
@@ -221,7 +332,23 @@ impl Daemon {
             tasks,
             http_task,
             http_stop: Some(http_stop),
+            web,
         })
+    }
+
+    /// The public web listener's plain HTTP address, when it is on.
+    pub fn web_http_addr(&self) -> Option<SocketAddr> {
+        self.web.as_ref().and_then(|w| w.http_addr)
+    }
+
+    /// The public web listener's HTTPS address, when it is on.
+    pub fn web_https_addr(&self) -> Option<SocketAddr> {
+        self.web.as_ref().and_then(|w| w.https_addr)
+    }
+
+    /// The web listener's certificates, when it is on.
+    pub fn web_certs(&self) -> Option<&Arc<crate::web::tls::CertStore>> {
+        self.web.as_ref().map(|w| &w.certs)
     }
 
     pub fn shared(&self) -> &Arc<Shared> {
@@ -241,6 +368,17 @@ impl Daemon {
     pub async fn shutdown(mut self) {
         if let Some(stop) = self.http_stop.take() {
             let _ = stop.send(());
+        }
+        if let Some(web) = self.web.take() {
+            let _ = web.stop.send(true);
+            for t in web.tasks {
+                if tokio::time::timeout(std::time::Duration::from_secs(5), t)
+                    .await
+                    .is_err()
+                {
+                    tracing::warn!("web listener did not stop in time");
+                }
+            }
         }
         // HTTP finishes the requests in flight; DNS answers are instantaneous.
         if tokio::time::timeout(std::time::Duration::from_secs(5), &mut self.http_task)

@@ -731,7 +731,7 @@ fn patching_one_family_changes_only_that_family() {
     assert_eq!(status, 200, "{text}");
     assert_eq!(
         families(&d, "shop.test"),
-        json!({"mx": true, "srv": false, "autoconfig": true, "spf": true, "dmarc": false, "dkim": false}),
+        json!({"mx": true, "srv": false, "autoconfig": true, "spf": true, "dmarc": false, "dkim": false, "mta-sts": false, "tls-rpt": false}),
         "only srv changed; dmarc stays off"
     );
     assert!(
@@ -807,7 +807,7 @@ fn the_cli_chooses_families_with_with_and_skip_and_set_changes_them() {
     assert!(ok, "{err}");
     assert_eq!(
         families(&d, "shop.test"),
-        json!({"mx": true, "srv": true, "autoconfig": true, "spf": true, "dmarc": false, "dkim": true})
+        json!({"mx": true, "srv": true, "autoconfig": true, "spf": true, "dmarc": false, "dkim": true, "mta-sts": false, "tls-rpt": false})
     );
     assert!(txt_values(&d, "_dmarc.shop.test.").is_empty());
     let (ok, out, err) = cli(
@@ -821,7 +821,7 @@ fn the_cli_chooses_families_with_with_and_skip_and_set_changes_them() {
     );
     assert_eq!(
         families(&d, "shop.test"),
-        json!({"mx": true, "srv": false, "autoconfig": true, "spf": true, "dmarc": true, "dkim": true}),
+        json!({"mx": true, "srv": false, "autoconfig": true, "spf": true, "dmarc": true, "dkim": true, "mta-sts": false, "tls-rpt": false}),
         "dkim stays on"
     );
     assert_eq!(txt_values(&d, "_dmarc.shop.test.").len(), 1);

@@ -95,7 +95,16 @@ pub enum ZoneCommand {
 }
 
 /// The record families an association can manage.
-pub const FAMILIES: [&str; 6] = ["mx", "srv", "autoconfig", "spf", "dmarc", "dkim"];
+pub const FAMILIES: [&str; 8] = [
+    "mx",
+    "srv",
+    "autoconfig",
+    "spf",
+    "dmarc",
+    "dkim",
+    "mta-sts",
+    "tls-rpt",
+];
 
 #[derive(Debug, Subcommand)]
 pub enum DomainCommand {

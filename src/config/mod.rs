@@ -41,6 +41,41 @@ pub struct Config {
     pub metrics: MetricsConfig,
     /// DNSSEC online signing (see the README, "DNSSEC").
     pub dnssec: crate::dnssec::Policy,
+    /// The public web listener: autoconfig, autodiscover and MTA-STS policies for
+    /// associated domains (off by default).
+    pub web: WebConfig,
+}
+
+/// The public web listener (`crate::web`), separate from the loopback admin API.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebConfig {
+    pub enabled: bool,
+    /// Plain HTTP (autoconfig, autodiscover; never MTA-STS, which RFC 8461 wants over
+    /// HTTPS). `null`: no plain listener.
+    pub http_listen: Option<SocketAddr>,
+    /// HTTPS, with the certificates of `<keys_dir>/certs/` (`<host>.crt` and `<host>.key`,
+    /// `_.<domain>` for a wildcard, `default` for any other name). `null`: no HTTPS.
+    pub https_listen: Option<SocketAddr>,
+    /// Largest request body (autodiscover XML); larger ones get 413.
+    pub max_body_bytes: usize,
+    /// Headers (and the TLS handshake) must arrive within this time.
+    pub header_read_timeout_secs: u64,
+    /// Simultaneous connections per listener; more are closed at once.
+    pub max_connections: usize,
+}
+
+impl Default for WebConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            http_listen: Some(SocketAddr::from(([127, 0, 0, 1], 8080))),
+            https_listen: Some(SocketAddr::from(([127, 0, 0, 1], 8443))),
+            max_body_bytes: 16 * 1024,
+            header_read_timeout_secs: 10,
+            max_connections: 1024,
+        }
+    }
 }
 
 /// What `/metrics` exports.
@@ -433,6 +468,7 @@ impl Default for Config {
             transfer: TransferConfig::default(),
             metrics: MetricsConfig::default(),
             dnssec: crate::dnssec::Policy::default(),
+            web: WebConfig::default(),
         }
     }
 }
@@ -539,6 +575,23 @@ impl Config {
 
     /// Checks the values serde cannot: returns the key path and the reason.
     fn validate(&self) -> Result<(), (String, String)> {
+        if self.web.enabled {
+            if self.web.http_listen.is_none() && self.web.https_listen.is_none() {
+                return Err((
+                    "web.https_listen".into(),
+                    "the web listener is enabled but has no address".into(),
+                ));
+            }
+            if self.web.max_connections == 0 {
+                return Err(("web.max_connections".into(), "must be at least 1".into()));
+            }
+            if !(256..=1 << 20).contains(&self.web.max_body_bytes) {
+                return Err((
+                    "web.max_body_bytes".into(),
+                    format!("{} is outside 256..=1048576", self.web.max_body_bytes),
+                ));
+            }
+        }
         if self.dns.listen.is_empty() {
             return Err((
                 "dns.listen".into(),

@@ -78,7 +78,13 @@ pub struct Shared {
     pub transfer_status: Arc<crate::transfer::status::TransferStatus>,
     /// Tells secondaries about changes; the writer only records them (never waits).
     pub notifier: Arc<crate::transfer::notify::Notifier>,
+    /// What else a reload re-reads (the web listener's certificates), registered by the
+    /// composition root so that this module needs to know nothing of it.
+    pub reload_hooks: std::sync::Mutex<Vec<ReloadHook>>,
 }
+
+/// Something a reload (SIGHUP, `POST /v1/reload`) also re-reads.
+pub type ReloadHook = Box<dyn Fn() + Send + Sync>;
 
 impl Shared {
     /// The state of a daemon about to start: no zones published yet, nothing scheduled.
@@ -118,6 +124,7 @@ impl Shared {
             scheduler: Default::default(),
             key_pool: Default::default(),
             writer: Mutex::new(()),
+            reload_hooks: Default::default(),
             config,
         }
     }
@@ -144,6 +151,11 @@ impl Shared {
         // Every deadline derives from saved state: the set is rebuilt from the files.
         self.rebuild_schedule();
         self.check_dkim_keys();
+        if let Ok(hooks) = self.reload_hooks.lock() {
+            for hook in hooks.iter() {
+                hook();
+            }
+        }
         Ok(summary)
     }
 

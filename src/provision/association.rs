@@ -190,6 +190,8 @@ impl Association {
             Family::Dmarc,
             Family::Dkim,
             Family::Ownership,
+            Family::MtaSts,
+            Family::TlsRpt,
         ] {
             if lines(before, family) != lines(after, family)
                 || touched.iter().any(|l| owns(family, l))
@@ -358,6 +360,15 @@ impl Associations {
                 (
                     "autoconfig",
                     candidate.records.autoconfig && other.records.autoconfig,
+                ),
+                // One policy and one report address per domain (RFC 8461 §3.1, RFC 8460 §3).
+                (
+                    "mta-sts",
+                    candidate.records.mta_sts && other.records.mta_sts,
+                ),
+                (
+                    "tls-rpt",
+                    candidate.records.tls_rpt && other.records.tls_rpt,
                 ),
             ] {
                 if both {
@@ -674,6 +685,8 @@ mod tests {
             spf: true,
             dmarc: false,
             dkim: false,
+            mta_sts: false,
+            tls_rpt: false,
         }
     }
 
@@ -718,6 +731,8 @@ mod tests {
             spf: true,
             dmarc: true,
             dkim: false,
+            mta_sts: false,
+            tls_rpt: false,
         };
         assert!(
             set.check(&association("other", Mode::NonAuthoritative, only_spf))

@@ -6,6 +6,7 @@
 
 pub mod association;
 pub mod dkim;
+pub mod mta_sts;
 pub mod platform;
 pub mod records;
 pub mod spf;

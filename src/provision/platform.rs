@@ -42,6 +42,13 @@ pub struct Platform {
     /// How DKIM keys are made, published and rotated for domains on this platform.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dkim: Option<DkimPolicy>,
+    /// MTA-STS (family `mta-sts`): the policy the web listener serves and where
+    /// `mta-sts.<domain>` points.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mta_sts: Option<super::mta_sts::MtaSts>,
+    /// TLS reporting (family `tls-rpt`): where senders report TLS failures.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_rpt: Option<super::mta_sts::TlsRpt>,
 }
 
 /// A platform's DKIM policy.
@@ -189,7 +196,24 @@ impl Platform {
             ownership_target: Some("check.mail.example.net.".into()),
             ttl: 3600,
             dkim: Some(DkimPolicy::default()),
+            mta_sts: Some(super::mta_sts::MtaSts {
+                mode: super::mta_sts::StsMode::Testing,
+                max_age_secs: 604_800,
+                mx: vec![],
+                web_host: Some(host.clone()),
+                web_addresses: vec![],
+            }),
+            tls_rpt: Some(super::mta_sts::TlsRpt {
+                rua: vec!["mailto:tls-reports@mail.example.net".into()],
+            }),
         }
+    }
+
+    /// The MTA-STS policy text of this platform, when it offers MTA-STS.
+    pub fn mta_sts_policy(&self) -> Option<String> {
+        let sts = self.mta_sts.as_ref()?;
+        let hosts: Vec<&str> = self.mx.iter().map(|m| m.host.as_str()).collect();
+        Some(sts.policy(&hosts))
     }
 
     /// Checks the values serde cannot; returns the key path below `platforms[i]` and why.
@@ -305,6 +329,15 @@ impl Platform {
                 (_, Some(z)) => absolute("dkim.delegation_zone".into(), z)?,
                 _ => {}
             }
+        }
+        if let Some(sts) = &self.mta_sts {
+            sts.validate(!self.mx.is_empty())?;
+            if let Some(h) = &sts.web_host {
+                absolute("mta_sts.web_host".into(), h)?;
+            }
+        }
+        if let Some(rpt) = &self.tls_rpt {
+            rpt.validate()?;
         }
         if self.ttl > crate::zone::master::MAX_TTL {
             return Err(("ttl".into(), "too large".into()));

@@ -22,6 +22,10 @@ pub enum Family {
     Dmarc,
     Dkim,
     Ownership,
+    #[serde(rename = "mta-sts")]
+    MtaSts,
+    #[serde(rename = "tls-rpt")]
+    TlsRpt,
 }
 
 impl Family {
@@ -34,6 +38,8 @@ impl Family {
             Family::Dmarc => "dmarc",
             Family::Dkim => "dkim",
             Family::Ownership => "ownership",
+            Family::MtaSts => "mta-sts",
+            Family::TlsRpt => "tls-rpt",
         }
     }
 }
@@ -49,6 +55,13 @@ pub struct Families {
     pub dmarc: bool,
     /// DKIM keys generated, published and rotated by mailzone (off unless asked for).
     pub dkim: bool,
+    /// MTA-STS: `_mta-sts` TXT and `mta-sts.<domain>` to the web listener (off unless asked
+    /// for: the platform must serve the policy over HTTPS first).
+    #[serde(rename = "mta-sts", alias = "mta_sts")]
+    pub mta_sts: bool,
+    /// TLS-RPT: `_smtp._tls` TXT (off unless asked for).
+    #[serde(rename = "tls-rpt", alias = "tls_rpt")]
+    pub tls_rpt: bool,
 }
 
 impl Default for Families {
@@ -60,6 +73,8 @@ impl Default for Families {
             spf: true,
             dmarc: true,
             dkim: false,
+            mta_sts: false,
+            tls_rpt: false,
         }
     }
 }
@@ -75,6 +90,10 @@ pub struct FamiliesPatch {
     pub spf: Option<bool>,
     pub dmarc: Option<bool>,
     pub dkim: Option<bool>,
+    #[serde(rename = "mta-sts", alias = "mta_sts")]
+    pub mta_sts: Option<bool>,
+    #[serde(rename = "tls-rpt", alias = "tls_rpt")]
+    pub tls_rpt: Option<bool>,
 }
 
 impl FamiliesPatch {
@@ -87,6 +106,8 @@ impl FamiliesPatch {
             spf: self.spf.unwrap_or(current.spf),
             dmarc: self.dmarc.unwrap_or(current.dmarc),
             dkim: self.dkim.unwrap_or(current.dkim),
+            mta_sts: self.mta_sts.unwrap_or(current.mta_sts),
+            tls_rpt: self.tls_rpt.unwrap_or(current.tls_rpt),
         }
     }
 }
@@ -312,6 +333,54 @@ pub fn expected_records(
             value,
         ));
     }
+    if families.mta_sts {
+        let (Some(sts), Some(policy)) = (&platform.mta_sts, platform.mta_sts_policy()) else {
+            return Err(missing("mta-sts", "mta_sts"));
+        };
+        out.push(ExpectedRecord::new(
+            Family::MtaSts,
+            &child(domain, "_mta-sts"),
+            RecordType::TXT,
+            ttl,
+            super::mta_sts::record(&policy),
+        ));
+        let web = child(domain, "mta-sts");
+        if let Some(host) = &sts.web_host {
+            out.push(ExpectedRecord::new(
+                Family::MtaSts,
+                &web,
+                RecordType::CNAME,
+                ttl,
+                host.clone(),
+            ));
+        }
+        for ip in &sts.web_addresses {
+            let rtype = if ip.is_ipv4() {
+                RecordType::A
+            } else {
+                RecordType::AAAA
+            };
+            out.push(ExpectedRecord::new(
+                Family::MtaSts,
+                &web,
+                rtype,
+                ttl,
+                ip.to_string(),
+            ));
+        }
+    }
+    if families.tls_rpt {
+        let Some(rpt) = &platform.tls_rpt else {
+            return Err(missing("tls-rpt", "tls_rpt"));
+        };
+        out.push(ExpectedRecord::new(
+            Family::TlsRpt,
+            &child(domain, "_smtp._tls"),
+            RecordType::TXT,
+            ttl,
+            rpt.record(),
+        ));
+    }
     if let Some(token) = ownership_token {
         let Some(target) = &platform.ownership_target else {
             return Err(missing("ownership", "ownership_target"));
@@ -404,6 +473,82 @@ mod tests {
         p.autoconfig_host = None;
         let e = expected_records(&domain(), &p, &Families::default(), None).unwrap_err();
         assert_eq!(e.missing, "autoconfig_host");
+    }
+
+    fn with_mail_security() -> Families {
+        Families {
+            mta_sts: true,
+            tls_rpt: true,
+            ..Families::default()
+        }
+    }
+
+    #[test]
+    fn mta_sts_publishes_the_policy_id_and_points_mta_sts_at_the_web_listener() {
+        let p = Platform::example();
+        let r = expected_records(&domain(), &p, &with_mail_security(), None).unwrap();
+        let sts: Vec<&str> = r
+            .iter()
+            .filter(|r| r.family == Family::MtaSts)
+            .map(|r| r.line.as_str())
+            .collect();
+        let id = crate::provision::mta_sts::policy_id(&p.mta_sts_policy().unwrap());
+        assert_eq!(
+            sts,
+            [
+                format!("_mta-sts.shop.test. 3600 IN TXT \"v=STSv1; id={id}\""),
+                "mta-sts.shop.test. 3600 IN CNAME pro1.mail.example.net.".to_string()
+            ]
+        );
+        let rpt = r.iter().find(|r| r.family == Family::TlsRpt).unwrap();
+        assert_eq!(
+            rpt.line,
+            "_smtp._tls.shop.test. 3600 IN TXT \"v=TLSRPTv1; rua=mailto:tls-reports@mail.example.net\""
+        );
+    }
+
+    #[test]
+    fn mta_sts_with_addresses_gives_a_and_aaaa_records() {
+        let mut p = Platform::example();
+        let sts = p.mta_sts.as_mut().unwrap();
+        sts.web_host = None;
+        sts.web_addresses = vec!["192.0.2.7".parse().unwrap(), "2001:db8::7".parse().unwrap()];
+        let r = expected_records(&domain(), &p, &with_mail_security(), None).unwrap();
+        let web: Vec<(&str, &str)> = r
+            .iter()
+            .filter(|r| r.name == "mta-sts.shop.test.")
+            .map(|r| (r.rtype.as_str(), r.value.as_str()))
+            .collect();
+        assert_eq!(web, [("A", "192.0.2.7"), ("AAAA", "2001:db8::7")]);
+    }
+
+    #[test]
+    fn changing_the_mx_set_changes_the_mta_sts_id() {
+        let p = Platform::example();
+        let before = expected_records(&domain(), &p, &with_mail_security(), None).unwrap();
+        let mut q = p.clone();
+        q.mx.pop();
+        let after = expected_records(&domain(), &q, &with_mail_security(), None).unwrap();
+        let id = |set: &[ExpectedRecord]| {
+            set.iter()
+                .find(|r| r.name == "_mta-sts.shop.test.")
+                .unwrap()
+                .value
+                .clone()
+        };
+        assert_ne!(id(&before), id(&after));
+        assert_eq!(
+            id(&before),
+            id(&expected_records(&domain(), &p, &with_mail_security(), None).unwrap())
+        );
+    }
+
+    #[test]
+    fn mta_sts_is_refused_for_a_platform_without_the_setting() {
+        let mut p = Platform::example();
+        p.mta_sts = None;
+        let e = expected_records(&domain(), &p, &with_mail_security(), None).unwrap_err();
+        assert_eq!(e.missing, "mta_sts");
     }
 
     #[test]

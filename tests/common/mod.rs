@@ -52,12 +52,19 @@ impl TestDaemon {
 
     /// Starts a daemon on an existing folder with this configuration.
     pub fn run(dir: tempfile::TempDir, config: Config) -> Self {
+        Self::run_with_file(dir, config, None)
+    }
+
+    /// Like `run`, remembering the config file a reload re-reads platforms from.
+    pub fn run_with_file(dir: tempfile::TempDir, config: Config, file: Option<PathBuf>) -> Self {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
             .build()
             .unwrap();
-        let daemon = runtime.block_on(Daemon::start(config)).unwrap();
+        let daemon = runtime
+            .block_on(Daemon::start_with_config_file(config, file))
+            .unwrap();
         Self {
             dns: daemon.dns_addrs()[0],
             http: daemon.http_addr(),
