@@ -42,7 +42,9 @@ pub struct WebClient {
 
 impl std::fmt::Debug for WebClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("WebClient").field("port", &self.port).finish()
+        f.debug_struct("WebClient")
+            .field("port", &self.port)
+            .finish()
     }
 }
 
@@ -98,8 +100,7 @@ impl WebClient {
             .await
             .map_err(step("connecting to"))?
             .map_err(|e| format!("connecting to {addr}: {e}"))?;
-        let name =
-            ServerName::try_from(host.to_string()).map_err(|e| format!("{host}: {e}"))?;
+        let name = ServerName::try_from(host.to_string()).map_err(|e| format!("{host}: {e}"))?;
         let mut tls = tokio::time::timeout(
             self.timeout,
             tokio_rustls::TlsConnector::from(config).connect(name, tcp),
@@ -217,10 +218,16 @@ pub async fn look(
             .await;
         seen.mta_sts_policy = Some(status_ok(r, &host).and_then(|(ct, body)| {
             // RFC 8461 §3.3: the media type must be text/plain.
-            if ct.split(';').next().is_some_and(|t| t.trim().eq_ignore_ascii_case("text/plain")) {
+            if ct
+                .split(';')
+                .next()
+                .is_some_and(|t| t.trim().eq_ignore_ascii_case("text/plain"))
+            {
                 Ok(body)
             } else {
-                Err(format!("{host} serves the policy as {ct:?}, not text/plain"))
+                Err(format!(
+                    "{host} serves the policy as {ct:?}, not text/plain"
+                ))
             }
         }));
     }
@@ -236,7 +243,13 @@ pub async fn look(
             crate::web::documents::RESPONSE_SCHEMA
         );
         let r = client
-            .fetch(prober, &host, "POST", "/autodiscover/autodiscover.xml", &body)
+            .fetch(
+                prober,
+                &host,
+                "POST",
+                "/autodiscover/autodiscover.xml",
+                &body,
+            )
             .await;
         seen.autodiscover = Some(status_ok(r, &host).map(|(_, b)| b));
     }

@@ -62,7 +62,12 @@ fn pairs(xml: &str, host_tag: &str, port_tag: &str) -> Vec<(String, u16)> {
             Event::Start(e) => current = e.local_name().as_ref().to_string(),
             Event::End(_) => current.clear(),
             Event::Text(t) if current == host_tag => {
-                host = Some(t.xml10_content().trim().trim_end_matches('.').to_ascii_lowercase())
+                host = Some(
+                    t.xml10_content()
+                        .trim()
+                        .trim_end_matches('.')
+                        .to_ascii_lowercase(),
+                )
             }
             Event::Text(t) if current == port_tag => {
                 if let (Some(h), Ok(p)) = (host.take(), t.xml10_content().trim().parse()) {
@@ -113,7 +118,10 @@ fn judge_documents(subject: &Subject<'_>, g: &Gathered) -> Vec<Finding> {
                 };
                 if wrong {
                     let list = |v: &[(String, u16)]| {
-                        v.iter().map(|(h, p)| format!("{h}:{p}")).collect::<Vec<_>>().join(", ")
+                        v.iter()
+                            .map(|(h, p)| format!("{h}:{p}"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
                     };
                     out.push(finding(
                         "autoconfig.settings_differ",

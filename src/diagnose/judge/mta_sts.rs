@@ -72,9 +72,7 @@ fn parse_policy(text: &str) -> Policy {
 fn covers(pattern: &str, host: &str) -> bool {
     let host = host.trim_end_matches('.').to_ascii_lowercase();
     match pattern.strip_prefix("*.") {
-        Some(suffix) => host
-            .split_once('.')
-            .is_some_and(|(_, rest)| rest == suffix),
+        Some(suffix) => host.split_once('.').is_some_and(|(_, rest)| rest == suffix),
         None => host == pattern,
     }
 }
@@ -124,7 +122,11 @@ pub fn judge_mta_sts(subject: &Subject<'_>, g: &Gathered) -> Vec<Finding> {
         }
     }
     // mta-sts.<domain>: the CNAME or the addresses of the web listener.
-    let web: Vec<&ExpectedRecord> = expected.iter().filter(|e| e.rtype != "TXT").copied().collect();
+    let web: Vec<&ExpectedRecord> = expected
+        .iter()
+        .filter(|e| e.rtype != "TXT")
+        .copied()
+        .collect();
     for rtype in [RecordType::CNAME, RecordType::A, RecordType::AAAA] {
         let of_type: Vec<&ExpectedRecord> = web
             .iter()
@@ -171,28 +173,47 @@ fn judge_policy(subject: &Subject<'_>, g: &Gathered, text: &str) -> Vec<Finding>
     let policy = parse_policy(text);
     let mut out = Vec::new();
     let bad = |code: &str, message: String| {
-        Finding::new("mta-sts", code, CheckStatus::Mismatch, Severity::Error, message)
-            .seen(BTreeMap::from([("policy".to_string(), text.lines().map(String::from).collect())]))
+        Finding::new(
+            "mta-sts",
+            code,
+            CheckStatus::Mismatch,
+            Severity::Error,
+            message,
+        )
+        .seen(BTreeMap::from([(
+            "policy".to_string(),
+            text.lines().map(String::from).collect(),
+        )]))
     };
     if policy.version.as_deref() != Some("STSv1") {
-        out.push(bad("mta-sts.policy_invalid", "the policy has no \"version: STSv1\" line".into()));
+        out.push(bad(
+            "mta-sts.policy_invalid",
+            "the policy has no \"version: STSv1\" line".into(),
+        ));
     }
     if !matches!(policy.mode.as_deref(), Some("enforce" | "testing" | "none")) {
-        out.push(bad("mta-sts.policy_invalid", "the policy's mode is not enforce, testing or none".into()));
+        out.push(bad(
+            "mta-sts.policy_invalid",
+            "the policy's mode is not enforce, testing or none".into(),
+        ));
     }
     match policy.max_age {
         Some(a) if a <= u64::from(crate::provision::mta_sts::MAX_AGE_LIMIT) => {}
-        _ => out.push(bad("mta-sts.policy_invalid", "the policy's max_age is missing or over 31557600".into())),
+        _ => out.push(bad(
+            "mta-sts.policy_invalid",
+            "the policy's max_age is missing or over 31557600".into(),
+        )),
     }
     if policy.mode.as_deref() != Some("none") {
         // Every MX the domain serves (else the platform's) must be covered, or a sender in
         // enforce mode refuses to deliver to it.
         let domain = subject.domain().to_string();
-        let served: Vec<String> = consensus("mta-sts", "MX", &per_server(g, &domain, RecordType::MX))
-            .unwrap_or_default()
-            .iter()
-            .filter_map(|v| v.split_whitespace().nth(1).map(String::from))
-            .collect();
+        let served: Vec<String> =
+            consensus("mta-sts", "MX", &per_server(g, &domain, RecordType::MX))
+                .unwrap_or_default()
+                .iter()
+                .filter_map(|v| v.split_whitespace().nth(1).map(String::from))
+                .collect();
         let hosts: Vec<String> = if served.is_empty() {
             subject.platform.mx.iter().map(|m| m.host.clone()).collect()
         } else {
@@ -236,25 +257,37 @@ pub fn judge_tls_rpt(subject: &Subject<'_>, g: &Gathered) -> Vec<Finding> {
         [] => vec![finding(
             "tls-rpt.missing",
             CheckStatus::Missing,
-            format!("{} has no v=TLSRPTv1 record: TLS failures are not reported", e.name),
+            format!(
+                "{} has no v=TLSRPTv1 record: TLS failures are not reported",
+                e.name
+            ),
         )],
         [one] if !tls_rpt_record_ok(one) => vec![finding(
             "tls-rpt.invalid",
             CheckStatus::Mismatch,
-            format!("{one:?} is not a valid TLS-RPT record (v=TLSRPTv1; rua=mailto:... or https://...)"),
+            format!(
+                "{one:?} is not a valid TLS-RPT record (v=TLSRPTv1; rua=mailto:... or https://...)"
+            ),
         )],
         [one] if normalise(RecordType::TXT, one) != normalise(RecordType::TXT, &e.value) => {
             vec![finding(
                 "tls-rpt.mismatch",
                 CheckStatus::Mismatch,
-                format!("{} sends reports elsewhere than the platform asks: {one:?}", e.name),
+                format!(
+                    "{} sends reports elsewhere than the platform asks: {one:?}",
+                    e.name
+                ),
             )]
         }
         [_] => vec![],
         many => vec![finding(
             "tls-rpt.several",
             CheckStatus::Conflict,
-            format!("{} has {} v=TLSRPTv1 records: senders use none (RFC 8460 §3)", e.name, many.len()),
+            format!(
+                "{} has {} v=TLSRPTv1 records: senders use none (RFC 8460 §3)",
+                e.name,
+                many.len()
+            ),
         )],
     };
     or_ok(out, "tls-rpt", "TLS reports go to the platform")
@@ -269,14 +302,18 @@ mod tests {
         assert!(sts_record_ok("v=STSv1; id=20260101abc"));
         assert!(!sts_record_ok("id=1; v=STSv1"));
         assert!(!sts_record_ok("v=STSv1; id=has-dash"));
-        assert!(!sts_record_ok("v=STSv1; id=123456789012345678901234567890123"));
+        assert!(!sts_record_ok(
+            "v=STSv1; id=123456789012345678901234567890123"
+        ));
         assert!(!sts_record_ok("v=STSv1"));
     }
 
     #[test]
     fn tls_rpt_records_need_mailto_or_https_addresses() {
         assert!(tls_rpt_record_ok("v=TLSRPTv1; rua=mailto:tls@mail.test"));
-        assert!(tls_rpt_record_ok("v=TLSRPTv1;rua=mailto:a@b.test,https://r.test/x"));
+        assert!(tls_rpt_record_ok(
+            "v=TLSRPTv1;rua=mailto:a@b.test,https://r.test/x"
+        ));
         assert!(!tls_rpt_record_ok("v=TLSRPTv1; rua=tls@mail.test"));
         assert!(!tls_rpt_record_ok("rua=mailto:a@b.test; v=TLSRPTv1"));
         assert!(!tls_rpt_record_ok("v=TLSRPTv1"));

@@ -400,5 +400,8 @@ fn a_policy_missing_an_mx_or_unreachable_is_red() {
         ["mta-sts.policy_unreachable"]
     );
     let no_mode = example_policy().replace("mode: testing\r\n", "");
-    assert_eq!(sts_case(Some(Ok(no_mode)), |_| {}), ["mta-sts.policy_invalid"]);
+    assert_eq!(
+        sts_case(Some(Ok(no_mode)), |_| {}),
+        ["mta-sts.policy_invalid"]
+    );
 }
