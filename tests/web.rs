@@ -922,6 +922,8 @@ struct World {
 fn quick_platform() -> Platform {
     let mut p = platform();
     p.ttl = 1;
+    // The daemon under test does not host far.test: an external domain's ownership record.
+    p.ownership_target = Some("check.mail.test.".into());
     p
 }
 
