@@ -909,3 +909,191 @@ fn postfix_mta_sts_resolver_accepts_the_policy() {
     assert_eq!(v["policy"]["mx"], json!(["mx1.mail.test", "mx2.mail.test"]));
     assert_eq!(v["policy"]["max_age"], 86400);
 }
+
+/// "The world": a mailzone on 127.0.0.2 hosting far.test (associated there, so it serves
+/// its records and its web documents) and mail.test; the daemon under test associates
+/// far.test as an external domain and diagnoses it through the world's DNS and HTTPS.
+struct World {
+    world: TestDaemon,
+    d: TestDaemon,
+    _ca_file: tempfile::NamedTempFile,
+}
+
+fn quick_platform() -> Platform {
+    let mut p = platform();
+    p.ttl = 1;
+    // The daemon under test does not host far.test: an external domain's ownership record.
+    p.ownership_target = Some("check.mail.test.".into());
+    p
+}
+
+fn world(check_autoconfig_http: bool) -> (World, Pki) {
+    let zone = "$ORIGIN far.test.\n$TTL 1\n@ SOA ns1 hostmaster 1 3600 600 86400 1\n@ NS ns1\nns1 A 127.0.0.2\n";
+    let mail = "$ORIGIN mail.test.\n$TTL 1\n@ SOA ns1 hostmaster 1 3600 600 86400 1\n@ NS ns1\nns1 A 127.0.0.2\nweb A 127.0.0.2\n";
+    let world =
+        TestDaemon::start_tuned(&[("far.test.zone", zone), ("mail.test.zone", mail)], |c| {
+            c.dns.listen = vec!["127.0.0.2:0".parse().unwrap()];
+            web_config(c);
+            c.web.http_listen = None;
+            c.web.https_listen = Some("127.0.0.2:0".parse().unwrap());
+            c.platforms = vec![quick_platform()];
+        });
+    let (status, body) = api(
+        world.http,
+        "POST",
+        "/v1/domains",
+        &json!({"domain": "far.test", "platform": "web1", "mode": "authoritative",
+                "records": {"mta-sts": true, "tls-rpt": true}}),
+    );
+    assert_eq!(status, 201, "{body}");
+    let pki = Pki::new();
+    let (chain, key) = pki.leaf(&[
+        "mta-sts.far.test",
+        "autoconfig.far.test",
+        "autodiscover.far.test",
+    ]);
+    let certs = world.daemon().web_certs().unwrap();
+    for stem in [
+        "mta-sts.far.test",
+        "autoconfig.far.test",
+        "autodiscover.far.test",
+    ] {
+        certs.install(stem, &chain, &key).unwrap();
+    }
+    let ca_file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(ca_file.path(), pki.ca_pem()).unwrap();
+    let (dns, https) = (world.dns, world.daemon().web_https_addr().unwrap());
+    let ca_path = ca_file.path().to_path_buf();
+    let d = TestDaemon::start_tuned(&[], move |c| {
+        c.platforms = vec![quick_platform()];
+        c.diagnosis.resolver = Some(dns);
+        c.diagnosis.port = dns.port();
+        c.diagnosis.web_port = https.port();
+        c.diagnosis.web_ca_file = ca_path;
+        c.diagnosis.check_autoconfig_http = check_autoconfig_http;
+        c.diagnosis.interval_secs = 3600;
+        // A TLS handshake of a debug build on a loaded machine can take a while.
+        c.diagnosis.timeout_ms = 2000;
+        c.diagnosis.budget_ms = 8000;
+    });
+    let (status, body) = api(
+        d.http,
+        "POST",
+        "/v1/domains",
+        &json!({"domain": "far.test", "platform": "web1", "mode": "authoritative",
+                "records": {"mta-sts": true, "tls-rpt": true}}),
+    );
+    assert_eq!(status, 201, "{body}");
+    // Past the platform's TTL: what is wrong is red, not pending.
+    std::thread::sleep(Duration::from_millis(1200));
+    (
+        World {
+            world,
+            d,
+            _ca_file: ca_file,
+        },
+        pki,
+    )
+}
+
+impl World {
+    /// The codes of the checks `names`, from a diagnosis run now.
+    fn codes(&self, names: &[&str]) -> Vec<String> {
+        let (status, text) = http(
+            self.d.http,
+            "POST",
+            "/v1/domains/far.test/diagnose",
+            Some(TOKEN),
+            None,
+        );
+        assert_eq!(status, 200, "{text}");
+        let v = json(&text);
+        v["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|f| names.contains(&f["check"].as_str().unwrap_or("")))
+            .map(|f| f["code"].as_str().unwrap().to_string())
+            .collect()
+    }
+}
+
+#[test]
+fn diagnosis_fetches_the_policy_over_https_and_finds_mta_sts_tls_rpt_and_autoconfig_green() {
+    let (w, _) = world(true);
+    let mut codes = w.codes(&["mta-sts", "tls-rpt", "autoconfig"]);
+    codes.sort();
+    assert_eq!(codes, ["autoconfig.ok", "mta-sts.ok", "tls-rpt.ok"]);
+}
+
+#[test]
+fn diagnosis_reports_a_policy_whose_certificate_is_not_trusted() {
+    let (w, _) = world(false);
+    let other = Pki::new();
+    let (chain, key) = other.leaf(&["mta-sts.far.test"]);
+    w.world
+        .daemon()
+        .web_certs()
+        .unwrap()
+        .install("mta-sts.far.test", &chain, &key)
+        .unwrap();
+    assert_eq!(w.codes(&["mta-sts"]), ["mta-sts.policy_unreachable"]);
+}
+
+#[test]
+fn diagnosis_reports_a_stale_mta_sts_id() {
+    let (w, _) = world(false);
+    let (status, body) = api(
+        w.world.http,
+        "PATCH",
+        "/v1/zones/far.test/records",
+        &json!({"operations": [{"op": "replace", "name": "_mta-sts", "type": "TXT", "ttl": 1, "records": ["\"v=STSv1; id=old1\""]}]}),
+    );
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(w.codes(&["mta-sts"]), ["mta-sts.stale_id"]);
+}
+
+#[test]
+fn requests_to_unknown_hosts_and_bad_bodies_are_not_logged() {
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("zones")).unwrap();
+    let d = ChildDaemon::start_configured(
+        dir,
+        &format!(
+            "web:\n  enabled: true\n  http_listen: \"127.0.0.1:{port}\"\n  https_listen: null\n"
+        ),
+    );
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    for i in 0..40 {
+        let host = format!("autoconfig.unknown{i}.test");
+        let r = plain(
+            addr,
+            &request("GET", &host, "/mail/config-v1.1.xml", "", ""),
+        );
+        assert_eq!(r.status, 404);
+        let r = plain(
+            addr,
+            &request(
+                "POST",
+                &host,
+                "/autodiscover/autodiscover.xml",
+                "",
+                "<!DOCTYPE x [<!ENTITY a \"b\">]>",
+            ),
+        );
+        assert_eq!(r.status, 404);
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let logged: Vec<String> = d.lines.try_iter().collect();
+    assert!(
+        !logged
+            .iter()
+            .any(|l| l.contains("unknown") || l.contains("/mail/") || l.contains("autodiscover")),
+        "{logged:#?}"
+    );
+    assert!(logged.len() < 5, "{logged:#?}");
+}

@@ -284,6 +284,14 @@ pub struct DiagnosisConfig {
     pub concurrency: usize,
     /// Queries in flight to one nameserver address at the same time.
     pub per_nameserver: usize,
+    /// Port the HTTPS checks connect to (MTA-STS policy, autoconfig): 443, or a loopback
+    /// port in tests.
+    pub web_port: u16,
+    /// PEM file of the certificate authorities HTTPS checks trust.
+    pub web_ca_file: PathBuf,
+    /// Whether autoconfig and autodiscover are fetched over HTTPS and compared with the
+    /// platform's settings (off: only their DNS names are checked).
+    pub check_autoconfig_http: bool,
 }
 
 impl Default for DiagnosisConfig {
@@ -296,6 +304,9 @@ impl Default for DiagnosisConfig {
             interval_secs: 300,
             concurrency: 32,
             per_nameserver: 4,
+            web_port: 443,
+            web_ca_file: PathBuf::from("/etc/ssl/certs/ca-certificates.crt"),
+            check_autoconfig_http: false,
         }
     }
 }

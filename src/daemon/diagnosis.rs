@@ -30,7 +30,7 @@ use crate::provision::dkim::{SelectorState, active};
 use crate::zone::set::unix_now;
 
 /// The checks shown as boxes and exported as `mailzone_diagnosis_check_status`.
-const CHECKS: [&str; 8] = [
+const CHECKS: [&str; 10] = [
     "delegation",
     "mx",
     "srv",
@@ -39,6 +39,8 @@ const CHECKS: [&str; 8] = [
     "dkim",
     "dmarc",
     "ownership",
+    "mta-sts",
+    "tls-rpt",
 ];
 
 /// A check's value in `mailzone_diagnosis_check_status`: 0 ok, 1 pending, 2 notice, 3 red.

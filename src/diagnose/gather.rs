@@ -41,6 +41,8 @@ pub struct Gathered {
     pub answers: HashMap<(String, RecordType), BTreeMap<String, Served>>,
     pub discovery_error: Option<String>,
     pub queries: u32,
+    /// What the HTTPS checks saw (MTA-STS policy, autoconfig), when they ran.
+    pub web: super::web::WebSeen,
 }
 
 impl Gathered {
@@ -62,6 +64,7 @@ impl Gathered {
                 .collect(),
             discovery_error: self.discovery_error.clone(),
             queries: self.queries,
+            web: self.web.clone(),
         }
     }
 }
@@ -125,6 +128,10 @@ impl<'a> Subject<'a> {
         q.insert((format!("_dmarc.{d}"), u16::from(RecordType::TXT)));
         for label in ["autoconfig", "autodiscover"] {
             q.insert((format!("{label}.{d}"), u16::from(RecordType::CNAME)));
+        }
+        if self.association.records.mta_sts {
+            // The MX set the policy must cover.
+            q.insert((d.clone(), u16::from(RecordType::MX)));
         }
         for e in &self.expected {
             let t: RecordType = e.rtype.parse().unwrap_or(RecordType::NULL);

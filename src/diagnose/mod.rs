@@ -12,6 +12,7 @@ pub mod judge;
 pub mod probe;
 pub mod spf;
 pub mod verdict;
+pub mod web;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -44,7 +45,21 @@ pub async fn check_once(
     per_server: &(dyn Fn(SocketAddr) -> Arc<Semaphore> + Sync),
 ) -> RunOutcome {
     let deadline = tokio::time::Instant::now() + prober.budget;
-    let gathered = checks::gather(prober, subject, per_server, deadline).await;
+    let mut gathered = checks::gather(prober, subject, per_server, deadline).await;
+    let records = &subject.association.records;
+    if records.mta_sts || (records.autoconfig && prober.check_autoconfig_http) {
+        let look = web::look(prober, &prober.web, subject, prober.check_autoconfig_http);
+        gathered.web = tokio::time::timeout_at(deadline, look)
+            .await
+            .unwrap_or_else(|_| {
+                let late = || Some(Err("no answer within the diagnosis budget".to_string()));
+                web::WebSeen {
+                    mta_sts_policy: if records.mta_sts { late() } else { None },
+                    autoconfig: None,
+                    autodiscover: None,
+                }
+            });
+    }
     let mut queries = gathered.queries;
     let domain = &subject.association.domain;
     let spf = match checks::served_spf(domain, &gathered) {

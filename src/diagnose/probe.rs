@@ -54,6 +54,10 @@ pub struct Prober {
     pub timeout: Duration,
     /// A whole domain's diagnosis, whatever the number of unanswering servers.
     pub budget: Duration,
+    /// The HTTPS client of the web checks (MTA-STS policy, autoconfig).
+    pub web: super::web::WebClient,
+    /// Whether autoconfig and autodiscover are fetched over HTTPS too.
+    pub check_autoconfig_http: bool,
     discovery: Arc<TokioResolver>,
 }
 
@@ -137,6 +141,8 @@ impl Prober {
             port: config.port,
             timeout,
             budget: Duration::from_millis(config.budget_ms.max(1)),
+            web: super::web::WebClient::new(config),
+            check_autoconfig_http: config.check_autoconfig_http,
             discovery,
         })
     }

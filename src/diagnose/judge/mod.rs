@@ -8,6 +8,7 @@ mod autoconfig;
 mod delegation;
 mod dkim;
 mod dmarc;
+mod mta_sts;
 mod mx;
 mod ownership;
 mod spf;
@@ -50,6 +51,8 @@ pub fn judge(
         (records.spf, "spf"),
         (records.dmarc, "dmarc"),
         (records.dkim, "dkim"),
+        (records.mta_sts, "mta-sts"),
+        (records.tls_rpt, "tls-rpt"),
         (!subject.association.hosted, "ownership"),
     ] {
         if on {
@@ -90,6 +93,8 @@ pub fn judge(
             "spf" => spf::judge(subject, g, spf),
             "dmarc" => dmarc::judge(subject, g, rua),
             "dkim" => dkim::judge(subject, g),
+            "mta-sts" => mta_sts::judge_mta_sts(subject, g),
+            "tls-rpt" => mta_sts::judge_tls_rpt(subject, g),
             _ => ownership::judge(subject, g),
         });
     }

@@ -294,3 +294,114 @@ fn fixes_say_what_to_add_and_what_to_remove() {
         );
     }
 }
+
+fn with_mail_security() -> Association {
+    let mut a = association(None);
+    a.records.mta_sts = true;
+    a.records.tls_rpt = true;
+    a
+}
+
+/// What every answering server serves, plus the policy fetched as `policy`.
+fn sts_case(policy: Option<Result<String, String>>, change: Change) -> Vec<String> {
+    let a = with_mail_security();
+    let p = Platform::example();
+    let subject = Subject::new(&a, &p);
+    let mut g = all_served(&subject);
+    g.web.mta_sts_policy = policy;
+    change(&mut g);
+    red(&judge(&subject, &g, None, &[]))
+        .into_iter()
+        .map(String::from)
+        .filter(|c| c.starts_with("mta-sts") || c.starts_with("tls-rpt"))
+        .collect()
+}
+
+fn example_policy() -> String {
+    Platform::example().mta_sts_policy().unwrap()
+}
+
+#[test]
+fn mta_sts_and_tls_rpt_served_and_the_policy_fetched_are_green() {
+    assert!(sts_case(Some(Ok(example_policy())), |_| {}).is_empty());
+}
+
+#[test]
+fn mta_sts_records_to_findings() {
+    let cases: Vec<(&str, Change, &str)> = vec![
+        (
+            "no _mta-sts record",
+            |g| set(g, "_mta-sts.far.example.", RecordType::TXT, ok(&[])),
+            "mta-sts.missing",
+        ),
+        (
+            "an old id",
+            |g| {
+                let old = (RecordType::TXT, "v=STSv1; id=old1".to_string());
+                set(g, "_mta-sts.far.example.", RecordType::TXT, ok(&[old]))
+            },
+            "mta-sts.stale_id",
+        ),
+        (
+            "two ids",
+            |g| {
+                let a = (RecordType::TXT, "v=STSv1; id=a1".to_string());
+                let b = (RecordType::TXT, "v=STSv1; id=b2".to_string());
+                set(g, "_mta-sts.far.example.", RecordType::TXT, ok(&[a, b]))
+            },
+            "mta-sts.several",
+        ),
+        (
+            "a malformed id",
+            |g| {
+                let bad = (RecordType::TXT, "v=STSv1; id=no-dashes".to_string());
+                set(g, "_mta-sts.far.example.", RecordType::TXT, ok(&[bad]))
+            },
+            "mta-sts.invalid",
+        ),
+        (
+            "no mta-sts host",
+            |g| set(g, "mta-sts.far.example.", RecordType::CNAME, ok(&[])),
+            "mta-sts.missing",
+        ),
+        (
+            "a TLS-RPT record without a URI scheme",
+            |g| {
+                let bad = (RecordType::TXT, "v=TLSRPTv1; rua=tls@x.test".to_string());
+                set(g, "_smtp._tls.far.example.", RecordType::TXT, ok(&[bad]))
+            },
+            "tls-rpt.invalid",
+        ),
+        (
+            "no TLS-RPT record",
+            |g| set(g, "_smtp._tls.far.example.", RecordType::TXT, ok(&[])),
+            "tls-rpt.missing",
+        ),
+    ];
+    for (what, change, code) in cases {
+        let red = sts_case(Some(Ok(example_policy())), change);
+        assert!(red.contains(&code.to_string()), "{what}: {red:?}");
+    }
+}
+
+#[test]
+fn a_policy_missing_an_mx_or_unreachable_is_red() {
+    let short = example_policy().replace("mx: mx4.mail.example.net\r\n", "");
+    assert_eq!(sts_case(Some(Ok(short)), |_| {}), ["mta-sts.mx_uncovered"]);
+    let pattern = example_policy()
+        .lines()
+        .filter(|l| !l.starts_with("mx:"))
+        .map(|l| format!("{l}\r\n"))
+        .collect::<String>()
+        + "mx: *.mail.example.net\r\n";
+    assert!(sts_case(Some(Ok(pattern)), |_| {}).is_empty());
+    assert_eq!(
+        sts_case(Some(Err("certificate not valid".into())), |_| {}),
+        ["mta-sts.policy_unreachable"]
+    );
+    let no_mode = example_policy().replace("mode: testing\r\n", "");
+    assert_eq!(
+        sts_case(Some(Ok(no_mode)), |_| {}),
+        ["mta-sts.policy_invalid"]
+    );
+}
