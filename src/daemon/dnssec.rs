@@ -26,6 +26,9 @@ use crate::zone::serial::next_serial;
 use crate::zone::set::{unix_now, zone_file};
 use crate::zone::writer::name_text;
 
+/// Zones signed per commit when many are due at once (first start, policy change).
+const SIGN_BATCH: usize = 256;
+
 /// The keys of a signed zone, loaded.
 #[derive(Debug)]
 pub struct ZoneKeys {
@@ -356,16 +359,30 @@ impl Shared {
             return;
         }
         let count = due.len();
-        // One zone at a time: a zone that fails does not hold back the others.
-        for item in due {
-            let origin = item.0.origin().clone();
+        // Committed in batches (10,000 zones signed at a first start are not 10,000
+        // commits); a batch that fails is retried zone by zone, so that a zone that fails
+        // does not hold back the others.
+        let mut due = due.into_iter().peekable();
+        while due.peek().is_some() {
+            let batch: Vec<_> = due.by_ref().take(SIGN_BATCH).collect();
             let result = async {
-                let zones = self.journal_zones(vec![item]).await?;
+                let zones = self.journal_zones(batch.clone()).await?;
                 self.store_journalled(zones).await
             }
             .await;
-            if let Err(e) = result {
-                tracing::error!(zone = %name_text(&origin), error = %e, "zone not signed");
+            if result.is_ok() {
+                continue;
+            }
+            for item in batch {
+                let origin = item.0.origin().clone();
+                let result = async {
+                    let zones = self.journal_zones(vec![item]).await?;
+                    self.store_journalled(zones).await
+                }
+                .await;
+                if let Err(e) = result {
+                    tracing::error!(zone = %name_text(&origin), error = %e, "zone not signed");
+                }
             }
         }
         tracing::info!(
