@@ -670,3 +670,25 @@ fn nsec3_is_refused_in_the_config_with_its_key() {
     let e = mailzone::config::Config::from_yaml(text, "mailzone.yaml").unwrap_err();
     assert!(e.to_string().contains("dnssec.denial"), "{e}");
 }
+
+/// ISC's EDNS compliance tests (ednscomp, genreport) that involve the DO bit, as dig runs
+/// them, on a signed zone: the DO bit is echoed, and the answer is right.
+#[test]
+fn the_ednscomp_do_tests_pass_on_a_signed_zone() {
+    let d = signed_daemon();
+    for (test, args, status) in [
+        ("do", vec!["+norec", "+edns=0", "+nocookie", "+dnssec", "example.test", "SOA"], "NOERROR"),
+        ("docd", vec!["+norec", "+edns=0", "+nocookie", "+dnssec", "+cd", "example.test", "SOA"], "NOERROR"),
+        ("edns1do", vec!["+norec", "+edns=1", "+noednsneg", "+nocookie", "+dnssec", "example.test", "SOA"], "BADVERS"),
+        ("ednstcp", vec!["+norec", "+edns=0", "+nocookie", "+dnssec", "+tcp", "example.test", "SOA"], "NOERROR"),
+        ("bind11", vec!["+norec", "+edns=0", "+cookie", "+nsid", "+expire", "+dnssec", "example.test", "SOA"], "NOERROR"),
+        ("edns@512", vec!["+norec", "+edns=0", "+nocookie", "+dnssec", "+bufsize=512", "+ignore", "example.test", "DNSKEY"], "NOERROR"),
+    ] {
+        let out = dig(d.dns, &args);
+        assert!(out.contains(&format!("status: {status}")), "{test}: {out}");
+        assert!(out.contains("; EDNS: version: 0, flags: do;"), "{test}: DO not echoed: {out}");
+        if status == "NOERROR" && test != "edns@512" {
+            assert!(out.contains("RRSIG\tSOA"), "{test}: {out}");
+        }
+    }
+}
