@@ -618,8 +618,16 @@ fn a_ksk_and_zsk_pair_signs_with_the_ksk_only_over_the_key_rrsets() {
         c.dnssec.keys = mailzone::dnssec::KeyScheme::KskZsk;
     });
     let keys = dig(d.dns, &["+short", "example.test", "DNSKEY"]);
-    assert_eq!(keys.lines().filter(|l| l.starts_with("257 ")).count(), 1, "{keys}");
-    assert_eq!(keys.lines().filter(|l| l.starts_with("256 ")).count(), 1, "{keys}");
+    assert_eq!(
+        keys.lines().filter(|l| l.starts_with("257 ")).count(),
+        1,
+        "{keys}"
+    );
+    assert_eq!(
+        keys.lines().filter(|l| l.starts_with("256 ")).count(),
+        1,
+        "{keys}"
+    );
     let tmp = tempfile::tempdir().unwrap();
     let file = tmp.path().join("z");
     std::fs::write(&file, axfr(&d)).unwrap();
@@ -630,13 +638,23 @@ fn a_ksk_and_zsk_pair_signs_with_the_ksk_only_over_the_key_rrsets() {
         .arg(&file)
         .output()
         .unwrap();
-    let text = String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
+    let text =
+        String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{text}");
-    assert!(text.contains("KSKs: 1 active") && text.contains("ZSKs: 1 active"), "{text}");
+    assert!(
+        text.contains("KSKs: 1 active") && text.contains("ZSKs: 1 active"),
+        "{text}"
+    );
     let anchor = trust_anchor(&d, tmp.path());
     let out = delv(&d, &anchor, &["example.test", "MX"]);
     assert!(out.contains("; fully validated"), "{out}");
-    let (_, body) = http(d.http, "GET", "/v1/zones/example.test./dnssec", Some(TOKEN), None);
+    let (_, body) = http(
+        d.http,
+        "GET",
+        "/v1/zones/example.test./dnssec",
+        Some(TOKEN),
+        None,
+    );
     // One DS: the KSK's.
     assert_eq!(json(&body)["ds"].as_array().unwrap().len(), 1, "{body}");
 }
@@ -660,8 +678,15 @@ fn an_ed25519_signed_zone_validates() {
     }
     let file = tmp.path().join("z");
     std::fs::write(&file, axfr(&d)).unwrap();
-    let out = Command::new("ldns-verify-zone").arg(&file).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new("ldns-verify-zone")
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]
@@ -669,4 +694,253 @@ fn nsec3_is_refused_in_the_config_with_its_key() {
     let text = "dnssec:\n  denial: nsec3\n";
     let e = mailzone::config::Config::from_yaml(text, "mailzone.yaml").unwrap_err();
     assert!(e.to_string().contains("dnssec.denial"), "{e}");
+}
+
+/// ISC's EDNS compliance tests (ednscomp, genreport) that involve the DO bit, as dig runs
+/// them, on a signed zone: the DO bit is echoed, and the answer is right.
+#[test]
+fn the_ednscomp_do_tests_pass_on_a_signed_zone() {
+    let d = signed_daemon();
+    for (test, args, status) in [
+        (
+            "do",
+            vec![
+                "+norec",
+                "+edns=0",
+                "+nocookie",
+                "+dnssec",
+                "example.test",
+                "SOA",
+            ],
+            "NOERROR",
+        ),
+        (
+            "docd",
+            vec![
+                "+norec",
+                "+edns=0",
+                "+nocookie",
+                "+dnssec",
+                "+cd",
+                "example.test",
+                "SOA",
+            ],
+            "NOERROR",
+        ),
+        (
+            "edns1do",
+            vec![
+                "+norec",
+                "+edns=1",
+                "+noednsneg",
+                "+nocookie",
+                "+dnssec",
+                "example.test",
+                "SOA",
+            ],
+            "BADVERS",
+        ),
+        (
+            "ednstcp",
+            vec![
+                "+norec",
+                "+edns=0",
+                "+nocookie",
+                "+dnssec",
+                "+tcp",
+                "example.test",
+                "SOA",
+            ],
+            "NOERROR",
+        ),
+        (
+            "bind11",
+            vec![
+                "+norec",
+                "+edns=0",
+                "+cookie",
+                "+nsid",
+                "+expire",
+                "+dnssec",
+                "example.test",
+                "SOA",
+            ],
+            "NOERROR",
+        ),
+        (
+            "edns@512",
+            vec![
+                "+norec",
+                "+edns=0",
+                "+nocookie",
+                "+dnssec",
+                "+bufsize=512",
+                "+ignore",
+                "example.test",
+                "DNSKEY",
+            ],
+            "NOERROR",
+        ),
+    ] {
+        let out = dig(d.dns, &args);
+        assert!(out.contains(&format!("status: {status}")), "{test}: {out}");
+        assert!(
+            out.contains("; EDNS: version: 0, flags: do;"),
+            "{test}: DO not echoed: {out}"
+        );
+        if status == "NOERROR" && test != "edns@512" {
+            assert!(out.contains("RRSIG\tSOA"), "{test}: {out}");
+        }
+    }
+}
+
+/// Stops `d` and starts a daemon on its folders with its configuration changed by `tune`.
+fn restart_tuned(d: TestDaemon, tune: impl FnOnce(&mut Config)) -> TestDaemon {
+    let mut config = d.daemon().shared().config.clone();
+    tune(&mut config);
+    config.dns.listen = vec![std::net::SocketAddr::from(([127, 0, 0, 1], 0))];
+    config.http.listen = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+    let mut d = d;
+    let dir = std::mem::replace(&mut d.dir, tempfile::tempdir().unwrap());
+    drop(d);
+    TestDaemon::run(dir, config)
+}
+
+#[test]
+fn an_algorithm_rollover_is_refused_clearly_and_the_zone_keeps_its_keys() {
+    let d = signed_daemon();
+    let before = dig(d.dns, &["+short", "example.test", "DNSKEY"]);
+    assert!(before.starts_with("257 3 13 "), "{before}");
+    let d = restart_tuned(d, |c| {
+        c.dnssec.algorithm = mailzone::dnssec::AlgorithmName::Ed25519;
+    });
+    let after = dig(d.dns, &["+short", "example.test", "DNSKEY"]);
+    assert_eq!(before, after);
+    let (_, body) = http(d.http, "GET", "/v1/status", Some(TOKEN), None);
+    assert!(
+        body.contains("algorithm rollovers are not supported"),
+        "{body}"
+    );
+}
+
+/// The key tags of the RRSIGs over `name`/`rtype`, as dig shows them.
+fn signing_tags(d: &TestDaemon, name: &str, rtype: &str) -> Vec<String> {
+    dig(
+        d.dns,
+        &["+norec", "+dnssec", "+noall", "+answer", name, rtype],
+    )
+    .lines()
+    .filter_map(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        (f.get(3) == Some(&"RRSIG") && f.get(4) == Some(&rtype)).then(|| f[10].to_string())
+    })
+    .collect()
+}
+
+#[test]
+fn a_zsk_rollover_pre_publishes_the_new_key_then_signs_with_it_then_drops_the_old_one() {
+    let d = TestDaemon::start_tuned(&[("example.test.zone", &zone_text())], |c| {
+        signed_config(c);
+        c.dnssec.keys = mailzone::dnssec::KeyScheme::KskZsk;
+        c.dnssec.dnskey_ttl = 1;
+        c.dnssec.propagation_secs = 1;
+    });
+    let old_zsk = signing_tags(&d, "example.test", "MX");
+    assert_eq!(old_zsk.len(), 1);
+    let (status, body) = api(
+        d.http,
+        "POST",
+        "/v1/zones/example.test./dnssec/rollover",
+        &serde_json::json!({"key": "zsk"}),
+    );
+    assert_eq!(status, 200, "{body}");
+    let new_zsk = json(&body)["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["state"] == "published")
+        .map(|k| k["key_tag"].to_string())
+        .expect("a published key");
+    // Pre-published: in the DNSKEY rrset, not signing yet.
+    let keys = dig(d.dns, &["+short", "example.test", "DNSKEY"]);
+    assert_eq!(keys.lines().count(), 3, "{keys}");
+    assert_eq!(signing_tags(&d, "example.test", "MX"), old_zsk);
+    // A second rollover while this one runs is refused.
+    let (status, _) = api(
+        d.http,
+        "POST",
+        "/v1/zones/example.test./dnssec/rollover",
+        &serde_json::json!({"key": "zsk"}),
+    );
+    assert_eq!(status, 409);
+    // After the DNSKEY TTL and the propagation time, the new key signs.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while signing_tags(&d, "example.test", "MX") != vec![new_zsk.clone()] {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the new ZSK never signed"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let keys = dig(d.dns, &["+short", "example.test", "DNSKEY"]);
+    assert_eq!(
+        keys.lines().count(),
+        3,
+        "the old key stays while its signatures may be cached: {keys}"
+    );
+    // Once the zone's largest TTL has passed, the old key goes.
+    d.daemon().shared().advance_dnssec_clock(3700);
+    while dig(d.dns, &["+short", "example.test", "DNSKEY"])
+        .lines()
+        .count()
+        != 2
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the old ZSK never left"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    if tool("ldns-verify-zone") {
+        let tmp = tempfile::tempdir().unwrap();
+        let file = tmp.path().join("z");
+        std::fs::write(&file, axfr(&d)).unwrap();
+        // Validated at the moved clock.
+        let out = Command::new("ldns-verify-zone")
+            .args(["-t", "+3700"])
+            .arg(&file)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let (_, body) = http(
+        d.http,
+        "GET",
+        "/v1/zones/example.test./dnssec",
+        Some(TOKEN),
+        None,
+    );
+    assert!(
+        !body.contains(&format!("\"key_tag\":{},", old_zsk[0])),
+        "{body}"
+    );
+    let files = std::fs::read_dir(d.dir.path().join("keys/dnssec/example.test")).unwrap();
+    assert_eq!(files.count(), 2, "the old ZSK's file is deleted");
+}
+
+#[test]
+fn a_csk_rollover_is_refused_until_the_parent_ds_can_be_checked() {
+    let d = signed_daemon();
+    let (status, body) = api(
+        d.http,
+        "POST",
+        "/v1/zones/example.test./dnssec/rollover",
+        &serde_json::json!({"key": "csk"}),
+    );
+    assert_eq!(status, 409, "{body}");
+    assert!(body.contains("parent"), "{body}");
 }

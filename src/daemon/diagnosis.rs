@@ -585,6 +585,7 @@ impl Shared {
                 Job::Rotate => shared.rotate_due(&key).await,
                 Job::DropRetired => shared.drop_retired(&key).await,
                 Job::Resign => shared.resign_due(&key.domain).await,
+                Job::RollKeys => shared.roll_due(&key.domain).await,
             }
         });
     }

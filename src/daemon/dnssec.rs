@@ -26,6 +26,9 @@ use crate::zone::serial::next_serial;
 use crate::zone::set::{unix_now, zone_file};
 use crate::zone::writer::name_text;
 
+/// Zones signed per commit when many are due at once (first start, policy change).
+const SIGN_BATCH: usize = 256;
+
 /// The keys of a signed zone, loaded.
 #[derive(Debug)]
 pub struct ZoneKeys {
@@ -117,6 +120,25 @@ impl Shared {
             return Ok(None);
         }
         if keys.keys.iter().any(|k| k.record.state == KeyState::Active) {
+            // An algorithm rollover (RFC 6781 §4.1.4) is not supported: the zone keeps the
+            // algorithm of its keys, and says why it does not follow the configuration.
+            let wanted = self.config.dnssec.algorithm;
+            if let Some(other) = keys
+                .keys
+                .iter()
+                .find(|k| k.record.state == KeyState::Active && k.record.algorithm != wanted)
+            {
+                let message = format!(
+                    "dnssec.algorithm is {} but the zone is signed with algorithm {}: algorithm rollovers are not supported; the zone keeps its algorithm {} keys (to change the algorithm, unsign the zone, remove the DS at the parent, and sign it again)",
+                    wanted.number(),
+                    other.record.algorithm.number(),
+                    other.record.algorithm.number()
+                );
+                let mut errors = self.dnssec_errors.lock().unwrap_or_else(|p| p.into_inner());
+                if errors.insert(name_text(origin), message.clone()).is_none() {
+                    tracing::error!(zone = %name_text(origin), "{message}");
+                }
+            }
             return Ok(Some(keys));
         }
         // First signing: new keys, active at once (no parent has a DS for them yet).
@@ -270,22 +292,231 @@ impl Shared {
         }
     }
 
-    /// The re-signing job of every signed zone (start, reload, clock moves).
+    /// The re-signing and key-rollover jobs of every signed zone (start, reload, clock moves).
     pub(super) fn resign_jobs(&self) -> Vec<(tokio::time::Instant, AssociationKey, Job)> {
-        self.zones
-            .load()
-            .zones()
+        let mut jobs = Vec::new();
+        for z in self.zones.load().zones() {
+            let key = AssociationKey::zone(&name_text(z.origin()));
+            if let Some(at) = self.resign_deadline(&z) {
+                jobs.push((at, key.clone(), Job::Resign));
+            }
+            if let Some(at) = self.roll_deadline(&z) {
+                jobs.push((at, key, Job::RollKeys));
+            }
+        }
+        jobs
+    }
+
+    /// Starts a key rollover. A ZSK is rolled by pre-publication (RFC 6781 §4.1.1.1): the new
+    /// key is published now, signs after the DNSKEY TTL and `propagation_secs`, and the old
+    /// one leaves the DNSKEY rrset after the zone's largest TTL more. CSK and KSK rollovers
+    /// need the new DS seen at every parent nameserver first (diagnosis), not done yet:
+    /// they are refused, as is a rollover while another is under way.
+    pub async fn start_rollover(
+        &self,
+        origin: &Name,
+        role: Role,
+    ) -> Result<DnssecView, WriteError> {
+        let _writer = self.writer.lock().await;
+        let Some(zone) = self.zones.load().get(origin) else {
+            return Err(WriteError::NotFound(origin.to_string()));
+        };
+        let keys = self
+            .signing_keys(origin)
+            .map_err(|e| WriteError::Conflict(format!("the zone's keys cannot be used: {e}")))?
+            .ok_or_else(|| {
+                WriteError::Conflict(format!("zone {} is not signed", name_text(origin)))
+            })?;
+        if role != Role::Zsk {
+            return Err(WriteError::Conflict(format!(
+                "{role:?} rollovers are not supported yet: they need the new DS seen at every parent nameserver before the old key goes (the diagnosis dnssec check); only ZSK rollovers (keys: ksk-zsk) are done"
+            )));
+        }
+        let Some(algorithm) = keys
+            .keys
             .iter()
-            .filter_map(|z| {
-                self.resign_deadline(z).map(|at| {
-                    (
-                        at,
-                        AssociationKey::zone(&name_text(z.origin())),
-                        Job::Resign,
-                    )
-                })
-            })
-            .collect()
+            .find(|k| k.record.role == Role::Zsk && k.record.state == KeyState::Active)
+            .map(|k| k.record.algorithm)
+        else {
+            return Err(WriteError::Conflict(
+                "the zone has no ZSK (it is signed with a CSK): set dnssec.keys to ksk-zsk for ZSK rollovers".into(),
+            ));
+        };
+        if keys
+            .keys
+            .iter()
+            .any(|k| matches!(k.record.state, KeyState::Published | KeyState::Retired))
+        {
+            return Err(WriteError::Conflict(
+                "a rollover is already under way for this zone".into(),
+            ));
+        }
+        let now = self.dnssec_now();
+        // The new key keeps the zone's algorithm: no algorithm rollover.
+        let (key, pem) = keys::generate(origin, algorithm, Role::Zsk, now)
+            .map_err(|e| WriteError::Conflict(e.to_string()))?;
+        let mut state = keys.state.clone();
+        state.keys.push(key.record.clone());
+        let files = vec![
+            crate::durable::FileChange::write(
+                &keys::key_file(&self.config.keys_dir, origin, &key.record.id),
+                pem.into_bytes(),
+                crate::durable::PRIVATE_FILE_MODE,
+            ),
+            crate::durable::FileChange::write(
+                &keys::state_file(&self.config.zones_dir, origin),
+                state.to_yaml().into_bytes(),
+                crate::durable::PUBLIC_FILE_MODE,
+            ),
+        ];
+        super::writer::commit_files(files).await?;
+        self.metrics
+            .dnssec_key_events
+            .with_label_values(&["generated"])
+            .inc();
+        tracing::info!(zone = %name_text(origin), key_tag = key.record.key_tag, "ZSK rollover started: new key published");
+        self.reload_keys(origin);
+        self.bring_to_policy(vec![zone]).await;
+        self.dnssec_view(origin)
+            .ok_or_else(|| WriteError::NotFound(origin.to_string()))
+    }
+
+    /// Forgets the cached keys of a zone and loads them again from its files.
+    fn reload_keys(&self, origin: &Name) {
+        self.dnssec_keys
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(origin);
+        let _ = self.signing_keys(origin);
+    }
+
+    /// When the zone's rollover has its next step, if one is under way.
+    fn roll_deadline(&self, zone: &Zone) -> Option<tokio::time::Instant> {
+        let keys = self
+            .dnssec_keys
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(zone.origin())
+            .cloned()?
+            .ok()?;
+        let due = self.roll_step_due_at(zone, &keys.state)?;
+        let wait = due.saturating_sub(self.dnssec_now());
+        Some(tokio::time::Instant::now() + std::time::Duration::from_secs(wait))
+    }
+
+    /// When (signing clock) a key of `state` may take its next step: a published key may
+    /// sign once every cache has its DNSKEY, a retired key may go once no cache holds a
+    /// signature it made.
+    fn roll_step_due_at(&self, zone: &Zone, state: &ZoneState) -> Option<u64> {
+        state
+            .keys
+            .iter()
+            .filter_map(|k| self.step_due_at(zone, k))
+            .min()
+    }
+
+    fn step_due_at(&self, zone: &Zone, k: &KeyRecord) -> Option<u64> {
+        let policy = &self.config.dnssec;
+        match k.state {
+            KeyState::Published => {
+                Some(k.created + u64::from(policy.dnskey_ttl) + policy.propagation_secs)
+            }
+            KeyState::Retired => {
+                let max_ttl = zone.user_records().map(|r| r.ttl).max().unwrap_or(0);
+                Some(
+                    k.retired_since.unwrap_or(k.created)
+                        + u64::from(max_ttl.max(policy.dnskey_ttl))
+                        + policy.propagation_secs,
+                )
+            }
+            _ => None,
+        }
+    }
+
+    /// The scheduler's job: the rollover steps that are due.
+    pub(super) async fn roll_due(&self, zone: &str) {
+        let Ok(origin) = Name::from_ascii(zone) else {
+            return;
+        };
+        let _writer = self.writer.lock().await;
+        let Some(current) = self.zones.load().get(&origin) else {
+            return;
+        };
+        let Ok(Some(keys)) = self.signing_keys(&origin) else {
+            return;
+        };
+        let now = self.dnssec_now();
+        let due = |k: &KeyRecord| self.step_due_at(&current, k).is_some_and(|at| at <= now);
+        let mut state = keys.state.clone();
+        let mut files = Vec::new();
+        let mut events = Vec::new();
+        let activate = state
+            .keys
+            .iter()
+            .any(|k| k.state == KeyState::Published && due(k));
+        let remove: Vec<bool> = state
+            .keys
+            .iter()
+            .map(|k| k.state == KeyState::Retired && due(k))
+            .collect();
+        for (k, remove) in state.keys.iter_mut().zip(remove) {
+            match k.state {
+                KeyState::Active if activate && k.role == Role::Zsk => {
+                    k.state = KeyState::Retired;
+                    k.retired_since = Some(now);
+                    events.push(("retired", k.key_tag));
+                }
+                KeyState::Published if activate => {
+                    k.state = KeyState::Active;
+                    k.active_since = Some(now);
+                    events.push(("activated", k.key_tag));
+                }
+                KeyState::Retired if remove => {
+                    k.state = KeyState::Removed;
+                    files.push(crate::durable::FileChange::remove(&keys::key_file(
+                        &self.config.keys_dir,
+                        &origin,
+                        &k.id,
+                    )));
+                    events.push(("removed", k.key_tag));
+                }
+                _ => {}
+            }
+        }
+        let key = AssociationKey::zone(&name_text(&origin));
+        if events.is_empty() {
+            if let Some(at) = self.roll_deadline(&current) {
+                self.scheduler.schedule(at, key, Job::RollKeys);
+            }
+            return;
+        }
+        // The state first, then the removed key files: a crash in between leaves a key file
+        // that no state names as live, never a live key without its file.
+        let mut changes = vec![crate::durable::FileChange::write(
+            &keys::state_file(&self.config.zones_dir, &origin),
+            state.to_yaml().into_bytes(),
+            crate::durable::PUBLIC_FILE_MODE,
+        )];
+        changes.extend(files);
+        if let Err(e) = super::writer::commit_files(changes).await {
+            tracing::error!(zone = %zone, error = %e, "rollover step not taken");
+            return;
+        }
+        for (event, tag) in events {
+            self.metrics
+                .dnssec_key_events
+                .with_label_values(&[event])
+                .inc();
+            tracing::info!(zone = %zone, key_tag = tag, event, "DNSSEC key rollover step");
+        }
+        self.reload_keys(&origin);
+        self.bring_to_policy(vec![current]).await;
+        if let Some(zone) = self.zones.load().get(&origin) {
+            match self.roll_deadline(&zone) {
+                Some(at) => self.scheduler.schedule(at, key, Job::RollKeys),
+                None => self.scheduler.unschedule(&key, Job::RollKeys),
+            }
+        }
     }
 
     /// When a signed zone's earliest signature enters the refresh window.
@@ -335,6 +566,7 @@ impl Shared {
                     !zone.is_signed()
                         || sign::earliest_expiry(&zone).is_none_or(|e| e <= now + refresh)
                         || !publishes_keys(&zone, keys)
+                        || !signed_by_active_keys(&zone, keys)
                 }
             };
             self.note_expiry(&zone);
@@ -356,16 +588,30 @@ impl Shared {
             return;
         }
         let count = due.len();
-        // One zone at a time: a zone that fails does not hold back the others.
-        for item in due {
-            let origin = item.0.origin().clone();
+        // Committed in batches (10,000 zones signed at a first start are not 10,000
+        // commits); a batch that fails is retried zone by zone, so that a zone that fails
+        // does not hold back the others.
+        let mut due = due.into_iter().peekable();
+        while due.peek().is_some() {
+            let batch: Vec<_> = due.by_ref().take(SIGN_BATCH).collect();
             let result = async {
-                let zones = self.journal_zones(vec![item]).await?;
+                let zones = self.journal_zones(batch.clone()).await?;
                 self.store_journalled(zones).await
             }
             .await;
-            if let Err(e) = result {
-                tracing::error!(zone = %name_text(&origin), error = %e, "zone not signed");
+            if result.is_ok() {
+                continue;
+            }
+            for item in batch {
+                let origin = item.0.origin().clone();
+                let result = async {
+                    let zones = self.journal_zones(vec![item]).await?;
+                    self.store_journalled(zones).await
+                }
+                .await;
+                if let Err(e) = result {
+                    tracing::error!(zone = %name_text(&origin), error = %e, "zone not signed");
+                }
             }
         }
         tracing::info!(
@@ -409,7 +655,11 @@ impl Shared {
                     .with_label_values(&[&label])
                     .set(e as i64 - self.dnssec_now() as i64);
                 if let Some(at) = self.resign_deadline(zone) {
-                    self.scheduler.schedule(at, key, Job::Resign);
+                    self.scheduler.schedule(at, key.clone(), Job::Resign);
+                }
+                match self.roll_deadline(zone) {
+                    Some(at) => self.scheduler.schedule(at, key, Job::RollKeys),
+                    None => self.scheduler.unschedule(&key, Job::RollKeys),
                 }
             }
             None => {
@@ -520,8 +770,9 @@ impl Shared {
             .dnssec_expiry
             .remove_label_values(&[&name_text(origin)]);
         self.note_key_states(origin);
-        self.scheduler
-            .unschedule(&AssociationKey::zone(&name_text(origin)), Job::Resign);
+        let key = AssociationKey::zone(&name_text(origin));
+        self.scheduler.unschedule(&key, Job::Resign);
+        self.scheduler.unschedule(&key, Job::RollKeys);
     }
 
     /// The files of a zone's DNSSEC state to remove with it: state file and key files.
@@ -552,6 +803,36 @@ fn key_view(record: &KeyRecord, dnskey: &hickory_proto::dnssec::rdata::DNSKEY) -
         created: record.created,
         dnskey: dnskey.to_string(),
     }
+}
+
+/// Whether the SOA is signed by exactly the active data keys and the DNSKEY rrset by exactly
+/// the active SEP keys (a rollover step changes which keys sign).
+fn signed_by_active_keys(zone: &Zone, keys: &ZoneKeys) -> bool {
+    use hickory_proto::dnssec::rdata::DNSSECRData;
+    use hickory_proto::rr::{RData, RecordType};
+    let tags = |rtype: RecordType| -> Vec<u16> {
+        let mut t: Vec<u16> = zone
+            .rrsigs(zone.origin(), rtype)
+            .filter_map(|r| match &r.data {
+                RData::DNSSEC(DNSSECRData::RRSIG(sig)) => Some(sig.input().key_tag),
+                _ => None,
+            })
+            .collect();
+        t.sort_unstable();
+        t
+    };
+    let active = |pick: fn(Role) -> bool| -> Vec<u16> {
+        let mut t: Vec<u16> = keys
+            .keys
+            .iter()
+            .filter(|k| k.record.state == KeyState::Active && pick(k.record.role))
+            .map(|k| k.record.key_tag)
+            .collect();
+        t.sort_unstable();
+        t
+    };
+    tags(RecordType::SOA) == active(Role::signs_data)
+        && tags(RecordType::DNSKEY) == active(Role::is_sep)
 }
 
 /// Whether the zone's DNSKEY rrset is exactly the live keys'.

@@ -46,6 +46,9 @@ pub enum Job {
     /// expiry minus `dnssec.refresh_secs`). Keyed by the zone, with an empty platform
     /// ([`AssociationKey::zone`]).
     Resign,
+    /// The next step of a zone's key rollover (activate a pre-published key, remove a
+    /// retired one), at the times derived from its keys' state.
+    RollKeys,
 }
 
 #[derive(Default)]
@@ -120,7 +123,13 @@ impl Scheduler {
     /// Removes every job of an association (it was dissociated).
     pub fn cancel(&self, key: &AssociationKey) {
         self.with(|j| {
-            for job in [Job::Diagnose, Job::Rotate, Job::DropRetired, Job::Resign] {
+            for job in [
+                Job::Diagnose,
+                Job::Rotate,
+                Job::DropRetired,
+                Job::Resign,
+                Job::RollKeys,
+            ] {
                 j.remove(key, job);
             }
         });

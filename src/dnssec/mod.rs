@@ -81,6 +81,9 @@ pub struct Policy {
     pub denial: Denial,
     /// TTL of the DNSKEY, CDS and CDNSKEY records.
     pub dnskey_ttl: u32,
+    /// Time for a change to reach every secondary and cache; rollover steps wait for it on
+    /// top of the TTLs involved.
+    pub propagation_secs: u64,
 }
 
 impl Default for Policy {
@@ -95,6 +98,7 @@ impl Default for Policy {
             jitter_secs: 86400,
             denial: Denial::Nsec,
             dnskey_ttl: 3600,
+            propagation_secs: 3600,
         }
     }
 }

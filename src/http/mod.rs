@@ -53,6 +53,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
                 .delete(zones::delete),
         )
         .route("/v1/zones/{zone}/dnssec", get(zones::dnssec))
+        .route("/v1/zones/{zone}/dnssec/rollover", post(zones::rollover))
         .route(
             "/v1/zones/{zone}/records",
             get(zones::records).patch(zones::patch_records),
@@ -330,6 +331,8 @@ struct StatusBody<'a> {
     association_errors: std::collections::BTreeMap<String, String>,
     /// Domains whose DKIM key cannot be used (they do not sign), and why.
     dkim_errors: std::collections::BTreeMap<String, String>,
+    /// Zones whose DNSSEC keys cannot be used or whose policy cannot be followed, and why.
+    dnssec_errors: std::collections::BTreeMap<String, String>,
     /// Associated domains by overall diagnosis status (`ok`, `pending`, `warning`, `error`).
     domains_by_status: std::collections::BTreeMap<&'static str, usize>,
     /// Per configured secondary: zones it is behind on, its largest lag, failed NOTIFYs.
@@ -352,6 +355,11 @@ async fn status(State(shared): State<AppState>, headers: HeaderMap) -> Response 
         association_errors: shared.associations.load().broken().clone(),
         dkim_errors: shared
             .dkim_errors
+            .lock()
+            .map(|e| e.clone())
+            .unwrap_or_default(),
+        dnssec_errors: shared
+            .dnssec_errors
             .lock()
             .map(|e| e.clone())
             .unwrap_or_default(),

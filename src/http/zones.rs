@@ -367,6 +367,30 @@ pub async fn dnssec(
     Ok(Json(view).into_response())
 }
 
+/// `POST /v1/zones/{zone}/dnssec/rollover` `{"key": "zsk"}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rollover {
+    pub key: crate::dnssec::keys::Role,
+}
+
+pub async fn rollover(
+    State(shared): State<AppState>,
+    headers: HeaderMap,
+    Path(zone): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let grant = authenticate(&shared, &headers)?;
+    let origin = zone_name(&zone)?;
+    permit(&grant, Access::Write, Target::Zone(&origin))?;
+    let req: Rollover = parse_body(body)?;
+    let view = shared
+        .start_rollover(&origin, req.key)
+        .await
+        .map_err(write_error)?;
+    Ok(Json(view).into_response())
+}
+
 pub async fn delete(
     State(shared): State<AppState>,
     headers: HeaderMap,
