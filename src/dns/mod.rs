@@ -264,6 +264,11 @@ fn serve_udp(
                 answered.push((i, a));
             }
         }
+        // Counted before they leave: a client that has its answer and then reads /metrics
+        // must find it counted.
+        for (_, a) in &answered {
+            counters.count(Protocol::Udp, a.qtype, a.rcode);
+        }
         let mut list: [(usize, &[u8]); batch::BATCH] = [(0, &[]); batch::BATCH];
         for (k, (i, _)) in answered.iter().enumerate() {
             list[k] = (*i, outs[k].as_slice());
@@ -280,9 +285,6 @@ fn serve_udp(
                     break;
                 }
             }
-        }
-        for (_, a) in &answered {
-            counters.count(Protocol::Udp, a.qtype, a.rcode);
         }
         // The time from the batch's arrival to its responses' departure.
         if let Some(start) = start {
@@ -567,6 +569,8 @@ async fn serve_tcp_connection(
         let Ok(n) = u16::try_from(response.len()) else {
             return Err(io::Error::other("response larger than 65535 bytes"));
         };
+        // Counted before it leaves, as over UDP.
+        counters.count(Protocol::Tcp, answered.qtype, answered.rcode);
         out.clear();
         out.extend_from_slice(&n.to_be_bytes());
         out.extend_from_slice(&response);
@@ -574,7 +578,6 @@ async fn serve_tcp_connection(
             .await
             .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "response not sent in time"))??;
         conn.last_active_ms.store(table.now_ms(), Ordering::Relaxed);
-        counters.count(Protocol::Tcp, answered.qtype, answered.rcode);
         if let Some(start) = start {
             ctx.metrics
                 .observe_response(Protocol::Tcp, start.elapsed().as_secs_f64());
