@@ -740,3 +740,20 @@ mod roundtrip {
         }
     }
 }
+
+#[test]
+fn the_readme_update_policy_example_is_a_valid_configuration() {
+    let readme = include_str!("../README.md");
+    let section = readme
+        .split("## Dynamic updates")
+        .nth(1)
+        .expect("README section");
+    let block = section
+        .split("```yaml\n")
+        .nth(1)
+        .and_then(|b| b.split("```").next())
+        .expect("yaml block");
+    let config = Config::from_yaml(block, "README.md").unwrap();
+    let acme = &config.transfer.keys[1];
+    assert_eq!(acme.update.as_ref().unwrap().types, ["TXT"]);
+}
