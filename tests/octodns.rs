@@ -5,7 +5,7 @@
 
 mod common;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::*;
@@ -66,7 +66,7 @@ www:
   value: sync.test.
 "#;
 
-fn run(sync: &PathBuf, config: &PathBuf, doit: bool) -> String {
+fn run(sync: &Path, config: &Path, doit: bool) -> String {
     let mut cmd = Command::new(sync);
     cmd.arg(format!("--config-file={}", config.display()));
     if doit {
