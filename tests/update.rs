@@ -653,7 +653,7 @@ mod roundtrip {
     fn op() -> impl Strategy<Value = Record> {
         let rtype = prop::sample::select(TYPES.to_vec());
         prop_oneof![
-            4 => (owner(), 0u32..100_000, data()).prop_map(|(n, ttl, d)| Record::from_rdata(n, ttl, d)),
+            4 => (owner(), prop_oneof![4 => 0u32..100_000, 1 => any::<u32>()], data()).prop_map(|(n, ttl, d)| Record::from_rdata(n, ttl, d)),
             1 => (owner(), rtype).prop_map(|(n, t)| {
                 let mut r = Record::from_rdata(n, 0, RData::Update0(t));
                 r.dns_class = DNSClass::ANY;
@@ -739,4 +739,21 @@ mod roundtrip {
             prop_assert_eq!(&before, &after);
         }
     }
+}
+
+#[test]
+fn the_readme_update_policy_example_is_a_valid_configuration() {
+    let readme = include_str!("../README.md");
+    let section = readme
+        .split("## Dynamic updates")
+        .nth(1)
+        .expect("README section");
+    let block = section
+        .split("```yaml\n")
+        .nth(1)
+        .and_then(|b| b.split("```").next())
+        .expect("yaml block");
+    let config = Config::from_yaml(block, "README.md").unwrap();
+    let acme = &config.transfer.keys[1];
+    assert_eq!(acme.update.as_ref().unwrap().types, ["TXT"]);
 }

@@ -255,10 +255,16 @@ fn check_ops(policy: &KeyPolicy, zone: &Name, ops: &[Op]) -> Result<(), Refusal>
             let what = op.rtype().map_or("records".to_string(), |t| t.to_string());
             return refuse(format!("the key may not change {what} at {name}"));
         }
-        if let Op::Add { name, data, .. } = op
-            && let Err(m) = crate::zone::master::storable(name, data)
-        {
-            return refuse(m);
+        if let Op::Add { name, data, ttl } = op {
+            if *ttl > crate::zone::master::MAX_TTL {
+                return refuse(format!(
+                    "TTL {ttl} is larger than {}",
+                    crate::zone::master::MAX_TTL
+                ));
+            }
+            if let Err(m) = crate::zone::master::storable(name, data) {
+                return refuse(m);
+            }
         }
     }
     Ok(())

@@ -135,11 +135,6 @@ impl KeyPolicy {
             }
         })
     }
-
-    /// The types it is limited to (empty: every type).
-    pub fn limited_types(&self) -> bool {
-        !self.types.is_empty()
-    }
 }
 
 #[cfg(test)]
