@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 secs=${1:-10}
 n=${ZONES:-10000}
 cargo build --release --locked -q
-bin=$PWD/target/release/mailzone
+bin=${CARGO_TARGET_DIR:-$PWD/target}/release/mailzone
 work=$(mktemp -d)
 trap 'kill $pid 2>/dev/null || true; rm -rf "$work"' EXIT
 pid=
@@ -36,13 +36,19 @@ start() {
   t0=$(date +%s.%N)
   $bin serve --config "$work/config.yaml" >>"$work/log" 2>&1 &
   pid=$!
+  # A daemon that died or never started must end the run, not hold the machine-wide lock.
+  local deadline=$(( $(date +%s) + 600 ))
   until python3 - <<'PY' 2>/dev/null
 import socket, struct
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(0.05)
 q = struct.pack(">HHHHHH", 1, 0, 1, 0, 0, 0) + b"\x00\x00\x06\x00\x01"
 s.sendto(q, ("127.0.0.1", 5398)); s.recv(512)
 PY
-  do sleep 0.01; done
+  do
+    kill -0 "$pid" 2>/dev/null || { echo "mailzone exited:"; tail -5 "$work/log"; exit 1; }
+    [ "$(date +%s)" -lt "$deadline" ] || { echo "mailzone did not answer within 600 s"; exit 1; }
+    sleep 0.01
+  done
   t1=$(date +%s.%N)
   elapsed=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", b - a }')
 }
