@@ -698,12 +698,12 @@ impl Drop for Knot {
     }
 }
 
-/// A loopback UDP port free at the time of asking (for a child that binds it later).
+/// A port free for both UDP and TCP at the time of asking (for a child that binds it
+/// later), on an address of its own: on 127.0.0.1 the port, checked for UDP only, was once
+/// taken for TCP by another test's connection before knotd bound it.
 fn free_port() -> SocketAddr {
-    UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
+    let ip = "127.0.0.20";
+    SocketAddr::new(ip.parse().unwrap(), common::secondary::free_port(ip))
 }
 
 #[test]
