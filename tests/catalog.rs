@@ -597,12 +597,10 @@ fn after_a_sigkill_during_creates_and_deletes_the_catalog_lists_exactly_the_zone
     }
 }
 
-/// A free loopback port on `ip` at the time of asking (for a child that binds it later).
+/// A loopback port on `ip` free for both UDP and TCP at the time of asking (for a child
+/// that binds it later).
 fn free_port(ip: &str) -> std::net::SocketAddr {
-    std::net::UdpSocket::bind(format!("{ip}:0"))
-        .unwrap()
-        .local_addr()
-        .unwrap()
+    std::net::SocketAddr::new(ip.parse().unwrap(), common::secondary::free_port(ip))
 }
 
 /// A real Knot DNS server (`knotd`) on loopback with its own folder, killed when dropped.
