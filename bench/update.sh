@@ -18,31 +18,12 @@ changes=${1:-2000}
 conc=${2:-8}
 py=/usr/bin/python3
 
+. bench/lib.sh
 if [ -z "${MAILZONE_BENCH_LOCKED:-}" ]; then
   "$py" -c "import dns.update, dns.tsigkeyring" 2>/dev/null || { echo "missing dnspython (apt-get install python3-dnspython)"; exit 1; }
-  cargo=cargo; command -v xcargo >/dev/null && cargo=xcargo
-  bin=$($cargo build --release --locked --message-format=json-render-diagnostics | "$py" -c '
-import json, sys
-for line in sys.stdin:
-    m = json.loads(line)
-    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["name"] == "mailzone":
-        print(m["executable"])')
-  copy=$(mktemp -d)
-  cp "$bin" "$copy/mailzone"
-  MAILZONE_BENCH_LOCKED=1 MAILZONE_BIN="$copy/mailzone" flock /tmp/mailzone-cargo.lock "$0" "$@" || status=$?
-  rm -rf "$copy"
-  exit "${status:-0}"
 fi
-
-bin=$MAILZONE_BIN
-work=$(mktemp -d)
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
+bench_relock "$0" "$@"
+bench_workdir
 
 free_port() { "$py" -c 'import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 dns_port=$(free_port)

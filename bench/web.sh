@@ -14,33 +14,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-10}
 
+. bench/lib.sh
 if [ -z "${MAILZONE_BENCH_LOCKED:-}" ]; then
   for tool in wrk openssl curl python3; do
     command -v "$tool" >/dev/null || { echo "missing $tool (apt-get install wrk openssl curl python3)"; exit 1; }
   done
-  cargo=cargo; command -v xcargo >/dev/null && cargo=xcargo
-  bin=$($cargo build --release --locked --message-format=json-render-diagnostics | python3 -c '
-import json, sys
-for line in sys.stdin:
-    m = json.loads(line)
-    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["name"] == "mailzone":
-        print(m["executable"])')
-  copy=$(mktemp -d)
-  cp "$bin" "$copy/mailzone"
-  MAILZONE_BENCH_LOCKED=1 MAILZONE_BIN="$copy/mailzone" flock /tmp/mailzone-cargo.lock "$0" "$@" || status=$?
-  rm -rf "$copy"
-  exit "${status:-0}"
 fi
-
-bin=$MAILZONE_BIN
-work=$(mktemp -d)
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
+bench_relock "$0" "$@"
+bench_workdir
 
 free_port() { python3 -c 'import socket,sys; s=socket.socket(); s.bind((sys.argv[1], 0)); print(s.getsockname()[1])' "$1"; }
 dns_port=$(free_port 127.0.0.1)
