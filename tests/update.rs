@@ -8,6 +8,7 @@ mod common;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 use base64::Engine;
 use common::*;
@@ -25,6 +26,8 @@ const OPS: &str = "ops-key";
 const ACME: &str = "acme-key";
 /// A transfer key without an update policy.
 const XFR: &str = "xfr-key";
+/// A key that may update any zone, to reach the "not hosted here" answer.
+const WIDE: &str = "wide-key";
 
 fn keys(c: &mut Config) {
     let zone = ZoneSelection::List(vec!["example.test.".into()]);
@@ -51,6 +54,15 @@ fn keys(c: &mut Config) {
             name: XFR.into(),
             algorithm: Default::default(),
             update: None,
+        },
+        TsigKeyConfig {
+            name: WIDE.into(),
+            algorithm: Default::default(),
+            update: Some(UpdatePolicy {
+                zones: ZoneSelection::All,
+                names: vec![],
+                types: vec![],
+            }),
         },
     ];
 }
@@ -181,13 +193,23 @@ fn send(
     key: Option<&TsigKey>,
     message: &Message,
 ) -> (ResponseCode, Option<TsigError>, bool) {
+    send_signed_at(server, key, message, tsig::now())
+}
+
+/// [`send`], with the request signed as if the clock said `signed_at` (Unix seconds).
+fn send_signed_at(
+    server: SocketAddr,
+    key: Option<&TsigKey>,
+    message: &Message,
+    signed_at: u64,
+) -> (ResponseCode, Option<TsigError>, bool) {
     let mut bytes = message.to_vec().unwrap();
     let mut mac = None;
     if let Some(k) = key {
         let signer = tsig::signer(k).unwrap();
         mac = Some((
             signer.clone(),
-            tsig::sign_request(&signer, &mut bytes, tsig::now()).unwrap(),
+            tsig::sign_request(&signer, &mut bytes, signed_at).unwrap(),
         ));
     }
     let reply = udp_raw(server, &bytes).expect("no response");
@@ -561,6 +583,75 @@ fn an_update_for_a_zone_outside_the_keys_zones_is_refused_signed() {
     let (rcode, _, verified) = send(d.dns, Some(&key), &m);
     assert_eq!(rcode, ResponseCode::Refused);
     assert!(verified);
+}
+
+#[test]
+fn an_update_for_a_zone_not_hosted_here_gets_notauth_signed() {
+    let d = daemon();
+    let key = tsig_key(&d, WIDE);
+    let mut m = update_message(vec![], vec![add("a.elsewhere.test.", 60, txt("x"))]);
+    m.queries[0].name = Name::from_ascii("elsewhere.test.").unwrap();
+    let (rcode, error, verified) = send(d.dns, Some(&key), &m);
+    assert_eq!((rcode, error), (ResponseCode::NotAuth, None));
+    assert!(verified, "the refusal is signed with the request's key");
+    // The key's own zone still takes its updates.
+    let m = update_message(vec![], vec![add("w.example.test.", 60, txt("x"))]);
+    assert_eq!(send(d.dns, Some(&key), &m).0, ResponseCode::NoError);
+}
+
+#[test]
+fn an_update_signed_an_hour_ago_gets_notauth_badtime_and_changes_nothing() {
+    let d = daemon();
+    let before = (serial(&d), zone_file(&d));
+    let key = tsig_key(&d, OPS);
+    let message = update_message(vec![], vec![add("late.example.test.", 60, txt("x"))]);
+    // The fudge is 300 s: a request signed an hour ago is a replay or a broken clock.
+    let (rcode, error, _) = send_signed_at(d.dns, Some(&key), &message, tsig::now() - 3600);
+    assert_eq!(
+        (rcode, error),
+        (ResponseCode::NotAuth, Some(TsigError::BadTime))
+    );
+    assert_eq!(short(&d, "late.example.test", "TXT"), "");
+    assert_eq!((serial(&d), zone_file(&d)), before);
+}
+
+#[test]
+fn a_flood_of_unsigned_updates_is_held_to_the_rrl_error_rate() {
+    let d = TestDaemon::start_tuned(&[("example.test.zone", EXAMPLE_ZONE)], |c| {
+        keys(c);
+        c.dns.rrl.enabled = true;
+        c.dns.rrl.errors_per_second = 5;
+        c.dns.rrl.slip = 0;
+    });
+    let message = update_message(vec![], vec![add("f.example.test.", 60, txt("x"))]);
+    let bytes = message.to_vec().unwrap();
+    let socket = udp_from("127.0.1.20", Duration::from_millis(300));
+    let started = Instant::now();
+    for _ in 0..60 {
+        socket.send_to(&bytes, d.dns).unwrap();
+        // Under the 256 UPDATEs in flight: every one is answered or limited, none dropped
+        // for backlog.
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let windows = started.elapsed().as_secs() as usize + 2;
+    let mut buf = [0u8; 2048];
+    let mut refused = 0;
+    while let Ok((n, _)) = socket.recv_from(&mut buf) {
+        let m = Message::from_vec(&buf[..n]).unwrap();
+        assert_eq!(m.metadata.response_code, ResponseCode::Refused);
+        refused += 1;
+    }
+    assert!(
+        (5..=5 * windows).contains(&refused),
+        "{refused} REFUSED in {windows} one-second windows at 5/s"
+    );
+    let body = d.daemon().shared().metrics.render();
+    let dropped = metric(&body, "mailzone_dns_rrl_limited_total{action=\"dropped\"}");
+    assert_eq!(dropped as usize + refused, 60);
+    // A signed update from another prefix is not held back by the flood.
+    let key = tsig_key(&d, OPS);
+    let m = update_message(vec![], vec![add("g.example.test.", 60, txt("x"))]);
+    assert_eq!(send(d.dns, Some(&key), &m).0, ResponseCode::NoError);
 }
 
 #[test]

@@ -881,12 +881,30 @@ fn update_udp(
     };
     let socket = socket.clone();
     let request = request.to_vec();
+    let ctx = ctx.clone();
     runtime.spawn(async move {
         let _slot = slot;
+        let Some(mut bytes) = handler.handle(request, src.ip()).await else {
+            return;
+        };
+        // An UPDATE's response is a UDP response like any other: a spoofed flood of unsigned
+        // UPDATEs must not turn the server into a reflector either.
+        if let Some(rrl) = &ctx.rrl {
+            let rcode = answer_rcode(&bytes);
+            match rrl.check(src.ip(), rcode) {
+                rrl::Verdict::Send => {}
+                rrl::Verdict::Drop => {
+                    ctx.metrics.rrl_limited[0].inc();
+                    return;
+                }
+                rrl::Verdict::Slip => {
+                    ctx.metrics.rrl_limited[1].inc();
+                    rrl::truncate(&mut bytes);
+                }
+            }
+        }
         // One datagram on a socket the kernel rarely makes wait: a plain send.
-        if let Some(bytes) = handler.handle(request, src.ip()).await
-            && let Err(e) = socket.send_to(&bytes, src)
-        {
+        if let Err(e) = socket.send_to(&bytes, src) {
             tracing::debug!(error = %e, "udp send error");
         }
     });
