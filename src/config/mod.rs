@@ -754,7 +754,11 @@ impl Config {
         }
         self.validate_transfer()?;
         self.dnssec.validate()?;
-        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
+        if let Err(e) = self
+            .log
+            .level
+            .parse::<tracing_subscriber::filter::Targets>()
+        {
             return Err(("log.level".into(), e.to_string()));
         }
         Ok(())
@@ -1004,6 +1008,7 @@ mod tests {
                 "log:\n  summary_interval_secs: 0\n",
                 "log.summary_interval_secs",
             ),
+            ("log:\n  level: \"mailzone=loud\"\n", "log.level"),
         ] {
             let err = Config::from_yaml(yaml, "c.yaml").unwrap_err().to_string();
             assert!(err.contains(path), "{yaml}: {err}");
