@@ -248,18 +248,8 @@ fn serve_udp(
                 let Some(a) = a else {
                     continue;
                 };
-                if let Some(rrl) = &ctx.rrl {
-                    match rrl.check(src.ip(), a.rcode) {
-                        rrl::Verdict::Send => {}
-                        rrl::Verdict::Drop => {
-                            ctx.metrics.rrl_limited[0].inc();
-                            continue;
-                        }
-                        rrl::Verdict::Slip => {
-                            ctx.metrics.rrl_limited[1].inc();
-                            rrl::truncate(out);
-                        }
-                    }
+                if !passes_rrl(&ctx, src.ip(), a.rcode, out) {
+                    continue;
                 }
                 answered.push((i, a));
             }
@@ -889,25 +879,39 @@ fn update_udp(
         };
         // An UPDATE's response is a UDP response like any other: a spoofed flood of unsigned
         // UPDATEs must not turn the server into a reflector either.
-        if let Some(rrl) = &ctx.rrl {
-            let rcode = answer_rcode(&bytes);
-            match rrl.check(src.ip(), rcode) {
-                rrl::Verdict::Send => {}
-                rrl::Verdict::Drop => {
-                    ctx.metrics.rrl_limited[0].inc();
-                    return;
-                }
-                rrl::Verdict::Slip => {
-                    ctx.metrics.rrl_limited[1].inc();
-                    rrl::truncate(&mut bytes);
-                }
-            }
+        if !passes_rrl(&ctx, src.ip(), answer_rcode(&bytes), &mut bytes) {
+            return;
         }
         // One datagram on a socket the kernel rarely makes wait: a plain send.
         if let Err(e) = socket.send_to(&bytes, src) {
             tracing::debug!(error = %e, "udp send error");
         }
     });
+}
+
+/// Passes one UDP response through RRL, when on: `false` means drop it; a slipped response
+/// is truncated in place. Counted either way.
+fn passes_rrl(
+    ctx: &DnsContext,
+    client: IpAddr,
+    rcode: hickory_proto::op::ResponseCode,
+    response: &mut Vec<u8>,
+) -> bool {
+    let Some(rrl) = &ctx.rrl else {
+        return true;
+    };
+    match rrl.check(client, rcode) {
+        rrl::Verdict::Send => true,
+        rrl::Verdict::Drop => {
+            ctx.metrics.rrl_limited[0].inc();
+            false
+        }
+        rrl::Verdict::Slip => {
+            ctx.metrics.rrl_limited[1].inc();
+            rrl::truncate(response);
+            true
+        }
+    }
 }
 
 /// Copies a general-path response into the reused buffer `out`.
