@@ -19,6 +19,8 @@
 //!   connection limits.
 //! - [`server`]: the running process: start-up order, binding the listeners, shutdown (the
 //!   composition root above `daemon`, `dns` and `http`).
+//! - [`accept`]: accepting TCP connections for the two HTTP listeners (connection cap,
+//!   accept-error back-off, drain at shutdown).
 //! - [`metrics`]: the metric handles; [`problems`]: what outsiders cause, counted and
 //!   summarised, never logged per packet; [`durable`]: crash-safe file writes.
 //! - [`transfer`]: zone transfers out: TSIG keys and their config forms, NOTIFY to
@@ -34,6 +36,7 @@
 //! nothing of `daemon`, `http` nothing of `daemon` beyond `daemon::shared`, `daemon` nothing
 //! of `http` or `server`. No two folders import each other.
 
+pub mod accept;
 pub mod cli;
 pub mod config;
 pub mod daemon;

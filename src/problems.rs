@@ -47,10 +47,12 @@ pub enum Problem {
     WebConnectionLimit,
     /// A public web connection whose TLS handshake failed or did not finish in time.
     WebTlsHandshake,
+    /// accept() failed on the public web listener.
+    WebAcceptError,
 }
 
 impl Problem {
-    pub const ALL: [Problem; 16] = [
+    pub const ALL: [Problem; 17] = [
         Problem::ShortPacket,
         Problem::ResponsePacket,
         Problem::SourcePort0,
@@ -67,6 +69,7 @@ impl Problem {
         Problem::UpdateBacklog,
         Problem::WebConnectionLimit,
         Problem::WebTlsHandshake,
+        Problem::WebAcceptError,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -87,6 +90,7 @@ impl Problem {
             Problem::UpdateBacklog => "dns_update_backlog",
             Problem::WebConnectionLimit => "web_connection_limit",
             Problem::WebTlsHandshake => "web_tls_handshake",
+            Problem::WebAcceptError => "web_accept_error",
         }
     }
 }

@@ -24,7 +24,7 @@ use serde_json::json;
 use crate::config::OpenReads;
 use crate::daemon::shared::Shared;
 use crate::daemon::tokens::{Access, Grant, Target};
-use crate::problems::{Problem, Throttle};
+use crate::problems::Problem;
 
 pub mod dkim;
 pub mod domains;
@@ -411,43 +411,21 @@ pub async fn serve(
     let metrics = shared.metrics.clone();
     let body_timeout = Duration::from_secs(config.body_read_timeout_secs.max(1));
     let max_requests = config.max_requests_per_connection.max(1);
-    let max_connections = config
-        .max_connections
-        // `acquire_many` below counts in u32.
-        .clamp(1, u32::MAX as usize);
-    let slots = Arc::new(tokio::sync::Semaphore::new(max_connections));
-    let accept_errors = Throttle::new(Duration::from_secs(
-        shared.config.log.summary_interval_secs.max(1),
-    ));
-    let (closing, closing_seen) = tokio::sync::watch::channel(false);
+    let policy = crate::accept::Policy {
+        listener: "http",
+        max_connections: config.max_connections,
+        accept_error: Problem::HttpAcceptError,
+        over_limit: Problem::HttpConnectionLimit,
+        log_interval: Duration::from_secs(shared.config.log.summary_interval_secs),
+        drain_within: None,
+    };
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
         .timer(hyper_util::rt::TokioTimer::new())
         .header_read_timeout(Duration::from_secs(config.header_read_timeout_secs.max(1)))
         .keep_alive(true);
     let app = hyper_util::service::TowerToHyperService::new(router(shared.clone()));
-    let mut stop = std::pin::pin!(stop);
-    loop {
-        let accepted = tokio::select! {
-            _ = &mut stop => break,
-            accepted = listener.accept() => accepted,
-        };
-        let stream = match accepted {
-            Ok((stream, _)) => stream,
-            Err(e) => {
-                metrics.problem(Problem::HttpAcceptError);
-                if let Some(held_back) = accept_errors.allow() {
-                    tracing::warn!(error = %e, held_back, "HTTP accept error (logged at most once per interval)");
-                }
-                crate::problems::accept_backoff(&e).await;
-                continue;
-            }
-        };
-        let Ok(permit) = slots.clone().try_acquire_owned() else {
-            metrics.problem(Problem::HttpConnectionLimit);
-            drop(stream);
-            continue;
-        };
+    crate::accept::accept_until(&listener, policy, &metrics.clone(), stop, |accepted| {
         let served = Arc::new(AtomicU64::new(0));
         let app = app.clone();
         let counted = metrics.clone();
@@ -473,31 +451,21 @@ pub async fn serve(
                     Ok::<_, std::convert::Infallible>(response)
                 }
             });
+        let crate::accept::Connection {
+            stream,
+            permit,
+            mut closing,
+        } = accepted;
         let connection = builder.serve_connection(hyper_util::rt::TokioIo::new(stream), service);
-        let mut closing_seen = closing_seen.clone();
         let metrics = metrics.clone();
         tokio::spawn(async move {
             metrics.http_connections.inc();
-            let mut connection = std::pin::pin!(connection);
-            let ended = tokio::select! {
-                ended = connection.as_mut() => ended,
-                _ = closing_seen.changed() => {
-                    connection.as_mut().graceful_shutdown();
-                    connection.as_mut().await
-                }
-            };
-            if let Err(e) = ended
-                && e.is_timeout()
-            {
-                metrics.problem(Problem::HttpTimeout);
-            }
+            crate::accept::drive(connection, &mut closing, &metrics).await;
             metrics.http_connections.dec();
             drop(permit);
         });
-    }
-    let _ = closing.send(true);
-    // Every connection holds a slot until it ends: having them all back means all ended.
-    let _ = slots.acquire_many(max_connections as u32).await;
+    })
+    .await;
 }
 
 /// A request body that fails once its deadline passes, so that a client trickling (or

@@ -50,14 +50,17 @@ pub struct Limits {
     pub max_body_bytes: usize,
     pub header_read_timeout: Duration,
     pub max_connections: usize,
+    /// At most one accept-error log line per this interval (`log.summary_interval_secs`).
+    pub log_interval: Duration,
 }
 
 impl Limits {
-    pub fn from_config(c: &crate::config::WebConfig) -> Self {
+    pub fn from_config(c: &crate::config::WebConfig, log: &crate::config::LogConfig) -> Self {
         Self {
             max_body_bytes: c.max_body_bytes,
             header_read_timeout: Duration::from_secs(c.header_read_timeout_secs.max(1)),
             max_connections: c.max_connections.max(1),
+            log_interval: Duration::from_secs(log.summary_interval_secs.max(1)),
         }
     }
 }
@@ -358,9 +361,14 @@ pub async fn serve(
     use hyper::service::Service as _;
 
     let acceptor = tls.map(|store| tokio_rustls::TlsAcceptor::from(store.server_config()));
-    let max_connections = limits.max_connections.clamp(1, u32::MAX as usize);
-    let slots = Arc::new(tokio::sync::Semaphore::new(max_connections));
-    let (closing, closing_seen) = tokio::sync::watch::channel(false);
+    let policy = crate::accept::Policy {
+        listener: "web",
+        max_connections: limits.max_connections,
+        accept_error: Problem::WebAcceptError,
+        over_limit: Problem::WebConnectionLimit,
+        log_interval: limits.log_interval,
+        drain_within: Some(Duration::from_secs(5)),
+    };
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
         .timer(hyper_util::rt::TokioTimer::new())
@@ -369,25 +377,12 @@ pub async fn serve(
         .keep_alive(true);
     let app = hyper_util::service::TowerToHyperService::new(app);
     let over_tls = OverTls(acceptor.is_some());
-    let mut stop = std::pin::pin!(stop);
-    loop {
-        let accepted = tokio::select! {
-            _ = &mut stop => break,
-            accepted = listener.accept() => accepted,
-        };
-        let stream = match accepted {
-            Ok((stream, _)) => stream,
-            Err(e) => {
-                metrics.problem(Problem::HttpAcceptError);
-                crate::problems::accept_backoff(&e).await;
-                continue;
-            }
-        };
-        let Ok(permit) = slots.clone().try_acquire_owned() else {
-            metrics.problem(Problem::WebConnectionLimit);
-            drop(stream);
-            continue;
-        };
+    crate::accept::accept_until(&listener, policy, &metrics.clone(), stop, |accepted| {
+        let crate::accept::Connection {
+            stream,
+            permit,
+            mut closing,
+        } = accepted;
         let _ = stream.set_nodelay(true);
         let app = app.clone();
         let service = hyper::service::service_fn(
@@ -399,13 +394,12 @@ pub async fn serve(
         let builder = builder.clone();
         let acceptor = acceptor.clone();
         let metrics = metrics.clone();
-        let mut closing_seen = closing_seen.clone();
         tokio::spawn(async move {
             let _permit = permit;
-            let ended = match acceptor {
+            match acceptor {
                 None => {
                     let c = builder.serve_connection(hyper_util::rt::TokioIo::new(stream), service);
-                    drive(c, &mut closing_seen).await
+                    crate::accept::drive(c, &mut closing, &metrics).await
                 }
                 Some(acceptor) => {
                     let tls = match tokio::time::timeout(
@@ -421,44 +415,12 @@ pub async fn serve(
                         }
                     };
                     let c = builder.serve_connection(hyper_util::rt::TokioIo::new(tls), service);
-                    drive(c, &mut closing_seen).await
+                    crate::accept::drive(c, &mut closing, &metrics).await
                 }
-            };
-            if let Err(e) = ended
-                && e.is_timeout()
-            {
-                metrics.problem(Problem::HttpTimeout);
             }
         });
-    }
-    let _ = closing.send(true);
-    let _ = tokio::time::timeout(
-        Duration::from_secs(5),
-        slots.acquire_many(max_connections as u32),
-    )
+    })
     .await;
-}
-
-/// Runs one connection to its end, closing it gracefully when the listener stops.
-async fn drive<I, S>(
-    connection: hyper::server::conn::http1::Connection<I, S>,
-    closing: &mut tokio::sync::watch::Receiver<bool>,
-) -> Result<(), hyper::Error>
-where
-    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
-    S: hyper::service::HttpService<hyper::body::Incoming>,
-    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-    S::ResBody: 'static,
-    <S::ResBody as http_body::Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
-    let mut connection = std::pin::pin!(connection);
-    tokio::select! {
-        ended = connection.as_mut() => ended,
-        _ = closing.changed() => {
-            connection.as_mut().graceful_shutdown();
-            connection.as_mut().await
-        }
-    }
 }
 
 #[cfg(test)]
