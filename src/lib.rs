@@ -28,12 +28,15 @@
 //! - [`web`]: the public web listener (off by default): Thunderbird autoconfig, Outlook
 //!   autodiscover and MTA-STS policies for associated domains, its TLS certificates. It
 //!   knows nothing of `daemon`: `server` tells it which domains are associated.
+//! - [`acme`]: certificates by ACME (RFC 8555) with DNS-01: the account, one order, the
+//!   files under `keys/acme/`; the daemon writes the challenge records and schedules renewals.
 //! - [`cli`]: the command-line clients; `main.rs` is only the command line on top.
 //!
 //! Imports go one way: `zone`, `provision`, `dkim` know nothing of `daemon`, `diagnose`
 //! nothing of `daemon`, `http` nothing of `daemon` beyond `daemon::shared`, `daemon` nothing
 //! of `http` or `server`. No two folders import each other.
 
+pub mod acme;
 pub mod cli;
 pub mod config;
 pub mod daemon;
