@@ -11,9 +11,9 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper::body::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::Request;
+use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
 use instant_acme::{BodyWrapper, BytesResponse, HttpClient};
 use rustls_pki_types::pem::PemObject;
@@ -107,7 +107,10 @@ impl Client {
             .to_string();
         let port = uri.port_u16().unwrap_or(443);
         // `[::1]` in a URI is `::1` to connect to and to verify.
-        let bare = host.trim_start_matches('[').trim_end_matches(']').to_string();
+        let bare = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string();
         let tcp = tokio::net::TcpStream::connect((bare.as_str(), port))
             .await
             .map_err(|e| request_error(format!("{host}:{port}: cannot connect: {e}")))?;

@@ -85,6 +85,8 @@ pub struct Issued {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Leaf {
     /// Unix seconds.
+    pub not_before: u64,
+    /// Unix seconds.
     pub not_after: u64,
     /// Hex, as `openssl x509 -serial` prints it.
     pub serial: String,
@@ -116,9 +118,20 @@ pub fn read_leaf(chain_pem: &str) -> Result<Leaf, String> {
     };
     Ok(Leaf {
         names,
+        not_before: u64::try_from(cert.validity().not_before.timestamp()).unwrap_or(0),
         not_after: u64::try_from(cert.validity().not_after.timestamp()).unwrap_or(0),
         serial: cert.tbs_certificate.raw_serial_as_string().replace(':', ""),
     })
+}
+
+/// When a certificate is renewed (unix seconds, the CA's clock): `renew_before` before it
+/// expires, but never before two thirds of its lifetime, so that a CA issuing certificates
+/// shorter than `renew_before` (six-day ones) is not asked again at once, in a loop.
+pub fn renew_point(leaf: &Leaf, renew_before_secs: u64) -> u64 {
+    let lifetime = leaf.not_after.saturating_sub(leaf.not_before);
+    leaf.not_after
+        .saturating_sub(renew_before_secs)
+        .max(leaf.not_before + lifetime / 3 * 2)
 }
 
 /// The web names of `domain` (absolute, lower case) to certify: the configured labels whose
@@ -147,7 +160,10 @@ pub fn pair_files(keys_dir: &Path, domain: &str) -> (PathBuf, PathBuf) {
 }
 
 /// Reads a domain's issued pair, if there is one; a key file looser than 0600 is refused.
-pub fn read_pair(keys_dir: &Path, domain: &str) -> Result<Option<(String, String, Leaf)>, AcmeError> {
+pub fn read_pair(
+    keys_dir: &Path,
+    domain: &str,
+) -> Result<Option<(String, String, Leaf)>, AcmeError> {
     let (crt, key) = pair_files(keys_dir, domain);
     let file_error = |p: &Path, reason: String| AcmeError::File {
         path: p.display().to_string(),
@@ -261,8 +277,7 @@ impl Client {
             url: url.clone(),
             source,
         };
-        crate::durable::check_private(&path, false, "the ACME account key")
-            .map_err(file_error)?;
+        crate::durable::check_private(&path, false, "the ACME account key").map_err(file_error)?;
         let saved = match std::fs::read(&path) {
             Ok(bytes) => Some(
                 serde_json::from_slice::<AccountFile>(&bytes)
@@ -406,7 +421,10 @@ impl Client {
                     continue;
                 }
                 if let Some(mut challenge) = authz.challenge(ChallengeType::Dns01) {
-                    challenge.set_ready().await.map_err(step("challenge ready"))?;
+                    challenge
+                        .set_ready()
+                        .await
+                        .map_err(step("challenge ready"))?;
                 }
             }
         }
@@ -414,7 +432,10 @@ impl Client {
             .initial_delay(Duration::from_millis(100))
             .backoff(1.5)
             .timeout(Duration::from_secs(60));
-        let status = order.poll_ready(&retries).await.map_err(step("validation"))?;
+        let status = order
+            .poll_ready(&retries)
+            .await
+            .map_err(step("validation"))?;
         if status != OrderStatus::Ready {
             let detail = order
                 .state()
@@ -467,6 +488,20 @@ mod tests {
         );
         f.autoconfig = false;
         assert!(names_for("shop.test.", &f, &labels).is_empty());
+    }
+
+    #[test]
+    fn renewal_is_renew_before_the_expiry_or_at_two_thirds_of_a_short_lifetime() {
+        let day = 86_400;
+        let leaf = |days: u64| Leaf {
+            not_before: 1000 * day,
+            not_after: (1000 + days) * day,
+            serial: String::new(),
+            names: Vec::new(),
+        };
+        assert_eq!(renew_point(&leaf(90), 30 * day), 1060 * day);
+        assert_eq!(renew_point(&leaf(365), 30 * day), 1335 * day);
+        assert_eq!(renew_point(&leaf(6), 30 * day), 1004 * day);
     }
 
     #[test]

@@ -85,11 +85,7 @@ impl Default for AcmeConfig {
             extra_ca_file: None,
             renew_before_days: 30,
             retry_secs: 300,
-            names: vec![
-                "mta-sts".into(),
-                "autoconfig".into(),
-                "autodiscover".into(),
-            ],
+            names: vec!["mta-sts".into(), "autoconfig".into(), "autodiscover".into()],
             concurrency: 4,
         }
     }
@@ -834,10 +830,16 @@ impl Config {
             );
         }
         if !(1..=86_400).contains(&a.retry_secs) {
-            return err("retry_secs", format!("{} is outside 1..=86400", a.retry_secs));
+            return err(
+                "retry_secs",
+                format!("{} is outside 1..=86400", a.retry_secs),
+            );
         }
         if !(1..=64).contains(&a.concurrency) {
-            return err("concurrency", format!("{} is outside 1..=64", a.concurrency));
+            return err(
+                "concurrency",
+                format!("{} is outside 1..=64", a.concurrency),
+            );
         }
         for (i, n) in a.names.iter().enumerate() {
             if !["mta-sts", "autoconfig", "autodiscover"].contains(&n.as_str()) {
@@ -1004,7 +1006,10 @@ mod tests {
     #[test]
     fn bad_acme_settings_are_refused_with_their_path() {
         for (yaml, path) in [
-            ("acme: {directory_url: \"http://x/dir\"}\n", "acme.directory_url"),
+            (
+                "acme: {directory_url: \"http://x/dir\"}\n",
+                "acme.directory_url",
+            ),
             ("acme: {contact: \"nobody\"}\n", "acme.contact"),
             ("acme: {renew_before_days: 0}\n", "acme.renew_before_days"),
             ("acme: {retry_secs: 0}\n", "acme.retry_secs"),

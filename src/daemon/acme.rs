@@ -40,6 +40,11 @@ pub struct CertificateStatus {
     /// Orders failed in a row since the last success.
     pub failures: u32,
     pub last_error: Option<String>,
+    /// The daemon's clock offset when the certificate was obtained: the CA's times are on
+    /// the real clock, so a test clock moved forward later makes it due, and one moved
+    /// before it does not make a fresh certificate look old (0 for one read from disk).
+    #[serde(skip)]
+    offset_at_issue: u64,
 }
 
 /// The daemon's ACME state.
@@ -107,10 +112,7 @@ impl Shared {
     /// The daemon's clock in unix seconds: the system's, moved forward by
     /// [`Shared::advance_clock`] in tests (DNSSEC signing and certificate renewal use it).
     pub fn clock_now(&self) -> u64 {
-        unix_now()
-            + self
-                .clock_offset
-                .load(std::sync::atomic::Ordering::Relaxed)
+        unix_now() + self.clock_offset.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Tests only: moves the clock forward by `secs` and re-plans every job that derives
@@ -173,12 +175,18 @@ impl Shared {
             Ok(Some((chain, key, leaf))) if names.iter().all(|n| leaf.names.contains(n)) => {
                 // A pair saved but not installed (stopped in between): installed now.
                 self.install_missing(names, &chain, &key);
+                let mut offset = 0;
                 self.set_acme_status(domain, names, |s| {
+                    if s.serial.as_deref() == Some(leaf.serial.as_str()) {
+                        offset = s.offset_at_issue;
+                    } else {
+                        s.offset_at_issue = 0;
+                    }
                     s.not_after = Some(leaf.not_after);
                     s.serial = Some(leaf.serial.clone());
                 });
-                leaf.not_after
-                    .saturating_sub(self.config.acme.renew_before_days * 86_400)
+                crate::acme::renew_point(&leaf, self.config.acme.renew_before_days * 86_400)
+                    + offset
             }
             _ => now,
         }
@@ -294,9 +302,7 @@ impl Shared {
     fn install(&self, names: &[String], chain: &str, key: &str) -> Result<(), String> {
         let store = self.cert_store();
         for name in names {
-            store
-                .install(name, chain, key)
-                .map_err(|e| e.to_string())?;
+            store.install(name, chain, key).map_err(|e| e.to_string())?;
         }
         Ok(())
     }
@@ -356,11 +362,13 @@ impl Shared {
         let key = AssociationKey::zone(domain);
         match result {
             Ok(issued) => {
-                let at = issued
-                    .leaf
-                    .not_after
-                    .saturating_sub(self.config.acme.renew_before_days * 86_400);
+                let offset = self.clock_offset.load(std::sync::atomic::Ordering::Relaxed);
+                let at = crate::acme::renew_point(
+                    &issued.leaf,
+                    self.config.acme.renew_before_days * 86_400,
+                ) + offset;
                 self.set_acme_status(domain, &names, |s| {
+                    s.offset_at_issue = offset;
                     s.not_after = Some(issued.leaf.not_after);
                     s.serial = Some(issued.leaf.serial.clone());
                     s.failures = 0;
@@ -390,7 +398,10 @@ impl Shared {
                     s.next_order_at = Some(at);
                     s.last_error = Some(message.clone());
                 });
-                self.metrics.acme_orders.with_label_values(&["failed"]).inc();
+                self.metrics
+                    .acme_orders
+                    .with_label_values(&["failed"])
+                    .inc();
                 tracing::warn!(%domain, failures, retry_in_secs = at - now, error = %message, "ACME order failed; the certificate in use (if any) is kept");
                 self.scheduler
                     .schedule(self.clock_instant(at), key, Job::RenewCertificate);
