@@ -14,7 +14,8 @@
 //!   (`diagnose::verdict`: pending, no flapping, `since`).
 //! - [`daemon`]: the state and the work on it: the single writer, reload, associations, DKIM
 //!   keys, diagnosis results, and the one scheduler of background jobs (diagnoses, key
-//!   rotations, dropping retired keys); `daemon::shared` is all the HTTP side sees of it.
+//!   rotations, dropping retired keys, certificate orders by ACME, installed into the web
+//!   listener's `web::tls` store); `daemon::shared` is all the HTTP side sees of it.
 //! - [`http`]: the HTTP API, the status page, health and Prometheus metrics, and its
 //!   connection limits.
 //! - [`server`]: the running process: start-up order, binding the listeners, shutdown (the

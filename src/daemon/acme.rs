@@ -52,6 +52,9 @@ pub struct CertificateStatus {
 pub struct AcmeState {
     client: tokio::sync::Mutex<Option<Arc<crate::acme::Client>>>,
     status: std::sync::Mutex<BTreeMap<String, CertificateStatus>>,
+    /// Domains whose order is under way: a job due again meanwhile (its association
+    /// changed) is not a second order; the running one re-plans when it ends.
+    in_flight: std::sync::Mutex<BTreeSet<String>>,
 }
 
 /// Challenge records written as any change is: journal, NOTIFY, DNSSEC follow.
@@ -218,8 +221,11 @@ impl Shared {
             return Vec::new();
         }
         let wanted = self.acme_wanted();
+        // A domain whose association file does not load keeps its certificate: the file
+        // is broken, not gone.
+        let broken = self.associations.load().broken().clone();
         for domain in crate::acme::saved_domains(&self.config.keys_dir) {
-            if !wanted.contains_key(&domain) {
+            if !wanted.contains_key(&domain) && !broken.contains_key(&format!("{domain}.")) {
                 self.acme_forget(&domain);
             }
         }
@@ -337,9 +343,36 @@ impl Shared {
     /// The job: orders a certificate for `domain`'s names, saves and installs it, and plans
     /// the next order (renewal, or a retry with backoff after a failure).
     pub(super) async fn renew_certificate(&self, domain: &str) {
+        let started = self
+            .acme
+            .in_flight
+            .lock()
+            .map(|mut f| f.insert(domain.to_string()))
+            .unwrap_or(false);
+        if !started {
+            return;
+        }
+        let ordered = self.order_certificate(domain).await;
+        if let Ok(mut f) = self.acme.in_flight.lock() {
+            f.remove(domain);
+        }
+        // The names may have changed while the order ran: a certificate that does not
+        // cover them is due at once.
+        if let Some(ordered) = ordered
+            && self
+                .acme_wanted()
+                .get(domain)
+                .is_some_and(|names| *names != ordered)
+        {
+            self.acme_replan(domain);
+        }
+    }
+
+    /// One order; the names it was for, when it succeeded.
+    async fn order_certificate(&self, domain: &str) -> Option<Vec<String>> {
         let Some(names) = self.acme_wanted().get(domain).cloned() else {
             self.acme_forget(domain);
-            return;
+            return None;
         };
         let result = match self.acme_client().await {
             Ok(client) => client.issue(&names, &ZoneChallenges(self)).await,
@@ -357,7 +390,7 @@ impl Shared {
         // The association may have gone while the order ran.
         if !self.acme_wanted().contains_key(domain) {
             self.acme_forget(domain);
-            return;
+            return None;
         }
         let key = AssociationKey::zone(domain);
         match result {
@@ -379,6 +412,7 @@ impl Shared {
                 tracing::info!(%domain, names = %names.join(","), serial = %issued.leaf.serial, not_after = issued.leaf.not_after, "ACME certificate issued and installed");
                 self.scheduler
                     .schedule(self.clock_instant(at), key, Job::RenewCertificate);
+                Some(names)
             }
             Err(e) => {
                 let mut failures = 1;
@@ -405,6 +439,7 @@ impl Shared {
                 tracing::warn!(%domain, failures, retry_in_secs = at - now, error = %message, "ACME order failed; the certificate in use (if any) is kept");
                 self.scheduler
                     .schedule(self.clock_instant(at), key, Job::RenewCertificate);
+                None
             }
         }
     }
