@@ -3,8 +3,7 @@
 #   1. autoconfig requests/s over HTTPS with keep-alive (wrk, 1 thread, 16 connections)
 #   2. MTA-STS policy requests/s over HTTPS with keep-alive (same)
 #   3. autoconfig requests/s over plain HTTP with keep-alive (for comparison)
-#   4. ACME issuance for 100 domains against pebble: reported as not available while
-#      mailzone has no ACME client (issue 15 point 4 is not built), never faked.
+# ACME issuance for 100 domains against pebble is bench/acme.sh.
 # The server is pinned to CPU 0 and wrk to CPU 1 when taskset exists (2-core machines).
 #
 # usage: bench/web.sh [SECONDS]   (default 10 s per run)
@@ -107,5 +106,4 @@ echo "== web listener, ${secs}s per run, wrk -t1 -c16 (keep-alive)"
 run "autoconfig over HTTPS" "https://127.0.0.1:$tls_port/mail/config-v1.1.xml" autoconfig.shop.test
 run "MTA-STS policy over HTTPS" "https://127.0.0.1:$tls_port/.well-known/mta-sts.txt" mta-sts.shop.test
 run "autoconfig over plain HTTP" "http://127.0.0.1:$web_port/mail/config-v1.1.xml" autoconfig.shop.test
-echo "== ACME issuance for 100 domains against pebble"
-echo "not available: mailzone has no ACME client yet (issue 15 point 4 not built)"
+echo "(ACME issuance for 100 domains against pebble: bench/acme.sh)"

@@ -14,7 +14,8 @@
 //!   (`diagnose::verdict`: pending, no flapping, `since`).
 //! - [`daemon`]: the state and the work on it: the single writer, reload, associations, DKIM
 //!   keys, diagnosis results, and the one scheduler of background jobs (diagnoses, key
-//!   rotations, dropping retired keys); `daemon::shared` is all the HTTP side sees of it.
+//!   rotations, dropping retired keys, certificate orders by ACME, installed into the web
+//!   listener's `web::tls` store); `daemon::shared` is all the HTTP side sees of it.
 //! - [`http`]: the HTTP API, the status page, health and Prometheus metrics, and its
 //!   connection limits.
 //! - [`server`]: the running process: start-up order, binding the listeners, shutdown (the
@@ -30,6 +31,8 @@
 //! - [`web`]: the public web listener (off by default): Thunderbird autoconfig, Outlook
 //!   autodiscover and MTA-STS policies for associated domains, its TLS certificates. It
 //!   knows nothing of `daemon`: `server` tells it which domains are associated.
+//! - [`acme`]: certificates by ACME (RFC 8555) with DNS-01: the account, one order, the
+//!   files under `keys/acme/`; the daemon writes the challenge records and schedules renewals.
 //! - [`cli`]: the command-line clients; `main.rs` is only the command line on top.
 //!
 //! Imports go one way: `zone`, `provision`, `dkim` know nothing of `daemon`, `diagnose`
@@ -37,6 +40,7 @@
 //! of `http` or `server`. No two folders import each other.
 
 pub mod accept;
+pub mod acme;
 pub mod cli;
 pub mod config;
 pub mod daemon;

@@ -162,6 +162,8 @@ pub struct Metrics {
     pub updates: IntCounterVec,
     /// Public web listener requests by document (bounded set) and status code.
     pub web_requests: IntCounterVec,
+    /// ACME orders by result (`mailzone_acme_orders_total{result="ok|failed"}`).
+    pub acme_orders: IntCounterVec,
     /// DKIM key lifecycle events: generated, activated, retiring, removed.
     pub dkim_events: IntCounterVec,
     pub dkim_signatures: IntCounterVec,
@@ -288,6 +290,14 @@ impl Metrics {
             &["document", "status"],
         )?;
         registry.register(Box::new(web_requests.clone()))?;
+        let acme_orders = IntCounterVec::new(
+            Opts::new(
+                "acme_orders_total",
+                "ACME certificate orders, by result (ok, failed)",
+            ),
+            &["result"],
+        )?;
+        registry.register(Box::new(acme_orders.clone()))?;
         let build = IntGauge::with_opts(
             Opts::new("build_info", "Always 1; the version is a label")
                 .const_label("version", env!("CARGO_PKG_VERSION")),
@@ -509,6 +519,7 @@ impl Metrics {
             http_requests,
             updates,
             web_requests,
+            acme_orders,
             registry,
         })
     }

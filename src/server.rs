@@ -114,6 +114,9 @@ async fn start_web(shared: &Arc<Shared>) -> Result<Option<WebListeners>, StartEr
     let certs = Arc::new(crate::web::tls::CertStore::new(
         shared.config.keys_dir.join("certs"),
     ));
+    // ACME installs what it obtains into the store the listener serves from (set before
+    // the first load: an installation in between is on disk, so the load sees it).
+    let _ = shared.web_certs.set(certs.clone());
     for e in certs.load() {
         tracing::error!(error = %e, "web certificate not loaded");
     }

@@ -6,28 +6,13 @@
 
 mod common;
 
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
 
-use common::secondary::free_port;
+use common::pebble::{Pebble, have};
 use common::*;
 use mailzone::config::{TsigKeyConfig, UpdatePolicy, ZoneSelection};
 
 const KEY: &str = "acme-key";
-
-fn have(tool: &str, probe: &[&str]) -> bool {
-    let ok = Command::new(tool)
-        .args(probe)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok();
-    if !ok {
-        eprintln!("skipped: {tool} is not installed (scripts/test installs it)");
-    }
-    ok
-}
 
 fn plugin_installed() -> bool {
     let ok = Command::new("/usr/bin/python3")
@@ -41,86 +26,6 @@ fn plugin_installed() -> bool {
         );
     }
     ok
-}
-
-/// pebble on a free loopback port, its DNS-01 checks sent to `dns`; killed when dropped.
-struct Pebble {
-    child: Child,
-    directory: String,
-}
-
-impl Drop for Pebble {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Pebble {
-    fn start(dir: &Path, dns: std::net::SocketAddr) -> Self {
-        // Debian's pebble ships no test certificate: one for 127.0.0.1, made here.
-        let made = Command::new("openssl")
-            .args([
-                "req",
-                "-x509",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:P-256",
-                "-nodes",
-                "-days",
-                "1",
-                "-subj",
-                "/CN=localhost",
-                "-addext",
-                "subjectAltName=IP:127.0.0.1,DNS:localhost",
-            ])
-            .arg("-keyout")
-            .arg(dir.join("key.pem"))
-            .arg("-out")
-            .arg(dir.join("cert.pem"))
-            .output()
-            .unwrap();
-        assert!(made.status.success(), "{made:?}");
-        let port = free_port("127.0.0.1");
-        let management = free_port("127.0.0.1");
-        let config = serde_json::json!({"pebble": {
-            "listenAddress": format!("127.0.0.1:{port}"),
-            "managementListenAddress": format!("127.0.0.1:{management}"),
-            "certificate": dir.join("cert.pem"),
-            "privateKey": dir.join("key.pem"),
-            "httpPort": free_port("127.0.0.1"),
-            "tlsPort": free_port("127.0.0.1"),
-            "ocspResponderURL": "",
-            "externalAccountBindingRequired": false
-        }});
-        std::fs::write(dir.join("pebble.json"), config.to_string()).unwrap();
-        let log = std::fs::File::create(dir.join("pebble.log")).unwrap();
-        let child = Command::new("pebble")
-            .arg("-config")
-            .arg(dir.join("pebble.json"))
-            .args(["-dnsserver", &dns.to_string()])
-            // No random waits before validating, no random nonce rejections.
-            .env("PEBBLE_VA_NOSLEEP", "1")
-            .env("PEBBLE_WFE_NONCEREJECT", "0")
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        let started = Instant::now();
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                started.elapsed() < Duration::from_secs(10),
-                "pebble did not start: {}",
-                std::fs::read_to_string(dir.join("pebble.log")).unwrap_or_default()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Self {
-            child,
-            directory: format!("https://127.0.0.1:{port}/dir"),
-        }
-    }
 }
 
 #[test]

@@ -593,7 +593,7 @@ fn moving_the_clock_past_the_refresh_point_renews_every_signature_through_the_sc
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs();
-    d.daemon().shared().advance_dnssec_clock(days8);
+    d.daemon().shared().advance_clock(days8);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     while serial(&d) == first {
         assert!(std::time::Instant::now() < deadline, "not re-signed");
@@ -889,7 +889,7 @@ fn a_zsk_rollover_pre_publishes_the_new_key_then_signs_with_it_then_drops_the_ol
         "the old key stays while its signatures may be cached: {keys}"
     );
     // Once the zone's largest TTL has passed, the old key goes.
-    d.daemon().shared().advance_dnssec_clock(3700);
+    d.daemon().shared().advance_clock(3700);
     while dig(d.dns, &["+short", "example.test", "DNSKEY"])
         .lines()
         .count()

@@ -1027,6 +1027,20 @@ fn diagnosis_fetches_the_policy_over_https_and_finds_mta_sts_tls_rpt_and_autocon
 }
 
 #[test]
+fn the_status_page_shows_mta_sts_and_tls_rpt_boxes_from_the_diagnosis() {
+    let (w, _) = world(true);
+    w.codes(&["mta-sts", "tls-rpt"]);
+    let (status, page) = http(w.d.http, "GET", "/", Some(TOKEN), None);
+    assert_eq!(status, 200, "{page}");
+    for check in ["mta-sts", "tls-rpt"] {
+        assert!(
+            page.contains(&format!(r#"class="box green" data-check="{check}""#)),
+            "{check}: {page}"
+        );
+    }
+}
+
+#[test]
 fn diagnosis_reports_a_policy_whose_certificate_is_not_trusted() {
     let (w, _) = world(false);
     let other = Pki::new();

@@ -44,6 +44,51 @@ pub struct Config {
     /// The public web listener: autoconfig, autodiscover and MTA-STS policies for
     /// associated domains (off by default).
     pub web: WebConfig,
+    /// Certificates for the web listener by ACME (RFC 8555) with DNS-01 challenges written
+    /// into the hosted zones (off by default; see the README, "Certificates by ACME").
+    pub acme: AcmeConfig,
+}
+
+/// Certificates obtained by ACME for the web names of hosted associated domains.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AcmeConfig {
+    pub enabled: bool,
+    /// The ACME directory: production, staging, or a local test server (pebble).
+    pub directory_url: String,
+    /// E-mail address given to the CA when the account is made (`null`: none).
+    pub contact: Option<String>,
+    /// PEM bundle of the certificate authorities trusted for the directory's HTTPS.
+    pub ca_file: PathBuf,
+    /// One more PEM file of roots to trust for the directory (a test CA such as pebble's).
+    pub extra_ca_file: Option<PathBuf>,
+    /// A certificate is renewed this many days before it expires.
+    pub renew_before_days: u64,
+    /// The first retry after a failed order, in seconds; each further failure doubles it,
+    /// up to a day.
+    pub retry_secs: u64,
+    /// Which web names of each hosted associated domain are certified, each only when the
+    /// association's families publish it: `mta-sts` (family `mta-sts`), `autoconfig` and
+    /// `autodiscover` (family `autoconfig`).
+    pub names: Vec<String>,
+    /// Orders under way at the same time.
+    pub concurrency: usize,
+}
+
+impl Default for AcmeConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            directory_url: "https://acme-v02.api.letsencrypt.org/directory".into(),
+            contact: None,
+            ca_file: PathBuf::from("/etc/ssl/certs/ca-certificates.crt"),
+            extra_ca_file: None,
+            renew_before_days: 30,
+            retry_secs: 300,
+            names: vec!["mta-sts".into(), "autoconfig".into(), "autodiscover".into()],
+            concurrency: 4,
+        }
+    }
 }
 
 /// The public web listener (`crate::web`), separate from the loopback admin API.
@@ -480,6 +525,7 @@ impl Default for Config {
             metrics: MetricsConfig::default(),
             dnssec: crate::dnssec::Policy::default(),
             web: WebConfig::default(),
+            acme: AcmeConfig::default(),
         }
     }
 }
@@ -586,6 +632,7 @@ impl Config {
 
     /// Checks the values serde cannot: returns the key path and the reason.
     fn validate(&self) -> Result<(), (String, String)> {
+        self.validate_acme()?;
         if self.web.enabled {
             if self.web.http_listen.is_none() && self.web.https_listen.is_none() {
                 return Err((
@@ -766,6 +813,49 @@ impl Config {
 
     /// Key names are domain names used once (they also name files); secondaries parse and
     /// name keys that exist; listed zones are absolute names.
+    fn validate_acme(&self) -> Result<(), (String, String)> {
+        let a = &self.acme;
+        let err = |path: &str, m: String| Err((format!("acme.{path}"), m));
+        if !a.directory_url.starts_with("https://") {
+            return err(
+                "directory_url",
+                format!("{:?} is not an https:// URL", a.directory_url),
+            );
+        }
+        if let Some(c) = &a.contact
+            && (!c.contains('@') || c.contains(char::is_whitespace) || c.starts_with("mailto:"))
+        {
+            return err("contact", format!("{c:?} is not an e-mail address"));
+        }
+        if !(1..=365).contains(&a.renew_before_days) {
+            return err(
+                "renew_before_days",
+                format!("{} is outside 1..=365", a.renew_before_days),
+            );
+        }
+        if !(1..=86_400).contains(&a.retry_secs) {
+            return err(
+                "retry_secs",
+                format!("{} is outside 1..=86400", a.retry_secs),
+            );
+        }
+        if !(1..=64).contains(&a.concurrency) {
+            return err(
+                "concurrency",
+                format!("{} is outside 1..=64", a.concurrency),
+            );
+        }
+        for (i, n) in a.names.iter().enumerate() {
+            if !["mta-sts", "autoconfig", "autodiscover"].contains(&n.as_str()) {
+                return err(
+                    &format!("names[{i}]"),
+                    format!("{n:?} is not one of mta-sts, autoconfig, autodiscover"),
+                );
+            }
+        }
+        Ok(())
+    }
+
     fn validate_transfer(&self) -> Result<(), (String, String)> {
         let t = &self.transfer;
         for (i, k) in t.keys.iter().enumerate() {
@@ -915,6 +1005,24 @@ mod tests {
     #[test]
     fn empty_text_gives_the_embedded_defaults() {
         assert_eq!(Config::from_yaml("", "t").unwrap(), Config::default());
+    }
+
+    #[test]
+    fn bad_acme_settings_are_refused_with_their_path() {
+        for (yaml, path) in [
+            (
+                "acme: {directory_url: \"http://x/dir\"}\n",
+                "acme.directory_url",
+            ),
+            ("acme: {contact: \"nobody\"}\n", "acme.contact"),
+            ("acme: {renew_before_days: 0}\n", "acme.renew_before_days"),
+            ("acme: {retry_secs: 0}\n", "acme.retry_secs"),
+            ("acme: {names: [www]}\n", "acme.names[0]"),
+            ("acme: {concurrency: 0}\n", "acme.concurrency"),
+        ] {
+            let err = Config::from_yaml(yaml, "c.yaml").unwrap_err().to_string();
+            assert!(err.contains(path), "{yaml}: {err}");
+        }
     }
 
     #[test]

@@ -407,6 +407,7 @@ impl Shared {
             &AssociationKey::new(&gone.domain, &gone.platform),
             &selectors,
         );
+        self.acme_replan(&gone.domain);
     }
 
     fn forget_key(&self, key: &AssociationKey, selectors: &[&str]) {
@@ -530,6 +531,7 @@ impl Shared {
             self.scheduler.schedule(at, key, Job::Diagnose);
         }
         self.check_keys_of(a);
+        self.acme_replan(&a.domain);
     }
 
     fn failures_of(&self, key: &AssociationKey) -> u32 {
@@ -570,6 +572,7 @@ impl Shared {
             }
         }
         jobs.extend(self.resign_jobs());
+        jobs.extend(self.acme_jobs());
         self.scheduler.replace_all(jobs);
     }
 
@@ -586,6 +589,7 @@ impl Shared {
                 Job::DropRetired => shared.drop_retired(&key).await,
                 Job::Resign => shared.resign_due(&key.domain).await,
                 Job::RollKeys => shared.roll_due(&key.domain).await,
+                Job::RenewCertificate => shared.renew_certificate(&key.domain).await,
             }
         });
     }

@@ -273,23 +273,9 @@ impl Shared {
         Ok(zones.into_iter().next().map(|(z, _)| z).unwrap_or(zone))
     }
 
-    /// The clock of signing: the system's, moved forward by [`Shared::advance_dnssec_clock`]
-    /// in tests.
+    /// The clock of signing: the test clock ([`Shared::clock_now`]).
     pub fn dnssec_now(&self) -> u64 {
-        unix_now()
-            + self
-                .dnssec_clock_offset
-                .load(std::sync::atomic::Ordering::Relaxed)
-    }
-
-    /// Tests only: moves the signing clock forward by `secs` and re-plans every re-signing
-    /// job from it (the signatures due are then refreshed at once).
-    pub fn advance_dnssec_clock(&self, secs: u64) {
-        self.dnssec_clock_offset
-            .fetch_add(secs, std::sync::atomic::Ordering::Relaxed);
-        for (at, key, job) in self.resign_jobs() {
-            self.scheduler.schedule(at, key, job);
-        }
+        self.clock_now()
     }
 
     /// The re-signing and key-rollover jobs of every signed zone (start, reload, clock moves).

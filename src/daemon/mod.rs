@@ -6,6 +6,7 @@
 //! associations. It must not parse DNS or HTTP itself, nor bind listeners: starting the
 //! process is [`crate::server`]'s job, which sits above this module and the HTTP side.
 
+pub mod acme;
 pub mod associations;
 pub mod catalog;
 pub mod diagnosis;

@@ -49,6 +49,9 @@ pub enum Job {
     /// The next step of a zone's key rollover (activate a pre-published key, remove a
     /// retired one), at the times derived from its keys' state.
     RollKeys,
+    /// Order a domain's web certificate by ACME (none yet, renewal point reached, or a
+    /// retry after a failure). Keyed by the domain with an empty platform.
+    RenewCertificate,
 }
 
 #[derive(Default)]
@@ -129,6 +132,7 @@ impl Scheduler {
                 Job::DropRetired,
                 Job::Resign,
                 Job::RollKeys,
+                Job::RenewCertificate,
             ] {
                 j.remove(key, job);
             }

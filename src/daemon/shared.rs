@@ -13,6 +13,7 @@ use arc_swap::ArcSwap;
 use serde::Serialize;
 use tokio::sync::Mutex;
 
+pub use super::acme::CertificateStatus;
 pub use super::associations::{
     AssociateRequest, AssociationChange, AssociationError, AssociationReport,
 };
@@ -64,8 +65,14 @@ pub struct Shared {
     pub(super) dnssec_keys: std::sync::Mutex<super::dnssec::KeyCache>,
     /// Zones whose DNSSEC keys cannot be used, and why.
     pub dnssec_errors: std::sync::Mutex<std::collections::BTreeMap<String, String>>,
-    /// Seconds added to the clock of DNSSEC signing (tests move time forward with it).
-    pub(super) dnssec_clock_offset: std::sync::atomic::AtomicU64,
+    /// Seconds added to the clock of DNSSEC signing and certificate renewal (tests move
+    /// time forward with [`Shared::advance_clock`]).
+    pub(super) clock_offset: std::sync::atomic::AtomicU64,
+    /// Certificates by ACME: the client, and each domain's certificate and failures.
+    pub(super) acme: super::acme::AcmeState,
+    /// The web listener's certificates, registered by the composition root when the
+    /// listener is on (ACME installs into them; otherwise into the folder alone).
+    pub web_certs: std::sync::OnceLock<Arc<crate::web::tls::CertStore>>,
     /// Diagnosis results.
     pub diagnosis: diagnosis::DiagnosisState,
     /// Every background job of every association, by deadline.
@@ -119,7 +126,9 @@ impl Shared {
             dkim_errors: Default::default(),
             dnssec_keys: Default::default(),
             dnssec_errors: Default::default(),
-            dnssec_clock_offset: Default::default(),
+            clock_offset: Default::default(),
+            acme: Default::default(),
+            web_certs: Default::default(),
             diagnosis: diagnosis::DiagnosisState::new(&config.diagnosis),
             scheduler: Default::default(),
             key_pool: Default::default(),

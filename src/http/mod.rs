@@ -337,6 +337,8 @@ struct StatusBody<'a> {
     domains_by_status: std::collections::BTreeMap<&'static str, usize>,
     /// Per configured secondary: zones it is behind on, its largest lag, failed NOTIFYs.
     secondaries: Vec<crate::daemon::shared::SecondarySummary>,
+    /// Web certificates by ACME, per domain: expiry, next order, failures and last error.
+    certificates: Vec<crate::daemon::shared::CertificateStatus>,
 }
 
 async fn status(State(shared): State<AppState>, headers: HeaderMap) -> Response {
@@ -371,6 +373,7 @@ async fn status(State(shared): State<AppState>, headers: HeaderMap) -> Response 
             counts
         },
         secondaries: shared.transfer_status.summary(),
+        certificates: shared.acme_status(),
     })
     .into_response()
 }

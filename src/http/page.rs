@@ -1,6 +1,6 @@
 //! The status page at `/`: one row per associated domain (hosted or external, both seen as the
 //! world sees them, through their delegation), its overall status at a glance, one box per
-//! check: delegation (NS), ownership, MX, SRV, autoconfig, SPF, DKIM, DMARC.
+//! check: delegation (NS), ownership, MX, SRV, autoconfig, SPF, DKIM, DMARC, MTA-STS, TLS-RPT.
 //!
 //! Server-rendered HTML with inline CSS, no script and no external asset; a red box is a
 //! `<details>` element, so clicking it shows what each nameserver served and the lines to add
@@ -19,7 +19,7 @@ use crate::diagnose::check::{CheckStatus, Diagnosis, Overall};
 use crate::provision::association::{Association, Mode};
 
 /// The boxes, left to right: label, check name.
-const BOXES: [(&str, &str); 8] = [
+const BOXES: [(&str, &str); 10] = [
     ("NS", "delegation"),
     ("CNAME", "ownership"),
     ("MX", "mx"),
@@ -28,6 +28,8 @@ const BOXES: [(&str, &str); 8] = [
     ("SPF", "spf"),
     ("DKIM", "dkim"),
     ("DMARC", "dmarc"),
+    ("MTA-STS", "mta-sts"),
+    ("TLS-RPT", "tls-rpt"),
 ];
 
 /// `2026-11-23 10:00 UTC`.
@@ -58,6 +60,8 @@ fn managed(a: &Association, check: &str) -> bool {
         "spf" => a.records.spf,
         "dkim" => a.records.dkim,
         "dmarc" => a.records.dmarc,
+        "mta-sts" => a.records.mta_sts,
+        "tls-rpt" => a.records.tls_rpt,
         _ => false,
     }
 }

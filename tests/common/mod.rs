@@ -2,6 +2,7 @@
 //! UDP and TCP, HTTP/1.1, dig) that talk to it over sockets.
 #![allow(dead_code)]
 
+pub mod pebble;
 pub mod secondary;
 
 use std::io::{BufRead, BufReader, Read, Write};

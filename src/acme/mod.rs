@@ -1,0 +1,520 @@
+//! Certificates by ACME (RFC 8555) with DNS-01 challenges: the account, one order for the
+//! web names of a domain, and the files under `<keys_dir>/acme/`.
+//!
+//! This module owns the protocol steps (through instant-acme, on the small client of
+//! [`http`]), the account file (`account.json`, 0600, refused when looser), each domain's
+//! issued pair (`<domain>.crt`, `<domain>.key` 0600), and reading a certificate's expiry.
+//! It must not write zones itself (the [`Challenges`] it is handed does, through the
+//! daemon's single writer), decide when an order is due (the daemon's scheduler does), nor
+//! serve the certificates (`web::tls` does).
+
+pub mod http;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use instant_acme::{
+    Account, AccountCredentials, AuthorizationStatus, ChallengeType, Identifier, NewAccount,
+    NewOrder, OrderStatus, RetryPolicy,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::config::AcmeConfig;
+use crate::provision::records::Families;
+
+/// The folder under `keys_dir`.
+pub const DIR: &str = "acme";
+/// A request to the directory that takes longer than this fails.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Why an order failed, said for an operator (status page, log).
+#[derive(Debug, thiserror::Error)]
+pub enum AcmeError {
+    #[error("the ACME client cannot be made: {0}")]
+    Trust(#[from] http::TrustError),
+    #[error("{path}: {reason}")]
+    File { path: String, reason: String },
+    #[error("ACME directory {url}: {source}")]
+    Directory {
+        url: String,
+        source: instant_acme::Error,
+    },
+    #[error("order for {names}: {step}: {source}")]
+    Order {
+        names: String,
+        step: &'static str,
+        source: instant_acme::Error,
+    },
+    #[error("order for {names}: {reason}")]
+    Refused { names: String, reason: String },
+    #[error("challenge records for {names}: {reason}")]
+    Challenge { names: String, reason: String },
+}
+
+/// One DNS-01 challenge record: `_acme-challenge.<name>` TXT `<value>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChallengeRecord {
+    /// Absolute, lower case, with the final dot.
+    pub name: String,
+    pub value: String,
+}
+
+/// Who writes and removes challenge records (the daemon's single writer, so journal,
+/// NOTIFY and DNSSEC follow as for any change).
+pub trait Challenges: Send + Sync {
+    fn publish(
+        &self,
+        records: &[ChallengeRecord],
+    ) -> impl std::future::Future<Output = Result<(), String>> + Send;
+    fn withdraw(
+        &self,
+        records: &[ChallengeRecord],
+    ) -> impl std::future::Future<Output = Result<(), String>> + Send;
+}
+
+/// A certificate as issued: the chain and its key in PEM, and what renewal needs of it.
+#[derive(Debug, Clone)]
+pub struct Issued {
+    pub chain_pem: String,
+    pub key_pem: String,
+    pub leaf: Leaf,
+}
+
+/// What is read from a leaf certificate.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Leaf {
+    /// Unix seconds.
+    pub not_before: u64,
+    /// Unix seconds.
+    pub not_after: u64,
+    /// Hex, as `openssl x509 -serial` prints it.
+    pub serial: String,
+    /// Its DNS names (subjectAltName), lower case.
+    pub names: Vec<String>,
+}
+
+/// Reads the first certificate of a PEM chain.
+pub fn read_leaf(chain_pem: &str) -> Result<Leaf, String> {
+    use rustls_pki_types::CertificateDer;
+    use rustls_pki_types::pem::PemObject;
+    let der = CertificateDer::pem_slice_iter(chain_pem.as_bytes())
+        .next()
+        .ok_or("no CERTIFICATE block")?
+        .map_err(|e| format!("not PEM: {e}"))?;
+    let (_, cert) =
+        x509_parser::parse_x509_certificate(&der).map_err(|e| format!("not X.509: {e}"))?;
+    let names = match cert.subject_alternative_name() {
+        Ok(Some(san)) => san
+            .value
+            .general_names
+            .iter()
+            .filter_map(|g| match g {
+                x509_parser::extensions::GeneralName::DNSName(n) => Some(n.to_ascii_lowercase()),
+                _ => None,
+            })
+            .collect(),
+        _ => Vec::new(),
+    };
+    Ok(Leaf {
+        names,
+        not_before: u64::try_from(cert.validity().not_before.timestamp()).unwrap_or(0),
+        not_after: u64::try_from(cert.validity().not_after.timestamp()).unwrap_or(0),
+        serial: cert.tbs_certificate.raw_serial_as_string().replace(':', ""),
+    })
+}
+
+/// When a certificate is renewed (unix seconds, the CA's clock): `renew_before` before it
+/// expires, but never before two thirds of its lifetime, so that a CA issuing certificates
+/// shorter than `renew_before` (six-day ones) is not asked again at once, in a loop.
+pub fn renew_point(leaf: &Leaf, renew_before_secs: u64) -> u64 {
+    let lifetime = leaf.not_after.saturating_sub(leaf.not_before);
+    leaf.not_after
+        .saturating_sub(renew_before_secs)
+        .max(leaf.not_before + lifetime / 3 * 2)
+}
+
+/// The web names of `domain` (absolute, lower case) to certify: the configured labels whose
+/// family the association publishes. Empty: no certificate is wanted.
+pub fn names_for(domain: &str, families: &Families, labels: &[String]) -> Vec<String> {
+    let base = domain.trim_end_matches('.');
+    labels
+        .iter()
+        .filter(|l| match l.as_str() {
+            "mta-sts" => families.mta_sts,
+            "autoconfig" | "autodiscover" => families.autoconfig,
+            _ => false,
+        })
+        .map(|l| format!("{l}.{base}"))
+        .collect()
+}
+
+/// The files of a domain's issued pair: `<keys_dir>/acme/<domain>.crt` and `.key`.
+pub fn pair_files(keys_dir: &Path, domain: &str) -> (PathBuf, PathBuf) {
+    let dir = keys_dir.join(DIR);
+    let stem = domain.trim_end_matches('.').to_ascii_lowercase();
+    (
+        dir.join(format!("{stem}.crt")),
+        dir.join(format!("{stem}.key")),
+    )
+}
+
+/// Reads a domain's issued pair, if there is one; a key file looser than 0600 is refused.
+pub fn read_pair(
+    keys_dir: &Path,
+    domain: &str,
+) -> Result<Option<(String, String, Leaf)>, AcmeError> {
+    let (crt, key) = pair_files(keys_dir, domain);
+    let file_error = |p: &Path, reason: String| AcmeError::File {
+        path: p.display().to_string(),
+        reason,
+    };
+    let chain = match std::fs::read_to_string(&crt) {
+        Ok(c) => c,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(file_error(&crt, e.to_string())),
+    };
+    crate::durable::check_private(&key, false, "an ACME certificate key")
+        .map_err(|r| file_error(&key, r))?;
+    let key_pem = std::fs::read_to_string(&key).map_err(|e| file_error(&key, e.to_string()))?;
+    let leaf = read_leaf(&chain).map_err(|r| file_error(&crt, r))?;
+    Ok(Some((chain, key_pem, leaf)))
+}
+
+/// Saves a domain's issued pair durably: the key (0600) first, then the chain.
+pub fn save_pair(keys_dir: &Path, domain: &str, issued: &Issued) -> Result<(), AcmeError> {
+    let dir = keys_dir.join(DIR);
+    crate::durable::create_private_dir(&dir).map_err(|e| AcmeError::File {
+        path: dir.display().to_string(),
+        reason: e.to_string(),
+    })?;
+    let (crt, key) = pair_files(keys_dir, domain);
+    let write = |p: &Path, text: &str, mode: u32| {
+        crate::durable::write_atomically(p, text.as_bytes(), mode).map_err(|e| AcmeError::File {
+            path: p.display().to_string(),
+            reason: e.to_string(),
+        })
+    };
+    write(&key, &issued.key_pem, 0o600)?;
+    write(&crt, &issued.chain_pem, 0o644)
+}
+
+/// Removes a domain's issued pair (its association went).
+pub fn remove_pair(keys_dir: &Path, domain: &str) {
+    let (crt, key) = pair_files(keys_dir, domain);
+    for f in [crt, key] {
+        let _ = std::fs::remove_file(f);
+    }
+    let _ = crate::durable::sync_dir(&keys_dir.join(DIR));
+}
+
+/// The domains that have an issued pair on disk (lower case, no final dot).
+pub fn saved_domains(keys_dir: &Path) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(keys_dir.join(DIR)) else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(Result::ok)
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            name.strip_suffix(".crt")
+                .filter(|s| !s.starts_with('.'))
+                .map(str::to_string)
+        })
+        .collect()
+}
+
+/// The account file: which directory it belongs to, and its credentials (key included).
+#[derive(Serialize, Deserialize)]
+struct AccountFile {
+    directory: String,
+    credentials: AccountCredentials,
+}
+
+/// An ACME client for one directory: the HTTP client, the account (made or read once),
+/// and the limit on orders under way.
+pub struct Client {
+    config: AcmeConfig,
+    keys_dir: PathBuf,
+    http: http::Client,
+    account: tokio::sync::Mutex<Option<Account>>,
+    slots: Arc<tokio::sync::Semaphore>,
+}
+
+impl Client {
+    pub fn new(config: &AcmeConfig, keys_dir: &Path) -> Result<Self, AcmeError> {
+        let mut roots = vec![config.ca_file.as_path()];
+        if let Some(extra) = &config.extra_ca_file {
+            roots.push(extra.as_path());
+        }
+        Ok(Self {
+            http: http::Client::new(&roots, REQUEST_TIMEOUT)?,
+            config: config.clone(),
+            keys_dir: keys_dir.to_path_buf(),
+            account: tokio::sync::Mutex::new(None),
+            slots: Arc::new(tokio::sync::Semaphore::new(config.concurrency.max(1))),
+        })
+    }
+
+    fn account_file(&self) -> PathBuf {
+        self.keys_dir.join(DIR).join("account.json")
+    }
+
+    /// The account: read from `account.json` when it is for this directory, else made at
+    /// the CA and saved (0600) before use.
+    async fn account(&self) -> Result<Account, AcmeError> {
+        let mut cached = self.account.lock().await;
+        if let Some(a) = cached.as_ref() {
+            return Ok(a.clone());
+        }
+        let url = self.config.directory_url.clone();
+        let path = self.account_file();
+        let file_error = |reason: String| AcmeError::File {
+            path: path.display().to_string(),
+            reason,
+        };
+        let directory = |source| AcmeError::Directory {
+            url: url.clone(),
+            source,
+        };
+        crate::durable::check_private(&path, false, "the ACME account key").map_err(file_error)?;
+        let saved = match std::fs::read(&path) {
+            Ok(bytes) => Some(
+                serde_json::from_slice::<AccountFile>(&bytes)
+                    .map_err(|e| file_error(format!("not an account file: {e}")))?,
+            ),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(file_error(e.to_string())),
+        };
+        let account = match saved {
+            Some(f) if f.directory == url => {
+                Account::builder_with_http(Box::new(self.http.clone()))
+                    .from_credentials(f.credentials)
+                    .await
+                    .map_err(directory)?
+            }
+            _ => {
+                let contact = self.config.contact.as_ref().map(|c| format!("mailto:{c}"));
+                let contacts: Vec<&str> = contact.iter().map(String::as_str).collect();
+                let (account, credentials) =
+                    Account::builder_with_http(Box::new(self.http.clone()))
+                        .create(
+                            &NewAccount {
+                                contact: &contacts,
+                                terms_of_service_agreed: true,
+                                only_return_existing: false,
+                            },
+                            url.clone(),
+                            None,
+                        )
+                        .await
+                        .map_err(directory)?;
+                let file = AccountFile {
+                    directory: url.clone(),
+                    credentials,
+                };
+                let bytes = serde_json::to_vec(&file).map_err(|e| file_error(e.to_string()))?;
+                let dir = self.keys_dir.join(DIR);
+                crate::durable::create_private_dir(&dir)
+                    .and_then(|()| crate::durable::write_atomically(&path, &bytes, 0o600))
+                    .map_err(|e| file_error(e.to_string()))?;
+                tracing::info!(directory = %url, "ACME account made");
+                account
+            }
+        };
+        *cached = Some(account.clone());
+        Ok(account)
+    }
+
+    /// Orders one certificate for `names` (DNS-01): publishes the challenge records through
+    /// `challenges`, tells the CA, waits for it, and always removes the records again.
+    pub async fn issue(
+        &self,
+        names: &[String],
+        challenges: &impl Challenges,
+    ) -> Result<Issued, AcmeError> {
+        let _slot = self.slots.clone().acquire_owned().await;
+        let account = self.account().await?;
+        let mut published = Vec::new();
+        let result = self
+            .order(&account, names, challenges, &mut published)
+            .await;
+        if !published.is_empty()
+            && let Err(reason) = challenges.withdraw(&published).await
+        {
+            // The certificate (if any) is still good; the leftovers are reported.
+            tracing::warn!(names = %names.join(","), %reason, "ACME challenge records not removed");
+        }
+        result
+    }
+
+    async fn order(
+        &self,
+        account: &Account,
+        names: &[String],
+        challenges: &impl Challenges,
+        published: &mut Vec<ChallengeRecord>,
+    ) -> Result<Issued, AcmeError> {
+        let joined = names.join(",");
+        let step = |step: &'static str| {
+            let names = joined.clone();
+            move |source| AcmeError::Order {
+                names,
+                step,
+                source,
+            }
+        };
+        let identifiers: Vec<Identifier> =
+            names.iter().map(|n| Identifier::Dns(n.clone())).collect();
+        let mut order = account
+            .new_order(&NewOrder::new(&identifiers))
+            .await
+            .map_err(step("new order"))?;
+        // First the records of every pending authorization (one write), then the CA is told.
+        let mut records = Vec::new();
+        {
+            let mut authorizations = order.authorizations();
+            while let Some(authz) = authorizations.next().await {
+                let mut authz = authz.map_err(step("authorization"))?;
+                match authz.status {
+                    AuthorizationStatus::Pending => {}
+                    // Still valid from an earlier order: nothing to prove.
+                    AuthorizationStatus::Valid => continue,
+                    other => {
+                        return Err(AcmeError::Refused {
+                            names: joined.clone(),
+                            reason: format!("an authorization is {other:?}"),
+                        });
+                    }
+                }
+                let Some(challenge) = authz.challenge(ChallengeType::Dns01) else {
+                    return Err(AcmeError::Refused {
+                        names: joined.clone(),
+                        reason: "the CA offers no dns-01 challenge".into(),
+                    });
+                };
+                let name = challenge.identifier().to_string();
+                records.push(ChallengeRecord {
+                    name: format!(
+                        "_acme-challenge.{}.",
+                        name.trim_start_matches("*.").to_ascii_lowercase()
+                    ),
+                    value: challenge.key_authorization().dns_value(),
+                });
+            }
+        }
+        if !records.is_empty() {
+            // Recorded before writing: a write that half happened is still withdrawn.
+            published.extend(records.iter().cloned());
+            challenges
+                .publish(&records)
+                .await
+                .map_err(|reason| AcmeError::Challenge {
+                    names: joined.clone(),
+                    reason,
+                })?;
+            // The authorizations are cached: this second pass asks the CA nothing new.
+            let mut authorizations = order.authorizations();
+            while let Some(authz) = authorizations.next().await {
+                let mut authz = authz.map_err(step("authorization"))?;
+                if authz.status != AuthorizationStatus::Pending {
+                    continue;
+                }
+                if let Some(mut challenge) = authz.challenge(ChallengeType::Dns01) {
+                    challenge
+                        .set_ready()
+                        .await
+                        .map_err(step("challenge ready"))?;
+                }
+            }
+        }
+        let retries = RetryPolicy::new()
+            .initial_delay(Duration::from_millis(100))
+            .backoff(1.5)
+            .timeout(Duration::from_secs(60));
+        let status = order
+            .poll_ready(&retries)
+            .await
+            .map_err(step("validation"))?;
+        if status != OrderStatus::Ready {
+            let detail = order
+                .state()
+                .error
+                .as_ref()
+                .map_or_else(|| format!("{status:?}"), |p| p.to_string());
+            return Err(AcmeError::Refused {
+                names: joined.clone(),
+                reason: format!("validation failed: {detail}"),
+            });
+        }
+        let key_pem = order.finalize().await.map_err(step("finalize"))?;
+        let chain_pem = order
+            .poll_certificate(&retries)
+            .await
+            .map_err(step("certificate"))?;
+        let leaf = read_leaf(&chain_pem).map_err(|reason| AcmeError::Refused {
+            names: joined.clone(),
+            reason: format!("the issued certificate does not read: {reason}"),
+        })?;
+        Ok(Issued {
+            chain_pem,
+            key_pem,
+            leaf,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_names_whose_family_is_published_are_certified() {
+        let labels: Vec<String> = AcmeConfig::default().names;
+        let mut f = Families {
+            autoconfig: false,
+            mta_sts: true,
+            ..Families::default()
+        };
+        assert_eq!(
+            names_for("shop.test.", &f, &labels),
+            vec!["mta-sts.shop.test"]
+        );
+        f.autoconfig = true;
+        f.mta_sts = false;
+        assert_eq!(
+            names_for("shop.test.", &f, &labels),
+            vec!["autoconfig.shop.test", "autodiscover.shop.test"]
+        );
+        f.autoconfig = false;
+        assert!(names_for("shop.test.", &f, &labels).is_empty());
+    }
+
+    #[test]
+    fn renewal_is_renew_before_the_expiry_or_at_two_thirds_of_a_short_lifetime() {
+        let day = 86_400;
+        let leaf = |days: u64| Leaf {
+            not_before: 1000 * day,
+            not_after: (1000 + days) * day,
+            serial: String::new(),
+            names: Vec::new(),
+        };
+        assert_eq!(renew_point(&leaf(90), 30 * day), 1060 * day);
+        assert_eq!(renew_point(&leaf(365), 30 * day), 1335 * day);
+        assert_eq!(renew_point(&leaf(6), 30 * day), 1004 * day);
+    }
+
+    #[test]
+    fn a_leaf_gives_its_expiry_and_serial() {
+        let mut params = rcgen::CertificateParams::new(vec!["a.test".into()]).unwrap();
+        params.not_after = rcgen::date_time_ymd(2030, 1, 2);
+        params.serial_number = Some(rcgen::SerialNumber::from_slice(&[0x0a, 0xbc]));
+        let key = rcgen::KeyPair::generate().unwrap();
+        let pem = params.self_signed(&key).unwrap().pem();
+        let leaf = read_leaf(&pem).unwrap();
+        assert_eq!(leaf.not_after, 1_893_542_400);
+        assert_eq!(leaf.serial, "0abc");
+        assert_eq!(leaf.names, vec!["a.test"]);
+        assert!(read_leaf("nothing").is_err());
+    }
+}

@@ -1,0 +1,334 @@
+//! mailzone's own ACME client against a local pebble whose DNS-01 checks ask mailzone: the
+//! certificate of a hosted domain's web names is issued through challenge records written
+//! by mailzone's writer, served by the web listener without a restart, renewed when the
+//! daemon's test clock passes the renewal point, and removed with the association. An
+//! unreachable directory is reported with its reason and loses nothing.
+//! Skipped, visibly, when pebble, openssl or curl is missing (scripts/test installs them).
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::pebble::{Pebble, have};
+use common::secondary::free_port;
+use common::*;
+use mailzone::config::Config;
+use mailzone::provision::platform::Platform;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, ServerName};
+use serde_json::{Value, json};
+
+const MAIL_ZONE: &str = "$ORIGIN mail.test.\n$TTL 300\n@ SOA ns1 hostmaster 1 3600 600 86400 60\n@ NS ns1\nns1 A 127.0.0.1\nweb A 127.0.0.1\n";
+const NAMES: [&str; 3] = [
+    "autoconfig.shop.test",
+    "autodiscover.shop.test",
+    "mta-sts.shop.test",
+];
+
+fn platform() -> Platform {
+    serde_json::from_value(json!({
+        "id": "web1",
+        "mx": [{"host": "mx1.mail.test.", "priority": 10}],
+        "endpoints": [
+            {"service": "imap", "host": "imap.mail.test.", "port": 993, "security": "implicit-tls"},
+            {"service": "submission", "host": "smtp.mail.test.", "port": 465, "security": "implicit-tls"}
+        ],
+        "autodiscover_host": "web.mail.test.",
+        "autoconfig_host": "web.mail.test.",
+        "spf": ["include:spf.mail.test"],
+        "dmarc": {"policy": "none"},
+        "mta_sts": {"mode": "enforce", "max_age_secs": 86400, "web_host": "web.mail.test."}
+    }))
+    .unwrap()
+}
+
+fn tools() -> bool {
+    common::pebble::available() && have("curl", &["--version"])
+}
+
+/// A daemon hosting shop.test and mail.test, web listener and ACME on, ACME pointed at
+/// `directory` (trusting `ca`), its DNS on `dns_port`.
+fn start_daemon(dns_port: u16, directory: &str, ca: &Path) -> TestDaemon {
+    TestDaemon::start_tuned(
+        &[
+            ("shop.test.zone", &small_zone("shop.test", 1, "192.0.2.80")),
+            ("mail.test.zone", MAIL_ZONE),
+        ],
+        |c: &mut Config| {
+            c.dns.listen = vec![SocketAddr::from(([127, 0, 0, 1], dns_port))];
+            c.web.enabled = true;
+            c.web.http_listen = None;
+            c.web.https_listen = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
+            c.platforms = vec![platform()];
+            c.acme.enabled = true;
+            c.acme.directory_url = directory.to_string();
+            c.acme.contact = Some("hostmaster@mail.test".into());
+            // Only pebble's own TLS certificate: nothing of the system's bundle.
+            c.acme.ca_file = ca.to_path_buf();
+            c.acme.extra_ca_file = None;
+            c.acme.retry_secs = 3600;
+        },
+    )
+}
+
+fn associate(d: &TestDaemon) {
+    let (status, body) = api(
+        d.http,
+        "POST",
+        "/v1/domains",
+        &json!({"domain": "shop.test", "platform": "web1", "mode": "authoritative",
+                "records": {"mta-sts": true}}),
+    );
+    assert_eq!(status, 201, "{body}");
+}
+
+/// shop.test's entry of `certificates` in `/v1/status`.
+fn certificate_status(d: &TestDaemon) -> Value {
+    let (status, body) = api(d.http, "GET", "/v1/status", &Value::Null);
+    assert_eq!(status, 200, "{body}");
+    json(&body)["certificates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["domain"] == "shop.test")
+        .cloned()
+        .unwrap_or(Value::Null)
+}
+
+/// Waits (at most 90 s) until shop.test's certificate status satisfies `done`.
+fn wait_status(d: &TestDaemon, pebble: Option<&Pebble>, done: impl Fn(&Value) -> bool) -> Value {
+    let started = Instant::now();
+    loop {
+        let s = certificate_status(d);
+        if done(&s) {
+            return s;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(90),
+            "certificate status: {s}\npebble: {}",
+            pebble.map(Pebble::log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The serial (hex) of the certificate served for `sni`, verified against `root`, and the
+/// status line of a GET of the MTA-STS policy.
+fn served(addr: SocketAddr, sni: &str, root_pem: &str) -> (String, String) {
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_slice_iter(root_pem.as_bytes()) {
+        roots.add(c.unwrap()).unwrap();
+    }
+    #[allow(deprecated)]
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let name = ServerName::try_from(sni.to_string()).unwrap();
+    let conn = rustls::ClientConnection::new(Arc::new(config), name).unwrap();
+    let s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut stream = rustls::StreamOwned::new(conn, s);
+    stream
+        .write_all(
+            format!(
+                "GET /.well-known/mta-sts.txt HTTP/1.1\r\nHost: {sni}\r\nConnection: close\r\n\r\n"
+            )
+            .as_bytes(),
+        )
+        .unwrap();
+    let mut out = Vec::new();
+    match stream.read_to_end(&mut out) {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && !out.is_empty() => {}
+        Err(e) => panic!("{sni}: {e}"),
+    }
+    let der = stream.conn.peer_certificates().unwrap()[0].clone();
+    let (_, cert) = x509_parser::parse_x509_certificate(&der).unwrap();
+    let serial = cert.tbs_certificate.raw_serial_as_string().replace(':', "");
+    let text = String::from_utf8_lossy(&out);
+    (serial, text.lines().next().unwrap_or("").to_string())
+}
+
+fn challenges_gone(d: &TestDaemon) {
+    for name in NAMES {
+        let owner = format!("_acme-challenge.{name}");
+        assert_eq!(dig(d.dns, &["+short", &owner, "TXT"]).trim(), "", "{owner}");
+    }
+    let file = std::fs::read_to_string(d.zones_dir().join("shop.test.zone")).unwrap();
+    assert!(!file.contains("_acme-challenge"), "{file}");
+}
+
+fn mode(path: &Path) -> u32 {
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+#[test]
+fn a_certificate_is_issued_through_dns01_served_and_renewed_by_the_test_clock() {
+    if !tools() {
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let dns_port = free_port("127.0.0.1");
+    let pebble = Pebble::start(work.path(), SocketAddr::from(([127, 0, 0, 1], dns_port)));
+    let d = start_daemon(dns_port, &pebble.directory, &pebble.tls_cert);
+    let root = pebble.issuing_root_pem();
+    associate(&d);
+    let first = wait_status(&d, Some(&pebble), |s| !s["serial"].is_null());
+    let soa_serial = || -> u64 {
+        let soa = dig(d.dns, &["+short", "shop.test", "SOA"]);
+        soa.split_whitespace().nth(2).unwrap().parse().unwrap()
+    };
+    assert_eq!(first["failures"], 0, "{first}");
+    assert_eq!(
+        first["names"],
+        json!(NAMES),
+        "every web name the families publish: {first}"
+    );
+    let https = d.daemon().web_https_addr().unwrap();
+    for name in NAMES {
+        let (serial, _) = served(https, name, &root);
+        assert_eq!(json!(serial), first["serial"], "{name}");
+    }
+    let (_, line) = served(https, "mta-sts.shop.test", &root);
+    assert!(line.contains("200"), "{line}");
+    challenges_gone(&d);
+    let keys = d.dir.path().join("keys");
+    assert_eq!(mode(&keys.join("acme/account.json")), 0o600);
+    assert_eq!(mode(&keys.join("acme/shop.test.key")), 0o600);
+    assert_eq!(mode(&keys.join("certs/mta-sts.shop.test.key")), 0o600);
+
+    // Past the renewal point (30 days before expiry): a new certificate, no restart, its
+    // challenges written and removed through the writer again (the zone's serial moves).
+    let serial_before_renewal = soa_serial();
+    let not_after = first["not_after"].as_u64().unwrap();
+    let now = d.daemon().shared().clock_now();
+    let to_renewal = (not_after - 30 * 86_400).saturating_sub(now) + 60;
+    d.daemon().shared().advance_clock(to_renewal);
+    let second = wait_status(&d, Some(&pebble), |s| {
+        !s["serial"].is_null() && s["serial"] != first["serial"]
+    });
+    assert_eq!(second["failures"], 0, "{second}");
+    for name in NAMES {
+        let (serial, _) = served(https, name, &root);
+        assert_eq!(json!(serial), second["serial"], "{name}");
+    }
+    challenges_gone(&d);
+    assert!(
+        soa_serial() >= serial_before_renewal + 2,
+        "challenge added then removed"
+    );
+    let next = second["next_order_at"].as_u64().unwrap();
+    assert!(
+        next > d.daemon().shared().clock_now() + 86_400,
+        "the next renewal is planned from the new expiry: {second}"
+    );
+}
+
+#[test]
+fn dissociating_the_domain_removes_its_certificate_and_job() {
+    if !tools() {
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let dns_port = free_port("127.0.0.1");
+    let pebble = Pebble::start(work.path(), SocketAddr::from(([127, 0, 0, 1], dns_port)));
+    let d = start_daemon(dns_port, &pebble.directory, &pebble.tls_cert);
+    associate(&d);
+    wait_status(&d, Some(&pebble), |s| !s["serial"].is_null());
+    let keys = d.dir.path().join("keys");
+    // An operator's own certificate for another name stays.
+    std::fs::write(keys.join("certs/other.test.crt"), "operator's").unwrap();
+    let (status, body) = api(d.http, "DELETE", "/v1/domains/shop.test", &Value::Null);
+    assert!(status == 200 || status == 204, "{status} {body}");
+    assert_eq!(certificate_status(&d), Value::Null);
+    for f in [
+        "acme/shop.test.crt",
+        "acme/shop.test.key",
+        "certs/mta-sts.shop.test.crt",
+        "certs/mta-sts.shop.test.key",
+        "certs/autoconfig.shop.test.crt",
+    ] {
+        assert!(!keys.join(f).exists(), "{f} is left");
+    }
+    assert!(keys.join("certs/other.test.crt").exists());
+    let jobs = d.daemon().shared().scheduler.snapshot();
+    assert!(
+        !jobs
+            .iter()
+            .any(|(_, k, j)| k.domain == "shop.test" && format!("{j:?}") == "RenewCertificate"),
+        "{jobs:?}"
+    );
+}
+
+#[test]
+fn an_unreachable_acme_server_is_reported_with_its_reason_and_retried_later() {
+    let work = tempfile::tempdir().unwrap();
+    // A port nobody listens on; any PEM file as the trusted root.
+    let dead = free_port("127.0.0.1");
+    let ca = work.path().join("ca.pem");
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["localhost".into()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    std::fs::write(&ca, cert.pem()).unwrap();
+    let dns_port = free_port("127.0.0.1");
+    let d = start_daemon(dns_port, &format!("https://127.0.0.1:{dead}/dir"), &ca);
+    let serial_before = dig(d.dns, &["+short", "shop.test", "SOA"]);
+    associate(&d);
+    let s = wait_status(&d, None, |s| s["failures"].as_u64().unwrap_or(0) >= 1);
+    let error = s["last_error"].as_str().unwrap();
+    assert!(
+        error.contains(&format!("127.0.0.1:{dead}")) && error.contains("cannot connect"),
+        "{error}"
+    );
+    assert!(s["serial"].is_null(), "{s}");
+    // Retried after `retry_secs`, not at once.
+    let next = s["next_order_at"].as_u64().unwrap();
+    assert!(next >= d.daemon().shared().clock_now() + 3000, "{s}");
+    // Nothing lost: the association and its records are there, no challenge was written.
+    let (status, body) = api(d.http, "GET", "/v1/domains/shop.test", &Value::Null);
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        !dig(d.dns, &["+short", "_mta-sts.shop.test", "TXT"])
+            .trim()
+            .is_empty()
+    );
+    challenges_gone(&d);
+    assert_ne!(serial_before.trim(), "");
+}
+
+#[test]
+fn an_account_file_others_may_read_is_refused_with_its_path() {
+    let work = tempfile::tempdir().unwrap();
+    let ca = work.path().join("ca.pem");
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["localhost".into()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    std::fs::write(&ca, cert.pem()).unwrap();
+    let dns_port = free_port("127.0.0.1");
+    let dead = free_port("127.0.0.1");
+    let d = start_daemon(dns_port, &format!("https://127.0.0.1:{dead}/dir"), &ca);
+    let acme = d.dir.path().join("keys/acme");
+    std::fs::create_dir_all(&acme).unwrap();
+    std::fs::set_permissions(&acme, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let account = acme.join("account.json");
+    std::fs::write(&account, "{}").unwrap();
+    std::fs::set_permissions(&account, std::fs::Permissions::from_mode(0o644)).unwrap();
+    associate(&d);
+    let s = wait_status(&d, None, |s| s["failures"].as_u64().unwrap_or(0) >= 1);
+    let error = s["last_error"].as_str().unwrap();
+    assert!(error.contains("account.json"), "{error}");
+    assert!(error.contains("chmod"), "{error}");
+    assert_eq!(std::fs::read_to_string(&account).unwrap(), "{}");
+}

@@ -1,0 +1,191 @@
+//! pebble, the ACME test server (Debian package), on free loopback ports, its DNS-01
+//! checks sent to a mailzone: used by certbot's test (tests/acme.rs), mailzone's own ACME
+//! client (tests/acme_issue.rs) and bench/acme.sh's Rust side.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::secondary::free_port;
+
+/// Whether `tool` runs; says so visibly when it does not.
+pub fn have(tool: &str, probe: &[&str]) -> bool {
+    let ok = Command::new(tool)
+        .args(probe)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok();
+    if !ok {
+        eprintln!("skipped: {tool} is not installed (scripts/test installs it)");
+    }
+    ok
+}
+
+/// Whether pebble and openssl (for its test certificate) are there.
+pub fn available() -> bool {
+    have("pebble", &["-h"]) && have("openssl", &["version"])
+}
+
+/// pebble on a free loopback port, its DNS-01 checks sent to `dns`; killed when dropped.
+pub struct Pebble {
+    child: Child,
+    /// The ACME directory URL.
+    pub directory: String,
+    /// Its management port (`/roots/0`: the root issuing certificates chain to).
+    pub management: u16,
+    /// The CA of its HTTPS listeners' certificate (trust it to talk to pebble).
+    pub tls_cert: PathBuf,
+    log: PathBuf,
+}
+
+impl Drop for Pebble {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Pebble {
+    pub fn start(dir: &Path, dns: std::net::SocketAddr) -> Self {
+        // Debian's pebble ships no test certificate: a CA and a leaf for 127.0.0.1 made
+        // here (webpki refuses a CA certificate as the server's own, so not one self-signed).
+        let openssl = |args: &[&str]| {
+            let out = Command::new("openssl")
+                .current_dir(dir)
+                .args(args)
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "openssl {args:?}: {out:?}");
+        };
+        let ec = [
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+        ];
+        openssl(
+            &[
+                &["req", "-x509"][..],
+                &ec,
+                &[
+                    "-days",
+                    "2",
+                    "-subj",
+                    "/CN=pebble test CA",
+                    "-keyout",
+                    "ca.key",
+                    "-out",
+                    "ca.pem",
+                ],
+            ]
+            .concat(),
+        );
+        openssl(
+            &[
+                &["req"][..],
+                &ec,
+                &[
+                    "-subj",
+                    "/CN=localhost",
+                    "-keyout",
+                    "key.pem",
+                    "-out",
+                    "leaf.csr",
+                ],
+            ]
+            .concat(),
+        );
+        std::fs::write(
+            dir.join("leaf.ext"),
+            "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=critical,CA:FALSE\n",
+        )
+        .unwrap();
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            "leaf.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-set_serial",
+            "1",
+            "-days",
+            "1",
+            "-extfile",
+            "leaf.ext",
+            "-out",
+            "cert.pem",
+        ]);
+        let port = free_port("127.0.0.1");
+        let management = free_port("127.0.0.1");
+        let config = serde_json::json!({"pebble": {
+            "listenAddress": format!("127.0.0.1:{port}"),
+            "managementListenAddress": format!("127.0.0.1:{management}"),
+            "certificate": dir.join("cert.pem"),
+            "privateKey": dir.join("key.pem"),
+            "httpPort": free_port("127.0.0.1"),
+            "tlsPort": free_port("127.0.0.1"),
+            "ocspResponderURL": "",
+            "externalAccountBindingRequired": false
+        }});
+        std::fs::write(dir.join("pebble.json"), config.to_string()).unwrap();
+        let log_path = dir.join("pebble.log");
+        let log = std::fs::File::create(&log_path).unwrap();
+        let child = Command::new("pebble")
+            .arg("-config")
+            .arg(dir.join("pebble.json"))
+            .args(["-dnsserver", &dns.to_string()])
+            // No random waits before validating, no random nonce rejections. Validation
+            // itself is real: PEBBLE_VA_ALWAYS_VALID is never set.
+            .env("PEBBLE_VA_NOSLEEP", "1")
+            .env("PEBBLE_WFE_NONCEREJECT", "0")
+            // Every order proves control again (no authorization reused from an earlier one).
+            .env("PEBBLE_AUTHZREUSE", "0")
+            .env_remove("PEBBLE_VA_ALWAYS_VALID")
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let started = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "pebble did not start: {}",
+                std::fs::read_to_string(&log_path).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Self {
+            child,
+            directory: format!("https://127.0.0.1:{port}/dir"),
+            management,
+            tls_cert: dir.join("ca.pem"),
+            log: log_path,
+        }
+    }
+
+    /// What pebble logged so far (for failure messages).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The root its certificates chain to, in PEM (fetched from the management port,
+    /// trusting pebble's own TLS certificate).
+    pub fn issuing_root_pem(&self) -> String {
+        let out = Command::new("curl")
+            .args(["-sS", "--max-time", "10", "--cacert"])
+            .arg(&self.tls_cert)
+            .arg(format!("https://127.0.0.1:{}/roots/0", self.management))
+            .output()
+            .expect("curl runs");
+        assert!(out.status.success(), "{out:?}");
+        let pem = String::from_utf8(out.stdout).unwrap();
+        assert!(pem.contains("BEGIN CERTIFICATE"), "{pem}");
+        pem
+    }
+}
