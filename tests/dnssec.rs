@@ -1033,3 +1033,96 @@ fn a_csk_rollover_is_refused_until_the_parent_ds_can_be_checked() {
     assert_eq!(status, 409, "{body}");
     assert!(body.contains("parent"), "{body}");
 }
+
+/// The records of one type in a section of `dig +dnssec` output (the type is the 4th field).
+fn of_type<'a>(out: &'a str, rtype: &str) -> Vec<&'a str> {
+    out.lines()
+        .filter(|l| !l.starts_with(';') && l.split_whitespace().nth(3) == Some(rtype))
+        .collect()
+}
+
+#[test]
+fn nsec3_nxdomain_carries_the_closest_encloser_the_next_closer_and_the_wildcard_proofs() {
+    let d = signed_daemon_with(Denial::Nsec3);
+    let out = dig(
+        d.dns,
+        &["+dnssec", "+norec", "a.b.nothing.example.test", "A"],
+    );
+    assert!(out.contains("status: NXDOMAIN"), "{out}");
+    // Three distinct NSEC3 records (RFC 5155 §7.2.2), each signed; no NSEC.
+    let nsec3 = of_type(&out, "NSEC3");
+    assert_eq!(nsec3.len(), 3, "{out}");
+    assert_eq!(of_type(&out, "RRSIG").len(), 4, "SOA + 3 NSEC3: {out}");
+    assert!(of_type(&out, "NSEC").is_empty(), "{out}");
+}
+
+#[test]
+fn nsec3_nodata_at_an_empty_non_terminal_is_its_own_nsec3_with_an_empty_bitmap() {
+    let d = signed_daemon_with(Denial::Nsec3);
+    let out = dig(d.dns, &["+dnssec", "+norec", "_tcp.example.test", "A"]);
+    assert!(out.contains("status: NOERROR"), "{out}");
+    let nsec3 = of_type(&out, "NSEC3");
+    assert_eq!(nsec3.len(), 1, "{out}");
+    // "1 0 0 - NEXTHASH" and no type after it.
+    assert_eq!(nsec3[0].split_whitespace().count(), 9, "{out}");
+}
+
+#[test]
+fn nsec3_the_apex_has_an_nsec3param_with_the_rfc_9276_parameters() {
+    let d = signed_daemon_with(Denial::Nsec3);
+    let out = dig(d.dns, &["+short", "example.test", "NSEC3PARAM"]);
+    assert_eq!(out.trim(), "1 0 0 -", "{out}");
+}
+
+#[test]
+fn nsec3_a_query_for_an_nsec3_owner_name_is_nxdomain() {
+    let d = signed_daemon_with(Denial::Nsec3);
+    let text = axfr(&d);
+    let owner = text
+        .lines()
+        .find(|l| l.split_whitespace().nth(3) == Some("NSEC3"))
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap()
+        .to_string();
+    let out = dig(d.dns, &["+dnssec", "+norec", &owner, "NSEC3"]);
+    assert!(out.contains("status: NXDOMAIN"), "{owner}: {out}");
+}
+
+#[test]
+fn switching_a_live_zone_between_nsec_and_nsec3_rechains_it_and_it_still_verifies() {
+    if !tool("ldns-verify-zone") || !tool("dnssec-verify") || !tool("named-checkzone") {
+        return;
+    }
+    let d = signed_daemon_with(Denial::Nsec);
+    for denial in [Denial::Nsec3, Denial::Nsec] {
+        let name = match denial {
+            Denial::Nsec => "nsec",
+            Denial::Nsec3 => "nsec3",
+        };
+        let (status, body) = api(
+            d.http,
+            "PATCH",
+            "/v1/zones/example.test.",
+            &serde_json::json!({"dnssec_denial": name}),
+        );
+        assert_eq!(status, 200, "{body}");
+        assert_axfr_verifies(&d, denial);
+    }
+}
+
+#[test]
+fn a_restart_with_nsec3_configured_rechains_a_zone_stored_with_nsec() {
+    if !tool("ldns-verify-zone") || !tool("dnssec-verify") || !tool("named-checkzone") {
+        return;
+    }
+    let d = signed_daemon_with(Denial::Nsec);
+    let d = restart_tuned(d, |c| c.dnssec.denial = Denial::Nsec3);
+    assert_axfr_verifies(&d, Denial::Nsec3);
+    let tmp = tempfile::tempdir().unwrap();
+    let anchor = trust_anchor(&d, tmp.path());
+    let out = delv(&d, &anchor, &["nothing-here.example.test", "A"]);
+    assert!(
+        out.contains("; negative response, fully validated"),
+        "{out}"
+    );
+}

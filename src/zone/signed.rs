@@ -304,8 +304,9 @@ impl Nsec3Chain {
     /// parameters (one chain per zone, the one the NSEC3PARAM names).
     pub fn build(origin: &Name, records: Vec<SourcedRecord>) -> Result<Self, ZoneError> {
         use std::collections::BTreeMap;
-        let mut by_hash: BTreeMap<Box<[u8]>, (Option<Record>, Vec<Record>, usize)> =
-            BTreeMap::new();
+        // By hash: the NSEC3 record, its RRSIGs, the line of the first.
+        type Gathered = (Option<Record>, Vec<Record>, usize);
+        let mut by_hash: BTreeMap<Box<[u8]>, Gathered> = BTreeMap::new();
         let mut params: Option<(Vec<u8>, u16)> = None;
         for SourcedRecord { record, line } in records {
             let fail = |message: String| Err(ZoneError { line, message });
