@@ -1126,3 +1126,37 @@ fn a_restart_with_nsec3_configured_rechains_a_zone_stored_with_nsec() {
         "{out}"
     );
 }
+
+#[test]
+fn a_name_whose_records_are_all_deleted_is_proven_absent() {
+    a_name_whose_records_are_all_deleted_is_proven_absent_with(Denial::Nsec);
+}
+
+#[test]
+fn nsec3_a_name_whose_records_are_all_deleted_is_proven_absent() {
+    a_name_whose_records_are_all_deleted_is_proven_absent_with(Denial::Nsec3);
+}
+
+fn a_name_whose_records_are_all_deleted_is_proven_absent_with(denial: Denial) {
+    if !tool("delv") || !tool("ldns-verify-zone") || !tool("dnssec-verify") {
+        return;
+    }
+    let d = signed_daemon_with(denial);
+    let (status, body) = api(
+        d.http,
+        "PATCH",
+        "/v1/zones/example.test./records",
+        &serde_json::json!({"operations": [{"op": "delete", "name": "mx2", "type": "A"}]}),
+    );
+    assert_eq!(status, 200, "{body}");
+    let tmp = tempfile::tempdir().unwrap();
+    let anchor = trust_anchor(&d, tmp.path());
+    let out = delv(&d, &anchor, &["mx2.example.test", "A"]);
+    assert!(
+        out.contains("; negative response, fully validated") && out.contains("NXDOMAIN"),
+        "{out}"
+    );
+    if tool("named-checkzone") {
+        assert_axfr_verifies(&d, denial);
+    }
+}

@@ -230,11 +230,22 @@ pub fn sign(
     if nsec3 {
         // Every authoritative name has an NSEC3 record, empty non-terminals too (RFC 5155
         // §7.1), in the order of their hashes.
-        let mut hashed: Vec<(Vec<u8>, Name)> = zone
-            .nodes()
-            .map(|(name, _)| name)
+        // The names with data and the names between them and the apex. Not the zone's
+        // nodes: a name whose records were all deleted may still hold stale signatures.
+        let apex_labels = label_count(&origin);
+        let mut names: Vec<Name> = Vec::with_capacity(chain.len() * 2);
+        for name in &chain {
+            for k in (apex_labels + 1)..label_count(name) {
+                names.push(name.trim_to(k));
+            }
+            names.push(name.clone());
+        }
+        names.sort();
+        names.dedup();
+        let mut hashed: Vec<(Vec<u8>, Name)> = names
+            .into_iter()
             .filter(|n| !below_cut(n))
-            .filter_map(|n| Some((nsec3_hash(n, &[], NSEC3_ITERATIONS)?, n.clone())))
+            .filter_map(|n| Some((nsec3_hash(&n, &[], NSEC3_ITERATIONS)?, n)))
             .collect();
         hashed.sort();
         hashed.dedup_by(|a, b| a.0 == b.0);
