@@ -9,6 +9,7 @@ use std::process::Command;
 use common::*;
 use hickory_proto::rr::RecordType;
 use mailzone::config::{Config, SecondaryConfig, ZoneSelection};
+use mailzone::dnssec::Denial;
 
 /// The example zone plus a wildcard, a signed delegation (with DS) and an unsigned one.
 fn zone_text() -> String {
@@ -32,7 +33,15 @@ fn signed_config(config: &mut Config) {
 }
 
 fn signed_daemon() -> TestDaemon {
-    TestDaemon::start_tuned(&[("example.test.zone", &zone_text())], signed_config)
+    signed_daemon_with(Denial::Nsec)
+}
+
+/// The example zone signed with NSEC or NSEC3 denial of existence.
+fn signed_daemon_with(denial: Denial) -> TestDaemon {
+    TestDaemon::start_tuned(&[("example.test.zone", &zone_text())], |c| {
+        signed_config(c);
+        c.dnssec.denial = denial;
+    })
 }
 
 fn tool(name: &str) -> bool {
@@ -106,10 +115,19 @@ fn axfr(d: &TestDaemon) -> String {
 
 #[test]
 fn delv_validates_positive_answers_over_udp_and_tcp() {
+    delv_validates_positive_answers_over_udp_and_tcp_with(Denial::Nsec);
+}
+
+#[test]
+fn nsec3_delv_validates_positive_answers_over_udp_and_tcp() {
+    delv_validates_positive_answers_over_udp_and_tcp_with(Denial::Nsec3);
+}
+
+fn delv_validates_positive_answers_over_udp_and_tcp_with(denial: Denial) {
     if !tool("delv") {
         return;
     }
-    let d = signed_daemon();
+    let d = signed_daemon_with(denial);
     let tmp = tempfile::tempdir().unwrap();
     let anchor = trust_anchor(&d, tmp.path());
     for transport in ["+notcp", "+tcp"] {
@@ -136,10 +154,19 @@ fn delv_validates_positive_answers_over_udp_and_tcp() {
 
 #[test]
 fn delv_validates_a_wildcard_answer_and_its_no_closer_name_proof() {
+    delv_validates_a_wildcard_answer_and_its_no_closer_name_proof_with(Denial::Nsec);
+}
+
+#[test]
+fn nsec3_delv_validates_a_wildcard_answer_and_its_no_closer_name_proof() {
+    delv_validates_a_wildcard_answer_and_its_no_closer_name_proof_with(Denial::Nsec3);
+}
+
+fn delv_validates_a_wildcard_answer_and_its_no_closer_name_proof_with(denial: Denial) {
     if !tool("delv") {
         return;
     }
-    let d = signed_daemon();
+    let d = signed_daemon_with(denial);
     let tmp = tempfile::tempdir().unwrap();
     let anchor = trust_anchor(&d, tmp.path());
     let out = delv(&d, &anchor, &["anything.wild.example.test", "TXT"]);
@@ -149,10 +176,19 @@ fn delv_validates_a_wildcard_answer_and_its_no_closer_name_proof() {
 
 #[test]
 fn delv_validates_nxdomain_nodata_and_wildcard_nodata() {
+    delv_validates_nxdomain_nodata_and_wildcard_nodata_with(Denial::Nsec);
+}
+
+#[test]
+fn nsec3_delv_validates_nxdomain_nodata_and_wildcard_nodata() {
+    delv_validates_nxdomain_nodata_and_wildcard_nodata_with(Denial::Nsec3);
+}
+
+fn delv_validates_nxdomain_nodata_and_wildcard_nodata_with(denial: Denial) {
     if !tool("delv") {
         return;
     }
-    let d = signed_daemon();
+    let d = signed_daemon_with(denial);
     let tmp = tempfile::tempdir().unwrap();
     let anchor = trust_anchor(&d, tmp.path());
     for transport in ["+notcp", "+tcp"] {
@@ -175,10 +211,19 @@ fn delv_validates_nxdomain_nodata_and_wildcard_nodata() {
 
 #[test]
 fn delv_validates_the_ds_of_a_signed_delegation_and_the_proof_of_none() {
+    delv_validates_the_ds_of_a_signed_delegation_and_the_proof_of_none_with(Denial::Nsec);
+}
+
+#[test]
+fn nsec3_delv_validates_the_ds_of_a_signed_delegation_and_the_proof_of_none() {
+    delv_validates_the_ds_of_a_signed_delegation_and_the_proof_of_none_with(Denial::Nsec3);
+}
+
+fn delv_validates_the_ds_of_a_signed_delegation_and_the_proof_of_none_with(denial: Denial) {
     if !tool("delv") {
         return;
     }
-    let d = signed_daemon();
+    let d = signed_daemon_with(denial);
     let tmp = tempfile::tempdir().unwrap();
     let anchor = trust_anchor(&d, tmp.path());
     let out = delv(&d, &anchor, &["secure.example.test", "DS"]);
@@ -209,15 +254,41 @@ fn a_referral_with_do_carries_the_ds_or_the_nsec_proving_there_is_none() {
 
 #[test]
 fn an_axfr_of_the_signed_zone_passes_ldns_verify_zone_dnssec_verify_and_named_checkzone() {
+    an_axfr_of_the_signed_zone_passes_ldns_verify_zone_dnssec_verify_and_named_checkzone_with(
+        Denial::Nsec,
+    );
+}
+
+#[test]
+fn nsec3_an_axfr_of_the_signed_zone_passes_ldns_verify_zone_dnssec_verify_and_named_checkzone() {
+    an_axfr_of_the_signed_zone_passes_ldns_verify_zone_dnssec_verify_and_named_checkzone_with(
+        Denial::Nsec3,
+    );
+}
+
+fn an_axfr_of_the_signed_zone_passes_ldns_verify_zone_dnssec_verify_and_named_checkzone_with(
+    denial: Denial,
+) {
     if !tool("ldns-verify-zone") || !tool("dnssec-verify") || !tool("named-checkzone") {
         return;
     }
-    let d = signed_daemon();
+    let d = signed_daemon_with(denial);
+    assert_axfr_verifies(&d, denial);
+}
+
+/// The zone's AXFR carries the signatures and the chain `denial` says (and not the other),
+/// and passes `ldns-verify-zone`, `dnssec-verify` and `named-checkzone -i local`.
+fn assert_axfr_verifies(d: &TestDaemon, denial: Denial) {
     let tmp = tempfile::tempdir().unwrap();
     let file = tmp.path().join("example.test.axfr");
-    let text = axfr(&d);
+    let text = axfr(d);
     assert!(text.contains("\tRRSIG\t"), "{text}");
-    assert!(text.contains("\tNSEC\t"), "{text}");
+    let (chain, other) = match denial {
+        Denial::Nsec => ("NSEC", "NSEC3"),
+        Denial::Nsec3 => ("NSEC3", "NSEC"),
+    };
+    let has_type = |t: &str| text.lines().any(|l| l.split_whitespace().nth(3) == Some(t));
+    assert!(has_type(chain) && !has_type(other), "{text}");
     std::fs::write(&file, &text).unwrap();
     let run = |cmd: &mut Command| {
         let out = cmd.output().unwrap();
@@ -261,8 +332,17 @@ fn do0_answers_carry_no_dnssec_records_and_do1_answers_do() {
 
 #[test]
 fn do0_answers_of_a_signed_zone_are_the_unsigned_zones_bytes() {
+    do0_answers_of_a_signed_zone_are_the_unsigned_zones_bytes_with(Denial::Nsec);
+}
+
+#[test]
+fn nsec3_do0_answers_of_a_signed_zone_are_the_unsigned_zones_bytes() {
+    do0_answers_of_a_signed_zone_are_the_unsigned_zones_bytes_with(Denial::Nsec3);
+}
+
+fn do0_answers_of_a_signed_zone_are_the_unsigned_zones_bytes_with(denial: Denial) {
     let unsigned = TestDaemon::start(&[("example.test.zone", &zone_text())]);
-    let signed = signed_daemon();
+    let signed = signed_daemon_with(denial);
     for (name, rtype) in [
         ("example.test.", RecordType::MX),
         ("_dmarc.example.test.", RecordType::TXT),
@@ -279,7 +359,16 @@ fn do0_answers_of_a_signed_zone_are_the_unsigned_zones_bytes() {
 
 #[test]
 fn a_restart_serves_the_stored_signatures_without_signing_again() {
-    let d = signed_daemon();
+    a_restart_serves_the_stored_signatures_without_signing_again_with(Denial::Nsec);
+}
+
+#[test]
+fn nsec3_a_restart_serves_the_stored_signatures_without_signing_again() {
+    a_restart_serves_the_stored_signatures_without_signing_again_with(Denial::Nsec3);
+}
+
+fn a_restart_serves_the_stored_signatures_without_signing_again_with(denial: Denial) {
+    let d = signed_daemon_with(denial);
     let (_, metrics) = http(d.http, "GET", "/metrics", Some(TOKEN), None);
     assert!(
         metric(&metrics, "mailzone_dnssec_signatures_total") > 50.0,
@@ -363,10 +452,19 @@ fn a_zone_is_signed_and_unsigned_through_the_zones_api() {
 
 #[test]
 fn changes_through_the_api_keep_the_zone_verified_and_sign_only_what_changed() {
-    if !tool("ldns-verify-zone") {
+    changes_through_the_api_keep_the_zone_verified_and_sign_only_what_changed_with(Denial::Nsec);
+}
+
+#[test]
+fn nsec3_changes_through_the_api_keep_the_zone_verified_and_sign_only_what_changed() {
+    changes_through_the_api_keep_the_zone_verified_and_sign_only_what_changed_with(Denial::Nsec3);
+}
+
+fn changes_through_the_api_keep_the_zone_verified_and_sign_only_what_changed_with(denial: Denial) {
+    if !tool("ldns-verify-zone") || !tool("dnssec-verify") || !tool("named-checkzone") {
         return;
     }
-    let d = signed_daemon();
+    let d = signed_daemon_with(denial);
     let (_, metrics) = http(d.http, "GET", "/metrics", Some(TOKEN), None);
     let start = metric(&metrics, "mailzone_dnssec_signatures_total");
     for i in 0..40 {
@@ -382,25 +480,13 @@ fn changes_through_the_api_keep_the_zone_verified_and_sign_only_what_changed() {
     }
     let (_, metrics) = http(d.http, "GET", "/metrics", Some(TOKEN), None);
     let made = metric(&metrics, "mailzone_dnssec_signatures_total") - start;
-    // Each change: its A rrset, the SOA, and at most a few NSEC links. The zone has ~90
+    // Each change: its A rrset, the SOA, and at most a few NSEC or NSEC3 links. The zone has ~90
     // rrsets: re-signing it whole would be thousands.
     assert!(
         (80.0..=200.0).contains(&made),
         "{made} signatures for 40 changes"
     );
-    let tmp = tempfile::tempdir().unwrap();
-    let file = tmp.path().join("z");
-    std::fs::write(&file, axfr(&d)).unwrap();
-    let out = Command::new("ldns-verify-zone")
-        .arg(&file)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_axfr_verifies(&d, denial);
 }
 
 #[test]
@@ -690,10 +776,13 @@ fn an_ed25519_signed_zone_validates() {
 }
 
 #[test]
-fn nsec3_is_refused_in_the_config_with_its_key() {
-    let text = "dnssec:\n  denial: nsec3\n";
-    let e = mailzone::config::Config::from_yaml(text, "mailzone.yaml").unwrap_err();
-    assert!(e.to_string().contains("dnssec.denial"), "{e}");
+fn nsec3_is_accepted_in_the_config_and_an_unknown_denial_is_refused_with_its_key() {
+    let config =
+        mailzone::config::Config::from_yaml("dnssec:\n  denial: nsec3\n", "mailzone.yaml").unwrap();
+    assert_eq!(config.dnssec.denial, mailzone::dnssec::Denial::Nsec3);
+    let e = mailzone::config::Config::from_yaml("dnssec:\n  denial: nsec5\n", "mailzone.yaml")
+        .unwrap_err();
+    assert!(e.to_string().contains("denial"), "{e}");
 }
 
 /// ISC's EDNS compliance tests (ednscomp, genreport) that involve the DO bit, as dig runs
@@ -943,4 +1032,131 @@ fn a_csk_rollover_is_refused_until_the_parent_ds_can_be_checked() {
     );
     assert_eq!(status, 409, "{body}");
     assert!(body.contains("parent"), "{body}");
+}
+
+/// The records of one type in a section of `dig +dnssec` output (the type is the 4th field).
+fn of_type<'a>(out: &'a str, rtype: &str) -> Vec<&'a str> {
+    out.lines()
+        .filter(|l| !l.starts_with(';') && l.split_whitespace().nth(3) == Some(rtype))
+        .collect()
+}
+
+#[test]
+fn nsec3_nxdomain_carries_the_closest_encloser_the_next_closer_and_the_wildcard_proofs() {
+    let d = signed_daemon_with(Denial::Nsec3);
+    let out = dig(
+        d.dns,
+        &["+dnssec", "+norec", "a.b.nothing.example.test", "A"],
+    );
+    assert!(out.contains("status: NXDOMAIN"), "{out}");
+    // Three distinct NSEC3 records (RFC 5155 §7.2.2), each signed; no NSEC.
+    let nsec3 = of_type(&out, "NSEC3");
+    assert_eq!(nsec3.len(), 3, "{out}");
+    assert_eq!(of_type(&out, "RRSIG").len(), 4, "SOA + 3 NSEC3: {out}");
+    assert!(of_type(&out, "NSEC").is_empty(), "{out}");
+}
+
+#[test]
+fn nsec3_nodata_at_an_empty_non_terminal_is_its_own_nsec3_with_an_empty_bitmap() {
+    let d = signed_daemon_with(Denial::Nsec3);
+    let out = dig(d.dns, &["+dnssec", "+norec", "_tcp.example.test", "A"]);
+    assert!(out.contains("status: NOERROR"), "{out}");
+    let nsec3 = of_type(&out, "NSEC3");
+    assert_eq!(nsec3.len(), 1, "{out}");
+    // "1 0 0 - NEXTHASH" and no type after it.
+    assert_eq!(nsec3[0].split_whitespace().count(), 9, "{out}");
+}
+
+#[test]
+fn nsec3_the_apex_has_an_nsec3param_with_the_rfc_9276_parameters() {
+    let d = signed_daemon_with(Denial::Nsec3);
+    let out = dig(d.dns, &["+short", "example.test", "NSEC3PARAM"]);
+    assert_eq!(out.trim(), "1 0 0 -", "{out}");
+}
+
+#[test]
+fn nsec3_a_query_for_an_nsec3_owner_name_is_nxdomain() {
+    let d = signed_daemon_with(Denial::Nsec3);
+    let text = axfr(&d);
+    let owner = text
+        .lines()
+        .find(|l| l.split_whitespace().nth(3) == Some("NSEC3"))
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap()
+        .to_string();
+    let out = dig(d.dns, &["+dnssec", "+norec", &owner, "NSEC3"]);
+    assert!(out.contains("status: NXDOMAIN"), "{owner}: {out}");
+}
+
+#[test]
+fn switching_a_live_zone_between_nsec_and_nsec3_rechains_it_and_it_still_verifies() {
+    if !tool("ldns-verify-zone") || !tool("dnssec-verify") || !tool("named-checkzone") {
+        return;
+    }
+    let d = signed_daemon_with(Denial::Nsec);
+    for denial in [Denial::Nsec3, Denial::Nsec] {
+        let name = match denial {
+            Denial::Nsec => "nsec",
+            Denial::Nsec3 => "nsec3",
+        };
+        let (status, body) = api(
+            d.http,
+            "PATCH",
+            "/v1/zones/example.test.",
+            &serde_json::json!({"dnssec_denial": name}),
+        );
+        assert_eq!(status, 200, "{body}");
+        assert_axfr_verifies(&d, denial);
+    }
+}
+
+#[test]
+fn a_restart_with_nsec3_configured_rechains_a_zone_stored_with_nsec() {
+    if !tool("ldns-verify-zone") || !tool("dnssec-verify") || !tool("named-checkzone") {
+        return;
+    }
+    let d = signed_daemon_with(Denial::Nsec);
+    let d = restart_tuned(d, |c| c.dnssec.denial = Denial::Nsec3);
+    assert_axfr_verifies(&d, Denial::Nsec3);
+    let tmp = tempfile::tempdir().unwrap();
+    let anchor = trust_anchor(&d, tmp.path());
+    let out = delv(&d, &anchor, &["nothing-here.example.test", "A"]);
+    assert!(
+        out.contains("; negative response, fully validated"),
+        "{out}"
+    );
+}
+
+#[test]
+fn a_name_whose_records_are_all_deleted_is_proven_absent() {
+    a_name_whose_records_are_all_deleted_is_proven_absent_with(Denial::Nsec);
+}
+
+#[test]
+fn nsec3_a_name_whose_records_are_all_deleted_is_proven_absent() {
+    a_name_whose_records_are_all_deleted_is_proven_absent_with(Denial::Nsec3);
+}
+
+fn a_name_whose_records_are_all_deleted_is_proven_absent_with(denial: Denial) {
+    if !tool("delv") || !tool("ldns-verify-zone") || !tool("dnssec-verify") {
+        return;
+    }
+    let d = signed_daemon_with(denial);
+    let (status, body) = api(
+        d.http,
+        "PATCH",
+        "/v1/zones/example.test./records",
+        &serde_json::json!({"operations": [{"op": "delete", "name": "mx2", "type": "A"}]}),
+    );
+    assert_eq!(status, 200, "{body}");
+    let tmp = tempfile::tempdir().unwrap();
+    let anchor = trust_anchor(&d, tmp.path());
+    let out = delv(&d, &anchor, &["mx2.example.test", "A"]);
+    assert!(
+        out.contains("; negative response, fully validated") && out.contains("NXDOMAIN"),
+        "{out}"
+    );
+    if tool("named-checkzone") {
+        assert_axfr_verifies(&d, denial);
+    }
 }

@@ -224,11 +224,13 @@ impl Shared {
         Ok(keys)
     }
 
-    /// Sets a zone's own DNSSEC setting and signs or unsigns it accordingly.
+    /// Sets a zone's own DNSSEC settings (signed or not, NSEC or NSEC3; `None` keeps the
+    /// current one) and signs, re-chains or unsigns it accordingly.
     pub async fn set_zone_dnssec(
         &self,
         origin: &Name,
-        enabled: bool,
+        enabled: Option<bool>,
+        denial: Option<crate::dnssec::Denial>,
     ) -> Result<Arc<Zone>, WriteError> {
         let _writer = self.writer.lock().await;
         let current = self.zones.load_full();
@@ -246,7 +248,14 @@ impl Shared {
                 .to_string(),
             message: e,
         })?;
-        state.enabled = Some(enabled);
+        if enabled.is_some() {
+            state.enabled = enabled;
+        }
+        if denial.is_some() {
+            state.denial = denial;
+        }
+        let enabled = self.dnssec_wanted(origin, &state);
+        let denial = state.denial.unwrap_or(self.config.dnssec.denial);
         let state_file = keys::state_file(&self.config.zones_dir, origin);
         if let Some(parent) = state_file.parent() {
             let _ = crate::durable::create_dir_with_mode(parent, crate::durable::PUBLIC_DIR_MODE);
@@ -261,7 +270,7 @@ impl Shared {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(origin);
-        if zone.is_signed() == enabled {
+        if zone.is_signed() == enabled && (!enabled || zone.denial() == Some(denial)) {
             return Ok(zone);
         }
         let serial = next_serial(self.config.zone_defaults.serial, zone.serial(), unix_now());
@@ -269,7 +278,7 @@ impl Shared {
         let file = zone_file(&self.config.zones_dir, origin);
         let zones = self.journal_zones(vec![(Arc::new(next), file)]).await?;
         self.store_journalled(zones.clone()).await?;
-        tracing::info!(zone = %name_text(origin), signed = enabled, "zone DNSSEC setting changed");
+        tracing::info!(zone = %name_text(origin), signed = enabled, denial = ?denial, "zone DNSSEC setting changed");
         Ok(zones.into_iter().next().map(|(z, _)| z).unwrap_or(zone))
     }
 
@@ -553,6 +562,8 @@ impl Shared {
                         || sign::earliest_expiry(&zone).is_none_or(|e| e <= now + refresh)
                         || !publishes_keys(&zone, keys)
                         || !signed_by_active_keys(&zone, keys)
+                        || zone.denial()
+                            != Some(keys.state.denial.unwrap_or(self.config.dnssec.denial))
                 }
             };
             self.note_expiry(&zone);
@@ -861,6 +872,17 @@ pub(super) fn sign_version(
                 .map_err(|e| e.message);
         }
         return Ok((zone, SignStats::default()));
+    };
+    let own;
+    let policy = match keys.state.denial {
+        Some(denial) if denial != policy.denial => {
+            own = Policy {
+                denial,
+                ..policy.clone()
+            };
+            &own
+        }
+        _ => policy,
     };
     let (generated, stats) =
         sign::sign(&zone, previous, &keys.keys, policy, now, false).map_err(|e| e.to_string())?;

@@ -92,6 +92,9 @@ pub struct ZoneState {
     /// The zone's own setting; absent: the global `dnssec.enabled`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub enabled: Option<bool>,
+    /// The zone's own denial of existence; absent: the global `dnssec.denial`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub denial: Option<super::Denial>,
     #[serde(default)]
     pub keys: Vec<KeyRecord>,
 }

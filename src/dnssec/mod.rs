@@ -1,7 +1,7 @@
 //! DNSSEC online signing: the policy, the zone keys and signing a zone version.
 //!
 //! This module owns what a signed zone must carry (DNSKEY, CDS and CDNSKEY at the apex, an
-//! NSEC chain, an RRSIG over every authoritative rrset), the signing keys (generated with
+//! NSEC or NSEC3 chain, an RRSIG over every authoritative rrset), the signing keys (generated with
 //! ring through hickory-proto, PKCS#8 PEM files of mode 0600 under `keys/dnssec/<zone>/`,
 //! their state beside the associations in `zones/dnssec/<zone>.yaml`) and the DS records
 //! to hand to the parent. Signing reuses every signature of the previous version whose
@@ -15,7 +15,9 @@
 //! over ring's ECDSA P-256 / Ed25519 keys. We do not use `RRSIG::from_rrset` because its
 //! inception is exactly "now" and its expiry fixed: we back-date inception and spread
 //! expiries with jitter. hickory-server's `InMemoryZoneHandler::secure_zone` re-signs the
-//! whole zone on every change and is not our zone model, so it is not used.
+//! whole zone on every change and is not our zone model, so it is not used. NSEC3 hashes
+//! come from hickory-proto's `Nsec3HashAlgorithm::hash` and its `NSEC3`/`NSEC3PARAM` rdata;
+//! hickory-server's NSEC3 chain building is inside `secure_zone`, so it is not used either.
 
 pub mod keys;
 pub mod sign;
@@ -56,8 +58,7 @@ pub enum KeyScheme {
 #[serde(rename_all = "lowercase")]
 pub enum Denial {
     Nsec,
-    /// NSEC3, no extra iterations, no salt (RFC 9276): accepted in the schema, refused at
-    /// load until it is implemented.
+    /// NSEC3 (RFC 5155) with SHA-1, no extra iterations, no salt and no opt-out (RFC 9276).
     Nsec3,
 }
 
@@ -106,12 +107,6 @@ impl Default for Policy {
 impl Policy {
     /// Checks the figures; the error names the key under `dnssec.`.
     pub fn validate(&self) -> Result<(), (String, String)> {
-        if self.denial == Denial::Nsec3 {
-            return Err((
-                "dnssec.denial".into(),
-                "nsec3 is not implemented yet; use nsec".into(),
-            ));
-        }
         if self.validity_secs < 3600 {
             return Err((
                 "dnssec.validity_secs".into(),

@@ -10,14 +10,17 @@
 use std::collections::HashMap;
 
 use hickory_proto::dnssec::rdata::sig::SigInput;
-use hickory_proto::dnssec::rdata::{CDNSKEY, CDS, DNSSECRData, NSEC, RRSIG};
-use hickory_proto::dnssec::{PublicKey, TBS};
+use hickory_proto::dnssec::rdata::{CDNSKEY, CDS, DNSSECRData, NSEC, NSEC3, NSEC3PARAM, RRSIG};
+use hickory_proto::dnssec::{Nsec3HashAlgorithm, PublicKey, TBS};
 use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType, SerialNumber};
 
-use super::Policy;
 use super::keys::{KeyState, ZoneKey};
-use crate::zone::signed::{covered, is_generated};
+use super::{Denial, Policy};
+use crate::zone::signed::{covered, is_generated, nsec3_hash, nsec3_owner};
 use crate::zone::{Zone, label_count};
+
+/// NSEC3 hash iterations beyond the first: none (RFC 9276 §3.1).
+const NSEC3_ITERATIONS: u16 = 0;
 
 /// What a signing run did.
 #[derive(Debug, Default, Clone, Copy)]
@@ -169,6 +172,24 @@ pub fn sign(
         apex_sets.push((RecordType::CDNSKEY, cdnskey));
     }
 
+    let nsec3 = policy.denial == Denial::Nsec3;
+    if nsec3 {
+        // RFC 9276: SHA-1, no extra iteration, no salt, no opt-out.
+        apex_sets.push((
+            RecordType::NSEC3PARAM,
+            vec![Record::from_rdata(
+                origin.clone(),
+                nsec_ttl,
+                RData::DNSSEC(DNSSECRData::NSEC3PARAM(NSEC3PARAM::new(
+                    Nsec3HashAlgorithm::SHA1,
+                    false,
+                    NSEC3_ITERATIONS,
+                    Vec::new(),
+                ))),
+            )],
+        ));
+    }
+
     // Below a cut nothing is authoritative: no NSEC, no RRSIG.
     let below_cut = |name: &Name| {
         cuts.iter()
@@ -182,32 +203,96 @@ pub fn sign(
     let inception = now.saturating_sub(policy.inception_offset_secs);
     let jitter_seed = now ^ u64::from(crate::zone::signed::user_digest(zone) as u32);
     let mut to_sign: Vec<(Name, RecordType, Vec<Record>)> = Vec::new();
-    for (i, name) in chain.iter().enumerate() {
+    // The types of a name as its NSEC or NSEC3 record lists them: at a cut only NS and DS
+    // are ours, anything else there is occluded glue.
+    let types_at = |name: &Name| -> Vec<RecordType> {
+        let is_cut = cuts.contains(name);
+        owners
+            .get(name)
+            .into_iter()
+            .flatten()
+            .map(|(t, _)| *t)
+            .filter(|t| !is_cut || matches!(t, RecordType::NS | RecordType::DS))
+            .collect()
+    };
+    for name in &chain {
         let Some(sets) = owners.get(name) else {
             continue;
         };
         let is_cut = cuts.contains(name);
-        let next = chain[(i + 1) % chain.len()].to_lowercase();
-        // At a cut only NS and DS are ours; anything else there is occluded glue.
-        let mut types: Vec<RecordType> = sets
-            .iter()
-            .map(|(t, _)| *t)
-            .filter(|t| !is_cut || matches!(t, RecordType::NS | RecordType::DS))
-            .collect();
-        types.push(RecordType::NSEC);
-        types.push(RecordType::RRSIG);
-        let nsec = Record::from_rdata(
-            name.clone(),
-            nsec_ttl,
-            RData::DNSSEC(DNSSECRData::NSEC(NSEC::new(next, types))),
-        );
-        out.push(nsec.clone());
-        to_sign.push((name.clone(), RecordType::NSEC, vec![nsec]));
         for (rtype, records) in sets {
             if is_cut && *rtype != RecordType::DS {
                 continue;
             }
             to_sign.push((name.clone(), *rtype, records.clone()));
+        }
+    }
+    if nsec3 {
+        // Every authoritative name has an NSEC3 record, empty non-terminals too (RFC 5155
+        // §7.1), in the order of their hashes.
+        // The names with data and the names between them and the apex. Not the zone's
+        // nodes: a name whose records were all deleted may still hold stale signatures.
+        let apex_labels = label_count(&origin);
+        let mut names: Vec<Name> = Vec::with_capacity(chain.len() * 2);
+        for name in &chain {
+            for k in (apex_labels + 1)..label_count(name) {
+                names.push(name.trim_to(k));
+            }
+            names.push(name.clone());
+        }
+        names.sort();
+        names.dedup();
+        let mut hashed: Vec<(Vec<u8>, Name)> = names
+            .into_iter()
+            .filter(|n| !below_cut(n))
+            .filter_map(|n| Some((nsec3_hash(&n, &[], NSEC3_ITERATIONS)?, n)))
+            .collect();
+        hashed.sort();
+        hashed.dedup_by(|a, b| a.0 == b.0);
+        for (i, (hash, name)) in hashed.iter().enumerate() {
+            let next = &hashed[(i + 1) % hashed.len()].0;
+            let mut types = types_at(name);
+            // The RRSIG bit says whether signatures sit at the name itself: not at an
+            // empty non-terminal, nor at a delegation without DS (its NS is not signed).
+            let signed_here = if cuts.contains(name) {
+                types.contains(&RecordType::DS)
+            } else {
+                !types.is_empty()
+            };
+            if signed_here {
+                types.push(RecordType::RRSIG);
+            }
+            let Some(owner) = nsec3_owner(hash, &origin) else {
+                continue;
+            };
+            let record = Record::from_rdata(
+                owner.clone(),
+                nsec_ttl,
+                RData::DNSSEC(DNSSECRData::NSEC3(NSEC3::new(
+                    Nsec3HashAlgorithm::SHA1,
+                    false,
+                    NSEC3_ITERATIONS,
+                    Vec::new(),
+                    next.clone(),
+                    types,
+                ))),
+            );
+            out.push(record.clone());
+            to_sign.push((owner, RecordType::NSEC3, vec![record]));
+        }
+    } else {
+        for (i, name) in chain.iter().enumerate() {
+            let next = chain[(i + 1) % chain.len()].to_lowercase();
+            let mut types = types_at(name);
+            types.push(RecordType::NSEC);
+            types.push(RecordType::RRSIG);
+            let nsec = Record::from_rdata(
+                name.clone(),
+                nsec_ttl,
+                RData::DNSSEC(DNSSECRData::NSEC(NSEC::new(next, types))),
+            );
+            out.push(nsec.clone());
+            to_sign.push((name.clone(), RecordType::NSEC, vec![nsec]));
         }
     }
     // The key records are data too: they go in with the rest.
@@ -286,6 +371,17 @@ fn mix(mut z: u64) -> u64 {
 
 /// Whether `zone` has exactly this rrset (records and TTL) at `name`.
 fn same_rrset(zone: &Zone, name: &Name, rtype: RecordType, records: &[Record]) -> bool {
+    if rtype == RecordType::NSEC3 {
+        // NSEC3 records live in the chain, not in the nodes.
+        return zone
+            .nsec3()
+            .and_then(|c| c.at_owner(name))
+            .is_some_and(|e| {
+                records.len() == 1
+                    && e.record.ttl == records[0].ttl
+                    && e.record.data == records[0].data
+            });
+    }
     let Some(set) = zone.node(name).and_then(|n| n.rrset(rtype)) else {
         return false;
     };

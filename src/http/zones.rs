@@ -324,6 +324,8 @@ pub async fn show(
 pub struct ZoneSettings {
     /// Sign the zone with DNSSEC (overrides `dnssec.enabled`).
     pub dnssec: Option<bool>,
+    /// Denial of existence, `"nsec"` or `"nsec3"` (overrides `dnssec.denial`).
+    pub dnssec_denial: Option<crate::dnssec::Denial>,
 }
 
 pub async fn patch_zone(
@@ -336,14 +338,14 @@ pub async fn patch_zone(
     let origin = zone_name(&zone)?;
     permit(&grant, Access::Write, Target::Zone(&origin))?;
     let req: ZoneSettings = parse_body(body)?;
-    let Some(enabled) = req.dnssec else {
+    if req.dnssec.is_none() && req.dnssec_denial.is_none() {
         return Err(bad(
             "dnssec",
-            "nothing to change: give \"dnssec\": true or false",
+            "nothing to change: give \"dnssec\": true or false, or \"dnssec_denial\": \"nsec\" or \"nsec3\"",
         ));
-    };
+    }
     let zone = shared
-        .set_zone_dnssec(&origin, enabled)
+        .set_zone_dnssec(&origin, req.dnssec, req.dnssec_denial)
         .await
         .map_err(write_error)?;
     Ok(Json(zone_json(&zone)).into_response())

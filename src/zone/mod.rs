@@ -70,6 +70,10 @@ pub struct Zone {
     /// The owners of the NSEC records, in canonical order (RFC 4034 §6.1), to find the one
     /// covering a name by binary search. Empty when the zone is not signed.
     nsec_owners: Vec<Name>,
+    /// The NSEC3 chain (RFC 5155) with its signatures, sorted by hash. It is kept apart from
+    /// the nodes: its owners are hashes, not names of the zone, and a query for one must
+    /// find nothing there (RFC 5155 §7.2.8). `None` unless the zone is signed with NSEC3.
+    nsec3: Option<Box<signed::Nsec3Chain>>,
     /// The differences that led to this version ([`journal`]); empty until the writer or
     /// the loader attaches one.
     journal: std::sync::Arc<journal::Journal>,
@@ -156,6 +160,7 @@ impl Zone {
         let mut record_count = 0;
         let mut cname_lines: HashMap<Name, usize> = HashMap::new();
         let mut other_lines: HashMap<Name, usize> = HashMap::new();
+        let mut nsec3_records: Vec<SourcedRecord> = Vec::new();
 
         for SourcedRecord { record, line } in records {
             let fail = |message: String| Err(ZoneError { line, message });
@@ -165,6 +170,11 @@ impl Zone {
                 return fail(format!("{owner} is outside the zone {shown_origin}"));
             }
             let rtype = record.record_type();
+            if rtype == RecordType::NSEC3 || signed::covered(&record) == Some(RecordType::NSEC3) {
+                record_count += 1;
+                nsec3_records.push(SourcedRecord { record, line });
+                continue;
+            }
             match rtype {
                 RecordType::SOA => {
                     if record.name != origin {
@@ -301,6 +311,11 @@ impl Zone {
             Vec::new()
         };
         nsec_owners.sort();
+        let nsec3 = if nsec3_records.is_empty() {
+            None
+        } else {
+            Some(Box::new(signed::Nsec3Chain::build(&origin, nsec3_records)?))
+        };
         let mut negative_soa = soa.clone();
         if let RData::SOA(s) = &soa.data {
             negative_soa.ttl = soa.ttl.min(s.minimum);
@@ -315,6 +330,7 @@ impl Zone {
             has_wildcards,
             signed,
             nsec_owners,
+            nsec3,
             journal: Default::default(),
             compiled: CompiledCell::default(),
         })
@@ -424,6 +440,7 @@ impl Zone {
         self.nodes
             .values()
             .flat_map(|n| n.rrsets.iter().flat_map(|s| s.records.iter()))
+            .chain(self.nsec3.iter().flat_map(|c| c.records()))
     }
 }
 

@@ -177,14 +177,37 @@ impl Zone {
             .map_err(|e| format!("they do not fit the zone: {e}"))
     }
 
-    /// The RRSIGs at `owner` covering `rtype`, as stored (owner spelled as in the zone).
+    /// The RRSIGs at `owner` covering `rtype`, as stored (owner spelled as in the zone);
+    /// those of an NSEC3 record come from the NSEC3 chain.
     pub fn rrsigs(&self, owner: &Name, rtype: RecordType) -> impl Iterator<Item = &Record> {
+        let chained = if rtype == RecordType::NSEC3 {
+            self.nsec3.as_ref().and_then(|c| c.at_owner(owner))
+        } else {
+            None
+        };
         self.nodes
             .get(owner)
             .and_then(|n| n.rrset(RecordType::RRSIG))
             .into_iter()
             .flat_map(|s| s.records.iter())
+            .chain(chained.into_iter().flat_map(|e| e.rrsigs.iter()))
             .filter(move |r| covered(r) == Some(rtype))
+    }
+
+    /// The NSEC3 chain, when the zone is signed with NSEC3.
+    pub fn nsec3(&self) -> Option<&Nsec3Chain> {
+        self.nsec3.as_deref()
+    }
+
+    /// How the zone denies existence, when it is signed.
+    pub fn denial(&self) -> Option<crate::dnssec::Denial> {
+        if self.nsec3.is_some() {
+            Some(crate::dnssec::Denial::Nsec3)
+        } else if !self.nsec_owners.is_empty() {
+            Some(crate::dnssec::Denial::Nsec)
+        } else {
+            None
+        }
     }
 
     /// The NSEC record at `owner`, if the chain has one there.
@@ -227,6 +250,162 @@ impl Zone {
         }
         let wildcard = self.closest_encloser(name).prepend_label("*").ok()?;
         self.nodes.contains_key(&wildcard).then_some(wildcard)
+    }
+}
+
+/// One NSEC3 record and the signatures over it.
+#[derive(Debug, Clone)]
+pub struct Nsec3Entry {
+    /// The owner's hash: its first label, base32hex-decoded.
+    pub hash: Box<[u8]>,
+    pub record: Record,
+    pub rrsigs: Vec<Record>,
+}
+
+/// A zone's NSEC3 chain: its parameters and its records in hash order, so that the record
+/// matching or covering a hash is found by binary search.
+#[derive(Debug, Clone)]
+pub struct Nsec3Chain {
+    salt: Box<[u8]>,
+    iterations: u16,
+    entries: Vec<Nsec3Entry>,
+}
+
+/// The hash of `name` under NSEC3 parameters (SHA-1, the only algorithm defined).
+pub fn nsec3_hash(name: &Name, salt: &[u8], iterations: u16) -> Option<Vec<u8>> {
+    hickory_proto::dnssec::Nsec3HashAlgorithm::SHA1
+        .hash(salt, name, iterations)
+        .ok()
+        .map(|d| d.as_ref().to_vec())
+}
+
+/// The owner name of the NSEC3 record for `hash` in the zone `origin`.
+pub fn nsec3_owner(hash: &[u8], origin: &Name) -> Option<Name> {
+    let label = data_encoding::BASE32_DNSSEC.encode(hash);
+    Name::from_ascii(&label).ok()?.append_domain(origin).ok()
+}
+
+/// The hash an NSEC3 owner name stands for, if it is one label of base32hex below `origin`.
+fn owner_hash(owner: &Name, origin: &Name) -> Option<Box<[u8]>> {
+    if label_count(owner) != label_count(origin) + 1 || !origin.zone_of(owner) {
+        return None;
+    }
+    let label = owner.iter().next()?;
+    data_encoding::BASE32_DNSSEC
+        .decode(label)
+        .ok()
+        .filter(|h| !h.is_empty())
+        .map(Vec::into_boxed_slice)
+}
+
+impl Nsec3Chain {
+    /// The chain of the NSEC3 records of a zone and their RRSIGs. Each owner must be a hash
+    /// one label below the apex with one NSEC3 record, and every record must use the same
+    /// parameters (one chain per zone, the one the NSEC3PARAM names).
+    pub fn build(origin: &Name, records: Vec<SourcedRecord>) -> Result<Self, ZoneError> {
+        use std::collections::BTreeMap;
+        // By hash: the NSEC3 record, its RRSIGs, the line of the first.
+        type Gathered = (Option<Record>, Vec<Record>, usize);
+        let mut by_hash: BTreeMap<Box<[u8]>, Gathered> = BTreeMap::new();
+        let mut params: Option<(Vec<u8>, u16)> = None;
+        for SourcedRecord { record, line } in records {
+            let fail = |message: String| Err(ZoneError { line, message });
+            let owner = crate::zone::writer::name_text(&record.name);
+            let Some(hash) = owner_hash(&record.name, origin) else {
+                return fail(format!(
+                    "{owner}: an NSEC3 owner must be a base32hex hash one label below the apex"
+                ));
+            };
+            let entry = by_hash.entry(hash).or_insert((None, Vec::new(), line));
+            match &record.data {
+                RData::DNSSEC(DNSSECRData::NSEC3(n)) => {
+                    let these = (n.salt().to_vec(), n.iterations());
+                    match &params {
+                        None => params = Some(these),
+                        Some(p) if *p != these => {
+                            return fail(format!(
+                                "NSEC3 at {owner}: its salt or iterations differ from the chain's"
+                            ));
+                        }
+                        Some(_) => {}
+                    }
+                    if entry.0.as_ref().is_some_and(|r| r.data != record.data) {
+                        return fail(format!("a second NSEC3 record at {owner}"));
+                    }
+                    entry.0 = Some(record);
+                }
+                _ => entry.1.push(record),
+            }
+        }
+        let mut entries = Vec::with_capacity(by_hash.len());
+        for (hash, (record, rrsigs, line)) in by_hash {
+            let Some(record) = record else {
+                return Err(ZoneError {
+                    line,
+                    message: "an RRSIG over NSEC3 where there is no NSEC3 record".into(),
+                });
+            };
+            entries.push(Nsec3Entry {
+                hash,
+                record,
+                rrsigs,
+            });
+        }
+        let (salt, iterations) = params.unwrap_or_default();
+        Ok(Self {
+            salt: salt.into_boxed_slice(),
+            iterations,
+            entries,
+        })
+    }
+
+    /// Every record of the chain: the NSEC3 records and their signatures.
+    pub fn records(&self) -> impl Iterator<Item = &Record> {
+        self.entries
+            .iter()
+            .flat_map(|e| std::iter::once(&e.record).chain(e.rrsigs.iter()))
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// The entry whose owner is `owner`.
+    pub fn at_owner(&self, owner: &Name) -> Option<&Nsec3Entry> {
+        let origin = owner.base_name();
+        let hash = owner_hash(owner, &origin)?;
+        self.entries
+            .binary_search_by(|e| e.hash.as_ref().cmp(&hash))
+            .ok()
+            .map(|i| &self.entries[i])
+    }
+
+    /// The entry that matches `name` (`true`) or covers its hash (`false`): the last one at
+    /// or before the hash, the last of the chain covering hashes before the first.
+    pub fn find(&self, name: &Name) -> Option<(&Nsec3Entry, bool)> {
+        let hash = nsec3_hash(name, &self.salt, self.iterations)?;
+        match self
+            .entries
+            .binary_search_by(|e| e.hash.as_ref().cmp(hash.as_slice()))
+        {
+            Ok(i) => Some((&self.entries[i], true)),
+            Err(0) => self.entries.last().map(|e| (e, false)),
+            Err(i) => Some((&self.entries[i - 1], false)),
+        }
+    }
+
+    /// The NSEC3 entry of `name`, if the chain has one for it.
+    pub fn matching(&self, name: &Name) -> Option<&Nsec3Entry> {
+        self.find(name).filter(|(_, m)| *m).map(|(e, _)| e)
+    }
+
+    /// The NSEC3 entry covering `name`, a name that does not exist.
+    pub fn covering(&self, name: &Name) -> Option<&Nsec3Entry> {
+        self.find(name).filter(|(_, m)| !*m).map(|(e, _)| e)
     }
 }
 

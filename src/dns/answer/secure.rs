@@ -1,6 +1,7 @@
 //! The sections of a DO=1 answer from a signed zone (RFC 4035 §3.1): each rrset of the
-//! answer and authority sections followed by its RRSIGs, and the NSEC records that prove a
-//! name or type absent, a wildcard expansion legitimate, or a delegation unsigned.
+//! answer and authority sections followed by its RRSIGs, and the NSEC or NSEC3 records
+//! (RFC 5155 §7.2) that prove a name or type absent, a wildcard expansion legitimate, or a
+//! delegation unsigned.
 //!
 //! It only picks records the signer stored in the zone ([`crate::zone::signed`]): nothing is
 //! signed here. It runs on the general path only, for DO=1 queries on signed zones.
@@ -9,8 +10,9 @@ use std::borrow::Cow;
 
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 
-use crate::zone::Zone;
 use crate::zone::lookup::{Lookup, Outcome};
+use crate::zone::signed::Nsec3Chain;
+use crate::zone::{Zone, label_count};
 
 type Section<'z> = Vec<Cow<'z, Record>>;
 
@@ -67,9 +69,10 @@ pub fn sections<'z>(
             proofs.push(r);
         }
     };
-    match lookup.outcome {
-        Outcome::Answer => {}
-        Outcome::NxDomain => {
+    let nsec3 = zone.nsec3();
+    match (lookup.outcome, nsec3) {
+        (Outcome::Answer | Outcome::Referral, _) => {}
+        (Outcome::NxDomain, None) => {
             // The name is not there, and neither is a wildcard that could have made it.
             prove(zone.nsec_covering(final_name));
             let encloser = zone.closest_encloser(final_name);
@@ -77,7 +80,14 @@ pub fn sections<'z>(
                 prove(zone.nsec_covering(&wildcard));
             }
         }
-        Outcome::NoData => {
+        (Outcome::NxDomain, Some(chain)) => {
+            // RFC 5155 §7.2.2: the closest encloser proof, and no wildcard at it.
+            let encloser = closest_encloser_proof(zone, chain, final_name, &mut prove);
+            if let Ok(wildcard) = encloser.prepend_label("*") {
+                prove(chain.covering(&wildcard).map(|e| &e.record));
+            }
+        }
+        (Outcome::NoData, None) => {
             if zone.node(final_name).is_some() {
                 // The name's own NSEC; an empty non-terminal has none, and the NSEC that
                 // covers it (whose next name is below it) proves it empty.
@@ -92,10 +102,24 @@ pub fn sections<'z>(
                 prove(zone.nsec_at(&wildcard));
             }
         }
-        Outcome::Referral => {}
+        (Outcome::NoData, Some(chain)) => {
+            if zone.node(final_name).is_some() {
+                // RFC 5155 §7.2.3/§7.2.4: the name's own NSEC3 (empty non-terminals have
+                // one too), whose bitmap lacks the type (DS at a delegation included).
+                prove(chain.matching(final_name).map(|e| &e.record));
+            } else if let Some(wildcard) = zone.source_of_synthesis(final_name) {
+                // RFC 5155 §7.2.5: the closest encloser proof and the wildcard's NSEC3.
+                closest_encloser_proof(zone, chain, final_name, &mut prove);
+                prove(chain.matching(&wildcard).map(|e| &e.record));
+            }
+        }
     }
     for name in &expanded {
-        prove(zone.nsec_covering(name));
+        match nsec3 {
+            None => prove(zone.nsec_covering(name)),
+            // RFC 5155 §7.2.6: the next closer name does not exist.
+            Some(chain) => prove(chain.covering(&next_closer(zone, name)).map(|e| &e.record)),
+        }
     }
 
     // Authority: the lookup's rrsets (SOA of a negative answer, NS of a referral) signed
@@ -117,23 +141,48 @@ pub fn sections<'z>(
                     authorities.extend(ds.records.iter().map(Cow::Borrowed));
                     push_signed_as(zone, &name, RecordType::DS, &name, &mut authorities);
                 }
-                None => prove(zone.nsec_at(&name)),
+                None => match nsec3 {
+                    None => prove(zone.nsec_at(&name)),
+                    // RFC 5155 §7.2.7: the delegation's NSEC3, without the DS bit.
+                    Some(chain) => prove(chain.matching(&name).map(|e| &e.record)),
+                },
             }
         } else {
             push_signed_as(zone, &name, rtype, &name, &mut authorities);
         }
     }
-    for nsec in proofs {
-        authorities.push(Cow::Borrowed(nsec));
+    for proof in proofs {
+        authorities.push(Cow::Borrowed(proof));
         push_signed_as(
             zone,
-            &nsec.name,
-            RecordType::NSEC,
-            &nsec.name,
+            &proof.name,
+            proof.record_type(),
+            &proof.name,
             &mut authorities,
         );
     }
     (answers, authorities)
+}
+
+/// The next closer name of `name`: its ancestor one label below its closest encloser.
+fn next_closer(zone: &Zone, name: &Name) -> Name {
+    let encloser = zone.closest_encloser(name);
+    name.trim_to(label_count(&encloser) + 1)
+}
+
+/// Proves the closest encloser of `name` (RFC 5155 §7.2.1): the NSEC3 matching it and the
+/// one covering the next closer name. Returns the closest encloser.
+fn closest_encloser_proof<'z>(
+    zone: &'z Zone,
+    chain: &'z Nsec3Chain,
+    name: &Name,
+    prove: &mut impl FnMut(Option<&'z Record>),
+) -> Name {
+    let encloser = zone.closest_encloser(name);
+    prove(chain.matching(&encloser).map(|e| &e.record));
+    let next = name.trim_to(label_count(&encloser) + 1);
+    prove(chain.covering(&next).map(|e| &e.record));
+    encloser
 }
 
 /// Pushes the RRSIGs stored at `owner` over `rtype`, under the name `shown` (the query's
