@@ -30,7 +30,7 @@ use crate::provision::dkim::{SelectorState, active};
 use crate::zone::set::unix_now;
 
 /// The checks shown as boxes and exported as `mailzone_diagnosis_check_status`.
-const CHECKS: [&str; 10] = [
+const CHECKS: [&str; 11] = [
     "delegation",
     "mx",
     "srv",
@@ -41,6 +41,7 @@ const CHECKS: [&str; 10] = [
     "ownership",
     "mta-sts",
     "tls-rpt",
+    "dnssec",
 ];
 
 /// A check's value in `mailzone_diagnosis_check_status`: 0 ok, 1 pending, 2 notice, 3 red.
@@ -169,6 +170,8 @@ impl Shared {
             };
         };
         let mut subject = Subject::new(association, &platform);
+        subject.dnssec_expected = self.dnssec_expected(&association.domain);
+        subject.dnssec_refresh_secs = self.config.dnssec.refresh_secs;
         for g in association
             .dkim
             .iter()

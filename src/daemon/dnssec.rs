@@ -75,6 +75,19 @@ impl Shared {
         state.enabled.unwrap_or(self.config.dnssec.enabled)
     }
 
+    /// Whether `domain` is the apex of a zone served here that is to be signed (the
+    /// diagnosis then wants a DS at the parent).
+    pub(super) fn dnssec_expected(&self, domain: &str) -> bool {
+        let Ok(origin) = Name::from_ascii(domain) else {
+            return false;
+        };
+        let Some(zone) = self.zones.load().get(&origin.to_lowercase()) else {
+            return false;
+        };
+        self.read_state(zone.origin())
+            .is_ok_and(|state| self.dnssec_wanted(zone.origin(), &state))
+    }
+
     fn read_state(&self, origin: &Name) -> Result<ZoneState, String> {
         let file = keys::state_file(&self.config.zones_dir, origin);
         match std::fs::read_to_string(&file) {

@@ -43,6 +43,8 @@ pub struct Gathered {
     pub queries: u32,
     /// What the HTTPS checks saw (MTA-STS policy, autoconfig), when they ran.
     pub web: super::web::WebSeen,
+    /// What the `dnssec` check saw (DS at the parent, DO=1 answers), when it ran.
+    pub dnssec: Option<super::dnssec::DnssecSeen>,
 }
 
 impl Gathered {
@@ -65,6 +67,7 @@ impl Gathered {
             discovery_error: self.discovery_error.clone(),
             queries: self.queries,
             web: self.web.clone(),
+            dnssec: self.dnssec.clone(),
         }
     }
 }
@@ -79,6 +82,11 @@ pub struct Subject<'a> {
     pub keys: HashMap<String, Arc<crate::dkim::SigningKey>>,
     /// TXT values of our own delegation zone, for delegated DKIM (`name` → values).
     pub delegated_txt: HashMap<String, Vec<String>>,
+    /// The domain is a zone this daemon is configured to sign: no DS at the parent is then a
+    /// warning, never green.
+    pub dnssec_expected: bool,
+    /// Signatures expiring sooner than this are reported (`dnssec.refresh_secs`).
+    pub dnssec_refresh_secs: u64,
 }
 
 impl<'a> Subject<'a> {
@@ -111,11 +119,40 @@ impl<'a> Subject<'a> {
             expected,
             keys: HashMap::new(),
             delegated_txt: HashMap::new(),
+            dnssec_expected: false,
+            dnssec_refresh_secs: crate::dnssec::Policy::default().refresh_secs,
         }
     }
 
     pub fn domain(&self) -> &str {
         &self.association.domain
+    }
+
+    /// The questions the `dnssec` check asks every nameserver with the DO bit: the DNSKEY
+    /// set, the SOA, and the mail records of the association (MX, SPF, DMARC, DKIM).
+    pub fn dnssec_questions(&self) -> Vec<(String, RecordType)> {
+        let d = self.domain().to_string();
+        let records = &self.association.records;
+        let mut q = vec![
+            (d.clone(), RecordType::DNSKEY),
+            (d.clone(), RecordType::SOA),
+        ];
+        if records.mx {
+            q.push((d.clone(), RecordType::MX));
+        }
+        if records.spf {
+            q.push((d.clone(), RecordType::TXT));
+        }
+        if records.dmarc {
+            q.push((format!("_dmarc.{d}"), RecordType::TXT));
+        }
+        for e in self.expected.iter().filter(|e| e.family == Family::Dkim) {
+            let question = (e.name.clone(), RecordType::TXT);
+            if !q.contains(&question) {
+                q.push(question);
+            }
+        }
+        q
     }
 
     /// The questions to ask every nameserver.

@@ -7,6 +7,7 @@
 
 pub mod check;
 pub mod checks;
+pub mod dnssec;
 pub mod gather;
 pub mod judge;
 pub mod probe;
@@ -59,6 +60,18 @@ pub async fn check_once(
                     autodiscover: None,
                 }
             });
+    }
+    if let Ok(name) = hickory_proto::rr::Name::from_ascii(subject.domain()) {
+        let seen = dnssec::gather(
+            prober,
+            &name,
+            &subject.dnssec_questions(),
+            per_server,
+            deadline,
+        )
+        .await;
+        gathered.queries += seen.queries;
+        gathered.dnssec = Some(seen);
     }
     let mut queries = gathered.queries;
     let domain = &subject.association.domain;

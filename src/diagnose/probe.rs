@@ -156,9 +156,35 @@ impl Prober {
         rtype: RecordType,
         recursion: bool,
     ) -> Result<Message, ProbeError> {
-        match self.query_once(server, name, rtype, recursion).await {
+        self.query_with(server, name, rtype, recursion, false).await
+    }
+
+    /// A query to `server` with the DO bit (RFC 3225): the answer carries its RRSIGs.
+    /// RD=0, for a nameserver of the domain or of its parent, asked directly.
+    pub async fn query_dnssec(
+        &self,
+        server: SocketAddr,
+        name: &Name,
+        rtype: RecordType,
+    ) -> Result<Message, ProbeError> {
+        self.query_with(server, name, rtype, false, true).await
+    }
+
+    async fn query_with(
+        &self,
+        server: SocketAddr,
+        name: &Name,
+        rtype: RecordType,
+        recursion: bool,
+        dnssec_ok: bool,
+    ) -> Result<Message, ProbeError> {
+        match self
+            .query_once(server, name, rtype, recursion, dnssec_ok)
+            .await
+        {
             Err(ProbeError::Timeout { .. }) => {
-                self.query_once(server, name, rtype, recursion).await
+                self.query_once(server, name, rtype, recursion, dnssec_ok)
+                    .await
             }
             other => other,
         }
@@ -170,6 +196,7 @@ impl Prober {
         name: &Name,
         rtype: RecordType,
         recursion: bool,
+        dnssec_ok: bool,
     ) -> Result<Message, ProbeError> {
         let mut q = Message::new(random_id(), MessageType::Query, OpCode::Query);
         q.metadata.recursion_desired = recursion;
@@ -177,6 +204,7 @@ impl Prober {
         q.add_query(question.clone());
         let mut edns = Edns::new();
         edns.set_max_payload(1232);
+        edns.set_dnssec_ok(dnssec_ok);
         q.set_edns(edns);
         let bytes = q.to_vec().map_err(|e| ProbeError::Io {
             server,

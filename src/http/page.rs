@@ -1,6 +1,7 @@
 //! The status page at `/`: one row per associated domain (hosted or external, both seen as the
 //! world sees them, through their delegation), its overall status at a glance, one box per
-//! check: delegation (NS), ownership, MX, SRV, autoconfig, SPF, DKIM, DMARC, MTA-STS, TLS-RPT.
+//! check: delegation (NS), ownership, MX, SRV, autoconfig, SPF, DKIM, DMARC, MTA-STS, TLS-RPT,
+//! DNSSEC.
 //!
 //! Server-rendered HTML with inline CSS, no script and no external asset; a red box is a
 //! `<details>` element, so clicking it shows what each nameserver served and the lines to add
@@ -19,7 +20,7 @@ use crate::diagnose::check::{CheckStatus, Diagnosis, Overall};
 use crate::provision::association::{Association, Mode};
 
 /// The boxes, left to right: label, check name.
-const BOXES: [(&str, &str); 10] = [
+const BOXES: [(&str, &str); 11] = [
     ("NS", "delegation"),
     ("CNAME", "ownership"),
     ("MX", "mx"),
@@ -30,6 +31,7 @@ const BOXES: [(&str, &str); 10] = [
     ("DMARC", "dmarc"),
     ("MTA-STS", "mta-sts"),
     ("TLS-RPT", "tls-rpt"),
+    ("DNSSEC", "dnssec"),
 ];
 
 /// `2026-11-23 10:00 UTC`.
@@ -62,6 +64,7 @@ fn managed(a: &Association, check: &str) -> bool {
         "dmarc" => a.records.dmarc,
         "mta-sts" => a.records.mta_sts,
         "tls-rpt" => a.records.tls_rpt,
+        "dnssec" => true,
         _ => false,
     }
 }
@@ -94,12 +97,19 @@ fn cell(out: &mut String, a: &Association, d: Option<&Diagnosis>, label: &str, c
                     "not checked"
                 },
             )
+        } else if check == "dnssec"
+            && findings
+                .iter()
+                .any(|f| f.status.is_bad() || f.code == "dnssec.insecure")
+        {
+            // Insecure (no DS) or undetermined is not "secure": grey, never green.
+            ("grey", "insecure")
         } else {
             ("green", "ok")
         };
         let notes: Vec<String> = findings
             .iter()
-            .filter(|f| f.status.is_bad())
+            .filter(|f| f.status.is_bad() || (check == "dnssec" && f.status == CheckStatus::Ok))
             .map(|f| escape(&f.message))
             .collect();
         let title = if notes.is_empty() {

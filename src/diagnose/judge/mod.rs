@@ -8,6 +8,7 @@ mod autoconfig;
 mod delegation;
 mod dkim;
 mod dmarc;
+mod dnssec;
 mod mta_sts;
 mod mx;
 mod ownership;
@@ -54,6 +55,7 @@ pub fn judge(
         (records.mta_sts, "mta-sts"),
         (records.tls_rpt, "tls-rpt"),
         (!subject.association.hosted, "ownership"),
+        (g.dnssec.is_some(), "dnssec"),
     ] {
         if on {
             checks.push(check);
@@ -95,6 +97,11 @@ pub fn judge(
             "dkim" => dkim::judge(subject, g),
             "mta-sts" => mta_sts::judge_mta_sts(subject, g),
             "tls-rpt" => mta_sts::judge_tls_rpt(subject, g),
+            "dnssec" => g
+                .dnssec
+                .as_ref()
+                .map(|seen| dnssec::judge(subject, seen))
+                .unwrap_or_default(),
             _ => ownership::judge(subject, g),
         });
     }
