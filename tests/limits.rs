@@ -155,13 +155,14 @@ fn out_of_descriptors_udp_keeps_answering_and_accept_errors_are_logged_once_per_
 fn one_address_cannot_hold_every_tcp_slot() {
     let d = TestDaemon::start_tuned(&[("example.test.zone", EXAMPLE_ZONE)], |c| {
         c.dns.tcp_max_connections = 40;
+        c.dns.tcp_max_per_address = 16;
     });
     let q = example_query();
     let mut hogs: Vec<TcpStream> = (0..60)
         .filter_map(|_| tcp_from("127.0.0.1", d.dns).ok())
         .collect();
     let held = hogs.iter_mut().filter_map(|s| tcp_ask(s, &q)).count();
-    assert_eq!(held, 16, "the default per-address limit");
+    assert_eq!(held, 16, "the per-address limit");
     for i in 0..20 {
         let mut s = tcp_from("127.0.0.2", d.dns).unwrap();
         assert!(tcp_ask(&mut s, &q).is_some(), "query {i} of another client");
@@ -169,6 +170,81 @@ fn one_address_cannot_hold_every_tcp_slot() {
     // The hog's connections still work: they were limited, not dropped.
     assert!(hogs.iter_mut().take(16).all(|s| tcp_ask(s, &q).is_some()));
     assert!(problems(d.http, "tcp_per_address_limit") >= 44.0);
+}
+
+/// What one pipelining connection sends: `count` queries with the IDs 0..count, in
+/// `chunk`-byte writes (a chunk ends anywhere, inside a length prefix or a message).
+fn pipeline(server: SocketAddr, count: u16, chunk: usize) -> Vec<(u16, ResponseCode, usize)> {
+    let asks = [
+        ("example.test.", RecordType::MX),
+        ("_dmarc.example.test.", RecordType::TXT),
+        ("autoconfig.example.test.", RecordType::A),
+        ("nowhere.example.test.", RecordType::A),
+        ("example.org.", RecordType::A),
+    ];
+    let mut stream = tcp_from("127.0.0.1", server).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut bytes = Vec::new();
+    for id in 0..count {
+        let (name, qtype) = asks[id as usize % asks.len()];
+        let mut m = query_message(name, qtype, &Ask::default());
+        m.metadata.id = id;
+        let q = m.to_vec().unwrap();
+        bytes.extend_from_slice(&(q.len() as u16).to_be_bytes());
+        bytes.extend_from_slice(&q);
+    }
+    // Written from another thread: the answers flow back while the queries still go out.
+    let mut writer = stream.try_clone().unwrap();
+    let sent = std::thread::spawn(move || {
+        for piece in bytes.chunks(chunk) {
+            writer.write_all(piece).unwrap();
+        }
+    });
+    let mut got = Vec::new();
+    for _ in 0..count {
+        let mut len = [0u8; 2];
+        if stream.read_exact(&mut len).is_err() {
+            break;
+        }
+        let mut reply = vec![0u8; u16::from_be_bytes(len) as usize];
+        stream.read_exact(&mut reply).unwrap();
+        let m = hickory_proto::op::Message::from_vec(&reply).unwrap();
+        got.push((m.metadata.id, m.metadata.response_code, m.answers.len()));
+    }
+    sent.join().unwrap();
+    got
+}
+
+#[test]
+fn a_client_pipelining_on_twenty_connections_gets_every_answer_in_order() {
+    // dnsperf's default shape: 20 connections from one address, hundreds of queries in
+    // flight on each; the default per-address limit lets them all in.
+    let d = TestDaemon::example();
+    let server = d.dns;
+    let clients: Vec<_> = (0..20)
+        .map(|c| {
+            // Half write everything at once, half in 7-byte pieces.
+            let chunk = if c % 2 == 0 { 1 << 20 } else { 7 };
+            std::thread::spawn(move || pipeline(server, 500, chunk))
+        })
+        .collect();
+    for (c, client) in clients.into_iter().enumerate() {
+        let got = client.join().unwrap();
+        assert_eq!(got.len(), 500, "connection {c} got {} answers", got.len());
+        for (i, (id, rcode, answers)) in got.into_iter().enumerate() {
+            assert_eq!(id as usize, i, "connection {c}: answers out of order");
+            let expected = match i % 5 {
+                3 => ResponseCode::NXDomain,
+                4 => ResponseCode::Refused,
+                _ => ResponseCode::NoError,
+            };
+            assert_eq!(rcode, expected, "connection {c}, query {i}");
+            assert_eq!(answers > 0, i % 5 < 3, "connection {c}, query {i}");
+        }
+    }
+    assert_eq!(problems(d.http, "tcp_per_address_limit"), 0.0);
 }
 
 #[test]

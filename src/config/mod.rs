@@ -409,6 +409,8 @@ pub struct DnsConfig {
     /// to make room (as NSD and Knot do).
     pub tcp_max_connections: usize,
     /// Maximum simultaneous TCP connections from one client address; more are closed at once.
+    /// Loose, as RFC 7766 §6.2.2 asks: one address may be many resolvers, or a NAT (a
+    /// benchmark client opens 20); the table's eviction protects the others beyond it.
     pub tcp_max_per_address: usize,
     /// Response rate limiting over UDP.
     pub rrl: RrlConfig,
@@ -538,7 +540,7 @@ impl Default for DnsConfig {
             udp_sockets: 2,
             tcp_idle_timeout_secs: 10,
             tcp_max_connections: 1024,
-            tcp_max_per_address: 16,
+            tcp_max_per_address: 64,
             rrl: RrlConfig::default(),
         }
     }
