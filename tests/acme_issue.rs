@@ -151,8 +151,8 @@ fn served(addr: SocketAddr, sni: &str, root_pem: &str) -> (String, String) {
         Err(e) => panic!("{sni}: {e}"),
     }
     let der = stream.conn.peer_certificates().unwrap()[0].clone();
-    let (_, cert) = x509_parser::parse_x509_certificate(&der).unwrap();
-    let serial = cert.tbs_certificate.raw_serial_as_string().replace(':', "");
+    let cert = webpki::EndEntityCert::try_from(&der).unwrap();
+    let serial: String = cert.serial().iter().map(|b| format!("{b:02x}")).collect();
     let text = String::from_utf8_lossy(&out);
     (serial, text.lines().next().unwrap_or("").to_string())
 }
