@@ -233,6 +233,33 @@ fn a_certificate_is_issued_through_dns01_served_and_renewed_by_the_test_clock() 
 }
 
 #[test]
+fn after_a_restart_the_saved_certificate_is_served_and_not_ordered_again() {
+    if !tools() {
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let dns_port = free_port("127.0.0.1");
+    let pebble = Pebble::start(work.path(), SocketAddr::from(([127, 0, 0, 1], dns_port)));
+    let d = start_daemon(dns_port, &pebble.directory, &pebble.tls_cert);
+    let root = pebble.issuing_root_pem();
+    associate(&d);
+    let first = wait_status(&d, Some(&pebble), |s| !s["serial"].is_null());
+    let orders = r#"mailzone_acme_orders_total{result="ok"}"#;
+    let (_, metrics) = api(d.http, "GET", "/metrics", &Value::Null);
+    assert_eq!(metric(&metrics, orders), 1.0, "{metrics}");
+    let d = d.restart();
+    let after = certificate_status(&d);
+    assert_eq!(after["serial"], first["serial"], "{after}");
+    assert_eq!(after["next_order_at"], first["next_order_at"], "{after}");
+    let https = d.daemon().web_https_addr().unwrap();
+    let (serial, _) = served(https, "mta-sts.shop.test", &root);
+    assert_eq!(json!(serial), first["serial"]);
+    std::thread::sleep(Duration::from_millis(500));
+    let (_, metrics) = api(d.http, "GET", "/metrics", &Value::Null);
+    assert_eq!(metric(&metrics, orders), 0.0, "no new order: {metrics}");
+}
+
+#[test]
 fn dissociating_the_domain_removes_its_certificate_and_job() {
     if !tools() {
         return;
