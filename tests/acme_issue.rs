@@ -2,7 +2,8 @@
 //! certificate of a hosted domain's web names is issued through challenge records written
 //! by mailzone's writer, served by the web listener without a restart, renewed when the
 //! daemon's test clock passes the renewal point, and removed with the association. An
-//! unreachable directory is reported with its reason and loses nothing.
+//! unreachable directory or a failed validation is reported with its reason, its challenge
+//! records removed, nothing lost.
 //! Skipped, visibly, when pebble, openssl or curl is missing (scripts/test installs them).
 
 mod common;
@@ -292,6 +293,42 @@ fn dissociating_the_domain_removes_its_certificate_and_job() {
             .iter()
             .any(|(_, k, j)| k.domain == "shop.test" && format!("{j:?}") == "RenewCertificate"),
         "{jobs:?}"
+    );
+}
+
+#[test]
+fn a_failed_validation_is_reported_and_its_challenge_records_are_removed() {
+    if !tools() {
+        return;
+    }
+    // pebble asks another server for shop.test, which never has the challenge records.
+    let elsewhere_port = free_port("127.0.0.1");
+    let _elsewhere = TestDaemon::start_tuned(
+        &[("shop.test.zone", &small_zone("shop.test", 1, "192.0.2.80"))],
+        |c| c.dns.listen = vec![SocketAddr::from(([127, 0, 0, 1], elsewhere_port))],
+    );
+    let work = tempfile::tempdir().unwrap();
+    let pebble = Pebble::start(
+        work.path(),
+        SocketAddr::from(([127, 0, 0, 1], elsewhere_port)),
+    );
+    let d = start_daemon(free_port("127.0.0.1"), &pebble.directory, &pebble.tls_cert);
+    associate(&d);
+    let s = wait_status(&d, Some(&pebble), |s| {
+        s["failures"].as_u64().unwrap_or(0) >= 1
+    });
+    let error = s["last_error"].as_str().unwrap();
+    assert!(
+        error.contains("validation") || error.contains("unauthorized"),
+        "{error}"
+    );
+    assert!(s["serial"].is_null(), "{s}");
+    challenges_gone(&d);
+    assert!(
+        !d.dir
+            .path()
+            .join("keys/certs/mta-sts.shop.test.crt")
+            .exists()
     );
 }
 
