@@ -261,6 +261,38 @@ fn after_a_restart_the_saved_certificate_is_served_and_not_ordered_again() {
 }
 
 #[test]
+fn an_account_the_ca_no_longer_knows_is_made_again() {
+    if !tools() {
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let dns_port = free_port("127.0.0.1");
+    let mut pebble = Pebble::start(work.path(), SocketAddr::from(([127, 0, 0, 1], dns_port)));
+    let d = start_daemon(dns_port, &pebble.directory, &pebble.tls_cert);
+    associate(&d);
+    let first = wait_status(&d, Some(&pebble), |s| !s["serial"].is_null());
+    let account = d.dir.path().join("keys/acme/account.json");
+    let before = std::fs::read(&account).unwrap();
+    // A new pebble on the same address forgets every account.
+    pebble.restart();
+    let now = d.daemon().shared().clock_now();
+    let not_after = first["not_after"].as_u64().unwrap();
+    d.daemon()
+        .shared()
+        .advance_clock((not_after - 30 * 86_400).saturating_sub(now) + 60);
+    let second = wait_status(&d, Some(&pebble), |s| {
+        s["serial"] != first["serial"] || s["failures"].as_u64().unwrap_or(0) > 0
+    });
+    assert_eq!(second["failures"], 0, "{second}\npebble: {}", pebble.log());
+    assert_ne!(
+        std::fs::read(&account).unwrap(),
+        before,
+        "a new account saved"
+    );
+    assert_eq!(mode(&account), 0o600);
+}
+
+#[test]
 fn dissociating_the_domain_removes_its_certificate_and_job() {
     if !tools() {
         return;

@@ -326,8 +326,13 @@ impl Client {
 
     /// The account: read from `account.json` when it is for this directory, else made at
     /// the CA and saved (0600) before use.
-    async fn account(&self) -> Result<Account, AcmeError> {
+    /// `fresh`: the saved account is unknown to the CA (a test CA restarted, an account
+    /// deleted): a new one is made and saved in its place.
+    async fn account(&self, fresh: bool) -> Result<Account, AcmeError> {
         let mut cached = self.account.lock().await;
+        if fresh {
+            *cached = None;
+        }
         if let Some(a) = cached.as_ref() {
             return Ok(a.clone());
         }
@@ -351,7 +356,7 @@ impl Client {
             Err(e) => return Err(file_error(e.to_string())),
         };
         let account = match saved {
-            Some(f) if f.directory == url => {
+            Some(f) if f.directory == url && !fresh => {
                 Account::builder_with_http(Box::new(self.http.clone()))
                     .from_credentials(f.credentials)
                     .await
@@ -398,11 +403,26 @@ impl Client {
         challenges: &impl Challenges,
     ) -> Result<Issued, AcmeError> {
         let _slot = self.slots.clone().acquire_owned().await;
-        let account = self.account().await?;
+        let account = self.account(false).await?;
         let mut published = Vec::new();
-        let result = self
+        let mut result = self
             .order(&account, names, challenges, &mut published)
             .await;
+        if let Err(AcmeError::Order {
+            source: instant_acme::Error::Api(problem),
+            ..
+        }) = &result
+            && problem
+                .r#type
+                .as_deref()
+                .is_some_and(|t| t.ends_with(":accountDoesNotExist"))
+        {
+            tracing::warn!("the CA does not know the saved ACME account; making a new one");
+            let account = self.account(true).await?;
+            result = self
+                .order(&account, names, challenges, &mut published)
+                .await;
+        }
         if !published.is_empty()
             && let Err(reason) = challenges.withdraw(&published).await
         {
