@@ -2,7 +2,8 @@
 //! certificate of a hosted domain's web names is issued through challenge records written
 //! by mailzone's writer, served by the web listener without a restart, renewed when the
 //! daemon's test clock passes the renewal point, and removed with the association. An
-//! unreachable directory is reported with its reason and loses nothing.
+//! unreachable directory or a failed validation is reported with its reason, its challenge
+//! records removed, nothing lost.
 //! Skipped, visibly, when pebble, openssl or curl is missing (scripts/test installs them).
 
 mod common;
@@ -151,8 +152,8 @@ fn served(addr: SocketAddr, sni: &str, root_pem: &str) -> (String, String) {
         Err(e) => panic!("{sni}: {e}"),
     }
     let der = stream.conn.peer_certificates().unwrap()[0].clone();
-    let (_, cert) = x509_parser::parse_x509_certificate(&der).unwrap();
-    let serial = cert.tbs_certificate.raw_serial_as_string().replace(':', "");
+    let cert = webpki::EndEntityCert::try_from(&der).unwrap();
+    let serial: String = cert.serial().iter().map(|b| format!("{b:02x}")).collect();
     let text = String::from_utf8_lossy(&out);
     (serial, text.lines().next().unwrap_or("").to_string())
 }
@@ -233,6 +234,65 @@ fn a_certificate_is_issued_through_dns01_served_and_renewed_by_the_test_clock() 
 }
 
 #[test]
+fn after_a_restart_the_saved_certificate_is_served_and_not_ordered_again() {
+    if !tools() {
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let dns_port = free_port("127.0.0.1");
+    let pebble = Pebble::start(work.path(), SocketAddr::from(([127, 0, 0, 1], dns_port)));
+    let d = start_daemon(dns_port, &pebble.directory, &pebble.tls_cert);
+    let root = pebble.issuing_root_pem();
+    associate(&d);
+    let first = wait_status(&d, Some(&pebble), |s| !s["serial"].is_null());
+    let orders = r#"mailzone_acme_orders_total{result="ok"}"#;
+    let (_, metrics) = api(d.http, "GET", "/metrics", &Value::Null);
+    assert_eq!(metric(&metrics, orders), 1.0, "{metrics}");
+    let d = d.restart();
+    let after = certificate_status(&d);
+    assert_eq!(after["serial"], first["serial"], "{after}");
+    assert_eq!(after["next_order_at"], first["next_order_at"], "{after}");
+    let https = d.daemon().web_https_addr().unwrap();
+    let (serial, _) = served(https, "mta-sts.shop.test", &root);
+    assert_eq!(json!(serial), first["serial"]);
+    std::thread::sleep(Duration::from_millis(500));
+    let (_, metrics) = api(d.http, "GET", "/metrics", &Value::Null);
+    assert_eq!(metric(&metrics, orders), 0.0, "no new order: {metrics}");
+}
+
+#[test]
+fn an_account_the_ca_no_longer_knows_is_made_again() {
+    if !tools() {
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let dns_port = free_port("127.0.0.1");
+    let mut pebble = Pebble::start(work.path(), SocketAddr::from(([127, 0, 0, 1], dns_port)));
+    let d = start_daemon(dns_port, &pebble.directory, &pebble.tls_cert);
+    associate(&d);
+    let first = wait_status(&d, Some(&pebble), |s| !s["serial"].is_null());
+    let account = d.dir.path().join("keys/acme/account.json");
+    let before = std::fs::read(&account).unwrap();
+    // A new pebble on the same address forgets every account.
+    pebble.restart();
+    let now = d.daemon().shared().clock_now();
+    let not_after = first["not_after"].as_u64().unwrap();
+    d.daemon()
+        .shared()
+        .advance_clock((not_after - 30 * 86_400).saturating_sub(now) + 60);
+    let second = wait_status(&d, Some(&pebble), |s| {
+        s["serial"] != first["serial"] || s["failures"].as_u64().unwrap_or(0) > 0
+    });
+    assert_eq!(second["failures"], 0, "{second}\npebble: {}", pebble.log());
+    assert_ne!(
+        std::fs::read(&account).unwrap(),
+        before,
+        "a new account saved"
+    );
+    assert_eq!(mode(&account), 0o600);
+}
+
+#[test]
 fn dissociating_the_domain_removes_its_certificate_and_job() {
     if !tools() {
         return;
@@ -265,6 +325,42 @@ fn dissociating_the_domain_removes_its_certificate_and_job() {
             .iter()
             .any(|(_, k, j)| k.domain == "shop.test" && format!("{j:?}") == "RenewCertificate"),
         "{jobs:?}"
+    );
+}
+
+#[test]
+fn a_failed_validation_is_reported_and_its_challenge_records_are_removed() {
+    if !tools() {
+        return;
+    }
+    // pebble asks another server for shop.test, which never has the challenge records.
+    let elsewhere_port = free_port("127.0.0.1");
+    let _elsewhere = TestDaemon::start_tuned(
+        &[("shop.test.zone", &small_zone("shop.test", 1, "192.0.2.80"))],
+        |c| c.dns.listen = vec![SocketAddr::from(([127, 0, 0, 1], elsewhere_port))],
+    );
+    let work = tempfile::tempdir().unwrap();
+    let pebble = Pebble::start(
+        work.path(),
+        SocketAddr::from(([127, 0, 0, 1], elsewhere_port)),
+    );
+    let d = start_daemon(free_port("127.0.0.1"), &pebble.directory, &pebble.tls_cert);
+    associate(&d);
+    let s = wait_status(&d, Some(&pebble), |s| {
+        s["failures"].as_u64().unwrap_or(0) >= 1
+    });
+    let error = s["last_error"].as_str().unwrap();
+    assert!(
+        error.contains("validation") || error.contains("unauthorized"),
+        "{error}"
+    );
+    assert!(s["serial"].is_null(), "{s}");
+    challenges_gone(&d);
+    assert!(
+        !d.dir
+            .path()
+            .join("keys/certs/mta-sts.shop.test.crt")
+            .exists()
     );
 }
 

@@ -102,26 +102,90 @@ pub fn read_leaf(chain_pem: &str) -> Result<Leaf, String> {
         .next()
         .ok_or("no CERTIFICATE block")?
         .map_err(|e| format!("not PEM: {e}"))?;
-    let (_, cert) =
-        x509_parser::parse_x509_certificate(&der).map_err(|e| format!("not X.509: {e}"))?;
-    let names = match cert.subject_alternative_name() {
-        Ok(Some(san)) => san
-            .value
-            .general_names
-            .iter()
-            .filter_map(|g| match g {
-                x509_parser::extensions::GeneralName::DNSName(n) => Some(n.to_ascii_lowercase()),
-                _ => None,
-            })
-            .collect(),
-        _ => Vec::new(),
-    };
+    let cert = webpki::EndEntityCert::try_from(&der).map_err(|e| format!("not X.509: {e}"))?;
+    let (not_before, not_after) = validity(&der).ok_or("not X.509: no readable validity")?;
     Ok(Leaf {
-        names,
-        not_before: u64::try_from(cert.validity().not_before.timestamp()).unwrap_or(0),
-        not_after: u64::try_from(cert.validity().not_after.timestamp()).unwrap_or(0),
-        serial: cert.tbs_certificate.raw_serial_as_string().replace(':', ""),
+        names: cert
+            .valid_dns_names()
+            .map(|n| n.to_ascii_lowercase())
+            .collect(),
+        not_before,
+        not_after,
+        serial: cert.serial().iter().map(|b| format!("{b:02x}")).collect(),
     })
+}
+
+/// One DER element: its tag, its content and what follows it.
+fn der(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+    let (&tag, rest) = input.split_first()?;
+    let (&first, rest) = rest.split_first()?;
+    let (len, rest) = if first < 0x80 {
+        (usize::from(first), rest)
+    } else {
+        let n = usize::from(first & 0x7f);
+        if n == 0 || n > 4 || rest.len() < n {
+            return None;
+        }
+        let len = rest[..n]
+            .iter()
+            .fold(0usize, |acc, b| (acc << 8) | usize::from(*b));
+        (len, &rest[n..])
+    };
+    (rest.len() >= len).then(|| (tag, &rest[..len], &rest[len..]))
+}
+
+/// `notBefore` and `notAfter` of a certificate (RFC 5280 §4.1.2.5), in unix seconds.
+fn validity(cert: &[u8]) -> Option<(u64, u64)> {
+    let (0x30, cert, _) = der(cert)? else {
+        return None;
+    };
+    let (0x30, tbs, _) = der(cert)? else {
+        return None;
+    };
+    let (tag, _, mut rest) = der(tbs)?;
+    if tag == 0xa0 {
+        // [0] version; the serial follows.
+        rest = der(rest)?.2;
+    }
+    // The signature algorithm and the issuer, then the validity.
+    let rest = der(der(rest)?.2)?.2;
+    let (0x30, validity, _) = der(rest)? else {
+        return None;
+    };
+    let (t1, before, rest) = der(validity)?;
+    let (t2, after, _) = der(rest)?;
+    Some((time(t1, before)?, time(t2, after)?))
+}
+
+/// UTCTime (`YYMMDDHHMMSSZ`, 1950–2049) or GeneralizedTime (`YYYYMMDDHHMMSSZ`).
+fn time(tag: u8, text: &[u8]) -> Option<u64> {
+    let text = std::str::from_utf8(text).ok()?.strip_suffix('Z')?;
+    let full = match (tag, text.len()) {
+        (0x17, 12) => {
+            let yy: u64 = text[..2].parse().ok()?;
+            format!("{}{text}", if yy < 50 { "20" } else { "19" })
+        }
+        (0x18, 14) => text.to_string(),
+        _ => return None,
+    };
+    if !full.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let n = |r: std::ops::Range<usize>| full[r].parse::<u64>().ok();
+    let (y, m, d) = (n(0..4)?, n(4..6)?, n(6..8)?);
+    let (hh, mm, ss) = (n(8..10)?, n(10..12)?, n(12..14)?);
+    if !(1..=12).contains(&m) || !(1..=31).contains(&d) || hh > 23 || mm > 59 || ss > 60 {
+        return None;
+    }
+    // Days from 1970-01-01 of a proleptic Gregorian date (H. Hinnant's days_from_civil).
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y / 400;
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = (era * 146_097 + doe).checked_sub(719_468)?;
+    Some(days * 86_400 + hh * 3600 + mm * 60 + ss)
 }
 
 /// When a certificate is renewed (unix seconds, the CA's clock): `renew_before` before it
@@ -262,8 +326,13 @@ impl Client {
 
     /// The account: read from `account.json` when it is for this directory, else made at
     /// the CA and saved (0600) before use.
-    async fn account(&self) -> Result<Account, AcmeError> {
+    /// `fresh`: the saved account is unknown to the CA (a test CA restarted, an account
+    /// deleted): a new one is made and saved in its place.
+    async fn account(&self, fresh: bool) -> Result<Account, AcmeError> {
         let mut cached = self.account.lock().await;
+        if fresh {
+            *cached = None;
+        }
         if let Some(a) = cached.as_ref() {
             return Ok(a.clone());
         }
@@ -287,7 +356,7 @@ impl Client {
             Err(e) => return Err(file_error(e.to_string())),
         };
         let account = match saved {
-            Some(f) if f.directory == url => {
+            Some(f) if f.directory == url && !fresh => {
                 Account::builder_with_http(Box::new(self.http.clone()))
                     .from_credentials(f.credentials)
                     .await
@@ -334,11 +403,26 @@ impl Client {
         challenges: &impl Challenges,
     ) -> Result<Issued, AcmeError> {
         let _slot = self.slots.clone().acquire_owned().await;
-        let account = self.account().await?;
+        let account = self.account(false).await?;
         let mut published = Vec::new();
-        let result = self
+        let mut result = self
             .order(&account, names, challenges, &mut published)
             .await;
+        if let Err(AcmeError::Order {
+            source: instant_acme::Error::Api(problem),
+            ..
+        }) = &result
+            && problem
+                .r#type
+                .as_deref()
+                .is_some_and(|t| t.ends_with(":accountDoesNotExist"))
+        {
+            tracing::warn!("the CA does not know the saved ACME account; making a new one");
+            let account = self.account(true).await?;
+            result = self
+                .order(&account, names, challenges, &mut published)
+                .await;
+        }
         if !published.is_empty()
             && let Err(reason) = challenges.withdraw(&published).await
         {
@@ -516,5 +600,26 @@ mod tests {
         assert_eq!(leaf.serial, "0abc");
         assert_eq!(leaf.names, vec!["a.test"]);
         assert!(read_leaf("nothing").is_err());
+        // From 2050 on the time is a GeneralizedTime.
+        params.not_before = rcgen::date_time_ymd(2049, 12, 31);
+        params.not_after = rcgen::date_time_ymd(2060, 2, 29);
+        let leaf = read_leaf(&params.self_signed(&key).unwrap().pem()).unwrap();
+        assert_eq!(leaf.not_before, 2_524_521_600);
+        assert_eq!(leaf.not_after, 2_845_238_400);
+    }
+
+    #[test]
+    fn a_certificate_time_that_does_not_read_gives_nothing() {
+        assert_eq!(time(0x17, b"300102000000Z"), Some(1_893_542_400));
+        for bad in [
+            &b"3001020000Z"[..],
+            b"301302000000Z",
+            b"30010200000aZ",
+            b"300102000000",
+        ] {
+            assert_eq!(time(0x17, bad), None, "{bad:?}");
+        }
+        assert_eq!(der(&[0x30, 0x85, 0, 0, 0, 0, 1]), None);
+        assert_eq!(validity(&[0x30, 0x00]), None);
     }
 }

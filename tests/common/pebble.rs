@@ -38,6 +38,38 @@ pub struct Pebble {
     /// The CA of its HTTPS listeners' certificate (trust it to talk to pebble).
     pub tls_cert: PathBuf,
     log: PathBuf,
+    dir: PathBuf,
+    dns: std::net::SocketAddr,
+    port: u16,
+}
+
+fn spawn(dir: &Path, dns: std::net::SocketAddr, port: u16, log_path: &Path) -> Child {
+    let log = std::fs::File::create(log_path).unwrap();
+    let child = Command::new("pebble")
+        .arg("-config")
+        .arg(dir.join("pebble.json"))
+        .args(["-dnsserver", &dns.to_string()])
+        // No random waits before validating, no random nonce rejections. Validation
+        // itself is real: PEBBLE_VA_ALWAYS_VALID is never set.
+        .env("PEBBLE_VA_NOSLEEP", "1")
+        .env("PEBBLE_WFE_NONCEREJECT", "0")
+        // Every order proves control again (no authorization reused from an earlier one).
+        .env("PEBBLE_AUTHZREUSE", "0")
+        .env_remove("PEBBLE_VA_ALWAYS_VALID")
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "pebble did not start: {}",
+            std::fs::read_to_string(log_path).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child
 }
 
 impl Drop for Pebble {
@@ -135,38 +167,24 @@ impl Pebble {
         }});
         std::fs::write(dir.join("pebble.json"), config.to_string()).unwrap();
         let log_path = dir.join("pebble.log");
-        let log = std::fs::File::create(&log_path).unwrap();
-        let child = Command::new("pebble")
-            .arg("-config")
-            .arg(dir.join("pebble.json"))
-            .args(["-dnsserver", &dns.to_string()])
-            // No random waits before validating, no random nonce rejections. Validation
-            // itself is real: PEBBLE_VA_ALWAYS_VALID is never set.
-            .env("PEBBLE_VA_NOSLEEP", "1")
-            .env("PEBBLE_WFE_NONCEREJECT", "0")
-            // Every order proves control again (no authorization reused from an earlier one).
-            .env("PEBBLE_AUTHZREUSE", "0")
-            .env_remove("PEBBLE_VA_ALWAYS_VALID")
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        let started = Instant::now();
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                started.elapsed() < Duration::from_secs(10),
-                "pebble did not start: {}",
-                std::fs::read_to_string(&log_path).unwrap_or_default()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let child = spawn(dir, dns, port, &log_path);
         Self {
             child,
             directory: format!("https://127.0.0.1:{port}/dir"),
             management,
             tls_cert: dir.join("ca.pem"),
             log: log_path,
+            dir: dir.to_path_buf(),
+            dns,
+            port,
         }
+    }
+
+    /// Stops pebble and starts it again on the same ports: a new CA that knows no account.
+    pub fn restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.child = spawn(&self.dir, self.dns, self.port, &self.log);
     }
 
     /// What pebble logged so far (for failure messages).
