@@ -220,17 +220,6 @@ impl Zone {
         self.nsec3.as_deref()
     }
 
-    /// How the zone denies existence, when it is signed.
-    pub fn denial(&self) -> Option<crate::dnssec::Denial> {
-        if self.nsec3.is_some() {
-            Some(crate::dnssec::Denial::Nsec3)
-        } else if !self.nsec_owners.is_empty() {
-            Some(crate::dnssec::Denial::Nsec)
-        } else {
-            None
-        }
-    }
-
     /// The NSEC record at `owner`, if the chain has one there.
     pub fn nsec_at(&self, owner: &Name) -> Option<&Record> {
         self.nodes
