@@ -83,7 +83,8 @@ echo "mailzone $(git rev-parse --short HEAD 2>/dev/null || echo '?'), $n zones, 
 config false nsec
 start; unsigned=$elapsed; stop
 echo "start-up, $n unsigned zones: $unsigned s"
-z=$(ls "$work/zones" | grep '\.zone$' | head -1 | sed 's/\.zone$//')
+# awk reads the whole listing: `head` would end the pipe early (SIGPIPE under pipefail).
+z=$(ls "$work/zones" | awk '/\.zone$/ && !z { z = $0; sub(/\.zone$/, "", z) } END { print z }')
 for denial in nsec nsec3; do
   echo "== $denial =="
   config true "$denial"

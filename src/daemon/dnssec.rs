@@ -283,7 +283,7 @@ impl Shared {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(origin);
-        if zone.is_signed() == enabled && (!enabled || zone.denial() == Some(denial)) {
+        if zone.is_signed() == enabled && (!enabled || denial_of(&zone) == Some(denial)) {
             return Ok(zone);
         }
         let serial = next_serial(self.config.zone_defaults.serial, zone.serial(), unix_now());
@@ -575,7 +575,7 @@ impl Shared {
                         || sign::earliest_expiry(&zone).is_none_or(|e| e <= now + refresh)
                         || !publishes_keys(&zone, keys)
                         || !signed_by_active_keys(&zone, keys)
-                        || zone.denial()
+                        || denial_of(&zone)
                             != Some(keys.state.denial.unwrap_or(self.config.dnssec.denial))
                 }
             };
@@ -866,6 +866,17 @@ fn publishes_keys(zone: &Zone, keys: &ZoneKeys) -> bool {
                 .iter()
                 .any(|r| matches!(&r.data, RData::DNSSEC(DNSSECRData::DNSKEY(d)) if *d == k.dnskey))
         })
+}
+
+/// How a signed zone denies existence (`None`: not signed).
+fn denial_of(zone: &Zone) -> Option<crate::dnssec::Denial> {
+    if !zone.is_signed() {
+        None
+    } else if zone.nsec3().is_some() {
+        Some(crate::dnssec::Denial::Nsec3)
+    } else {
+        Some(crate::dnssec::Denial::Nsec)
+    }
 }
 
 /// A new version of a zone as the DNSSEC policy wants it: signed with `keys` (reusing the

@@ -466,16 +466,24 @@ impl Transfer {
     pub fn messages(&mut self) -> Messages<'_> {
         let soa = self.zone.soa();
         let records: Box<dyn Iterator<Item = &Record> + Send + '_> = match &self.source {
-            // RFC 5936 §2.2: SOA first and last, the rest in any order.
-            Source::Full => Box::new(
-                std::iter::once(soa)
-                    .chain(
-                        self.zone
-                            .records()
-                            .filter(|r| r.record_type() != RecordType::SOA),
-                    )
-                    .chain(std::iter::once(soa)),
-            ),
+            // RFC 5936 §2.2: SOA first and last, the rest in any order. The apex's other
+            // records come right after the SOA: BIND 9.18 warns "addnode: NSEC node already
+            // exists" when a name's records (the apex NSEC) come in two separate runs.
+            Source::Full => {
+                let origin = self.zone.origin();
+                let apex = self
+                    .zone
+                    .node(origin)
+                    .into_iter()
+                    .flat_map(|n| n.rrsets.iter().flat_map(|s| s.records.iter()))
+                    .filter(|r| r.record_type() != RecordType::SOA);
+                Box::new(
+                    std::iter::once(soa)
+                        .chain(apex)
+                        .chain(self.zone.records().filter(move |r| r.name != *origin))
+                        .chain(std::iter::once(soa)),
+                )
+            }
             // Already in IXFR order, our SOA first and last (RFC 1995 §4).
             Source::Incremental(records) => Box::new(records.iter()),
         };

@@ -144,6 +144,27 @@ pub fn decode(bytes: &[u8]) -> Result<Stored, String> {
 }
 
 impl Zone {
+    /// Parses a zone file: like [`Zone::from_master_text`], but DNSSEC records written by
+    /// hand are refused with their line. mailzone makes them when it signs the zone; a
+    /// hand-written DNSKEY or CDS would be served beside (or instead of) the real ones and
+    /// could point the parent at a key nobody signs with.
+    pub fn from_zone_file_text(origin: &Name, text: &str) -> Result<Zone, ZoneError> {
+        let records = super::master::read(text, origin)?;
+        if let Some(r) = records
+            .iter()
+            .find(|r| is_generated(r.record.record_type()))
+        {
+            return Err(ZoneError {
+                line: r.line,
+                message: format!(
+                    "{} records are made by mailzone when it signs the zone (dnssec:), not written in the zone file: remove this one",
+                    r.record.record_type()
+                ),
+            });
+        }
+        Zone::build(origin.clone(), records)
+    }
+
     /// This zone's own records with `generated` in place of the DNSSEC records it had.
     pub fn with_generated(&self, generated: Vec<Record>) -> Result<Zone, ZoneError> {
         let records: Vec<SourcedRecord> = self
@@ -197,17 +218,6 @@ impl Zone {
     /// The NSEC3 chain, when the zone is signed with NSEC3.
     pub fn nsec3(&self) -> Option<&Nsec3Chain> {
         self.nsec3.as_deref()
-    }
-
-    /// How the zone denies existence, when it is signed.
-    pub fn denial(&self) -> Option<crate::dnssec::Denial> {
-        if self.nsec3.is_some() {
-            Some(crate::dnssec::Denial::Nsec3)
-        } else if !self.nsec_owners.is_empty() {
-            Some(crate::dnssec::Denial::Nsec)
-        } else {
-            None
-        }
     }
 
     /// The NSEC record at `owner`, if the chain has one there.
@@ -427,6 +437,22 @@ mod tests {
         assert!(is_generated(RecordType::CDS));
         assert!(!is_generated(RecordType::DS));
         assert!(!is_generated(RecordType::TXT));
+    }
+
+    #[test]
+    fn dnssec_records_written_in_a_zone_file_are_refused_with_their_line() {
+        let origin = Name::from_ascii("example.test.").unwrap();
+        let head = "$TTL 300\n@ SOA ns h 1 1 1 1 1\n@ NS ns\nns A 192.0.2.1\n";
+        assert!(Zone::from_zone_file_text(&origin, head).is_ok());
+        for extra in [
+            "@ DNSKEY 257 3 13 AAAA\n",
+            "@ CDS 0 0 0 00\n",
+            "@ CDNSKEY 0 3 0 AA==\n",
+        ] {
+            let e = Zone::from_zone_file_text(&origin, &format!("{head}{extra}")).unwrap_err();
+            // The parser refuses some itself (hickory: "should be dynamically generated").
+            assert_eq!(e.line, 5, "{extra}: {e}");
+        }
     }
 
     #[test]
