@@ -580,3 +580,74 @@ fn unsigning_publishes_cds_delete_and_keeps_signing_until_no_parent_server_has_t
     assert!(!w.d.zones_dir().join(format!("{DOMAIN}.signed")).exists());
     w.finding("dnssec.insecure");
 }
+
+#[test]
+fn a_ksk_rollover_waits_for_the_new_ds_at_every_parent_server_and_leaves_the_zsk_alone() {
+    let w = world(50, false, |c| {
+        quick_rollover(c);
+        c.dnssec.keys = mailzone::dnssec::KeyScheme::KskZsk;
+    });
+    w.put_ds(&w.ds_from_api(), 300);
+    let zsk = signing_tags(&w.d, DOMAIN, "SOA");
+    let old_ksk = signing_tags(&w.d, DOMAIN, "DNSKEY");
+    assert_eq!((zsk.len(), old_ksk.len()), (1, 1));
+    let (status, body) = api(
+        w.d.http,
+        "POST",
+        &format!("/v1/zones/{DOMAIN}./dnssec/rollover"),
+        &json!({"key": "ksk"}),
+    );
+    assert_eq!(status, 200, "{body}");
+    let new_ksk = json(&body)["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["state"] == "published")
+        .map(|k| k["key_tag"].to_string())
+        .expect("a published key");
+    assert_eq!(short(&w.d, "DNSKEY").len(), 3);
+    let both = w.ds_from_api();
+    assert_eq!(both.len(), 2);
+    // Not at the second parent server yet: the DS TTL passing changes nothing.
+    w.put_ds_on(&[1], &both, 300);
+    std::thread::sleep(Duration::from_millis(2500));
+    w.d.daemon().shared().advance_dnssec_clock(400);
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(signing_tags(&w.d, DOMAIN, "DNSKEY"), old_ksk);
+    w.put_ds_on(&[0], &both, 300);
+    wait_for("the new DS seen at every parent server", || {
+        !key_with_tag(&w.d, &new_ksk)["ds_seen_at"].is_null()
+    });
+    w.d.daemon().shared().advance_dnssec_clock(400);
+    wait_for("the new KSK signing the DNSKEY set", || {
+        signing_tags(&w.d, DOMAIN, "DNSKEY") == vec![new_ksk.clone()]
+    });
+    assert_eq!(
+        signing_tags(&w.d, DOMAIN, "SOA"),
+        zsk,
+        "the ZSK still signs the data"
+    );
+    assert_eq!(key_with_tag(&w.d, &old_ksk[0])["state"], "retired");
+    w.put_ds(&w.ds_from_api(), 300);
+    w.finding("dnssec.ok");
+}
+
+#[test]
+fn turning_dnssec_back_on_during_unsigning_cancels_it() {
+    let w = world(51, false, quick_rollover);
+    w.put_ds(&w.ds_from_api(), 300);
+    for on in [false, true] {
+        let (status, body) = api(
+            w.d.http,
+            "PATCH",
+            &format!("/v1/zones/{DOMAIN}."),
+            &json!({"dnssec": on}),
+        );
+        assert_eq!(status, 200, "{body}");
+    }
+    let cds = short(&w.d, "CDS");
+    assert_eq!(cds.len(), 1);
+    assert_ne!(cds[0], "0 0 0 00");
+    assert!(view(&w.d)["unsigning_since"].is_null());
+    w.finding("dnssec.ok");
+}
