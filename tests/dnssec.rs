@@ -423,7 +423,7 @@ fn the_api_gives_the_ds_for_the_parent_and_never_the_private_key() {
 }
 
 #[test]
-fn a_zone_is_signed_and_unsigned_through_the_zones_api() {
+fn a_zone_is_signed_through_the_zones_api_and_unsigning_starts_with_cds_delete() {
     let d = TestDaemon::start_tuned(&[("example.test.zone", &zone_text())], |_| {});
     assert!(!dig(d.dns, &["+dnssec", "example.test", "SOA"]).contains("RRSIG"));
     let (status, body) = api(
@@ -449,8 +449,15 @@ fn a_zone_is_signed_and_unsigned_through_the_zones_api() {
         &serde_json::json!({"dnssec": false}),
     );
     assert_eq!(status, 200);
-    assert!(!dig(d.dns, &["+dnssec", "example.test", "SOA"]).contains("RRSIG"));
-    assert!(!d.zones_dir().join("example.test.signed").exists());
+    // Unsigning starts with the RFC 8078 delete records; the zone stays signed until the
+    // parent has no DS (here the parent cannot be asked: it stays signed; the end of an
+    // unsigning is in tests/dnssec_chain.rs).
+    assert_eq!(
+        dig(d.dns, &["+short", "example.test", "CDS"]).trim(),
+        "0 0 0 00"
+    );
+    assert!(dig(d.dns, &["+dnssec", "example.test", "SOA"]).contains("RRSIG"));
+    assert!(d.zones_dir().join("example.test.signed").exists());
 }
 
 #[test]

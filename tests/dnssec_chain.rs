@@ -301,7 +301,7 @@ fn signatures_not_valid_at_the_time_of_the_check_are_bogus() {
     assert_eq!(w.finding("dnssec.ok")["status"], "ok");
     // The signer's clock runs 30 days ahead: every signature it makes is not valid yet
     // (inception in the future) for a validator on the real clock.
-    w.d.daemon().shared().advance_dnssec_clock(30 * 86400);
+    w.d.daemon().shared().advance_clock(30 * 86400);
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let all = w.dnssec_findings();
@@ -312,4 +312,342 @@ fn signatures_not_valid_at_the_time_of_the_check_are_bogus() {
         assert!(Instant::now() < deadline, "never bogus: {all:?}");
         std::thread::sleep(Duration::from_millis(200));
     }
+}
+
+/// Stops the daemon under test and starts it again on the same folder, address and
+/// configuration (the signing clock's test offset starts again from zero).
+fn restart_in_place(d: TestDaemon) -> TestDaemon {
+    let config = d.daemon().shared().config.clone();
+    let mut d = d;
+    let dir = std::mem::replace(&mut d.dir, tempfile::tempdir().unwrap());
+    drop(d);
+    TestDaemon::run(dir, config)
+}
+
+/// The key tags of the RRSIGs over `name`/`rtype`, as dig shows them.
+fn signing_tags(d: &TestDaemon, name: &str, rtype: &str) -> Vec<String> {
+    dig(
+        d.dns,
+        &["+norec", "+dnssec", "+noall", "+answer", name, rtype],
+    )
+    .lines()
+    .filter_map(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        (f.get(3) == Some(&"RRSIG") && f.get(4) == Some(&rtype)).then(|| f[10].to_string())
+    })
+    .collect()
+}
+
+fn view(d: &TestDaemon) -> Value {
+    let (status, body) = http(
+        d.http,
+        "GET",
+        &format!("/v1/zones/{DOMAIN}./dnssec"),
+        Some(TOKEN),
+        None,
+    );
+    assert_eq!(status, 200, "{body}");
+    json(&body)
+}
+
+fn key_with_tag(d: &TestDaemon, tag: &str) -> Value {
+    let v = view(d);
+    v["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["key_tag"].as_u64().map(|t| t.to_string()).as_deref() == Some(tag))
+        .cloned()
+        .unwrap_or_else(|| panic!("no key {tag}: {v}"))
+}
+
+fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !done() {
+        assert!(Instant::now() < deadline, "never: {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn short(d: &TestDaemon, rtype: &str) -> Vec<String> {
+    let mut v: Vec<String> = dig(d.dns, &["+short", "+norec", DOMAIN, rtype])
+        .lines()
+        .map(str::to_string)
+        .collect();
+    v.sort();
+    v
+}
+
+fn quick_rollover(c: &mut Config) {
+    c.dnssec.dnskey_ttl = 1;
+    c.dnssec.propagation_secs = 1;
+    c.dnssec.parent_check_secs = 1;
+}
+
+#[test]
+fn a_csk_rollover_retires_the_old_key_only_after_the_new_ds_is_at_every_parent_server_and_its_ttl_passed()
+ {
+    let w = world(48, false, quick_rollover);
+    let old_ds = w.ds_from_api();
+    assert_eq!(old_ds.len(), 1);
+    w.put_ds(&old_ds, 300);
+    let old_tag = signing_tags(&w.d, DOMAIN, "SOA");
+    assert_eq!(old_tag.len(), 1);
+    let old_tag = old_tag[0].clone();
+
+    let (status, body) = api(
+        w.d.http,
+        "POST",
+        &format!("/v1/zones/{DOMAIN}./dnssec/rollover"),
+        &json!({"key": "csk"}),
+    );
+    assert_eq!(status, 200, "{body}");
+    let new_tag = json(&body)["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["state"] == "published")
+        .map(|k| k["key_tag"].to_string())
+        .expect("a published key");
+    // Published, named by CDS and CDNSKEY beside the old key; the old key still signs.
+    assert_eq!(short(&w.d, "DNSKEY").len(), 2);
+    let cds = short(&w.d, "CDS");
+    assert_eq!(cds.len(), 2, "{cds:?}");
+    assert!(
+        cds.iter().any(|c| c.starts_with(&format!("{new_tag} "))),
+        "{cds:?}"
+    );
+    assert_eq!(short(&w.d, "CDNSKEY").len(), 2);
+    let both = w.ds_from_api();
+    assert_eq!(both.len(), 2, "{both:?}");
+
+    // The registrar puts the new DS beside the old on one parent server only: however long
+    // we wait, the old key stays.
+    w.put_ds_on(&[0], &both, 300);
+    std::thread::sleep(Duration::from_millis(2500));
+    w.d.daemon().shared().advance_clock(400);
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(signing_tags(&w.d, DOMAIN, "SOA"), vec![old_tag.clone()]);
+    let k = key_with_tag(&w.d, &new_tag);
+    assert_eq!(k["state"], "published", "{k}");
+    assert!(k["ds_seen_at"].is_null(), "{k}");
+
+    // Now at every parent server: seen, kept in the state file, but the DS TTL (300 s) must
+    // pass before the new key takes over.
+    w.put_ds_on(&[1], &both, 300);
+    wait_for("the new DS seen at every parent server", || {
+        !key_with_tag(&w.d, &new_tag)["ds_seen_at"].is_null()
+    });
+    assert_eq!(key_with_tag(&w.d, &new_tag)["ds_ttl"], 300);
+    assert_eq!(signing_tags(&w.d, DOMAIN, "SOA"), vec![old_tag.clone()]);
+    let state_file = w.d.zones_dir().join(format!("dnssec/{DOMAIN}.yaml"));
+    let state = std::fs::read_to_string(&state_file).unwrap();
+    assert!(state.contains("ds_seen_at:"), "{state}");
+
+    // A restart keeps what was seen (the test clock starts again from zero).
+    let World {
+        parents,
+        _resolver,
+        d,
+        _second,
+    } = w;
+    let d = restart_in_place(d);
+    let w = World {
+        parents,
+        _resolver,
+        d,
+        _second,
+    };
+    assert!(!key_with_tag(&w.d, &new_tag)["ds_seen_at"].is_null());
+    assert_eq!(signing_tags(&w.d, DOMAIN, "SOA"), vec![old_tag.clone()]);
+    // Seen at clock +400; the TTL passes at +701.
+    w.d.daemon().shared().advance_clock(600);
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(signing_tags(&w.d, DOMAIN, "SOA"), vec![old_tag.clone()]);
+    w.d.daemon().shared().advance_clock(200);
+    wait_for("the new key signing", || {
+        signing_tags(&w.d, DOMAIN, "SOA") == vec![new_tag.clone()]
+    });
+    assert_eq!(signing_tags(&w.d, DOMAIN, "DNSKEY"), vec![new_tag.clone()]);
+    // The old key is retired: still in the DNSKEY set, no longer in CDS.
+    assert_eq!(short(&w.d, "DNSKEY").len(), 2);
+    let cds = short(&w.d, "CDS");
+    assert_eq!(cds.len(), 1, "{cds:?}");
+    assert!(cds[0].starts_with(&format!("{new_tag} ")), "{cds:?}");
+    assert_eq!(key_with_tag(&w.d, &old_tag)["state"], "retired");
+
+    // The registrar follows the CDS; the chain is secure through the new key.
+    let new_ds: Vec<String> = w.ds_from_api();
+    assert_eq!(new_ds.len(), 1, "{new_ds:?}");
+    assert!(new_ds[0].starts_with(&format!("{new_tag} ")));
+    w.put_ds(&new_ds, 300);
+    let f = w.finding("dnssec.ok");
+    assert!(f["message"].as_str().unwrap().contains(&new_tag), "{f}");
+
+    // Once the zone's largest TTL (the platform's records: 3600 s) has passed, the old key
+    // leaves the zone and its file goes.
+    w.d.daemon().shared().advance_clock(3700);
+    wait_for("the old key gone", || short(&w.d, "DNSKEY").len() == 1);
+    let files = std::fs::read_dir(w.d.dir.path().join(format!("keys/dnssec/{DOMAIN}")))
+        .unwrap()
+        .count();
+    assert_eq!(files, 1, "the old key's file is deleted");
+    assert_eq!(signing_tags(&w.d, DOMAIN, "DNSKEY"), vec![new_tag]);
+}
+
+#[test]
+fn a_csk_rollover_is_refused_while_the_parent_cannot_be_asked() {
+    let d = TestDaemon::start_tuned(&[("example.test.zone", EXAMPLE_ZONE)], |c| {
+        c.dnssec.enabled = true
+    });
+    let (status, body) = api(
+        d.http,
+        "POST",
+        "/v1/zones/example.test./dnssec/rollover",
+        &json!({"key": "csk"}),
+    );
+    assert_eq!(status, 409, "{body}");
+    assert!(body.contains("the parent cannot be asked"), "{body}");
+    assert_eq!(
+        view_of(&d, "example.test.")["keys"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+}
+
+fn view_of(d: &TestDaemon, zone: &str) -> Value {
+    let (_, body) = http(
+        d.http,
+        "GET",
+        &format!("/v1/zones/{zone}/dnssec"),
+        Some(TOKEN),
+        None,
+    );
+    json(&body)
+}
+
+#[test]
+fn unsigning_publishes_cds_delete_and_keeps_signing_until_no_parent_server_has_the_ds() {
+    let w = world(49, false, quick_rollover);
+    w.put_ds(&w.ds_from_api(), 300);
+    let (status, body) = api(
+        w.d.http,
+        "PATCH",
+        &format!("/v1/zones/{DOMAIN}."),
+        &json!({"dnssec": false}),
+    );
+    assert_eq!(status, 200, "{body}");
+    // RFC 8078 §4 delete records, and the zone still signed.
+    assert_eq!(short(&w.d, "CDS"), vec!["0 0 0 00".to_string()]);
+    assert_eq!(short(&w.d, "CDNSKEY"), vec!["0 3 0 AA==".to_string()]);
+    assert_eq!(signing_tags(&w.d, DOMAIN, "SOA").len(), 1);
+    assert_eq!(signing_tags(&w.d, DOMAIN, "CDS").len(), 1);
+    assert!(!view(&w.d)["unsigning_since"].is_null());
+    w.finding("dnssec.ok");
+    // The parent's DS TTL is noted while the DS is there.
+    wait_for("the DS TTL noted", || view(&w.d)["ds_ttl"] == 300);
+
+    // The registrar removes the DS from one parent server: the zone stays signed.
+    w.put_ds_on(&[0], &[], 300);
+    std::thread::sleep(Duration::from_millis(2500));
+    w.d.daemon().shared().advance_clock(2000);
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(signing_tags(&w.d, DOMAIN, "SOA").len(), 1);
+    assert!(view(&w.d)["ds_gone_at"].is_null());
+
+    // Gone from every parent server: the DS TTL (300 s) must still pass.
+    w.put_ds_on(&[1], &[], 300);
+    wait_for("no DS seen anywhere", || {
+        !view(&w.d)["ds_gone_at"].is_null()
+    });
+    w.d.daemon().shared().advance_clock(200);
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(signing_tags(&w.d, DOMAIN, "SOA").len(), 1);
+    w.d.daemon().shared().advance_clock(200);
+    wait_for("the zone unsigned", || {
+        !dig(w.d.dns, &["+dnssec", "+norec", DOMAIN, "SOA"]).contains("RRSIG")
+    });
+    assert!(short(&w.d, "DNSKEY").is_empty());
+    assert!(short(&w.d, "CDS").is_empty());
+    let v = view(&w.d);
+    assert_eq!(v["signed"], false, "{v}");
+    let files = std::fs::read_dir(w.d.dir.path().join(format!("keys/dnssec/{DOMAIN}")))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    assert_eq!(files, 0, "the key files are deleted");
+    assert!(!w.d.zones_dir().join(format!("{DOMAIN}.signed")).exists());
+    w.finding("dnssec.insecure");
+}
+
+#[test]
+fn a_ksk_rollover_waits_for_the_new_ds_at_every_parent_server_and_leaves_the_zsk_alone() {
+    let w = world(50, false, |c| {
+        quick_rollover(c);
+        c.dnssec.keys = mailzone::dnssec::KeyScheme::KskZsk;
+    });
+    w.put_ds(&w.ds_from_api(), 300);
+    let zsk = signing_tags(&w.d, DOMAIN, "SOA");
+    let old_ksk = signing_tags(&w.d, DOMAIN, "DNSKEY");
+    assert_eq!((zsk.len(), old_ksk.len()), (1, 1));
+    let (status, body) = api(
+        w.d.http,
+        "POST",
+        &format!("/v1/zones/{DOMAIN}./dnssec/rollover"),
+        &json!({"key": "ksk"}),
+    );
+    assert_eq!(status, 200, "{body}");
+    let new_ksk = json(&body)["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["state"] == "published")
+        .map(|k| k["key_tag"].to_string())
+        .expect("a published key");
+    assert_eq!(short(&w.d, "DNSKEY").len(), 3);
+    let both = w.ds_from_api();
+    assert_eq!(both.len(), 2);
+    // Not at the second parent server yet: the DS TTL passing changes nothing.
+    w.put_ds_on(&[1], &both, 300);
+    std::thread::sleep(Duration::from_millis(2500));
+    w.d.daemon().shared().advance_clock(400);
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(signing_tags(&w.d, DOMAIN, "DNSKEY"), old_ksk);
+    w.put_ds_on(&[0], &both, 300);
+    wait_for("the new DS seen at every parent server", || {
+        !key_with_tag(&w.d, &new_ksk)["ds_seen_at"].is_null()
+    });
+    w.d.daemon().shared().advance_clock(400);
+    wait_for("the new KSK signing the DNSKEY set", || {
+        signing_tags(&w.d, DOMAIN, "DNSKEY") == vec![new_ksk.clone()]
+    });
+    assert_eq!(
+        signing_tags(&w.d, DOMAIN, "SOA"),
+        zsk,
+        "the ZSK still signs the data"
+    );
+    assert_eq!(key_with_tag(&w.d, &old_ksk[0])["state"], "retired");
+    w.put_ds(&w.ds_from_api(), 300);
+    w.finding("dnssec.ok");
+}
+
+#[test]
+fn turning_dnssec_back_on_during_unsigning_cancels_it() {
+    let w = world(51, false, quick_rollover);
+    w.put_ds(&w.ds_from_api(), 300);
+    for on in [false, true] {
+        let (status, body) = api(
+            w.d.http,
+            "PATCH",
+            &format!("/v1/zones/{DOMAIN}."),
+            &json!({"dnssec": on}),
+        );
+        assert_eq!(status, 200, "{body}");
+    }
+    let cds = short(&w.d, "CDS");
+    assert_eq!(cds.len(), 1);
+    assert_ne!(cds[0], "0 0 0 00");
+    assert!(view(&w.d)["unsigning_since"].is_null());
+    w.finding("dnssec.ok");
 }

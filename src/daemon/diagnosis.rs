@@ -110,7 +110,7 @@ fn instant_at(unix: u64) -> Instant {
 }
 
 impl Shared {
-    fn semaphore_for(&self, addr: SocketAddr) -> Arc<Semaphore> {
+    pub(super) fn semaphore_for(&self, addr: SocketAddr) -> Arc<Semaphore> {
         let per = self.config.diagnosis.per_nameserver.max(1);
         match self.diagnosis.per_server.lock() {
             Ok(mut m) => m

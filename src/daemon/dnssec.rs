@@ -50,6 +50,16 @@ pub struct DnssecView {
     pub keys: Vec<KeyView>,
     /// Seconds until the earliest signature expires.
     pub earliest_expiry_secs: Option<i64>,
+    /// Unsigning: CDS/CDNSKEY delete published since then (signing clock), keys kept until
+    /// the parent has no DS.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unsigning_since: Option<u64>,
+    /// When no DS was first seen at any parent nameserver during unsigning.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ds_gone_at: Option<u64>,
+    /// The largest DS TTL the parent served during unsigning.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ds_ttl: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }
@@ -63,6 +73,11 @@ pub struct KeyView {
     pub created: u64,
     /// The DNSKEY record data (public).
     pub dnskey: String,
+    /// A new CSK/KSK: when its DS was first seen at every parent nameserver, and its TTL.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ds_seen_at: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ds_ttl: Option<u32>,
 }
 
 impl Shared {
@@ -130,7 +145,11 @@ impl Shared {
         drop(errors);
         let keys = loaded?;
         if !self.dnssec_wanted(origin, &keys.state) {
-            return Ok(None);
+            // Unsigning keeps the zone signed (with CDS/CDNSKEY delete) until the parent has
+            // no DS left: a zone served unsigned under a DS is bogus.
+            let unsigning = keys.state.unsigning_since.is_some()
+                && keys.keys.iter().any(|k| k.record.state == KeyState::Active);
+            return Ok(unsigning.then_some(keys));
         }
         if keys.keys.iter().any(|k| k.record.state == KeyState::Active) {
             // An algorithm rollover (RFC 6781 §4.1.4) is not supported: the zone keeps the
@@ -269,6 +288,15 @@ impl Shared {
         }
         let enabled = self.dnssec_wanted(origin, &state);
         let denial = state.denial.unwrap_or(self.config.dnssec.denial);
+        let was_unsigning = state.unsigning_since.is_some();
+        if enabled {
+            state.unsigning_since = None;
+            state.ds_gone_at = None;
+            state.ds_ttl = None;
+        } else if zone.is_signed() && state.live_keys().next().is_some() && !was_unsigning {
+            state.unsigning_since = Some(self.dnssec_now());
+        }
+        let unsigning = state.unsigning_since.is_some();
         let state_file = keys::state_file(&self.config.zones_dir, origin);
         if let Some(parent) = state_file.parent() {
             let _ = crate::durable::create_dir_with_mode(parent, crate::durable::PUBLIC_DIR_MODE);
@@ -283,8 +311,18 @@ impl Shared {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(origin);
-        if zone.is_signed() == enabled && (!enabled || denial_of(&zone) == Some(denial)) {
+        if zone.is_signed() == enabled
+            && was_unsigning == unsigning
+            && (!enabled || denial_of(&zone) == Some(denial))
+        {
             return Ok(zone);
+        }
+        if unsigning && !was_unsigning {
+            tracing::info!(zone = %name_text(origin), "unsigning: CDS/CDNSKEY delete published; the zone stays signed until no parent nameserver serves a DS and the DS TTL has passed");
+            self.metrics
+                .dnssec_key_events
+                .with_label_values(&["unsigning"])
+                .inc();
         }
         let serial = next_serial(self.config.zone_defaults.serial, zone.serial(), unix_now());
         let next = zone.with_serial(serial).map_err(WriteError::Invalid)?;
@@ -292,6 +330,9 @@ impl Shared {
         let zones = self.journal_zones(vec![(Arc::new(next), file)]).await?;
         self.store_journalled(zones.clone()).await?;
         tracing::info!(zone = %name_text(origin), signed = enabled, denial = ?denial, "zone DNSSEC setting changed");
+        if unsigning && let Some(z) = self.zones.load().get(origin) {
+            self.note_expiry(&z);
+        }
         Ok(zones.into_iter().next().map(|(z, _)| z).unwrap_or(zone))
     }
 
@@ -317,14 +358,34 @@ impl Shared {
 
     /// Starts a key rollover. A ZSK is rolled by pre-publication (RFC 6781 §4.1.1.1): the new
     /// key is published now, signs after the DNSKEY TTL and `propagation_secs`, and the old
-    /// one leaves the DNSKEY rrset after the zone's largest TTL more. CSK and KSK rollovers
-    /// need the new DS seen at every parent nameserver first (diagnosis), not done yet:
-    /// they are refused, as is a rollover while another is under way.
+    /// one leaves the DNSKEY rrset after the zone's largest TTL more. A CSK or KSK is rolled
+    /// by double DS (RFC 6781 §4.1.2) driven by CDS (RFC 7344): the new key is published and
+    /// the CDS/CDNSKEY name both keys; it takes over (and the old one is retired) only once
+    /// the diagnosis has seen its DS at every nameserver of the parent zone, asked directly,
+    /// and the DS TTL has passed since. Refused: a rollover while another (or an unsigning)
+    /// is under way, and a CSK/KSK rollover when the parent's servers cannot be asked (it
+    /// could never finish).
     pub async fn start_rollover(
         &self,
         origin: &Name,
         role: Role,
     ) -> Result<DnssecView, WriteError> {
+        if role.is_sep() {
+            let why = match self.observe_parent(origin).await {
+                None => Some("no resolver for the diagnosis (diagnosis.resolver)".to_string()),
+                Some(p) if p.error.is_some() => p.error,
+                Some(p) if p.servers.is_empty() => {
+                    Some("the parent zone lists no nameserver".to_string())
+                }
+                Some(_) => None,
+            };
+            if let Some(why) = why {
+                return Err(WriteError::Conflict(format!(
+                    "a {} rollover needs the new DS seen at every parent nameserver before the old key goes, and the parent cannot be asked: {why}",
+                    role_name(role)
+                )));
+            }
+        }
         let _writer = self.writer.lock().await;
         let Some(zone) = self.zones.load().get(origin) else {
             return Err(WriteError::NotFound(origin.to_string()));
@@ -335,20 +396,22 @@ impl Shared {
             .ok_or_else(|| {
                 WriteError::Conflict(format!("zone {} is not signed", name_text(origin)))
             })?;
-        if role != Role::Zsk {
-            return Err(WriteError::Conflict(format!(
-                "{role:?} rollovers are not supported yet: they need the new DS seen at every parent nameserver before the old key goes (the diagnosis dnssec check); only ZSK rollovers (keys: ksk-zsk) are done"
-            )));
+        if keys.state.unsigning_since.is_some() {
+            return Err(WriteError::Conflict(
+                "the zone is being unsigned: no rollover".into(),
+            ));
         }
         let Some(algorithm) = keys
             .keys
             .iter()
-            .find(|k| k.record.role == Role::Zsk && k.record.state == KeyState::Active)
+            .find(|k| k.record.role == role && k.record.state == KeyState::Active)
             .map(|k| k.record.algorithm)
         else {
-            return Err(WriteError::Conflict(
-                "the zone has no ZSK (it is signed with a CSK): set dnssec.keys to ksk-zsk for ZSK rollovers".into(),
-            ));
+            return Err(WriteError::Conflict(match role {
+                Role::Zsk => "the zone has no ZSK (it is signed with a CSK): set dnssec.keys to ksk-zsk for ZSK rollovers".into(),
+                Role::Csk => "the zone has no CSK (it is signed with a KSK and a ZSK): roll its ksk or zsk".into(),
+                Role::Ksk => "the zone has no KSK (it is signed with a CSK): roll its csk".into(),
+            }));
         };
         if keys
             .keys
@@ -361,7 +424,7 @@ impl Shared {
         }
         let now = self.dnssec_now();
         // The new key keeps the zone's algorithm: no algorithm rollover.
-        let (key, pem) = keys::generate(origin, algorithm, Role::Zsk, now)
+        let (key, pem) = keys::generate(origin, algorithm, role, now)
             .map_err(|e| WriteError::Conflict(e.to_string()))?;
         let mut state = keys.state.clone();
         state.keys.push(key.record.clone());
@@ -382,7 +445,11 @@ impl Shared {
             .dnssec_key_events
             .with_label_values(&["generated"])
             .inc();
-        tracing::info!(zone = %name_text(origin), key_tag = key.record.key_tag, "ZSK rollover started: new key published");
+        if role.is_sep() {
+            tracing::info!(zone = %name_text(origin), key_tag = key.record.key_tag, role = role_name(role), "double-DS rollover started: new key published, CDS/CDNSKEY name it; the old key goes once its DS is seen at every parent nameserver");
+        } else {
+            tracing::info!(zone = %name_text(origin), key_tag = key.record.key_tag, "ZSK rollover started: new key published");
+        }
         self.reload_keys(origin);
         self.bring_to_policy(vec![zone]).await;
         self.dnssec_view(origin)
@@ -398,7 +465,8 @@ impl Shared {
         let _ = self.signing_keys(origin);
     }
 
-    /// When the zone's rollover has its next step, if one is under way.
+    /// When the zone's rollover (or unsigning) has its next step, if one is under way; while
+    /// a step waits for the parent's DS, at the next look at the parent.
     fn roll_deadline(&self, zone: &Zone) -> Option<tokio::time::Instant> {
         let keys = self
             .dnssec_keys
@@ -407,25 +475,49 @@ impl Shared {
             .get(zone.origin())
             .cloned()?
             .ok()?;
-        let due = self.roll_step_due_at(zone, &keys.state)?;
-        let wait = due.saturating_sub(self.dnssec_now());
+        let now = self.dnssec_now();
+        let step = self.roll_step_due_at(zone, &keys.state);
+        let look = waits_for_parent(&keys.state)
+            .then(|| now + self.config.dnssec.parent_check_secs.max(1));
+        let due = match (step, look) {
+            (Some(a), Some(b)) => a.min(b),
+            (a, b) => a.or(b)?,
+        };
+        let wait = due.saturating_sub(now);
         Some(tokio::time::Instant::now() + std::time::Duration::from_secs(wait))
     }
 
     /// When (signing clock) a key of `state` may take its next step: a published key may
-    /// sign once every cache has its DNSKEY, a retired key may go once no cache holds a
-    /// signature it made.
+    /// sign once every cache has its DNSKEY (a CSK/KSK: and the parent's DS for it), a
+    /// retired key may go once no cache holds a signature it made; an unsigning zone may
+    /// drop its keys once no cache holds the parent's DS.
     fn roll_step_due_at(&self, zone: &Zone, state: &ZoneState) -> Option<u64> {
+        let policy = &self.config.dnssec;
+        let unsigned_at = state.ds_gone_at.map(|gone| {
+            gone + u64::from(state.ds_ttl.unwrap_or(UNKNOWN_DS_TTL)) + policy.propagation_secs
+        });
         state
             .keys
             .iter()
             .filter_map(|k| self.step_due_at(zone, k))
+            .chain(unsigned_at)
             .min()
     }
 
     fn step_due_at(&self, zone: &Zone, k: &KeyRecord) -> Option<u64> {
         let policy = &self.config.dnssec;
         match k.state {
+            KeyState::Published if k.role.is_sep() => {
+                // Double DS: the parent's DS for the new key must have been seen at every
+                // parent nameserver, and every cache must hold it (its TTL).
+                let seen = k.ds_seen_at?;
+                Some(
+                    (k.created + u64::from(policy.dnskey_ttl) + policy.propagation_secs).max(
+                        seen + u64::from(k.ds_ttl.unwrap_or(UNKNOWN_DS_TTL))
+                            + policy.propagation_secs,
+                    ),
+                )
+            }
             KeyState::Published => {
                 Some(k.created + u64::from(policy.dnskey_ttl) + policy.propagation_secs)
             }
@@ -441,10 +533,39 @@ impl Shared {
         }
     }
 
-    /// The scheduler's job: the rollover steps that are due.
+    /// The DS set of `origin` at every nameserver of its parent, asked by the diagnosis's
+    /// prober; `None` when no resolver is known.
+    async fn observe_parent(&self, origin: &Name) -> Option<crate::diagnose::dnssec::ParentDs> {
+        let prober = crate::diagnose::prober(&self.config.diagnosis)?;
+        let deadline = tokio::time::Instant::now() + prober.budget;
+        Some(
+            crate::diagnose::dnssec::parent_ds(
+                &prober,
+                origin,
+                &|addr| self.semaphore_for(addr),
+                deadline,
+            )
+            .await,
+        )
+    }
+
+    /// The scheduler's job: the rollover (or unsigning) steps that are due. A step that
+    /// waits for the parent asks it first, outside the writer lock; what is seen is kept in
+    /// the state file, and a step that retires a key or drops the keys is taken only when
+    /// this very look confirms it.
     pub(super) async fn roll_due(&self, zone: &str) {
         let Ok(origin) = Name::from_ascii(zone) else {
             return;
+        };
+        let cached = self
+            .dnssec_keys
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&origin)
+            .cloned();
+        let parent = match cached {
+            Some(Ok(k)) if waits_for_parent(&k.state) => self.observe_parent(&origin).await,
+            _ => None,
         };
         let _writer = self.writer.lock().await;
         let Some(current) = self.zones.load().get(&origin) else {
@@ -454,32 +575,48 @@ impl Shared {
             return;
         };
         let now = self.dnssec_now();
-        let due = |k: &KeyRecord| self.step_due_at(&current, k).is_some_and(|at| at <= now);
         let mut state = keys.state.clone();
         let mut files = Vec::new();
-        let mut events = Vec::new();
-        let activate = state
+        let mut events: Vec<(&str, u16)> = Vec::new();
+        // What the parent serves now, for each key that waits for it.
+        let confirmed: Vec<bool> = state
             .keys
             .iter()
-            .any(|k| k.state == KeyState::Published && due(k));
-        let remove: Vec<bool> = state
-            .keys
-            .iter()
-            .map(|k| k.state == KeyState::Retired && due(k))
+            .map(|k| {
+                let Some(parent) = &parent else { return false };
+                if k.state != KeyState::Published || !k.role.is_sep() {
+                    return false;
+                }
+                let Some(zk) = keys.keys.iter().find(|z| z.record.id == k.id) else {
+                    return false;
+                };
+                parent
+                    .at_every_server(&origin, |ds| {
+                        ds.covers(&origin, &zk.dnskey).unwrap_or(false)
+                    })
+                    .is_some()
+            })
             .collect();
-        for (k, remove) in state.keys.iter_mut().zip(remove) {
-            match k.state {
-                KeyState::Active if activate && k.role == Role::Zsk => {
-                    k.state = KeyState::Retired;
-                    k.retired_since = Some(now);
-                    events.push(("retired", k.key_tag));
-                }
-                KeyState::Published if activate => {
-                    k.state = KeyState::Active;
-                    k.active_since = Some(now);
-                    events.push(("activated", k.key_tag));
-                }
-                KeyState::Retired if remove => {
+        if let Some(parent) = &parent {
+            note_parent(&origin, &keys, &mut state, parent, now, &mut events);
+        }
+        let due = |k: &KeyRecord| self.step_due_at(&current, k).is_some_and(|at| at <= now);
+        if state.unsigning_since.is_some() {
+            let gone_long_enough = self
+                .roll_step_due_at(
+                    &current,
+                    &ZoneState {
+                        keys: vec![],
+                        ..state.clone()
+                    },
+                )
+                .is_some_and(|at| at <= now);
+            if gone_long_enough && parent.as_ref().is_some_and(|p| p.none_anywhere(&origin)) {
+                for k in state
+                    .keys
+                    .iter_mut()
+                    .filter(|k| k.state != KeyState::Removed)
+                {
                     k.state = KeyState::Removed;
                     files.push(crate::durable::FileChange::remove(&keys::key_file(
                         &self.config.keys_dir,
@@ -488,11 +625,51 @@ impl Shared {
                     )));
                     events.push(("removed", k.key_tag));
                 }
-                _ => {}
+                state.unsigning_since = None;
+                state.ds_gone_at = None;
+                state.ds_ttl = None;
+                events.push(("unsigned", 0));
+            }
+        } else {
+            // The roles whose new key takes over now.
+            let mut activate: Vec<Role> = Vec::new();
+            for (k, confirmed) in state.keys.iter().zip(&confirmed) {
+                if k.state == KeyState::Published && due(k) && (!k.role.is_sep() || *confirmed) {
+                    activate.push(k.role);
+                }
+            }
+            let remove: Vec<bool> = state
+                .keys
+                .iter()
+                .map(|k| k.state == KeyState::Retired && due(k))
+                .collect();
+            for (k, remove) in state.keys.iter_mut().zip(remove) {
+                match k.state {
+                    KeyState::Active if activate.contains(&k.role) => {
+                        k.state = KeyState::Retired;
+                        k.retired_since = Some(now);
+                        events.push(("retired", k.key_tag));
+                    }
+                    KeyState::Published if activate.contains(&k.role) => {
+                        k.state = KeyState::Active;
+                        k.active_since = Some(now);
+                        events.push(("activated", k.key_tag));
+                    }
+                    KeyState::Retired if remove => {
+                        k.state = KeyState::Removed;
+                        files.push(crate::durable::FileChange::remove(&keys::key_file(
+                            &self.config.keys_dir,
+                            &origin,
+                            &k.id,
+                        )));
+                        events.push(("removed", k.key_tag));
+                    }
+                    _ => {}
+                }
             }
         }
         let key = AssociationKey::zone(&name_text(&origin));
-        if events.is_empty() {
+        if state == keys.state {
             if let Some(at) = self.roll_deadline(&current) {
                 self.scheduler.schedule(at, key, Job::RollKeys);
             }
@@ -577,6 +754,7 @@ impl Shared {
                         || !signed_by_active_keys(&zone, keys)
                         || denial_of(&zone)
                             != Some(keys.state.denial.unwrap_or(self.config.dnssec.denial))
+                        || publishes_cds_delete(&zone) != keys.state.unsigning_since.is_some()
                 }
             };
             self.note_expiry(&zone);
@@ -667,8 +845,10 @@ impl Shared {
                 if let Some(at) = self.resign_deadline(zone) {
                     self.scheduler.schedule(at, key.clone(), Job::Resign);
                 }
+                // The earlier deadline wins: changes to a zone must not push back a look at
+                // the parent (a job that finds nothing due plans the next one itself).
                 match self.roll_deadline(zone) {
-                    Some(at) => self.scheduler.schedule(at, key, Job::RollKeys),
+                    Some(at) => self.scheduler.schedule_by(at, key, Job::RollKeys),
                     None => self.scheduler.unschedule(&key, Job::RollKeys),
                 }
             }
@@ -740,8 +920,9 @@ impl Shared {
         let mut ds = Vec::new();
         let mut views = Vec::new();
         for k in keys.iter().flat_map(|k| k.keys.iter()) {
+            // What the parent should have: the CDS set (a retired key's DS is to go).
             if k.record.role.is_sep()
-                && k.record.state != KeyState::Removed
+                && !matches!(k.record.state, KeyState::Removed | KeyState::Retired)
                 && let Ok(d) = k.ds(origin)
             {
                 ds.push(format!(
@@ -761,6 +942,9 @@ impl Shared {
             keys: views,
             earliest_expiry_secs: sign::earliest_expiry(&zone)
                 .map(|e| e as i64 - unix_now() as i64),
+            unsigning_since: keys.as_ref().and_then(|k| k.state.unsigning_since),
+            ds_gone_at: keys.as_ref().and_then(|k| k.state.ds_gone_at),
+            ds_ttl: keys.as_ref().and_then(|k| k.state.ds_ttl),
             error,
         })
     }
@@ -812,6 +996,8 @@ fn key_view(record: &KeyRecord, dnskey: &hickory_proto::dnssec::rdata::DNSKEY) -
         state: record.state.as_str(),
         created: record.created,
         dnskey: dnskey.to_string(),
+        ds_seen_at: record.ds_seen_at,
+        ds_ttl: record.ds_ttl,
     }
 }
 
@@ -843,6 +1029,19 @@ fn signed_by_active_keys(zone: &Zone, keys: &ZoneKeys) -> bool {
     };
     tags(RecordType::SOA) == active(Role::signs_data)
         && tags(RecordType::DNSKEY) == active(Role::is_sep)
+}
+
+/// Whether the zone publishes the CDS delete record (RFC 8078 §4: `0 0 0 00`).
+fn publishes_cds_delete(zone: &Zone) -> bool {
+    use hickory_proto::dnssec::rdata::DNSSECRData;
+    use hickory_proto::rr::{RData, RecordType};
+    zone.node(zone.origin())
+        .and_then(|n| n.rrset(RecordType::CDS))
+        .is_some_and(|set| {
+            set.records.iter().any(|r| {
+                matches!(&r.data, RData::DNSSEC(DNSSECRData::CDS(c)) if c.algorithm().is_none())
+            })
+        })
 }
 
 /// Whether the zone's DNSKEY rrset is exactly the live keys'.
@@ -908,8 +1107,100 @@ pub(super) fn sign_version(
         }
         _ => policy,
     };
-    let (generated, stats) =
-        sign::sign(&zone, previous, &keys.keys, policy, now, false).map_err(|e| e.to_string())?;
+    let (generated, stats) = sign::sign(
+        &zone,
+        previous,
+        &keys.keys,
+        policy,
+        now,
+        keys.state.unsigning_since.is_some(),
+    )
+    .map_err(|e| e.to_string())?;
     let signed = zone.with_generated(generated).map_err(|e| e.message)?;
     Ok((signed, stats))
+}
+
+fn role_name(role: Role) -> &'static str {
+    match role {
+        Role::Csk => "csk",
+        Role::Ksk => "ksk",
+        Role::Zsk => "zsk",
+    }
+}
+
+/// The DS TTL assumed when the parent's was never seen (a cache may hold a DS removed just
+/// before we looked): a day, the usual TTL of DS records in TLDs.
+const UNKNOWN_DS_TTL: u32 = 86_400;
+
+/// Whether a step of `state` waits for what the parent serves: a new CSK/KSK whose DS must be
+/// seen at every parent nameserver, or an unsigning that waits for the DS to be gone.
+fn waits_for_parent(state: &ZoneState) -> bool {
+    state.unsigning_since.is_some()
+        || state
+            .keys
+            .iter()
+            .any(|k| k.state == KeyState::Published && k.role.is_sep())
+}
+
+/// Keeps in `state` what the parent was seen serving: when the DS of a new CSK/KSK was first
+/// at every parent nameserver (forgotten if a server answers without it again), and during
+/// unsigning when no DS was first seen anywhere and the largest DS TTL seen before.
+fn note_parent(
+    origin: &Name,
+    keys: &ZoneKeys,
+    state: &mut ZoneState,
+    parent: &crate::diagnose::dnssec::ParentDs,
+    now: u64,
+    events: &mut Vec<(&'static str, u16)>,
+) {
+    let sets = parent.sets(origin);
+    let answered_without = |pick: &dyn Fn(&hickory_proto::dnssec::rdata::DS) -> bool| {
+        sets.values().any(|s| {
+            s.as_ref()
+                .is_ok_and(|set| !set.iter().any(|(ds, _)| pick(ds)))
+        })
+    };
+    if state.unsigning_since.is_some() {
+        let ttl_seen = sets
+            .values()
+            .filter_map(|s| s.as_ref().ok())
+            .flatten()
+            .map(|(_, ttl)| *ttl)
+            .max();
+        if let Some(ttl) = ttl_seen {
+            state.ds_ttl = Some(state.ds_ttl.map_or(ttl, |t| t.max(ttl)));
+            if state.ds_gone_at.take().is_some() {
+                events.push(("ds_back", 0));
+            }
+        } else if parent.none_anywhere(origin) && state.ds_gone_at.is_none() {
+            state.ds_gone_at = Some(now);
+            events.push(("ds_gone", 0));
+        }
+        return;
+    }
+    for k in state
+        .keys
+        .iter_mut()
+        .filter(|k| k.state == KeyState::Published && k.role.is_sep())
+    {
+        let Some(zk) = keys.keys.iter().find(|z| z.record.id == k.id) else {
+            continue;
+        };
+        let matches =
+            |ds: &hickory_proto::dnssec::rdata::DS| ds.covers(origin, &zk.dnskey).unwrap_or(false);
+        match parent.at_every_server(origin, matches) {
+            Some(ttl) if k.ds_seen_at.is_none() => {
+                k.ds_seen_at = Some(now);
+                k.ds_ttl = Some(ttl);
+                events.push(("ds_seen", k.key_tag));
+            }
+            Some(ttl) => k.ds_ttl = Some(k.ds_ttl.map_or(ttl, |t| t.max(ttl))),
+            None if k.ds_seen_at.is_some() && answered_without(&matches) => {
+                // A parent server lost the DS: the wait starts again when it is back.
+                k.ds_seen_at = None;
+                events.push(("ds_lost", k.key_tag));
+            }
+            None => {}
+        }
+    }
 }

@@ -83,6 +83,13 @@ pub struct KeyRecord {
     pub active_since: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retired_since: Option<u64>,
+    /// A new CSK/KSK of a double-DS rollover: when (signing clock) its DS was first seen at
+    /// every nameserver of the parent zone; it signs only after that plus the DS TTL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ds_seen_at: Option<u64>,
+    /// The largest TTL of that DS at the parent's servers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ds_ttl: Option<u32>,
 }
 
 /// A zone's DNSSEC state file.
@@ -97,6 +104,16 @@ pub struct ZoneState {
     pub denial: Option<super::Denial>,
     #[serde(default)]
     pub keys: Vec<KeyRecord>,
+    /// Unsigning (RFC 8078 §4): since when (signing clock) the zone has been publishing the
+    /// CDS/CDNSKEY delete records while it stays signed until the parent has no DS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unsigning_since: Option<u64>,
+    /// When no DS was first seen at any parent nameserver during unsigning.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ds_gone_at: Option<u64>,
+    /// The largest DS TTL the parent served during unsigning, which caches may still hold.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ds_ttl: Option<u32>,
 }
 
 impl ZoneState {
@@ -255,6 +272,8 @@ pub fn generate(
         created: now,
         active_since: None,
         retired_since: None,
+        ds_seen_at: None,
+        ds_ttl: None,
     };
     let mut key = zone_key(origin, record, key).map_err(fail)?;
     // The tag alone may repeat across keys of a zone; the creation time makes it unique.

@@ -85,6 +85,9 @@ pub struct Policy {
     /// Time for a change to reach every secondary and cache; rollover steps wait for it on
     /// top of the TTLs involved.
     pub propagation_secs: u64,
+    /// How often the parent's DS set is asked at every parent nameserver while a CSK/KSK
+    /// rollover or an unsigning waits for it.
+    pub parent_check_secs: u64,
 }
 
 impl Default for Policy {
@@ -100,6 +103,7 @@ impl Default for Policy {
             denial: Denial::Nsec,
             dnskey_ttl: 3600,
             propagation_secs: 3600,
+            parent_check_secs: 3600,
         }
     }
 }

@@ -219,7 +219,14 @@ pub fn judge(subject: &Subject<'_>, seen: &DnssecSeen) -> Vec<Finding> {
                     .push(format!("DNSKEY: {e}"));
                 continue;
             }
-            None => continue,
+            None => {
+                // Not asked is not validated: never a green by omission.
+                no_dnskey
+                    .entry(server.clone())
+                    .or_default()
+                    .push("DNSKEY: not asked".into());
+                continue;
+            }
         };
         let key_records = answered.rrset(&domain, RecordType::DNSKEY);
         let keys: Vec<DNSKEY> = key_records
