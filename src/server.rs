@@ -133,6 +133,7 @@ async fn start_web(shared: &Arc<Shared>) -> Result<Option<WebListeners>, StartEr
     let limits = crate::web::Limits::from_config(&config, &shared.config.log);
     let app = crate::web::router(
         Arc::new(AssociatedSites(shared.clone())),
+        shared.acme_tokens.clone(),
         shared.metrics.clone(),
         limits,
     );

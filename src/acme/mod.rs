@@ -1,12 +1,13 @@
-//! Certificates by ACME (RFC 8555) with DNS-01 challenges: the account, one order for the
-//! web names of a domain, and the files under `<keys_dir>/acme/`.
+//! Certificates by ACME (RFC 8555) with DNS-01 or HTTP-01 challenges: the account, one
+//! order for the web names of a domain, and the files under `<keys_dir>/acme/`.
 //!
 //! This module owns the protocol steps (through instant-acme, on the small client of
 //! [`http`]), the account file (`account.json`, 0600, refused when looser), each domain's
-//! issued pair (`<domain>.crt`, `<domain>.key` 0600), and reading a certificate's expiry.
-//! It must not write zones itself (the [`Challenges`] it is handed does, through the
-//! daemon's single writer), decide when an order is due (the daemon's scheduler does), nor
-//! serve the certificates (`web::tls` does).
+//! issued pair (`<domain>.crt`, `<domain>.key` 0600), reading a certificate's expiry, and
+//! the CA's reason when a validation fails. It must not publish challenges itself (the
+//! [`Challenges`] it is handed does: records through the daemon's single writer, or tokens
+//! for the plain-HTTP listener), decide when an order is due (the daemon's scheduler does),
+//! nor serve the certificates (`web::tls` does).
 
 pub mod http;
 
@@ -52,24 +53,67 @@ pub enum AcmeError {
     Challenge { names: String, reason: String },
 }
 
-/// One DNS-01 challenge record: `_acme-challenge.<name>` TXT `<value>`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ChallengeRecord {
-    /// Absolute, lower case, with the final dot.
-    pub name: String,
-    pub value: String,
+/// Which challenge proves control of a domain's names.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub enum ChallengeKind {
+    /// `_acme-challenge.<name>` TXT, written into a hosted zone.
+    #[default]
+    #[serde(rename = "dns-01")]
+    Dns01,
+    /// `http://<name>/.well-known/acme-challenge/<token>`, answered by the plain-HTTP
+    /// listener (external domains whose web names point at it).
+    #[serde(rename = "http-01")]
+    Http01,
 }
 
-/// Who writes and removes challenge records (the daemon's single writer, so journal,
-/// NOTIFY and DNSSEC follow as for any change).
+impl ChallengeKind {
+    fn acme_type(self) -> ChallengeType {
+        match self {
+            Self::Dns01 => ChallengeType::Dns01,
+            Self::Http01 => ChallengeType::Http01,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Dns01 => "dns-01",
+            Self::Http01 => "http-01",
+        }
+    }
+}
+
+/// One challenge to answer for one name. DNS-01: `_acme-challenge.<name>` TXT
+/// `<dns_value>`; HTTP-01: `http://<name>/.well-known/acme-challenge/<token>` answering
+/// `<key_authorization>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Proof {
+    /// The name proved: lower case, no final dot, no `*.`.
+    pub name: String,
+    pub token: String,
+    pub key_authorization: String,
+    pub dns_value: String,
+}
+
+impl Proof {
+    /// The DNS-01 record's owner: `_acme-challenge.<name>.`.
+    pub fn record_name(&self) -> String {
+        format!("_acme-challenge.{}.", self.name)
+    }
+}
+
+/// Who publishes and removes the challenges of an order: for DNS-01 the daemon's single
+/// writer (journal, NOTIFY and DNSSEC follow as for any change), for HTTP-01 the pending
+/// tokens the plain-HTTP listener answers from.
 pub trait Challenges: Send + Sync {
+    /// The challenge type this publishes.
+    fn kind(&self) -> ChallengeKind;
     fn publish(
         &self,
-        records: &[ChallengeRecord],
+        proofs: &[Proof],
     ) -> impl std::future::Future<Output = Result<(), String>> + Send;
     fn withdraw(
         &self,
-        records: &[ChallengeRecord],
+        proofs: &[Proof],
     ) -> impl std::future::Future<Output = Result<(), String>> + Send;
 }
 
@@ -395,8 +439,9 @@ impl Client {
         Ok(account)
     }
 
-    /// Orders one certificate for `names` (DNS-01): publishes the challenge records through
-    /// `challenges`, tells the CA, waits for it, and always removes the records again.
+    /// Orders one certificate for `names` with the challenge of `challenges`: publishes
+    /// the challenges through it, tells the CA, waits for it, and always withdraws them
+    /// again (valid or failed).
     pub async fn issue(
         &self,
         names: &[String],
@@ -427,7 +472,7 @@ impl Client {
             && let Err(reason) = challenges.withdraw(&published).await
         {
             // The certificate (if any) is still good; the leftovers are reported.
-            tracing::warn!(names = %names.join(","), %reason, "ACME challenge records not removed");
+            tracing::warn!(names = %names.join(","), %reason, "ACME challenges not withdrawn");
         }
         result
     }
@@ -437,8 +482,9 @@ impl Client {
         account: &Account,
         names: &[String],
         challenges: &impl Challenges,
-        published: &mut Vec<ChallengeRecord>,
+        published: &mut Vec<Proof>,
     ) -> Result<Issued, AcmeError> {
+        let kind = challenges.kind();
         let joined = names.join(",");
         let step = |step: &'static str| {
             let names = joined.clone();
@@ -454,8 +500,9 @@ impl Client {
             .new_order(&NewOrder::new(&identifiers))
             .await
             .map_err(step("new order"))?;
-        // First the records of every pending authorization (one write), then the CA is told.
-        let mut records = Vec::new();
+        // First the challenges of every pending authorization (one write), then the CA is
+        // told.
+        let mut proofs = Vec::new();
         {
             let mut authorizations = order.authorizations();
             while let Some(authz) = authorizations.next().await {
@@ -471,27 +518,27 @@ impl Client {
                         });
                     }
                 }
-                let Some(challenge) = authz.challenge(ChallengeType::Dns01) else {
+                let Some(challenge) = authz.challenge(kind.acme_type()) else {
                     return Err(AcmeError::Refused {
                         names: joined.clone(),
-                        reason: "the CA offers no dns-01 challenge".into(),
+                        reason: format!("the CA offers no {} challenge", kind.as_str()),
                     });
                 };
                 let name = challenge.identifier().to_string();
-                records.push(ChallengeRecord {
-                    name: format!(
-                        "_acme-challenge.{}.",
-                        name.trim_start_matches("*.").to_ascii_lowercase()
-                    ),
-                    value: challenge.key_authorization().dns_value(),
+                let key_authorization = challenge.key_authorization();
+                proofs.push(Proof {
+                    name: name.trim_start_matches("*.").to_ascii_lowercase(),
+                    token: challenge.token.clone(),
+                    key_authorization: key_authorization.as_str().to_string(),
+                    dns_value: key_authorization.dns_value(),
                 });
             }
         }
-        if !records.is_empty() {
+        if !proofs.is_empty() {
             // Recorded before writing: a write that half happened is still withdrawn.
-            published.extend(records.iter().cloned());
+            published.extend(proofs.iter().cloned());
             challenges
-                .publish(&records)
+                .publish(&proofs)
                 .await
                 .map_err(|reason| AcmeError::Challenge {
                     names: joined.clone(),
@@ -504,7 +551,7 @@ impl Client {
                 if authz.status != AuthorizationStatus::Pending {
                     continue;
                 }
-                if let Some(mut challenge) = authz.challenge(ChallengeType::Dns01) {
+                if let Some(mut challenge) = authz.challenge(kind.acme_type()) {
                     challenge
                         .set_ready()
                         .await
@@ -516,19 +563,31 @@ impl Client {
             .initial_delay(Duration::from_millis(100))
             .backoff(1.5)
             .timeout(Duration::from_secs(60));
-        let status = order
-            .poll_ready(&retries)
-            .await
-            .map_err(step("validation"))?;
-        if status != OrderStatus::Ready {
-            let detail = order
-                .state()
-                .error
-                .as_ref()
-                .map_or_else(|| format!("{status:?}"), |p| p.to_string());
+        let polled = order.poll_ready(&retries).await;
+        let detail = match polled {
+            Ok(OrderStatus::Ready) => None,
+            Ok(status) => Some(
+                order
+                    .state()
+                    .error
+                    .as_ref()
+                    .map_or_else(|| format!("the order is {status:?}"), problem_text),
+            ),
+            // The order itself carries a problem: the challenge's says more.
+            Err(instant_acme::Error::Api(problem)) => Some(problem_text(&problem)),
+            Err(e) => return Err(step("validation")(e)),
+        };
+        if let Some(detail) = detail {
+            // The CA's reason is in the failed challenge (RFC 8555 §7.1.3: its `error`).
+            let reasons = challenge_problems(&mut order, kind).await;
+            let reason = if reasons.is_empty() {
+                detail
+            } else {
+                reasons.join("; ")
+            };
             return Err(AcmeError::Refused {
                 names: joined.clone(),
-                reason: format!("validation failed: {detail}"),
+                reason: format!("{} validation failed: {reason}", kind.as_str()),
             });
         }
         let key_pem = order.finalize().await.map_err(step("finalize"))?;
@@ -546,6 +605,38 @@ impl Client {
             leaf,
         })
     }
+}
+
+/// A problem document as an operator reads it: its detail, then its type.
+fn problem_text(p: &instant_acme::Problem) -> String {
+    let detail = p.detail.as_deref().unwrap_or("no detail");
+    match &p.r#type {
+        Some(t) => format!("{detail} ({t})"),
+        None => detail.to_string(),
+    }
+}
+
+/// The problem of each failed challenge of `kind` in the order, `<name>: <problem>`,
+/// asked again of the CA (the cached authorizations predate the validation).
+async fn challenge_problems(order: &mut instant_acme::Order, kind: ChallengeKind) -> Vec<String> {
+    let wanted = kind.acme_type();
+    let mut out = Vec::new();
+    let mut authorizations = order.authorizations();
+    while let Some(authz) = authorizations.next().await {
+        let Ok(mut authz) = authz else { continue };
+        let name = authz.identifier().to_string();
+        let Ok(state) = authz.refresh().await else {
+            continue;
+        };
+        for c in &state.challenges {
+            if c.r#type == wanted
+                && let Some(p) = &c.error
+            {
+                out.push(format!("{name}: {}", problem_text(p)));
+            }
+        }
+    }
+    out
 }
 
 #[cfg(test)]

@@ -45,7 +45,8 @@ pub struct Config {
     /// associated domains (off by default).
     pub web: WebConfig,
     /// Certificates for the web listener by ACME (RFC 8555) with DNS-01 challenges written
-    /// into the hosted zones (off by default; see the README, "Certificates by ACME").
+    /// into the hosted zones, or HTTP-01 for external domains with `acme.http01` (off by
+    /// default; see the README, "Certificates by ACME").
     pub acme: AcmeConfig,
 }
 
@@ -73,6 +74,11 @@ pub struct AcmeConfig {
     pub names: Vec<String>,
     /// Orders under way at the same time.
     pub concurrency: usize,
+    /// External (not hosted) associated domains get certificates too, by HTTP-01: the CA
+    /// fetches `http://<name>/.well-known/acme-challenge/<token>` from the plain-HTTP web
+    /// listener, so it needs `web.enabled` and `web.http_listen` (and the names pointing
+    /// at it, port 80).
+    pub http01: bool,
 }
 
 impl Default for AcmeConfig {
@@ -87,6 +93,7 @@ impl Default for AcmeConfig {
             retry_secs: 300,
             names: vec!["mta-sts".into(), "autoconfig".into(), "autodiscover".into()],
             concurrency: 4,
+            http01: false,
         }
     }
 }
@@ -855,6 +862,14 @@ impl Config {
                 );
             }
         }
+        if a.http01 && !(self.web.enabled && self.web.http_listen.is_some()) {
+            return err(
+                "http01",
+                "HTTP-01 challenges are answered by the plain-HTTP web listener: it needs \
+                 web.enabled: true and a web.http_listen address"
+                    .into(),
+            );
+        }
         Ok(())
     }
 
@@ -1021,6 +1036,11 @@ mod tests {
             ("acme: {retry_secs: 0}\n", "acme.retry_secs"),
             ("acme: {names: [www]}\n", "acme.names[0]"),
             ("acme: {concurrency: 0}\n", "acme.concurrency"),
+            ("acme: {http01: true}\n", "acme.http01"),
+            (
+                "acme: {http01: true}\nweb: {enabled: true, http_listen: null}\n",
+                "acme.http01",
+            ),
         ] {
             let err = Config::from_yaml(yaml, "c.yaml").unwrap_err().to_string();
             assert!(err.contains(path), "{yaml}: {err}");

@@ -1,7 +1,9 @@
-//! Certificates by ACME in the daemon: which hosted domains want one, the renewal job of
-//! each (`Job::RenewCertificate`, keyed by the domain as a zone key), the challenge records
-//! written through the single writer, installing what was issued, forgetting a domain whose
-//! association went, and the test clock shared with DNSSEC signing.
+//! Certificates by ACME in the daemon: which domains want one (hosted ones by DNS-01,
+//! external ones by HTTP-01 when `acme.http01` is on), the renewal job of each
+//! (`Job::RenewCertificate`, keyed by the domain as a zone key), the challenge records
+//! written through the single writer or the tokens put where the plain-HTTP listener
+//! answers them, installing what was issued, forgetting a domain whose association went
+//! (files, job, status, tokens), and the test clock shared with DNSSEC signing.
 //!
 //! This module owns when an order is due (renewal point, retry with backoff) and the
 //! status of each domain. It must not speak ACME (`crate::acme` does) nor serve
@@ -18,7 +20,7 @@ use tokio::time::Instant;
 
 use super::Shared;
 use super::scheduler::{AssociationKey, Job};
-use crate::acme::{ChallengeRecord, Challenges};
+use crate::acme::{ChallengeKind, Challenges, Proof};
 use crate::zone::edit::{ChangeKind, RrsetChange};
 use crate::zone::set::unix_now;
 
@@ -32,6 +34,8 @@ const MAX_RETRY_SECS: u64 = 86_400;
 pub struct CertificateStatus {
     pub domain: String,
     pub names: Vec<String>,
+    /// How control of the names is proved: `dns-01` (hosted) or `http-01` (external).
+    pub challenge: ChallengeKind,
     /// Of the certificate in use (unix seconds), if one was issued.
     pub not_after: Option<u64>,
     pub serial: Option<String>,
@@ -39,12 +43,21 @@ pub struct CertificateStatus {
     pub next_order_at: Option<u64>,
     /// Orders failed in a row since the last success.
     pub failures: u32,
+    /// Why the last order failed (a failed validation: the CA's problem of each failed
+    /// challenge); the certificate in use, if any, is kept.
     pub last_error: Option<String>,
     /// The daemon's clock offset when the certificate was obtained: the CA's times are on
     /// the real clock, so a test clock moved forward later makes it due, and one moved
     /// before it does not make a fresh certificate look old (0 for one read from disk).
     #[serde(skip)]
     offset_at_issue: u64,
+}
+
+/// What one domain wants certified, and how.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Wanted {
+    names: Vec<String>,
+    challenge: ChallengeKind,
 }
 
 /// The daemon's ACME state.
@@ -64,31 +77,32 @@ impl ZoneChallenges<'_> {
     /// The changes per zone: each record to the zone that holds its name.
     fn by_zone(
         &self,
-        records: &[ChallengeRecord],
+        proofs: &[Proof],
         kind: ChangeKind,
     ) -> Result<BTreeMap<Name, Vec<RrsetChange>>, String> {
         let zones = self.0.zones.load();
         let mut out: BTreeMap<Name, Vec<RrsetChange>> = BTreeMap::new();
-        for r in records {
-            let name = Name::from_ascii(&r.name).map_err(|e| format!("{}: {e}", r.name))?;
+        for p in proofs {
+            let owner = p.record_name();
+            let name = Name::from_ascii(&owner).map_err(|e| format!("{owner}: {e}"))?;
             let origin = zones
                 .find(&name)
                 .map(|z| z.origin().clone())
-                .ok_or_else(|| format!("{}: no hosted zone holds it", r.name))?;
+                .ok_or_else(|| format!("{owner}: no hosted zone holds it"))?;
             out.entry(origin).or_default().push(RrsetChange {
                 kind,
                 name,
                 rtype: RecordType::TXT,
                 ttl: Some(CHALLENGE_TTL),
-                records: vec![RData::TXT(TXT::new(vec![r.value.clone()]))],
+                records: vec![RData::TXT(TXT::new(vec![p.dns_value.clone()]))],
             });
         }
         Ok(out)
     }
 
-    async fn apply(&self, records: &[ChallengeRecord], kind: ChangeKind) -> Result<(), String> {
+    async fn apply(&self, proofs: &[Proof], kind: ChangeKind) -> Result<(), String> {
         let mut failed = Vec::new();
-        for (origin, changes) in self.by_zone(records, kind)? {
+        for (origin, changes) in self.by_zone(proofs, kind)? {
             if let Err(e) = self.0.change_records(&origin, changes).await {
                 failed.push(format!("{origin}: {e}"));
             }
@@ -102,12 +116,46 @@ impl ZoneChallenges<'_> {
 }
 
 impl Challenges for ZoneChallenges<'_> {
-    async fn publish(&self, records: &[ChallengeRecord]) -> Result<(), String> {
-        self.apply(records, ChangeKind::Add).await
+    fn kind(&self) -> ChallengeKind {
+        ChallengeKind::Dns01
     }
 
-    async fn withdraw(&self, records: &[ChallengeRecord]) -> Result<(), String> {
-        self.apply(records, ChangeKind::Delete).await
+    async fn publish(&self, proofs: &[Proof]) -> Result<(), String> {
+        self.apply(proofs, ChangeKind::Add).await
+    }
+
+    async fn withdraw(&self, proofs: &[Proof]) -> Result<(), String> {
+        self.apply(proofs, ChangeKind::Delete).await
+    }
+}
+
+/// HTTP-01 tokens of one external domain, answered by the plain-HTTP web listener while
+/// the order runs.
+struct WebChallenges<'a> {
+    shared: &'a Shared,
+    domain: &'a str,
+}
+
+impl Challenges for WebChallenges<'_> {
+    fn kind(&self) -> ChallengeKind {
+        ChallengeKind::Http01
+    }
+
+    async fn publish(&self, proofs: &[Proof]) -> Result<(), String> {
+        for p in proofs {
+            self.shared
+                .acme_tokens
+                .insert(self.domain, &p.name, &p.token, &p.key_authorization)
+                .map_err(|e| format!("{}: {e}", p.name))?;
+        }
+        Ok(())
+    }
+
+    async fn withdraw(&self, proofs: &[Proof]) -> Result<(), String> {
+        for p in proofs {
+            self.shared.acme_tokens.remove(&p.name, &p.token);
+        }
+        Ok(())
     }
 }
 
@@ -136,31 +184,48 @@ impl Shared {
         Instant::now() + Duration::from_secs(unix.saturating_sub(self.clock_now()))
     }
 
-    /// Each hosted domain that wants a certificate, with its names (none when ACME is off).
-    fn acme_wanted(&self) -> BTreeMap<String, Vec<String>> {
-        let mut out: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    /// Each domain that wants a certificate, with its names and challenge (none when ACME
+    /// is off): hosted ones by DNS-01, external ones by HTTP-01 when `acme.http01` is on.
+    fn acme_wanted(&self) -> BTreeMap<String, Wanted> {
+        let mut out: BTreeMap<String, (BTreeSet<String>, bool)> = BTreeMap::new();
         if !self.config.acme.enabled {
             return BTreeMap::new();
         }
         for a in self.associations.load().all() {
-            if !a.hosted {
+            if !a.hosted && !self.config.acme.http01 {
                 continue;
             }
             let names = crate::acme::names_for(&a.domain, &a.records, &self.config.acme.names);
             if !names.is_empty() {
-                out.entry(a.domain.trim_end_matches('.').to_string())
-                    .or_default()
-                    .extend(names);
+                let entry = out
+                    .entry(a.domain.trim_end_matches('.').to_string())
+                    .or_default();
+                entry.0.extend(names);
+                entry.1 |= a.hosted;
             }
         }
         out.into_iter()
-            .map(|(d, n)| (d, n.into_iter().collect()))
+            .map(|(d, (names, hosted))| {
+                let challenge = if hosted {
+                    ChallengeKind::Dns01
+                } else {
+                    ChallengeKind::Http01
+                };
+                (
+                    d,
+                    Wanted {
+                        names: names.into_iter().collect(),
+                        challenge,
+                    },
+                )
+            })
             .collect()
     }
 
     /// When the order of `domain` is due: now without a certificate covering `names`, at the
     /// retry time after a failure, else `renew_before_days` before expiry.
-    fn acme_due(&self, domain: &str, names: &[String]) -> u64 {
+    fn acme_due(&self, domain: &str, wanted: &Wanted) -> u64 {
+        let names = &wanted.names;
         let now = self.clock_now();
         let status = self
             .acme
@@ -179,7 +244,7 @@ impl Shared {
                 // A pair saved but not installed (stopped in between): installed now.
                 self.install_missing(names, &chain, &key);
                 let mut offset = 0;
-                self.set_acme_status(domain, names, |s| {
+                self.set_acme_status(domain, wanted, |s| {
                     if s.serial.as_deref() == Some(leaf.serial.as_str()) {
                         offset = s.offset_at_issue;
                     } else {
@@ -198,7 +263,7 @@ impl Shared {
     fn set_acme_status(
         &self,
         domain: &str,
-        names: &[String],
+        wanted: &Wanted,
         f: impl FnOnce(&mut CertificateStatus),
     ) {
         if let Ok(mut all) = self.acme.status.lock() {
@@ -208,7 +273,8 @@ impl Shared {
                     domain: domain.to_string(),
                     ..Default::default()
                 });
-            s.names = names.to_vec();
+            s.names = wanted.names.clone();
+            s.challenge = wanted.challenge;
             f(s);
         }
     }
@@ -230,9 +296,9 @@ impl Shared {
             }
         }
         let mut jobs = Vec::new();
-        for (domain, names) in &wanted {
-            let at = self.acme_due(domain, names);
-            self.set_acme_status(domain, names, |s| s.next_order_at = Some(at));
+        for (domain, w) in &wanted {
+            let at = self.acme_due(domain, w);
+            self.set_acme_status(domain, w, |s| s.next_order_at = Some(at));
             jobs.push((
                 self.clock_instant(at),
                 AssociationKey::zone(domain),
@@ -250,9 +316,9 @@ impl Shared {
         let domain = domain.trim_end_matches('.');
         let key = AssociationKey::zone(domain);
         match self.acme_wanted().get(domain) {
-            Some(names) => {
-                let at = self.acme_due(domain, names);
-                self.set_acme_status(domain, names, |s| s.next_order_at = Some(at));
+            Some(w) => {
+                let at = self.acme_due(domain, w);
+                self.set_acme_status(domain, w, |s| s.next_order_at = Some(at));
                 self.scheduler
                     .schedule(self.clock_instant(at), key, Job::RenewCertificate);
             }
@@ -260,9 +326,9 @@ impl Shared {
         }
     }
 
-    /// Removes what ACME kept for `domain`: its job, its status, its pair under
-    /// `keys/acme/` and the copies installed for the listener (only if they are still
-    /// ACME's: an operator's own certificate stays).
+    /// Removes what ACME kept for `domain`: its job, its status, its pending HTTP-01
+    /// tokens, its pair under `keys/acme/` and the copies installed for the listener (only
+    /// if they are still ACME's: an operator's own certificate stays).
     fn acme_forget(&self, domain: &str) {
         let domain = domain.trim_end_matches('.');
         self.scheduler
@@ -270,6 +336,7 @@ impl Shared {
         if let Ok(mut s) = self.acme.status.lock() {
             s.remove(domain);
         }
+        self.acme_tokens.remove_domain(domain);
         let keys = &self.config.keys_dir;
         let (crt, _) = crate::acme::pair_files(keys, domain);
         let Ok(chain) = std::fs::read_to_string(&crt) else {
@@ -362,25 +429,35 @@ impl Shared {
             && self
                 .acme_wanted()
                 .get(domain)
-                .is_some_and(|names| *names != ordered)
+                .is_some_and(|w| *w != ordered)
         {
             self.acme_replan(domain);
         }
     }
 
-    /// One order; the names it was for, when it succeeded.
-    async fn order_certificate(&self, domain: &str) -> Option<Vec<String>> {
-        let Some(names) = self.acme_wanted().get(domain).cloned() else {
+    /// One order; what it was for, when it succeeded.
+    async fn order_certificate(&self, domain: &str) -> Option<Wanted> {
+        let Some(wanted) = self.acme_wanted().get(domain).cloned() else {
             self.acme_forget(domain);
             return None;
         };
+        let names = &wanted.names;
         let result = match self.acme_client().await {
-            Ok(client) => client.issue(&names, &ZoneChallenges(self)).await,
+            Ok(client) => match wanted.challenge {
+                ChallengeKind::Dns01 => client.issue(names, &ZoneChallenges(self)).await,
+                ChallengeKind::Http01 => {
+                    let web = WebChallenges {
+                        shared: self,
+                        domain,
+                    };
+                    client.issue(names, &web).await
+                }
+            },
             Err(e) => Err(e),
         };
         let result = result.and_then(|issued| {
             crate::acme::save_pair(&self.config.keys_dir, domain, &issued)?;
-            self.install(&names, &issued.chain_pem, &issued.key_pem)
+            self.install(names, &issued.chain_pem, &issued.key_pem)
                 .map_err(|reason| crate::acme::AcmeError::File {
                     path: self.config.keys_dir.join("certs").display().to_string(),
                     reason,
@@ -400,7 +477,7 @@ impl Shared {
                     &issued.leaf,
                     self.config.acme.renew_before_days * 86_400,
                 ) + offset;
-                self.set_acme_status(domain, &names, |s| {
+                self.set_acme_status(domain, &wanted, |s| {
                     s.offset_at_issue = offset;
                     s.not_after = Some(issued.leaf.not_after);
                     s.serial = Some(issued.leaf.serial.clone());
@@ -409,17 +486,17 @@ impl Shared {
                     s.next_order_at = Some(at);
                 });
                 self.metrics.acme_orders.with_label_values(&["ok"]).inc();
-                tracing::info!(%domain, names = %names.join(","), serial = %issued.leaf.serial, not_after = issued.leaf.not_after, "ACME certificate issued and installed");
+                tracing::info!(%domain, names = %names.join(","), challenge = wanted.challenge.as_str(), serial = %issued.leaf.serial, not_after = issued.leaf.not_after, "ACME certificate issued and installed");
                 self.scheduler
                     .schedule(self.clock_instant(at), key, Job::RenewCertificate);
-                Some(names)
+                Some(wanted)
             }
             Err(e) => {
                 let mut failures = 1;
                 let message = e.to_string();
                 let now = self.clock_now();
                 let mut at = now;
-                self.set_acme_status(domain, &names, |s| {
+                self.set_acme_status(domain, &wanted, |s| {
                     s.failures = s.failures.saturating_add(1);
                     failures = s.failures;
                     let wait = self
@@ -436,7 +513,7 @@ impl Shared {
                     .acme_orders
                     .with_label_values(&["failed"])
                     .inc();
-                tracing::warn!(%domain, failures, retry_in_secs = at - now, error = %message, "ACME order failed; the certificate in use (if any) is kept");
+                tracing::warn!(%domain, challenge = wanted.challenge.as_str(), failures, retry_in_secs = at - now, error = %message, "ACME order failed; the certificate in use (if any) is kept");
                 self.scheduler
                     .schedule(self.clock_instant(at), key, Job::RenewCertificate);
                 None

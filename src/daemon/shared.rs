@@ -73,6 +73,9 @@ pub struct Shared {
     /// The web listener's certificates, registered by the composition root when the
     /// listener is on (ACME installs into them; otherwise into the folder alone).
     pub web_certs: std::sync::OnceLock<Arc<crate::web::tls::CertStore>>,
+    /// The pending ACME HTTP-01 challenges: put in and taken out by the orders (and when a
+    /// domain is dissociated), answered by the plain-HTTP web listener.
+    pub acme_tokens: Arc<crate::web::challenge::ChallengeTokens>,
     /// Diagnosis results.
     pub diagnosis: diagnosis::DiagnosisState,
     /// Every background job of every association, by deadline.
@@ -129,6 +132,7 @@ impl Shared {
             clock_offset: Default::default(),
             acme: Default::default(),
             web_certs: Default::default(),
+            acme_tokens: Default::default(),
             diagnosis: diagnosis::DiagnosisState::new(&config.diagnosis),
             scheduler: Default::default(),
             key_pool: Default::default(),

@@ -1,9 +1,10 @@
 //! The public web listener: what mail clients and sending servers fetch over HTTP(S) for an
 //! associated domain — Thunderbird autoconfig, Outlook autodiscover (POX and JSON v1.0) and
-//! the MTA-STS policy.
+//! the MTA-STS policy — and, over plain HTTP only, the pending ACME HTTP-01 challenges.
 //!
 //! This module owns dispatching by `Host` (only associated domains answer; any other host
-//! gets 404, counted, never logged per request), the bounds on what a client may send
+//! gets 404, counted, never logged per request; a challenge token only on the host it was
+//! issued for, from [`challenge::ChallengeTokens`], which the daemon's orders fill), the bounds on what a client may send
 //! (header bytes, body bytes, header and TLS handshake time, connections) and its accept
 //! loops (plain and TLS). It knows nothing of the daemon: it asks [`Sites`] (implemented by
 //! the composition root) which platform serves a domain, and it never reads a file to
@@ -22,6 +23,7 @@ use crate::metrics::Metrics;
 use crate::problems::Problem;
 use crate::provision::platform::Platform;
 
+pub mod challenge;
 pub mod documents;
 pub mod tls;
 
@@ -71,17 +73,25 @@ struct OverTls(bool);
 
 struct WebState {
     sites: Arc<dyn Sites>,
+    challenges: Arc<challenge::ChallengeTokens>,
     metrics: Arc<Metrics>,
     limits: Limits,
 }
 
 /// The router of the web listener: one handler that dispatches on host and path itself,
-/// so that nothing but the bounded `document` label is ever recorded.
-pub fn router(sites: Arc<dyn Sites>, metrics: Arc<Metrics>, limits: Limits) -> Router {
+/// so that nothing but the bounded `document` label is ever recorded. `challenges`: the
+/// pending HTTP-01 tokens, answered over plain HTTP.
+pub fn router(
+    sites: Arc<dyn Sites>,
+    challenges: Arc<challenge::ChallengeTokens>,
+    metrics: Arc<Metrics>,
+    limits: Limits,
+) -> Router {
     Router::new()
         .fallback(handle)
         .with_state(Arc::new(WebState {
             sites,
+            challenges,
             metrics,
             limits,
         }))
@@ -96,9 +106,9 @@ enum HostKind {
     Bare,
 }
 
-/// The host of a request (lower case, no port, no final dot) split into its kind and
-/// domain; `None` when absent or not a host name.
-fn host_of(request: &Request) -> Option<(HostKind, String)> {
+/// The host of a request: lower case, no port, no final dot; `None` when absent or not a
+/// host name.
+fn host_name(request: &Request) -> Option<String> {
     let raw = request
         .headers()
         .get(header::HOST)
@@ -117,6 +127,12 @@ fn host_of(request: &Request) -> Option<(HostKind, String)> {
     {
         return None;
     }
+    Some(name)
+}
+
+/// The host of a request split into its kind and domain.
+fn host_of(request: &Request) -> Option<(HostKind, String)> {
+    let name = host_name(request)?;
     for (prefix, kind) in [
         ("autoconfig.", HostKind::Autoconfig),
         ("autodiscover.", HostKind::Autodiscover),
@@ -136,6 +152,7 @@ enum Document {
     Autodiscover,
     AutodiscoverJson,
     MtaSts,
+    AcmeChallenge,
     UnknownHost,
     NotFound,
 }
@@ -147,6 +164,7 @@ impl Document {
             Self::Autodiscover => "autodiscover",
             Self::AutodiscoverJson => "autodiscover_json",
             Self::MtaSts => "mta_sts",
+            Self::AcmeChallenge => "acme_challenge",
             Self::UnknownHost => "unknown_host",
             Self::NotFound => "not_found",
         }
@@ -179,8 +197,31 @@ async fn handle(State(state): State<Arc<WebState>>, request: Request) -> Respons
     response
 }
 
+/// An HTTP-01 challenge (RFC 8555 §8.3): the key authorization as text/plain, only over
+/// plain HTTP, only on the host the token is pending for; anything else is the same 404.
+fn acme_challenge(state: &WebState, request: &Request, token: &str) -> Response {
+    let over_tls = request.extensions().get::<OverTls>().is_some_and(|t| t.0);
+    let method = request.method();
+    let found = if over_tls || (method != Method::GET && method != Method::HEAD) {
+        None
+    } else {
+        host_name(request).and_then(|host| state.challenges.answer(&host, token))
+    };
+    match found {
+        Some(key_authorization) => typed("text/plain", key_authorization),
+        None => text(StatusCode::NOT_FOUND, "not found\n"),
+    }
+}
+
 async fn answer(state: &WebState, request: Request) -> (Document, Response) {
     let not_found = || text(StatusCode::NOT_FOUND, "not found\n");
+    // Before the host's site: the token is case-sensitive, and its host is checked itself.
+    if let Some(token) = request.uri().path().strip_prefix(challenge::PATH) {
+        return (
+            Document::AcmeChallenge,
+            acme_challenge(state, &request, token),
+        );
+    }
     let Some((kind, domain)) = host_of(&request) else {
         return (Document::UnknownHost, not_found());
     };
@@ -297,7 +338,7 @@ async fn answer(state: &WebState, request: Request) -> (Document, Response) {
                 None => not_found(),
             }
         }
-        Document::UnknownHost | Document::NotFound => not_found(),
+        Document::AcmeChallenge | Document::UnknownHost | Document::NotFound => not_found(),
     };
     (document, response)
 }
