@@ -285,7 +285,7 @@ impl Metrics {
         let web_requests = IntCounterVec::new(
             Opts::new(
                 "web_requests_total",
-                "Public web listener requests, by document (autoconfig, autodiscover, autodiscover_json, mta_sts, unknown_host, not_found) and status",
+                "Public web listener requests, by document (autoconfig, autodiscover, autodiscover_json, mta_sts, acme_challenge, unknown_host, not_found) and status",
             ),
             &["document", "status"],
         )?;

@@ -188,6 +188,7 @@ fn a_certificate_is_issued_through_dns01_served_and_renewed_by_the_test_clock() 
         soa.split_whitespace().nth(2).unwrap().parse().unwrap()
     };
     assert_eq!(first["failures"], 0, "{first}");
+    assert_eq!(first["challenge"], "dns-01", "hosted: {first}");
     assert_eq!(
         first["names"],
         json!(NAMES),
@@ -350,10 +351,11 @@ fn a_failed_validation_is_reported_and_its_challenge_records_are_removed() {
         s["failures"].as_u64().unwrap_or(0) >= 1
     });
     let error = s["last_error"].as_str().unwrap();
-    assert!(
-        error.contains("validation") || error.contains("unauthorized"),
-        "{error}"
-    );
+    // The CA's reason: the problem document of each failed challenge, with its name.
+    assert!(error.contains("dns-01 validation failed"), "{error}");
+    assert!(error.contains("urn:ietf:params:acme:error:"), "{error}");
+    assert!(error.contains("shop.test: "), "which name: {error}");
+    assert_eq!(s["challenge"], "dns-01", "{s}");
     assert!(s["serial"].is_null(), "{s}");
     challenges_gone(&d);
     assert!(

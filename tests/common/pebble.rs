@@ -1,6 +1,7 @@
 //! pebble, the ACME test server (Debian package), on free loopback ports, its DNS-01
 //! checks sent to a mailzone: used by certbot's test (tests/acme.rs), mailzone's own ACME
-//! client (tests/acme_issue.rs) and bench/acme.sh's Rust side.
+//! client (tests/acme_issue.rs, tests/acme_http01.rs — whose HTTP-01 checks go to a given
+//! port) and bench/acme.sh's Rust side.
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
@@ -81,6 +82,12 @@ impl Drop for Pebble {
 
 impl Pebble {
     pub fn start(dir: &Path, dns: std::net::SocketAddr) -> Self {
+        Self::start_with_http_port(dir, dns, free_port("127.0.0.1"))
+    }
+
+    /// Like `start`, its HTTP-01 checks fetching from `http_port` of the address the name
+    /// resolves to (through `dns`).
+    pub fn start_with_http_port(dir: &Path, dns: std::net::SocketAddr, http_port: u16) -> Self {
         // Debian's pebble ships no test certificate: a CA and a leaf for 127.0.0.1 made
         // here (webpki refuses a CA certificate as the server's own, so not one self-signed).
         let openssl = |args: &[&str]| {
@@ -160,7 +167,7 @@ impl Pebble {
             "managementListenAddress": format!("127.0.0.1:{management}"),
             "certificate": dir.join("cert.pem"),
             "privateKey": dir.join("key.pem"),
-            "httpPort": free_port("127.0.0.1"),
+            "httpPort": http_port,
             "tlsPort": free_port("127.0.0.1"),
             "ocspResponderURL": "",
             "externalAccountBindingRequired": false
