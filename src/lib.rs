@@ -29,10 +29,12 @@
 //! - [`update`]: RFC 2136 UPDATE signed with TSIG, through the daemon's single writer, as
 //!   each key's `update:` policy allows.
 //! - [`web`]: the public web listener (off by default): Thunderbird autoconfig, Outlook
-//!   autodiscover and MTA-STS policies for associated domains, its TLS certificates. It
-//!   knows nothing of `daemon`: `server` tells it which domains are associated.
-//! - [`acme`]: certificates by ACME (RFC 8555) with DNS-01: the account, one order, the
-//!   files under `keys/acme/`; the daemon writes the challenge records and schedules renewals.
+//!   autodiscover and MTA-STS policies for associated domains, its TLS certificates, and
+//!   over plain HTTP the pending ACME HTTP-01 tokens (`web::challenge`, filled by the
+//!   daemon). It knows nothing of `daemon`: `server` tells it which domains are associated.
+//! - [`acme`]: certificates by ACME (RFC 8555) with DNS-01 or HTTP-01: the account, one
+//!   order, the CA's reason when it fails, the files under `keys/acme/`; the daemon writes
+//!   the challenge records (or tokens) and schedules renewals.
 //! - [`cli`]: the command-line clients; `main.rs` is only the command line on top.
 //!
 //! Imports go one way: `zone`, `provision`, `dkim` know nothing of `daemon`, `diagnose`

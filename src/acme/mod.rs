@@ -573,8 +573,13 @@ impl Client {
                     .as_ref()
                     .map_or_else(|| format!("the order is {status:?}"), problem_text),
             ),
-            // The order itself carries a problem: the challenge's says more.
-            Err(instant_acme::Error::Api(problem)) => Some(problem_text(&problem)),
+            // The order became invalid and carries a problem: the challenge's says more.
+            // (A problem answered to the poll itself, e.g. `accountDoesNotExist`, is not.)
+            Err(instant_acme::Error::Api(problem))
+                if order.state().status == OrderStatus::Invalid =>
+            {
+                Some(problem_text(&problem))
+            }
             Err(e) => return Err(step("validation")(e)),
         };
         if let Some(detail) = detail {

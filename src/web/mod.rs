@@ -4,11 +4,11 @@
 //!
 //! This module owns dispatching by `Host` (only associated domains answer; any other host
 //! gets 404, counted, never logged per request; a challenge token only on the host it was
-//! issued for, from [`challenge::ChallengeTokens`], which the daemon's orders fill), the bounds on what a client may send
-//! (header bytes, body bytes, header and TLS handshake time, connections) and its accept
-//! loops (plain and TLS). It knows nothing of the daemon: it asks [`Sites`] (implemented by
-//! the composition root) which platform serves a domain, and it never reads a file to
-//! answer a request. It must not change state.
+//! issued for, from [`challenge::ChallengeTokens`], which the daemon's orders fill), the
+//! bounds on what a client may send (header bytes, body bytes, header and TLS handshake
+//! time, connections) and its accept loops (plain and TLS). It knows nothing of the
+//! daemon: it asks [`Sites`] (implemented by the composition root) which platform serves a
+//! domain, and it never reads a file to answer a request. It must not change state.
 
 use std::sync::Arc;
 use std::time::Duration;
