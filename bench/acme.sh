@@ -88,12 +88,16 @@ YAML
   "$bin" serve --config "$work/world.yaml" 2>>"$work/world.log" &
   pids+=($!)
 fi
+# External domains are looked up (their served SPF, at association) where the world sees
+# them: the world's DNS, not a dead address that would time each association out.
 if [ "$mode" = http01 ]; then
   web_http="\"127.0.0.1:$web_http_port\""
   http01=true
+  resolver=127.0.0.1:$world_dns_port
 else
   web_http=null
   http01=false
+  resolver=127.0.0.1:9
 fi
 cat > "$work/mailzone.yaml" <<YAML
 zones_dir: $work/zones
@@ -101,7 +105,7 @@ keys_dir: $work/keys
 dns: {listen: ["127.0.0.1:$dns_port"]}
 http: {listen: "127.0.0.1:$http_port", token: $token}
 log: {level: warn}
-diagnosis: {resolver: "127.0.0.1:9", interval_secs: 86400}
+diagnosis: {resolver: "$resolver", interval_secs: 86400}
 web:
   enabled: true
   http_listen: $web_http
