@@ -27,14 +27,23 @@ pub struct Answered {
     pub authoritative: bool,
     /// The answer section, RRSIGs included.
     pub answers: Vec<Record>,
+    /// The authority section of a negative answer: the NSEC/NSEC3 proof and the SOA, with
+    /// their RRSIGs (empty for a positive answer, whose NS set is not kept).
+    pub authority: Vec<Record>,
 }
 
 impl Answered {
     fn of(m: &Message) -> Self {
+        let negative = m.answers.is_empty();
         Self {
             rcode: m.metadata.response_code,
             authoritative: m.metadata.authoritative,
             answers: m.answers.clone(),
+            authority: if negative {
+                m.authorities.clone()
+            } else {
+                Vec::new()
+            },
         }
     }
 

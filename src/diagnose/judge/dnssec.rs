@@ -11,8 +11,10 @@
 //!
 //! Signatures are checked with hickory-proto's verifier (`Verifier::verify_rrsig` of the
 //! DNSKEY over the RFC 4034 §3.1.8.1 data) and DS digests with `DS::covers`: no crypto of our
-//! own. A zone configured here to be signed is never green while the parent has no DS. Not
-//! judged: denial of existence (NSEC proofs of absent records).
+//! own. A zone configured here to be signed is never green while the parent has no DS.
+//! Negative answers (the parent's "no DS", the domain's NODATA/NXDOMAIN for an asked record)
+//! count only with a signed NSEC/NSEC3 proof ([`denial`]). Not judged: the proof of no
+//! closer match behind an answer expanded from a wildcard.
 
 use std::collections::BTreeMap;
 
@@ -22,6 +24,8 @@ use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
 
 use super::*;
 use crate::diagnose::dnssec::{DnssecSeen, same_name, utc};
+
+mod denial;
 
 const CHECK: &str = "dnssec";
 
@@ -102,7 +106,11 @@ pub fn judge(subject: &Subject<'_>, seen: &DnssecSeen) -> Vec<Finding> {
         .iter()
         .filter_map(|k| ds_line(&domain, k))
         .collect();
+    let side = parent_side(seen, &domain, now);
     if with_ds.is_empty() {
+        if let ParentSide::Bogus(why) = side {
+            return vec![parent_bogus(subject, &parent_text, why, seen)];
+        }
         if !failed.is_empty() || sets.is_empty() {
             return vec![
                 Finding::new(
@@ -184,7 +192,7 @@ pub fn judge(subject: &Subject<'_>, seen: &DnssecSeen) -> Vec<Finding> {
             )]),
         );
     }
-    let parent_keys = match parent_side(seen, &domain, now) {
+    let parent_keys = match side {
         ParentSide::Signed(tags) => Some(tags),
         ParentSide::Unknown(why) => {
             out.push(
@@ -226,26 +234,7 @@ pub fn judge(subject: &Subject<'_>, seen: &DnssecSeen) -> Vec<Finding> {
             None
         }
         ParentSide::Bogus(why) => {
-            let servers = why.keys().cloned().collect::<Vec<_>>().join(", ");
-            out.push(
-                Finding::new(
-                    CHECK,
-                    "dnssec.parent_bogus",
-                    CheckStatus::Error,
-                    Severity::Error,
-                    format!(
-                        "bogus: the DS of {} does not validate with the keys of {parent_text} on {} of {} of its nameservers ({servers}): validators fail to resolve {}",
-                        subject.domain(),
-                        why.len(),
-                        seen.parent.keys.len().max(sets.len()),
-                        subject.domain()
-                    ),
-                )
-                .seen(why)
-                .fix(vec![format!(
-                    "; on the side of {parent_text}: its operator must serve one DNSKEY set on every nameserver and sign the zone again (signatures expired, not yet valid or made with a key it does not serve) on {servers}"
-                )]),
-            );
+            out.push(parent_bogus(subject, &parent_text, why, seen));
             None
         }
     };
@@ -272,6 +261,8 @@ pub fn judge(subject: &Subject<'_>, seen: &DnssecSeen) -> Vec<Finding> {
     let mut earliest: Option<u64> = None;
     let mut key_tags: Vec<u16> = Vec::new();
     let mut validated: Vec<String> = Vec::new();
+    // The absences proven, as `no NAME TYPE (NSEC)`.
+    let mut denied: Vec<String> = Vec::new();
     for (server, replies) in &seen.servers {
         let dnskey_reply = replies.get(&(subject.domain().to_string(), RecordType::DNSKEY));
         let answered = match dnskey_reply {
@@ -364,12 +355,32 @@ pub fn judge(subject: &Subject<'_>, seen: &DnssecSeen) -> Vec<Finding> {
             }
         }
         // Every other rrset answered, signed by a key of the validated DNSKEY set.
-        for ((_, qtype), reply) in replies {
+        for ((qname, qtype), reply) in replies {
             if *qtype == RecordType::DNSKEY {
                 continue;
             }
             let Ok(a) = reply else { continue };
             if !a.authoritative {
+                continue;
+            }
+            if let Ok(q) = Name::from_ascii(qname)
+                && !a.answers.iter().any(|r| same_name(&r.name, &q))
+            {
+                // A negative answer: the name or the type is absent, and a validator
+                // needs the signed proof of it.
+                let what = format!("{} {qtype}", qname.trim_end_matches('.'));
+                match denial::check(&domain, &q, *qtype, a, &keys, now) {
+                    Ok(kind) => {
+                        let line = format!("no {what} ({kind})");
+                        if !denied.contains(&line) {
+                            denied.push(line);
+                        }
+                    }
+                    Err(e) => bogus
+                        .entry(server.clone())
+                        .or_default()
+                        .push(format!("{what} is denied without a valid proof: {e}")),
+                }
                 continue;
             }
             let mut rrsets: BTreeMap<(String, u16), (Name, RecordType, Vec<&Record>)> =
@@ -516,14 +527,46 @@ pub fn judge(subject: &Subject<'_>, seen: &DnssecSeen) -> Vec<Finding> {
         CheckStatus::Ok,
         Severity::Info,
         format!(
-            "secure: the DS at {parent_text}, signed by its key {}, matches key {} served by all {} nameservers; DNSKEY and {} validate; earliest signature expiry in {days} days. Chain checked from the keys of {parent_text} down ({parent_text} and above not checked: no trust anchor configured)",
+            "secure: the DS at {parent_text}, signed by its key {}, matches key {} served by all {} nameservers; DNSKEY and {} validate{}; earliest signature expiry in {days} days. Chain checked from the keys of {parent_text} down ({parent_text} and above not checked: no trust anchor configured)",
             join_tags(&parent_tags),
             join_tags(&key_tags),
             seen.servers.len(),
-            validated.join(", ")
+            validated.join(", "),
+            if denied.is_empty() {
+                String::new()
+            } else {
+                format!("; proven absent: {}", denied.join(", "))
+            }
         ),
     ));
     out
+}
+
+/// The parent's side fails validation on some of its servers.
+fn parent_bogus(
+    subject: &Subject<'_>,
+    parent_text: &str,
+    why: BTreeMap<String, Vec<String>>,
+    seen: &DnssecSeen,
+) -> Finding {
+    let servers = why.keys().cloned().collect::<Vec<_>>().join(", ");
+    Finding::new(
+        CHECK,
+        "dnssec.parent_bogus",
+        CheckStatus::Error,
+        Severity::Error,
+        format!(
+            "bogus: what {parent_text} serves about the DS of {} does not validate with its keys on {} of {} of its nameservers ({servers}): validators fail to resolve {}",
+            subject.domain(),
+            why.len(),
+            seen.parent.keys.len().max(seen.parent.servers.len()),
+            subject.domain()
+        ),
+    )
+    .seen(why)
+    .fix(vec![format!(
+        "; on the side of {parent_text}: its operator must serve one DNSKEY set on every nameserver and sign the zone again (signatures expired, not yet valid, made with a key it does not serve, or a missing proof of no DS) on {servers}"
+    )])
 }
 
 fn join_tags(tags: &[u16]) -> String {
@@ -646,6 +689,21 @@ fn parent_side(seen: &DnssecSeen, domain: &Name, now: u64) -> ParentSide {
         }
         let records = a.rrset(domain, RecordType::DS);
         if records.is_empty() {
+            // No DS from a signed parent: a validator needs the proof that there is none,
+            // or it cannot tell the answer from a forged one.
+            for (keys, from) in &key_sets {
+                if let Err(e) = denial::check(parent, domain, RecordType::DS, a, keys, now) {
+                    let whose = if key_sets.len() > 1 {
+                        format!(" (with the DNSKEY set served by {})", from.join(", "))
+                    } else {
+                        String::new()
+                    };
+                    bogus
+                        .entry(server.clone())
+                        .or_default()
+                        .push(format!("no DS, and no valid proof of it: {e}{whose}"));
+                }
+            }
             continue;
         }
         let sigs = rrsigs(a, domain, RecordType::DS);
@@ -715,7 +773,12 @@ fn rrsigs<'a>(
     owner: &Name,
     rtype: RecordType,
 ) -> Vec<&'a RRSIG> {
-    a.answers
+    rrsigs_in(&a.answers, owner, rtype)
+}
+
+/// The RRSIGs among `records` that cover `owner`/`rtype`.
+fn rrsigs_in<'a>(records: &'a [Record], owner: &Name, rtype: RecordType) -> Vec<&'a RRSIG> {
+    records
         .iter()
         .filter(|r| same_name(&r.name, owner))
         .filter_map(|r| match &r.data {
@@ -944,6 +1007,7 @@ mod tests {
             rcode: ResponseCode::NoError,
             authoritative: true,
             answers: records,
+            authority: vec![],
         }
     }
 
