@@ -907,7 +907,9 @@ fn ds_line(domain: &Name, key: &DNSKEY) -> Option<String> {
 #[cfg(test)]
 mod tests {
     //! The judge on answers signed here with a real key: valid, expired, tampered, expiring,
-    //! missing DNSKEY. The verifier is hickory-proto's; these show it is asked.
+    //! missing DNSKEY; the parent's side (its DNSKEY set, its signature over the DS, its
+    //! proof of no DS); NSEC and NSEC3 proofs of negative answers. The verifier is
+    //! hickory-proto's; these show it is asked.
 
     use std::collections::BTreeMap;
 
@@ -1274,6 +1276,311 @@ mod tests {
         let f = only(&judged(&s), "dnssec.parent_bogus");
         assert!(f.seen[PARENT_NS][0].contains(PARENT_NS2), "{f:?}");
         assert!(f.seen[PARENT_NS2][0].contains(PARENT_NS), "{f:?}");
+    }
+
+    fn name(n: &str) -> Name {
+        Name::from_ascii(n).unwrap()
+    }
+
+    fn nsec(owner: &str, next: &str, types: &[RecordType]) -> Record {
+        Record::from_rdata(
+            name(owner),
+            60,
+            RData::DNSSEC(DNSSECRData::NSEC(hickory_proto::dnssec::rdata::NSEC::new(
+                name(next),
+                types.iter().copied(),
+            ))),
+        )
+    }
+
+    fn nsec3_hash(n: &str) -> Vec<u8> {
+        hickory_proto::dnssec::Nsec3HashAlgorithm::SHA1
+            .hash(&[], &name(n), 0)
+            .unwrap()
+            .as_ref()
+            .to_vec()
+    }
+
+    /// The NSEC3 (SHA-1, no salt, no extra iteration) of `owner` pointing to `next`.
+    fn nsec3(owner: &str, next: &str, types: &[RecordType]) -> Record {
+        let label = data_encoding::BASE32_DNSSEC.encode(&nsec3_hash(owner));
+        Record::from_rdata(
+            name(&format!("{label}.far.example.")),
+            60,
+            RData::DNSSEC(DNSSECRData::NSEC3(
+                hickory_proto::dnssec::rdata::NSEC3::new(
+                    hickory_proto::dnssec::Nsec3HashAlgorithm::SHA1,
+                    false,
+                    0,
+                    vec![],
+                    nsec3_hash(next),
+                    types.iter().copied(),
+                ),
+            )),
+        )
+    }
+
+    /// Each record as its own rrset, signed by `key` for `signer`.
+    fn signed_each(key: &ZoneKey, signer: &Name, records: Vec<Record>) -> Vec<Record> {
+        records
+            .into_iter()
+            .flat_map(|r| {
+                let sig = sign_as(
+                    key,
+                    signer,
+                    std::slice::from_ref(&r),
+                    NOW - DAY,
+                    NOW + 14 * DAY,
+                );
+                [r, sig]
+            })
+            .collect()
+    }
+
+    fn negative(rcode: ResponseCode, authority: Vec<Record>) -> Answered {
+        Answered {
+            rcode,
+            authoritative: true,
+            answers: vec![],
+            authority,
+        }
+    }
+
+    /// A secure world in which the domain's server answers `q`/`t` with `a`.
+    fn seen_with(k: &ZoneKey, q: &str, t: RecordType, a: Answered) -> DnssecSeen {
+        let mut s = seen(k, true, signed_soa(k));
+        s.servers
+            .get_mut(NS)
+            .unwrap()
+            .insert((q.to_string(), t), Ok(a));
+        s
+    }
+
+    const APEX_TYPES: &[RecordType] = &[
+        RecordType::SOA,
+        RecordType::NS,
+        RecordType::DNSKEY,
+        RecordType::NSEC,
+        RecordType::RRSIG,
+    ];
+
+    #[test]
+    fn a_nodata_with_a_signed_nsec_proof_is_secure_and_says_what_is_proven_absent() {
+        let k = key();
+        let proof = signed_each(
+            &k,
+            &origin(),
+            vec![nsec("far.example.", "mail.far.example.", APEX_TYPES)],
+        );
+        let s = seen_with(
+            &k,
+            "far.example.",
+            RecordType::MX,
+            negative(ResponseCode::NoError, proof),
+        );
+        let f = only(&judged(&s), "dnssec.ok");
+        assert!(
+            f.message
+                .contains("proven absent: no far.example MX (NSEC)"),
+            "{f:?}"
+        );
+    }
+
+    #[test]
+    fn a_negative_answer_without_a_proof_is_bogus() {
+        let k = key();
+        let s = seen_with(
+            &k,
+            "far.example.",
+            RecordType::MX,
+            negative(ResponseCode::NoError, signed_soa(&k)),
+        );
+        let f = only(&judged(&s), "dnssec.bogus");
+        assert!(f.seen[NS][0].contains("no NSEC or NSEC3 proof"), "{f:?}");
+    }
+
+    #[test]
+    fn an_nsec_that_lists_the_denied_type_is_bogus() {
+        let k = key();
+        let mut types = APEX_TYPES.to_vec();
+        types.push(RecordType::MX);
+        let proof = signed_each(
+            &k,
+            &origin(),
+            vec![nsec("far.example.", "mail.far.example.", &types)],
+        );
+        let s = seen_with(
+            &k,
+            "far.example.",
+            RecordType::MX,
+            negative(ResponseCode::NoError, proof),
+        );
+        let f = only(&judged(&s), "dnssec.bogus");
+        assert!(f.seen[NS][0].contains("lists MX"), "{f:?}");
+    }
+
+    #[test]
+    fn an_nsec_proof_signed_by_a_key_outside_the_dnskey_set_is_bogus() {
+        let k = key();
+        let proof = signed_each(
+            &key(),
+            &origin(),
+            vec![nsec("far.example.", "mail.far.example.", APEX_TYPES)],
+        );
+        let s = seen_with(
+            &k,
+            "far.example.",
+            RecordType::MX,
+            negative(ResponseCode::NoError, proof),
+        );
+        let f = only(&judged(&s), "dnssec.bogus");
+        assert!(f.seen[NS][0].contains("not in the DNSKEY set"), "{f:?}");
+    }
+
+    #[test]
+    fn an_nxdomain_with_nsec_covering_the_name_and_the_wildcard_is_secure() {
+        let k = key();
+        // In canonical order `*` and `_dmarc` both sort between the apex and `mail`.
+        let proof = signed_each(
+            &k,
+            &origin(),
+            vec![nsec("far.example.", "mail.far.example.", APEX_TYPES)],
+        );
+        let s = seen_with(
+            &k,
+            "_dmarc.far.example.",
+            RecordType::TXT,
+            negative(ResponseCode::NXDomain, proof),
+        );
+        let f = only(&judged(&s), "dnssec.ok");
+        assert!(
+            f.message.contains("no _dmarc.far.example TXT (NSEC)"),
+            "{f:?}"
+        );
+    }
+
+    #[test]
+    fn an_nxdomain_without_the_proof_of_no_wildcard_is_bogus() {
+        let k = key();
+        // `a` → `z` covers `m` but not `*` (which sorts before `a`).
+        let proof = signed_each(
+            &k,
+            &origin(),
+            vec![nsec(
+                "a.far.example.",
+                "z.far.example.",
+                &[RecordType::TXT, RecordType::NSEC, RecordType::RRSIG],
+            )],
+        );
+        let s = seen_with(
+            &k,
+            "m.far.example.",
+            RecordType::TXT,
+            negative(ResponseCode::NXDomain, proof),
+        );
+        let f = only(&judged(&s), "dnssec.bogus");
+        assert!(f.seen[NS][0].contains("no wildcard *.far.example"), "{f:?}");
+    }
+
+    #[test]
+    fn a_nodata_proven_by_a_matching_nsec3_is_secure() {
+        let k = key();
+        let proof = signed_each(
+            &k,
+            &origin(),
+            vec![nsec3("far.example.", "mail.far.example.", APEX_TYPES)],
+        );
+        let s = seen_with(
+            &k,
+            "far.example.",
+            RecordType::MX,
+            negative(ResponseCode::NoError, proof),
+        );
+        let f = only(&judged(&s), "dnssec.ok");
+        assert!(f.message.contains("no far.example MX (NSEC3)"), "{f:?}");
+    }
+
+    #[test]
+    fn an_nxdomain_proven_by_nsec3_closest_encloser_and_no_wildcard_is_secure() {
+        let k = key();
+        // A chain of two hashes (apex, mail) covers every other hash.
+        let proof = signed_each(
+            &k,
+            &origin(),
+            vec![
+                nsec3("far.example.", "mail.far.example.", APEX_TYPES),
+                nsec3(
+                    "mail.far.example.",
+                    "far.example.",
+                    &[RecordType::TXT, RecordType::RRSIG],
+                ),
+            ],
+        );
+        let s = seen_with(
+            &k,
+            "x.far.example.",
+            RecordType::TXT,
+            negative(ResponseCode::NXDomain, proof),
+        );
+        let f = only(&judged(&s), "dnssec.ok");
+        assert!(f.message.contains("no x.far.example TXT (NSEC3)"), "{f:?}");
+    }
+
+    #[test]
+    fn an_nxdomain_with_nsec3_but_no_closest_encloser_is_bogus() {
+        let k = key();
+        // Only the record of `mail`: nothing matches an ancestor of x.far.example.
+        let proof = signed_each(
+            &k,
+            &origin(),
+            vec![nsec3(
+                "mail.far.example.",
+                "far.example.",
+                &[RecordType::TXT, RecordType::RRSIG],
+            )],
+        );
+        let s = seen_with(
+            &k,
+            "x.far.example.",
+            RecordType::TXT,
+            negative(ResponseCode::NXDomain, proof),
+        );
+        let f = only(&judged(&s), "dnssec.bogus");
+        assert!(f.seen[NS][0].contains("closest encloser"), "{f:?}");
+    }
+
+    #[test]
+    fn no_ds_at_a_signed_parent_without_a_proof_is_bogus_not_insecure() {
+        let k = key();
+        let mut s = seen(&k, true, signed_soa(&k));
+        s.parent = parent(negative(ResponseCode::NoError, vec![]), Some(&parent_key()));
+        let findings = judged(&s);
+        let f = only(&findings, "dnssec.parent_bogus");
+        assert!(f.seen[PARENT_NS][0].contains("no valid proof"), "{f:?}");
+        assert!(
+            !findings.iter().any(|f| f.code == "dnssec.no_ds"),
+            "{findings:#?}"
+        );
+    }
+
+    #[test]
+    fn no_ds_at_a_signed_parent_with_its_nsec_proof_is_insecure() {
+        let k = key();
+        let pk = parent_key();
+        let mut s = seen(&k, true, signed_soa(&k));
+        let proof = signed_each(
+            &pk,
+            &parent_origin(),
+            vec![nsec(
+                "far.example.",
+                "zz.example.",
+                &[RecordType::NS, RecordType::NSEC, RecordType::RRSIG],
+            )],
+        );
+        s.parent = parent(negative(ResponseCode::NoError, proof), Some(&pk));
+        let findings = judged(&s);
+        let f = only(&findings, "dnssec.no_ds");
+        assert!(f.message.starts_with("insecure"), "{f:?}");
     }
 
     #[test]
