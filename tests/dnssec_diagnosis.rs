@@ -14,9 +14,10 @@ mod common;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use common::replicas::start_signed_replicas;
+use common::replicas::start_signed_replicas_tuned;
 use common::*;
 use mailzone::config::Config;
+use mailzone::dnssec::Denial;
 use serde_json::{Value, json};
 
 const DOMAIN: &str = "shop.parent.test";
@@ -52,6 +53,11 @@ fn start_at(addr: String, zones: &[(&str, &str)], tune: impl FnOnce(&mut Config)
 
 /// The world of network `127.0.net.0/24`, the parent signed (one key on both servers) or not.
 fn world(net: u8, parent_signed: bool) -> World {
+    world_with(net, parent_signed, Denial::Nsec)
+}
+
+/// [`world`], every signed zone (parent and domain) denying with `denial`.
+fn world_with(net: u8, parent_signed: bool, denial: Denial) -> World {
     let port = common::secondary::free_port(&format!("127.0.{net}.1"));
     let parent = parent_zone(net);
     let child = child_zone(net);
@@ -59,10 +65,11 @@ fn world(net: u8, parent_signed: bool) -> World {
         .map(|i| format!("127.0.{net}.{i}:{port}").parse().unwrap())
         .collect();
     let parents = if parent_signed {
-        start_signed_replicas(
+        start_signed_replicas_tuned(
             &parent_addrs,
             &[("parent.test.zone", &parent)],
             "parent.test",
+            |c| c.dnssec.denial = denial,
         )
     } else {
         parent_addrs
@@ -84,6 +91,7 @@ fn world(net: u8, parent_signed: bool) -> World {
         &[("shop.parent.test.zone", &child)],
         move |c| {
             c.dnssec.enabled = true;
+            c.dnssec.denial = denial;
             c.diagnosis.resolver = Some(resolver_addr);
             c.diagnosis.port = port;
             c.diagnosis.timeout_ms = 300;
@@ -139,6 +147,20 @@ impl World {
             );
             assert_eq!(status, 200, "{text}");
         }
+    }
+
+    /// Deletes an rrset of the domain's zone through the API of the daemon under test.
+    fn delete(&self, name: &str, rtype: &str) {
+        let op = json!({"op": "delete", "name": name, "type": rtype});
+        let body = json!({ "operations": [op] }).to_string();
+        let (status, text) = http(
+            self.d.http,
+            "PATCH",
+            &format!("/v1/zones/{DOMAIN}/records"),
+            Some(TOKEN),
+            Some(&body),
+        );
+        assert_eq!(status, 200, "{text}");
     }
 
     /// A fresh diagnosis through the API.
@@ -306,5 +328,41 @@ fn a_child_under_a_signed_parent_with_a_signed_ds_is_secure_and_says_where_the_c
             .contains("class=\"box green\" data-check=\"dnssec\""),
         "{}",
         w.status_page()
+    );
+}
+
+/// A record the check asks for is absent: the domain's signed proof of it is checked, and
+/// the secure finding says what is proven absent.
+fn an_absent_record_is_proven_absent_with(net: u8, denial: Denial, kind: &str) {
+    let w = world_with(net, true, denial);
+    w.put_ds(&w.ds_from_api());
+    w.delete(&format!("_dmarc.{DOMAIN}."), "TXT");
+    let f = w.finding("dnssec.ok");
+    let message = f["message"].as_str().unwrap();
+    assert!(
+        message.contains(&format!("proven absent: no _dmarc.{DOMAIN} TXT ({kind})")),
+        "{f}"
+    );
+}
+
+#[test]
+fn an_absent_dmarc_record_is_proven_absent_by_the_domain_nsec() {
+    an_absent_record_is_proven_absent_with(64, Denial::Nsec, "NSEC");
+}
+
+#[test]
+fn an_absent_dmarc_record_is_proven_absent_by_the_domain_nsec3() {
+    an_absent_record_is_proven_absent_with(65, Denial::Nsec3, "NSEC3");
+}
+
+#[test]
+fn no_ds_at_an_nsec3_signed_parent_is_insecure_with_its_proof_checked() {
+    // The parent's NSEC3 proof of no DS at the delegation holds: insecure (the DS to add is
+    // the fix), not bogus.
+    let w = world_with(66, true, Denial::Nsec3);
+    let f = w.finding("dnssec.no_ds");
+    assert!(
+        f["message"].as_str().unwrap().starts_with("insecure"),
+        "{f}"
     );
 }

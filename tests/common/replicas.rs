@@ -18,9 +18,20 @@ pub fn start_signed_replicas(
     zones: &[(&str, &str)],
     origin: &str,
 ) -> Vec<TestDaemon> {
+    start_signed_replicas_tuned(addrs, zones, origin, |_| {})
+}
+
+/// Like [`start_signed_replicas`], `more` adjusting every configuration (e.g. NSEC3).
+pub fn start_signed_replicas_tuned(
+    addrs: &[SocketAddr],
+    zones: &[(&str, &str)],
+    origin: &str,
+    more: impl Fn(&mut Config),
+) -> Vec<TestDaemon> {
     let tune = |c: &mut Config, addr: SocketAddr| {
         c.dns.listen = vec![addr];
         c.dnssec.enabled = true;
+        more(c);
     };
     let mut out = Vec::new();
     let Some((first, others)) = addrs.split_first() else {
