@@ -2,7 +2,8 @@
 //! `dnssec` check, CSK rollover by double DS and unsigning, each with a real parent.
 //!
 //! The world, all on loopback, one /24 of 127.0.0.0/8 per test: the parent zone
-//! `parent.test` served by two mailzone instances (`.1`, `.2`, same port), the daemon under
+//! `parent.test` served signed by two mailzone instances (`.1`, `.2`, same port, same key),
+//! the daemon under
 //! test (`.3`, same port) serving `shop.parent.test` signed, and a "resolver" (`.4`) that is
 //! one more mailzone serving copies of both zones, so that discovery (NS and addresses)
 //! works; `diagnosis.resolver` points at it. The test acts as the registrar: it puts DS
@@ -63,15 +64,16 @@ fn world(net: u8, second_child: bool, tune: impl FnOnce(&mut Config)) -> World {
     let port = common::secondary::free_port(&format!("127.0.{net}.1"));
     let parent = parent_zone(net, second_child);
     let child = child_zone(net, second_child);
-    let parents: Vec<TestDaemon> = (1..=2)
-        .map(|i| {
-            start_at(
-                format!("127.0.{net}.{i}:{port}"),
-                &[("parent.test.zone", &parent)],
-                |_| {},
-            )
-        })
+    // The parent is signed (one key on both servers): a DS only counts when the parent's
+    // keys sign it (tests/dnssec_diagnosis.rs has the unsigned and the bogus parent).
+    let parent_addrs: Vec<SocketAddr> = (1..=2)
+        .map(|i| format!("127.0.{net}.{i}:{port}").parse().unwrap())
         .collect();
+    let parents = common::replicas::start_signed_replicas(
+        &parent_addrs,
+        &[("parent.test.zone", &parent)],
+        "parent.test",
+    );
     let resolver = start_at(
         format!("127.0.{net}.4:0"),
         &[

@@ -1,6 +1,7 @@
-//! Gathering for the `dnssec` check: the parent's DS set, asked at each of the parent zone's
-//! nameservers directly, and what each nameserver of the domain serves with the DO bit
-//! (DNSKEY, and the SOA, MX and mail TXT rrsets with their RRSIGs).
+//! Gathering for the `dnssec` check: the parent's DS set and the parent's own DNSKEY set
+//! (both with their RRSIGs), asked at each of the parent zone's nameservers directly, and
+//! what each nameserver of the domain serves with the DO bit (DNSKEY, and the SOA, MX and
+//! mail TXT rrsets with their RRSIGs).
 //!
 //! This module keeps the raw records (the judge verifies signatures over them) and
 //! concludes nothing: [`super::judge`] does, with hickory-proto's verifier. It is also what
@@ -26,14 +27,23 @@ pub struct Answered {
     pub authoritative: bool,
     /// The answer section, RRSIGs included.
     pub answers: Vec<Record>,
+    /// The authority section of a negative answer: the NSEC/NSEC3 proof and the SOA, with
+    /// their RRSIGs (empty for a positive answer, whose NS set is not kept).
+    pub authority: Vec<Record>,
 }
 
 impl Answered {
     fn of(m: &Message) -> Self {
+        let negative = m.answers.is_empty();
         Self {
             rcode: m.metadata.response_code,
             authoritative: m.metadata.authoritative,
             answers: m.answers.clone(),
+            authority: if negative {
+                m.authorities.clone()
+            } else {
+                Vec::new()
+            },
         }
     }
 
@@ -90,6 +100,9 @@ pub struct ParentDs {
     pub error: Option<String>,
     /// Each parent nameserver address (`ns (ip)`) and its answer to `domain DS`.
     pub servers: BTreeMap<String, Reply>,
+    /// The same servers' answers to `parent DNSKEY` (with DO=1), when the diagnosis asked
+    /// for them ([`gather`]); empty for [`parent_ds`], which only the DS set matters to.
+    pub keys: BTreeMap<String, Reply>,
     pub queries: u32,
 }
 
@@ -153,6 +166,18 @@ pub async fn parent_ds(
     per_server: &(dyn Fn(SocketAddr) -> Arc<Semaphore> + Sync),
     deadline: tokio::time::Instant,
 ) -> ParentDs {
+    parent_side(prober, domain, per_server, deadline, false).await
+}
+
+/// [`parent_ds`], and with `keys` the parent zone's DNSKEY set at each of the same servers
+/// (what a validator checks the DS set's RRSIGs with).
+async fn parent_side(
+    prober: &Prober,
+    domain: &Name,
+    per_server: &(dyn Fn(SocketAddr) -> Arc<Semaphore> + Sync),
+    deadline: tokio::time::Instant,
+    keys: bool,
+) -> ParentDs {
     let mut out = ParentDs::default();
     let mut domain = domain.clone();
     domain.set_fqdn(true);
@@ -179,37 +204,59 @@ pub async fn parent_ds(
             }
         }
     };
-    out.parent = Some(candidate);
+    out.parent = Some(candidate.clone());
+    let mut questions = vec![(domain.clone(), RecordType::DS)];
+    if keys {
+        questions.push((candidate, RecordType::DNSKEY));
+    }
     let mut set = tokio::task::JoinSet::new();
     for ns in &nameservers {
         if ns.addresses.is_empty() {
-            out.servers.insert(
-                format!("{} (no address)", ns.name),
-                Err("no address".into()),
-            );
+            let label = format!("{} (no address)", ns.name);
+            out.servers.insert(label.clone(), Err("no address".into()));
+            if keys {
+                out.keys.insert(label, Err("no address".into()));
+            }
             continue;
         }
         for addr in &ns.addresses {
             let label = format!("{} ({})", ns.name, addr.ip());
-            out.servers.insert(
-                label.clone(),
-                Err("no answer within the diagnosis budget".into()),
-            );
-            let (prober, slots, addr, domain) =
-                (prober.clone(), per_server(*addr), *addr, domain.clone());
-            set.spawn(async move {
-                let _slot = slots.acquire_owned().await;
-                let reply = prober
-                    .query_dnssec(addr, &domain, RecordType::DS)
-                    .await
-                    .map(|m| Answered::of(&m))
-                    .map_err(|e| e.to_string());
-                (label, reply)
-            });
+            for (qname, rtype) in &questions {
+                let answers = if *rtype == RecordType::DS {
+                    &mut out.servers
+                } else {
+                    &mut out.keys
+                };
+                answers.insert(
+                    label.clone(),
+                    Err("no answer within the diagnosis budget".into()),
+                );
+                let (prober, slots, addr, qname, rtype, label) = (
+                    prober.clone(),
+                    per_server(*addr),
+                    *addr,
+                    qname.clone(),
+                    *rtype,
+                    label.clone(),
+                );
+                set.spawn(async move {
+                    let _slot = slots.acquire_owned().await;
+                    let reply = prober
+                        .query_dnssec(addr, &qname, rtype)
+                        .await
+                        .map(|m| Answered::of(&m))
+                        .map_err(|e| e.to_string());
+                    (label, rtype, reply)
+                });
+            }
         }
     }
-    out.queries += collect(&mut set, deadline, |(label, reply)| {
-        out.servers.insert(label, reply);
+    out.queries += collect(&mut set, deadline, |(label, rtype, reply)| {
+        if rtype == RecordType::DS {
+            out.servers.insert(label, reply);
+        } else {
+            out.keys.insert(label, reply);
+        }
     })
     .await;
     out
@@ -228,8 +275,8 @@ pub struct DnssecSeen {
     pub checked_at: u64,
 }
 
-/// Asks the parent's servers for the DS set and every nameserver of `domain` each question
-/// (with DO=1), within `deadline`.
+/// Asks the parent's servers for the DS set and the parent's DNSKEY set, and every
+/// nameserver of `domain` each question (all with DO=1), within `deadline`.
 pub async fn gather(
     prober: &Prober,
     domain: &Name,
@@ -238,7 +285,7 @@ pub async fn gather(
     deadline: tokio::time::Instant,
 ) -> DnssecSeen {
     let mut out = DnssecSeen {
-        parent: parent_ds(prober, domain, per_server, deadline).await,
+        parent: parent_side(prober, domain, per_server, deadline, true).await,
         checked_at: crate::zone::set::unix_now(),
         ..Default::default()
     };

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod pebble;
+pub mod replicas;
 pub mod secondary;
 
 use std::io::{BufRead, BufReader, Read, Write};

@@ -1,0 +1,96 @@
+//! Several daemons serving the same zones signed with the same keys, as the nameservers of a
+//! signed parent zone do (one signer, its keys and state copied to the others), each on its
+//! own loopback address.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use mailzone::config::Config;
+
+use super::{TestDaemon, dig, test_config};
+
+/// Starts one daemon per address serving `zones` (file name, text) signed (DNSSEC on): the
+/// first generates the keys of `origin`; the others start from a copy of its `keys/dnssec`
+/// and `zones/dnssec` folders, so that all serve the same DNSKEY set.
+pub fn start_signed_replicas(
+    addrs: &[SocketAddr],
+    zones: &[(&str, &str)],
+    origin: &str,
+) -> Vec<TestDaemon> {
+    start_signed_replicas_tuned(addrs, zones, origin, |_| {})
+}
+
+/// Like [`start_signed_replicas`], `more` adjusting every configuration (e.g. NSEC3).
+pub fn start_signed_replicas_tuned(
+    addrs: &[SocketAddr],
+    zones: &[(&str, &str)],
+    origin: &str,
+    more: impl Fn(&mut Config),
+) -> Vec<TestDaemon> {
+    let tune = |c: &mut Config, addr: SocketAddr| {
+        c.dns.listen = vec![addr];
+        c.dnssec.enabled = true;
+        more(c);
+    };
+    let mut out = Vec::new();
+    let Some((first, others)) = addrs.split_first() else {
+        return out;
+    };
+    let signer = TestDaemon::start_tuned(zones, |c| tune(c, *first));
+    // The keys are made when the zone is first signed: wait until its DNSKEY is served.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while dig(signer.dns, &["+short", "+norec", origin, "DNSKEY"])
+        .trim()
+        .is_empty()
+    {
+        assert!(Instant::now() < deadline, "{origin} never served a DNSKEY");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    for addr in others {
+        let dir = tempfile::tempdir().unwrap();
+        let zones_dir = dir.path().join("zones");
+        std::fs::create_dir(&zones_dir).unwrap();
+        for (name, text) in zones {
+            std::fs::write(zones_dir.join(name), text).unwrap();
+        }
+        let keys = dir.path().join("keys");
+        std::fs::create_dir(&keys).unwrap();
+        std::fs::set_permissions(
+            &keys,
+            std::fs::metadata(signer.dir.path().join("keys"))
+                .unwrap()
+                .permissions(),
+        )
+        .unwrap();
+        copy_tree(
+            &signer.dir.path().join("keys/dnssec"),
+            &dir.path().join("keys/dnssec"),
+        );
+        copy_tree(
+            &signer.dir.path().join("zones/dnssec"),
+            &dir.path().join("zones/dnssec"),
+        );
+        let mut config = test_config(dir.path());
+        tune(&mut config, *addr);
+        out.push(TestDaemon::run(dir, config));
+    }
+    out.insert(0, signer);
+    out
+}
+
+/// Copies a folder with its files and their modes.
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    std::fs::set_permissions(to, std::fs::metadata(from).unwrap().permissions()).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_tree(&entry.path(), &target);
+        } else {
+            // std::fs::copy keeps the mode (0600 for keys).
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
