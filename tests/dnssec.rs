@@ -1526,3 +1526,132 @@ fn deleting_a_signed_zone_leaves_no_rollover_nor_resign_job_nor_series() {
     assert!(jobs().is_empty(), "{:?}", jobs());
     assert!(next_rollover_series(&d, "example.test.").is_empty());
 }
+
+/// Stops `d`, lets `edit` change its zones folder, and starts a daemon on it again.
+fn restart_after_editing(d: TestDaemon, edit: impl FnOnce(&std::path::Path)) -> TestDaemon {
+    let mut config = d.daemon().shared().config.clone();
+    config.dns.listen = vec![std::net::SocketAddr::from(([127, 0, 0, 1], 0))];
+    config.http.listen = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+    let zones = d.zones_dir();
+    let mut d = d;
+    let dir = std::mem::replace(&mut d.dir, tempfile::tempdir().unwrap());
+    drop(d);
+    edit(&zones);
+    TestDaemon::run(dir, config)
+}
+
+fn signatures_made(d: &TestDaemon) -> f64 {
+    let (_, metrics) = http(d.http, "GET", "/metrics", Some(TOKEN), None);
+    metric(&metrics, "mailzone_dnssec_signatures_total")
+}
+
+fn served_journal_len(d: &TestDaemon) -> usize {
+    let origin = hickory_proto::rr::Name::from_ascii("example.test.").unwrap();
+    d.daemon()
+        .shared()
+        .zones
+        .load()
+        .get(&origin)
+        .unwrap()
+        .journal()
+        .len()
+}
+
+#[test]
+fn a_restart_keeps_the_journal_that_leads_to_the_stored_signed_version() {
+    let d = signed_daemon();
+    let kept = served_journal_len(&d);
+    assert!(kept >= 1, "the first signing is a journal step");
+    let d = d.restart();
+    assert_eq!(signatures_made(&d), 0.0);
+    assert_eq!(served_journal_len(&d), kept, "IXFR still reaches back");
+}
+
+/// FNV-1a 64, the signatures file's checksum.
+fn fnv(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in bytes {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}
+
+#[test]
+fn a_restart_reads_signatures_stored_in_the_first_format_without_signing_again() {
+    let d = signed_daemon();
+    let kept = served_journal_len(&d);
+    let before = dig(d.dns, &["+short", "+dnssec", "example.test", "SOA"]);
+    let d = restart_after_editing(d, |zones| {
+        // Version 2 → version 1: the same without the zone digest after the user digest.
+        let path = zones.join("example.test.signed");
+        let v2 = std::fs::read(&path).unwrap();
+        let magic = b"mailzone-signed 2\n";
+        assert!(v2.starts_with(magic));
+        let body = &v2[magic.len()..v2.len() - 8];
+        let mut v1 = b"mailzone-signed 1\n".to_vec();
+        v1.extend_from_slice(&body[..12]);
+        v1.extend_from_slice(&body[20..]);
+        let sum = fnv(&v1);
+        v1.extend_from_slice(&sum.to_be_bytes());
+        std::fs::write(&path, v1).unwrap();
+    });
+    assert_eq!(signatures_made(&d), 0.0);
+    assert_eq!(
+        dig(d.dns, &["+short", "+dnssec", "example.test", "SOA"]),
+        before
+    );
+    assert_eq!(served_journal_len(&d), kept);
+}
+
+#[test]
+fn a_zone_file_with_a_duplicate_record_still_restarts_from_its_stored_signatures() {
+    let d = signed_daemon();
+    let before = dig(d.dns, &["+short", "+dnssec", "example.test", "SOA"]);
+    let d = restart_after_editing(d, |zones| {
+        // A duplicate is merged by the build (RFC 2181 §5): the zone is the same one.
+        let path = zones.join("example.test.zone");
+        let mut text = std::fs::read_to_string(&path).unwrap();
+        text.push_str("\nns1.example.test. 3600 IN A 192.0.2.1\n");
+        std::fs::write(&path, text).unwrap();
+    });
+    assert_eq!(signatures_made(&d), 0.0);
+    assert_eq!(
+        dig(d.dns, &["+short", "+dnssec", "example.test", "SOA"]),
+        before
+    );
+}
+
+#[test]
+fn a_zone_file_changed_by_hand_while_stopped_is_signed_again_at_start() {
+    if !tool("dnssec-verify") {
+        return;
+    }
+    let d = signed_daemon();
+    let d = restart_after_editing(d, |zones| {
+        let path = zones.join("example.test.zone");
+        let text = std::fs::read_to_string(&path)
+            .unwrap()
+            .replace("192.0.2.1\n", "192.0.2.111\n");
+        std::fs::write(&path, text).unwrap();
+    });
+    assert!(signatures_made(&d) > 0.0, "the changed records are signed");
+    assert_eq!(
+        dig(d.dns, &["+short", "ns1.example.test", "A"]).trim(),
+        "192.0.2.111"
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("z");
+    std::fs::write(&file, axfr(&d)).unwrap();
+    let out = Command::new("dnssec-verify")
+        .args(["-z", "-o", "example.test"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.contains("Zone fully signed"),
+        "{text}"
+    );
+}

@@ -876,7 +876,54 @@ impl Shared {
     /// Call with the writer lock held.
     pub(super) async fn sign_zones_locked(&self) {
         let zones = self.zones.load().zones();
+        self.preload_keys(&zones);
         self.bring_to_policy(zones).await;
+    }
+
+    /// Loads the keys (state file, key files) of every zone of `zones` not loaded yet, on
+    /// every core: at start, 10,000 zones' keys read one after the other were a large part
+    /// of a restart. What is loaded (or why it cannot be) is cached as
+    /// [`Shared::signing_keys`] would cache it.
+    fn preload_keys(&self, zones: &[Arc<Zone>]) {
+        let missing: Vec<Name> = {
+            let cache = self.dnssec_keys.lock().unwrap_or_else(|p| p.into_inner());
+            zones
+                .iter()
+                .map(|z| z.origin().clone())
+                .filter(|o| !cache.contains_key(o))
+                .filter(|o| self.catalog_name().is_none_or(|c| c != *o))
+                .filter(|o| keys::state_file(&self.config.zones_dir, o).exists())
+                .collect()
+        };
+        let threads = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .min(missing.len().div_ceil(64))
+            .max(1);
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let loaded: Vec<(Name, Result<Arc<ZoneKeys>, String>)> = std::thread::scope(|scope| {
+            let workers: Vec<_> = (0..threads)
+                .map(|_| {
+                    scope.spawn(|| {
+                        let mut mine = Vec::new();
+                        loop {
+                            let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            let Some(origin) = missing.get(i) else {
+                                return mine;
+                            };
+                            mine.push((origin.clone(), self.load_keys(origin).map(Arc::new)));
+                        }
+                    })
+                })
+                .collect();
+            workers
+                .into_iter()
+                .flat_map(|w| w.join().unwrap_or_default())
+                .collect()
+        });
+        let mut cache = self.dnssec_keys.lock().unwrap_or_else(|p| p.into_inner());
+        for (origin, keys) in loaded {
+            cache.entry(origin).or_insert(keys);
+        }
     }
 
     async fn bring_to_policy(&self, zones: Vec<Arc<Zone>>) {

@@ -269,6 +269,11 @@ fn sort_records(records: &mut [Record]) {
 }
 
 impl Journal {
+    /// [`zone_digest`] of the zone this journal belongs to, when known.
+    pub fn digest(&self) -> Option<u64> {
+        self.digest
+    }
+
     /// The steps kept, oldest first.
     pub fn steps(&self) -> impl Iterator<Item = &Step> {
         self.steps.iter().map(|s| s.as_ref())
@@ -540,6 +545,20 @@ fn parse_record(text: &str, origin: &Name, line: usize) -> Result<Record, String
 }
 
 impl Zone {
+    /// Records what [`zone_digest`] of this zone is, as stored with its signatures (a
+    /// load then need not format every record to match its journal).
+    pub(super) fn set_known_digest(&mut self, digest: u64) {
+        self.journal = Arc::new(Journal {
+            steps: VecDeque::new(),
+            digest: Some(digest),
+        });
+    }
+
+    /// [`zone_digest`] of this zone: the journal's when it knows it.
+    pub fn journal_digest(&self) -> u64 {
+        self.journal.digest.unwrap_or_else(|| zone_digest(self))
+    }
+
     /// The journal this version carries.
     pub fn journal(&self) -> &Journal {
         &self.journal
@@ -652,7 +671,8 @@ impl Zone {
         mut journal: Journal,
         limits: &JournalLimits,
     ) -> Result<usize, String> {
-        let digest = zone_digest(self);
+        // Known when the stored signatures said what it was (no pass over every record).
+        let digest = self.journal.digest.unwrap_or_else(|| zone_digest(self));
         let soa = record_line(self.soa());
         let keep = journal
             .steps

@@ -18,7 +18,7 @@ use serde::Serialize;
 use super::compiled::{WireName, wire_key};
 use super::journal::{Followed, Journal, JournalLimits};
 use super::writer::name_text;
-use super::{Zone, label_count};
+use super::{Zone, ZoneError, label_count};
 use crate::durable::{self, FileChange};
 
 /// How one zone file fared at the last (re)load.
@@ -409,7 +409,7 @@ fn load_one(
     let loaded = read_bounded(&file, max_file_bytes)
         .map_err(|e| format!("{shown}{e}"))
         .and_then(|text| {
-            Zone::from_zone_file_text(&origin, &text).map_err(|e| {
+            load_zone(&origin, &text, &file, max_file_bytes).map_err(|e| {
                 // The message goes to the log and /v1/status: bounded, whatever the file
                 // holds.
                 let message = bounded(&e.message);
@@ -423,7 +423,6 @@ fn load_one(
     let old_status = previous_statuses.get(&file);
     match loaded {
         Ok(mut zone) => {
-            zone = attach_signatures(zone, &file, max_file_bytes);
             let served = previous.and_then(|p| p.get(&origin));
             let journal =
                 attach_journal(&mut zone, &file, served.as_deref(), limits, max_file_bytes);
@@ -589,29 +588,63 @@ fn attach_journal(
     }
 }
 
-/// The zone with its stored DNSSEC records (`<zone>.signed`) when they were made for exactly
-/// this zone file; otherwise the zone as the file has it (the daemon signs it again).
-fn attach_signatures(zone: Zone, file: &Path, max_file_bytes: u64) -> Zone {
+/// A zone file's zone, with its stored DNSSEC records (`<zone>.signed`) when they were made
+/// for exactly this zone file; otherwise the zone as the file has it (the daemon signs it
+/// again). The common case (signatures for this very file) builds the zone once.
+fn load_zone(
+    origin: &Name,
+    text: &str,
+    file: &Path,
+    max_file_bytes: u64,
+) -> Result<Zone, ZoneError> {
+    let records = super::signed::zone_file_records(origin, text)?;
     let path = super::signed::signatures_file_for(file);
-    let bytes = match std::fs::metadata(&path) {
-        Ok(m) if m.len() <= max_file_bytes.saturating_mul(4) => match std::fs::read(&path) {
+    let Some(stored) = read_signatures(&path, max_file_bytes) else {
+        return Zone::build(origin.clone(), records);
+    };
+    match Zone::build_with_stored(origin, records, stored) {
+        Ok(Ok(zone)) => Ok(zone),
+        Ok(Err(e)) => {
+            // The file's records alone may be at fault: building them alone says which line.
+            let zone = Zone::from_zone_file_text(origin, text)?;
+            tracing::warn!(file = %path.display(), reason = %bounded(&e.to_string()), "stored signatures not used; the zone is signed again");
+            Ok(zone)
+        }
+        Err((records, stored)) => {
+            let zone = Zone::build(origin.clone(), records)?;
+            match zone.with_stored(stored) {
+                Ok(signed) => Ok(signed),
+                Err(reason) => {
+                    tracing::warn!(file = %path.display(), reason = %bounded(&reason), "stored signatures not used; the zone is signed again");
+                    Ok(zone)
+                }
+            }
+        }
+    }
+}
+
+/// A signatures file, decoded; `None` when there is none or it cannot be used (said in the
+/// log).
+fn read_signatures(path: &Path, max_file_bytes: u64) -> Option<super::signed::Stored> {
+    let bytes = match std::fs::metadata(path) {
+        Ok(m) if m.len() <= max_file_bytes.saturating_mul(4) => match std::fs::read(path) {
             Ok(b) => b,
             Err(e) => {
                 tracing::warn!(file = %path.display(), error = %e, "signatures not read; the zone is signed again");
-                return zone;
+                return None;
             }
         },
         Ok(_) => {
             tracing::warn!(file = %path.display(), "signatures file too large; the zone is signed again");
-            return zone;
+            return None;
         }
-        Err(_) => return zone,
+        Err(_) => return None,
     };
-    match super::signed::decode(&bytes).and_then(|stored| zone.with_stored(stored)) {
-        Ok(signed) => signed,
+    match super::signed::decode(&bytes) {
+        Ok(stored) => Some(stored),
         Err(reason) => {
             tracing::warn!(file = %path.display(), reason = %bounded(&reason), "stored signatures not used; the zone is signed again");
-            zone
+            None
         }
     }
 }
