@@ -1655,3 +1655,28 @@ fn a_zone_file_changed_by_hand_while_stopped_is_signed_again_at_start() {
         "{text}"
     );
 }
+
+#[test]
+fn a_damaged_journal_found_when_first_needed_after_a_restart_is_dropped_and_the_zone_served() {
+    let d = signed_daemon();
+    let before = dig(d.dns, &["+short", "+dnssec", "example.test", "SOA"]);
+    let d = restart_after_editing(d, |zones| {
+        // Its last step still names the zone's version, so the start does not parse it;
+        // the checksum says it is damaged when it is read.
+        let path = zones.join("example.test.journal");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let end = text.rfind("$END ").unwrap();
+        let damaged = format!("{}$END 0000000000000000\n", &text[..end]);
+        std::fs::write(&path, damaged).unwrap();
+    });
+    assert_eq!(
+        dig(d.dns, &["+short", "+dnssec", "example.test", "SOA"]),
+        before
+    );
+    assert_eq!(
+        served_journal_len(&d),
+        0,
+        "dropped: IXFR falls back to AXFR"
+    );
+    assert_eq!(signatures_made(&d), 0.0);
+}

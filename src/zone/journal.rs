@@ -121,6 +121,83 @@ pub struct Journal {
     digest: Option<u64>,
 }
 
+/// Reads a zone's journal file when it is first needed (given by the loader: this module
+/// does no I/O itself).
+pub type JournalReader = Box<dyn Fn() -> Result<String, String> + Send + Sync>;
+
+/// A journal file found at start to lead to its zone's version (its last step's digest is
+/// the zone's), not parsed until something needs its steps (IXFR, the next change).
+pub struct PendingJournal {
+    read: JournalReader,
+    origin: Name,
+    digest: u64,
+    limits: JournalLimits,
+}
+
+/// The journal a zone version carries: ready, or pending (read and parsed once, on first
+/// use; a file found damaged then is dropped, and IXFR falls back to a full transfer).
+#[derive(Clone, Default)]
+pub struct JournalSlot {
+    ready: std::sync::OnceLock<Arc<Journal>>,
+    pending: Option<Arc<PendingJournal>>,
+}
+
+impl std::fmt::Debug for JournalSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JournalSlot")
+            .field("ready", &self.ready.get())
+            .field("pending", &self.pending.is_some())
+            .finish()
+    }
+}
+
+impl JournalSlot {
+    fn of(journal: Journal) -> Self {
+        let ready = std::sync::OnceLock::new();
+        let _ = ready.set(Arc::new(journal));
+        Self {
+            ready,
+            pending: None,
+        }
+    }
+
+    /// [`zone_digest`] of the zone, when known, without reading a pending journal.
+    fn digest(&self) -> Option<u64> {
+        match (self.ready.get(), &self.pending) {
+            (Some(j), _) => j.digest,
+            (None, Some(p)) => Some(p.digest),
+            (None, None) => None,
+        }
+    }
+
+    fn get(&self) -> &Arc<Journal> {
+        self.ready.get_or_init(|| {
+            let Some(p) = &self.pending else {
+                return Arc::default();
+            };
+            let read = (p.read)()
+                .and_then(|text| Journal::parse(&text, &p.origin))
+                .and_then(|mut journal| {
+                    let keep = journal
+                        .steps
+                        .iter()
+                        .rposition(|s| s.digest == p.digest)
+                        .ok_or("it no longer leads to the zone's version")?;
+                    journal.steps.truncate(keep + 1);
+                    Ok(journal)
+                });
+            let mut journal = read.unwrap_or_else(|reason| {
+                tracing::warn!(zone = %name_text(&p.origin), reason = %reason, "journal dropped: IXFR falls back to a full transfer for older serials");
+                Journal::default()
+            });
+            journal.digest = Some(p.digest);
+            let current = journal.steps.back().map_or(0, |s| s.to_serial());
+            journal.bound(&p.limits, current);
+            Arc::new(journal)
+        })
+    }
+}
+
 /// What [`Zone::follow`] did to the journal.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Followed {
@@ -548,20 +625,42 @@ impl Zone {
     /// Records what [`zone_digest`] of this zone is, as stored with its signatures (a
     /// load then need not format every record to match its journal).
     pub(super) fn set_known_digest(&mut self, digest: u64) {
-        self.journal = Arc::new(Journal {
+        self.journal = JournalSlot::of(Journal {
             steps: VecDeque::new(),
             digest: Some(digest),
         });
     }
 
-    /// [`zone_digest`] of this zone: the journal's when it knows it.
-    pub fn journal_digest(&self) -> u64 {
-        self.journal.digest.unwrap_or_else(|| zone_digest(self))
+    /// Whether the digest of this zone is known without a pass over its records.
+    pub(super) fn known_digest(&self) -> Option<u64> {
+        self.journal.digest()
     }
 
-    /// The journal this version carries.
+    /// Gives this zone (just loaded, its digest known) the journal file `read` returns,
+    /// parsed only when first needed: the caller found its last step leads to this version.
+    pub(super) fn defer_journal(&mut self, read: JournalReader, limits: &JournalLimits) {
+        let Some(digest) = self.journal.digest() else {
+            return;
+        };
+        self.journal = JournalSlot {
+            ready: std::sync::OnceLock::new(),
+            pending: Some(Arc::new(PendingJournal {
+                read,
+                origin: self.origin.clone(),
+                digest,
+                limits: *limits,
+            })),
+        };
+    }
+
+    /// [`zone_digest`] of this zone: the journal's when it knows it.
+    pub fn journal_digest(&self) -> u64 {
+        self.journal.digest().unwrap_or_else(|| zone_digest(self))
+    }
+
+    /// The journal this version carries (a journal pending since start is read now).
     pub fn journal(&self) -> &Journal {
-        &self.journal
+        self.journal.get()
     }
 
     /// Makes this zone (a new version, not yet served) the successor of `previous` (the
@@ -602,7 +701,7 @@ impl Zone {
         diff: impl FnOnce(&Zone, &Zone) -> (Vec<Record>, Vec<Record>),
     ) -> Followed {
         let Some(previous) = previous else {
-            self.journal = Arc::new(Journal {
+            self.journal = JournalSlot::of(Journal {
                 steps: VecDeque::new(),
                 digest: Some(zone_digest(self)),
             });
@@ -611,25 +710,25 @@ impl Zone {
         let (old, new) = (previous.serial(), self.serial());
         let old_digest = previous
             .journal
-            .digest
+            .digest()
             .unwrap_or_else(|| zone_digest(previous));
         if old == new {
             let digest = zone_digest(self);
             if digest == old_digest {
-                self.journal = Arc::new(Journal {
-                    steps: previous.journal.steps.clone(),
+                self.journal = JournalSlot::of(Journal {
+                    steps: previous.journal().steps.clone(),
                     digest: Some(digest),
                 });
                 return Followed::Unchanged;
             }
-            self.journal = Arc::new(Journal {
+            self.journal = JournalSlot::of(Journal {
                 steps: VecDeque::new(),
                 digest: Some(digest),
             });
             return Followed::Reset(format!("the zone changed but its serial stayed {new}"));
         }
         if !serial_gt(new, old) {
-            self.journal = Arc::new(Journal {
+            self.journal = JournalSlot::of(Journal {
                 steps: VecDeque::new(),
                 digest: Some(zone_digest(self)),
             });
@@ -654,12 +753,12 @@ impl Zone {
             digest,
         );
         let mut journal = Journal {
-            steps: previous.journal.steps.clone(),
+            steps: previous.journal().steps.clone(),
             digest: Some(digest),
         };
         journal.steps.push_back(Arc::new(step));
         journal.bound(limits, new);
-        self.journal = Arc::new(journal);
+        self.journal = JournalSlot::of(journal);
         Followed::Appended
     }
 
@@ -672,7 +771,7 @@ impl Zone {
         limits: &JournalLimits,
     ) -> Result<usize, String> {
         // Known when the stored signatures said what it was (no pass over every record).
-        let digest = self.journal.digest.unwrap_or_else(|| zone_digest(self));
+        let digest = self.journal.digest().unwrap_or_else(|| zone_digest(self));
         let soa = record_line(self.soa());
         let keep = journal
             .steps
@@ -691,7 +790,7 @@ impl Zone {
         journal.steps.truncate(journal.steps.len() - dropped);
         journal.digest = Some(digest);
         journal.bound(limits, self.serial());
-        self.journal = Arc::new(journal);
+        self.journal = JournalSlot::of(journal);
         Ok(dropped)
     }
 
@@ -706,7 +805,7 @@ impl Zone {
         if !serial_gt(current, client_serial) {
             return IxfrPlan::Full;
         }
-        let steps = &self.journal.steps;
+        let steps = &self.journal().steps;
         let mut starts = steps
             .iter()
             .enumerate()

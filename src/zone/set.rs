@@ -571,6 +571,22 @@ fn attach_journal(
     if !path.is_file() {
         return None;
     }
+    // The zone's digest is known (from its stored signatures): when the journal's last step
+    // leads to it, the journal is parsed only when first needed (IXFR, the next change),
+    // not for every zone at start.
+    if let Some(digest) = zone.known_digest()
+        && last_step_digest(&path, max_file_bytes) == Some(digest)
+    {
+        let reader_path = path.clone();
+        zone.defer_journal(
+            Box::new(move || {
+                read_bounded(&reader_path, max_file_bytes)
+                    .map_err(|e| e.trim_start_matches(':').trim().to_string())
+            }),
+            limits,
+        );
+        return None;
+    }
     let read = read_bounded(&path, max_file_bytes)
         .map_err(|e| e.trim_start_matches(':').trim().to_string())
         .and_then(|text| Journal::parse(&text, zone.origin()))
@@ -646,6 +662,42 @@ fn read_signatures(path: &Path, max_file_bytes: u64) -> Option<super::signed::St
             tracing::warn!(file = %path.display(), reason = %bounded(&reason), "stored signatures not used; the zone is signed again");
             None
         }
+    }
+}
+
+/// The digest of the last step of a journal file (its `$STEP TIME DIGEST` line), read from
+/// the file's end; `None` when it cannot be found there.
+fn last_step_digest(path: &Path, max_file_bytes: u64) -> Option<u64> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut f = std::fs::File::open(path).ok()?;
+    let len = f.metadata().ok()?.len();
+    if len > max_file_bytes {
+        return None;
+    }
+    // The last step of a signed zone's first signing holds every signature: read back
+    // from the end in growing pieces until its header line is in.
+    let mut want: u64 = 16 * 1024;
+    loop {
+        let start = len.saturating_sub(want);
+        f.seek(SeekFrom::Start(start)).ok()?;
+        let mut tail = Vec::with_capacity((len - start) as usize);
+        (&mut f).take(len - start).read_to_end(&mut tail).ok()?;
+        let text = std::str::from_utf8(&tail).ok();
+        let found = text.and_then(|t| {
+            t.rfind("\n$STEP ")
+                .map(|i| &t[i + 7..])
+                .or_else(|| (start == 0).then(|| t.strip_prefix("$STEP ")).flatten())
+        });
+        if let Some(rest) = found {
+            let line = rest.split('\n').next()?;
+            let mut words = line.split(' ');
+            let _time = words.next()?;
+            return u64::from_str_radix(words.next()?, 16).ok();
+        }
+        if start == 0 {
+            return None;
+        }
+        want *= 4;
     }
 }
 
