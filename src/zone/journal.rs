@@ -6,7 +6,9 @@
 //! version), the journal's text format (`zones/<zone>.journal`, written by the daemon's
 //! writer in the same atomic commit as the zone file), checking a journal read back against
 //! the zone file it sits beside, and the condensed difference [`Zone::ixfr`] answers with.
-//! Like the rest of `zone`, it must not do I/O: `set` reads the file, the writer writes it.
+//! Like the rest of `zone`, it must not do I/O: `set` reads the file (at start, through a
+//! reader it hands over, only when the steps are first needed, if the file's last step
+//! already leads to the zone's version), the writer writes it.
 //!
 //! Every step records the digest of the zone version it leads to (an order-independent hash
 //! of the zone's records). That is how a journal read at start is matched to its zone file:
