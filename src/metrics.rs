@@ -176,6 +176,8 @@ pub struct Metrics {
     pub dnssec_keys: prometheus::IntGaugeVec,
     /// DNSSEC key events: generated, activated, retired, removed.
     pub dnssec_key_events: IntCounterVec,
+    /// When each signed zone's active key of each role is due to be rolled by itself.
+    pub dnssec_next_rollover: prometheus::IntGaugeVec,
     pub diagnosis_runs: IntCounterVec,
     pub diagnosis_seconds: Histogram,
     pub diagnosis_queries: IntCounter,
@@ -355,6 +357,14 @@ impl Metrics {
             &["event"],
         )?;
         registry.register(Box::new(dnssec_key_events.clone()))?;
+        let dnssec_next_rollover = prometheus::IntGaugeVec::new(
+            Opts::new(
+                "dnssec_next_rollover_timestamp_seconds",
+                "When the zone's active key of this role is due to be rolled by itself (unix time; no series: never)",
+            ),
+            &["zone", "role"],
+        )?;
+        registry.register(Box::new(dnssec_next_rollover.clone()))?;
         let diagnosis_runs = IntCounterVec::new(
             Opts::new("diagnosis_runs_total", "Diagnosis runs, by overall result"),
             &["result"],
@@ -496,6 +506,7 @@ impl Metrics {
             dnssec_expiry,
             dnssec_keys,
             dnssec_key_events,
+            dnssec_next_rollover,
             queries,
             shards: Mutex::new(vec![common.clone()]),
             common,

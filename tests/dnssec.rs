@@ -1235,3 +1235,448 @@ fn nsec3_ixfr_carries_the_new_nsec3_and_its_neighbour_only_even_after_a_restart(
     assert!(ixfr.contains("RRSIG\tSOA"), "{ixfr}");
     assert!(lines.len() < 30, "{} lines: {ixfr}", lines.len());
 }
+
+/// `dnssec-verify` (and `ldns-verify-zone` when installed) on an AXFR of a KSK+ZSK zone; the
+/// signatures are checked at the real clock (the tests below back-date inceptions so that
+/// signatures made at a moved test clock are already valid).
+fn assert_ksk_zsk_axfr_verifies(d: &TestDaemon, step: &str) {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("z");
+    let text = axfr(d);
+    std::fs::write(&file, &text).unwrap();
+    let out = Command::new("dnssec-verify")
+        .args(["-o", "example.test"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    let out_text =
+        String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && out_text.contains("Zone fully signed"),
+        "{step}: dnssec-verify: {out_text}\n{text}"
+    );
+    if tool("ldns-verify-zone") {
+        let out = Command::new("ldns-verify-zone")
+            .arg(&file)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{step}: ldns-verify-zone: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+fn dnssec_view(d: &TestDaemon) -> serde_json::Value {
+    let (status, body) = http(
+        d.http,
+        "GET",
+        "/v1/zones/example.test./dnssec",
+        Some(TOKEN),
+        None,
+    );
+    assert_eq!(status, 200, "{body}");
+    json(&body)
+}
+
+/// The key of `role` in state `state`, from the API.
+fn key_in(d: &TestDaemon, role: &str, state: &str) -> Option<serde_json::Value> {
+    dnssec_view(d)["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["role"] == role && k["state"] == state)
+        .cloned()
+}
+
+fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !done() {
+        assert!(std::time::Instant::now() < deadline, "never: {what}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+/// The `mailzone_dnssec_next_rollover_timestamp_seconds` lines of the zone.
+fn next_rollover_series(d: &TestDaemon, zone: &str) -> Vec<String> {
+    let (_, metrics) = http(d.http, "GET", "/metrics", Some(TOKEN), None);
+    metrics
+        .lines()
+        .filter(|l| {
+            l.starts_with("mailzone_dnssec_next_rollover_timestamp_seconds{")
+                && l.contains(&format!("zone=\"{zone}\""))
+        })
+        .map(str::to_string)
+        .collect()
+}
+
+/// A KSK+ZSK zone whose ZSK lives a day, with quick rollover steps; inceptions back-dated
+/// four days so that what is signed at a test clock moved by up to three days verifies
+/// at the real clock.
+fn auto_rolling_daemon(tune: impl FnOnce(&mut Config)) -> TestDaemon {
+    TestDaemon::start_tuned(&[("example.test.zone", &zone_text())], |c| {
+        signed_config(c);
+        c.dnssec.keys = mailzone::dnssec::KeyScheme::KskZsk;
+        c.dnssec.dnskey_ttl = 1;
+        c.dnssec.propagation_secs = 1;
+        c.dnssec.inception_offset_secs = 4 * 86400;
+        c.dnssec.zsk_lifetime_secs = 86400;
+        tune(c);
+    })
+}
+
+#[test]
+fn a_zsk_is_rolled_by_itself_once_its_lifetime_has_passed_and_the_zone_verifies_at_each_step() {
+    if !tool("dnssec-verify") {
+        return;
+    }
+    let d = auto_rolling_daemon(|_| {});
+    let old = key_in(&d, "zsk", "active").expect("an active ZSK");
+    let old_tag = old["key_tag"].to_string();
+    let due = dnssec_view(&d)["next_rollover"]["zsk"]
+        .as_u64()
+        .expect("a ZSK rollover planned");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    assert!(
+        (now + 86400 - 60..=now + 86400 + 60).contains(&due),
+        "due a day after activation: {due} vs now {now}"
+    );
+    assert!(
+        dnssec_view(&d)["next_rollover"]["ksk"].is_null(),
+        "KSK lifetime 0: never"
+    );
+    let series = next_rollover_series(&d, "example.test.");
+    assert_eq!(series.len(), 1, "{series:?}");
+    assert!(series[0].contains("role=\"zsk\""), "{series:?}");
+    assert_ksk_zsk_axfr_verifies(&d, "before");
+
+    // Just before the end of its lifetime, nothing happens.
+    d.daemon().shared().advance_clock(86400 - 120);
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    assert!(key_in(&d, "zsk", "published").is_none());
+    assert_eq!(
+        signing_tags(&d, "example.test", "MX"),
+        vec![old_tag.clone()]
+    );
+
+    // Past it: the new ZSK is published by itself, the old one still signs.
+    d.daemon().shared().advance_clock(180);
+    wait_until("a new ZSK published", || {
+        key_in(&d, "zsk", "published").is_some() || key_in(&d, "zsk", "retired").is_some()
+    });
+    let new = key_in(&d, "zsk", "published")
+        .or_else(|| key_in(&d, "zsk", "active"))
+        .unwrap();
+    let new_tag = new["key_tag"].to_string();
+    assert_ne!(new_tag, old_tag);
+    let (_, metrics) = http(d.http, "GET", "/metrics", Some(TOKEN), None);
+    assert!(
+        metrics.contains("mailzone_dnssec_key_events_total{event=\"rollover_automatic\"} 1"),
+        "{metrics}"
+    );
+    if key_in(&d, "zsk", "published").is_some() {
+        assert_eq!(
+            signing_tags(&d, "example.test", "MX"),
+            vec![old_tag.clone()]
+        );
+        assert_ksk_zsk_axfr_verifies(&d, "new ZSK published");
+    }
+
+    // After the DNSKEY TTL and the propagation time, the new key signs; the old one stays
+    // published while its signatures may be cached.
+    wait_until("the new ZSK signing", || {
+        signing_tags(&d, "example.test", "MX") == vec![new_tag.clone()]
+    });
+    assert_eq!(
+        dig(d.dns, &["+short", "example.test", "DNSKEY"])
+            .lines()
+            .count(),
+        3
+    );
+    assert_ksk_zsk_axfr_verifies(&d, "new ZSK active, old retired");
+
+    // After the zone's largest TTL the old key goes.
+    d.daemon().shared().advance_clock(3700);
+    wait_until("the old ZSK removed", || {
+        dig(d.dns, &["+short", "example.test", "DNSKEY"])
+            .lines()
+            .count()
+            == 2
+    });
+    assert_ksk_zsk_axfr_verifies(&d, "old ZSK removed");
+
+    // The next automatic rollover is planned from the new key's activation.
+    let next = dnssec_view(&d)["next_rollover"]["zsk"].as_u64().unwrap();
+    assert!(next > due + 86400 - 60, "{next} vs first {due}");
+    let key = mailzone::daemon::scheduler::AssociationKey::zone("example.test.");
+    assert!(
+        d.daemon()
+            .shared()
+            .scheduler
+            .deadline(&key, mailzone::daemon::scheduler::Job::RollKeys)
+            .is_some(),
+        "the next rollover is scheduled"
+    );
+}
+
+#[test]
+fn a_key_lifetime_of_zero_never_rolls() {
+    // The global ZSK lifetime is a day; the zone's own setting of 0 wins.
+    let d = auto_rolling_daemon(|_| {});
+    let (status, body) = api(
+        d.http,
+        "PATCH",
+        "/v1/zones/example.test.",
+        &serde_json::json!({"dnssec_zsk_lifetime_secs": 0}),
+    );
+    assert_eq!(status, 200, "{body}");
+    let v = dnssec_view(&d);
+    assert!(v["next_rollover"]["zsk"].is_null(), "{v}");
+    assert!(v["next_rollover"]["ksk"].is_null(), "{v}");
+    assert!(next_rollover_series(&d, "example.test.").is_empty());
+    let key = mailzone::daemon::scheduler::AssociationKey::zone("example.test.");
+    let roll_job = || {
+        d.daemon()
+            .shared()
+            .scheduler
+            .deadline(&key, mailzone::daemon::scheduler::Job::RollKeys)
+    };
+    assert!(roll_job().is_none(), "no rollover job");
+    let before = dig(d.dns, &["+short", "example.test", "DNSKEY"]);
+    assert_eq!(before.lines().count(), 2);
+    // Four hundred days later (the zone re-signed meanwhile), the same two keys.
+    d.daemon().shared().advance_clock(400 * 86400);
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    let mut after: Vec<String> = dig(d.dns, &["+short", "example.test", "DNSKEY"])
+        .lines()
+        .map(str::to_string)
+        .collect();
+    let mut before: Vec<String> = before.lines().map(str::to_string).collect();
+    after.sort();
+    before.sort();
+    assert_eq!(before, after);
+    assert!(key_in(&d, "zsk", "published").is_none());
+    assert!(roll_job().is_none(), "no rollover job");
+}
+
+#[test]
+fn a_key_lifetime_shorter_than_a_day_is_refused_with_its_key() {
+    for key in ["zsk_lifetime_secs", "ksk_lifetime_secs"] {
+        let e = mailzone::config::Config::from_yaml(
+            &format!("dnssec:\n  {key}: 3600\n"),
+            "mailzone.yaml",
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains(&format!("dnssec.{key}")), "{e}");
+        for fine in [0, 86400] {
+            mailzone::config::Config::from_yaml(
+                &format!("dnssec:\n  {key}: {fine}\n"),
+                "mailzone.yaml",
+            )
+            .unwrap();
+        }
+    }
+    let d = signed_daemon();
+    for key in ["dnssec_zsk_lifetime_secs", "dnssec_ksk_lifetime_secs"] {
+        let (status, body) = api(
+            d.http,
+            "PATCH",
+            "/v1/zones/example.test.",
+            &serde_json::json!({ key: 600 }),
+        );
+        assert_eq!(status, 400, "{body}");
+        assert_eq!(json(&body)["error"]["field"], key, "{body}");
+    }
+    let state = std::fs::read_to_string(d.zones_dir().join("dnssec/example.test.yaml")).unwrap();
+    assert!(!state.contains("lifetime"), "nothing stored: {state}");
+}
+
+#[test]
+fn deleting_a_signed_zone_leaves_no_rollover_nor_resign_job_nor_series() {
+    let d = auto_rolling_daemon(|_| {});
+    let key = mailzone::daemon::scheduler::AssociationKey::zone("example.test.");
+    let jobs = || {
+        d.daemon()
+            .shared()
+            .scheduler
+            .snapshot()
+            .into_iter()
+            .filter(|(_, k, _)| *k == key)
+            .map(|(_, _, j)| j)
+            .collect::<Vec<_>>()
+    };
+    assert!(
+        jobs().contains(&mailzone::daemon::scheduler::Job::RollKeys),
+        "{:?}",
+        jobs()
+    );
+    let (status, body) = http(
+        d.http,
+        "DELETE",
+        "/v1/zones/example.test.",
+        Some(TOKEN),
+        None,
+    );
+    assert_eq!(status, 204, "{body}");
+    assert!(jobs().is_empty(), "{:?}", jobs());
+    assert!(next_rollover_series(&d, "example.test.").is_empty());
+}
+
+/// Stops `d`, lets `edit` change its zones folder, and starts a daemon on it again.
+fn restart_after_editing(d: TestDaemon, edit: impl FnOnce(&std::path::Path)) -> TestDaemon {
+    let mut config = d.daemon().shared().config.clone();
+    config.dns.listen = vec![std::net::SocketAddr::from(([127, 0, 0, 1], 0))];
+    config.http.listen = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+    let zones = d.zones_dir();
+    let mut d = d;
+    let dir = std::mem::replace(&mut d.dir, tempfile::tempdir().unwrap());
+    drop(d);
+    edit(&zones);
+    TestDaemon::run(dir, config)
+}
+
+fn signatures_made(d: &TestDaemon) -> f64 {
+    let (_, metrics) = http(d.http, "GET", "/metrics", Some(TOKEN), None);
+    metric(&metrics, "mailzone_dnssec_signatures_total")
+}
+
+fn served_journal_len(d: &TestDaemon) -> usize {
+    let origin = hickory_proto::rr::Name::from_ascii("example.test.").unwrap();
+    d.daemon()
+        .shared()
+        .zones
+        .load()
+        .get(&origin)
+        .unwrap()
+        .journal()
+        .len()
+}
+
+#[test]
+fn a_restart_keeps_the_journal_that_leads_to_the_stored_signed_version() {
+    let d = signed_daemon();
+    let kept = served_journal_len(&d);
+    assert!(kept >= 1, "the first signing is a journal step");
+    let d = d.restart();
+    assert_eq!(signatures_made(&d), 0.0);
+    assert_eq!(served_journal_len(&d), kept, "IXFR still reaches back");
+}
+
+/// FNV-1a 64, the signatures file's checksum.
+fn fnv(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in bytes {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}
+
+#[test]
+fn a_restart_reads_signatures_stored_in_the_first_format_without_signing_again() {
+    let d = signed_daemon();
+    let kept = served_journal_len(&d);
+    let before = dig(d.dns, &["+short", "+dnssec", "example.test", "SOA"]);
+    let d = restart_after_editing(d, |zones| {
+        // Version 2 → version 1: the same without the zone digest after the user digest.
+        let path = zones.join("example.test.signed");
+        let v2 = std::fs::read(&path).unwrap();
+        let magic = b"mailzone-signed 2\n";
+        assert!(v2.starts_with(magic));
+        let body = &v2[magic.len()..v2.len() - 8];
+        let mut v1 = b"mailzone-signed 1\n".to_vec();
+        v1.extend_from_slice(&body[..12]);
+        v1.extend_from_slice(&body[20..]);
+        let sum = fnv(&v1);
+        v1.extend_from_slice(&sum.to_be_bytes());
+        std::fs::write(&path, v1).unwrap();
+    });
+    assert_eq!(signatures_made(&d), 0.0);
+    assert_eq!(
+        dig(d.dns, &["+short", "+dnssec", "example.test", "SOA"]),
+        before
+    );
+    assert_eq!(served_journal_len(&d), kept);
+}
+
+#[test]
+fn a_zone_file_with_a_duplicate_record_still_restarts_from_its_stored_signatures() {
+    let d = signed_daemon();
+    let before = dig(d.dns, &["+short", "+dnssec", "example.test", "SOA"]);
+    let d = restart_after_editing(d, |zones| {
+        // A duplicate is merged by the build (RFC 2181 §5): the zone is the same one.
+        let path = zones.join("example.test.zone");
+        let mut text = std::fs::read_to_string(&path).unwrap();
+        text.push_str("\nns1.example.test. 3600 IN A 192.0.2.1\n");
+        std::fs::write(&path, text).unwrap();
+    });
+    assert_eq!(signatures_made(&d), 0.0);
+    assert_eq!(
+        dig(d.dns, &["+short", "+dnssec", "example.test", "SOA"]),
+        before
+    );
+}
+
+#[test]
+fn a_zone_file_changed_by_hand_while_stopped_is_signed_again_at_start() {
+    if !tool("dnssec-verify") {
+        return;
+    }
+    let d = signed_daemon();
+    let d = restart_after_editing(d, |zones| {
+        let path = zones.join("example.test.zone");
+        let text = std::fs::read_to_string(&path)
+            .unwrap()
+            .replace("192.0.2.1\n", "192.0.2.111\n");
+        std::fs::write(&path, text).unwrap();
+    });
+    assert!(signatures_made(&d) > 0.0, "the changed records are signed");
+    assert_eq!(
+        dig(d.dns, &["+short", "ns1.example.test", "A"]).trim(),
+        "192.0.2.111"
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("z");
+    std::fs::write(&file, axfr(&d)).unwrap();
+    let out = Command::new("dnssec-verify")
+        .args(["-z", "-o", "example.test"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.contains("Zone fully signed"),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_damaged_journal_found_when_first_needed_after_a_restart_is_dropped_and_the_zone_served() {
+    let d = signed_daemon();
+    let before = dig(d.dns, &["+short", "+dnssec", "example.test", "SOA"]);
+    let d = restart_after_editing(d, |zones| {
+        // Its last step still names the zone's version, so the start does not parse it;
+        // the checksum says it is damaged when it is read.
+        let path = zones.join("example.test.journal");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let end = text.rfind("$END ").unwrap();
+        let damaged = format!("{}$END 0000000000000000\n", &text[..end]);
+        std::fs::write(&path, damaged).unwrap();
+    });
+    assert_eq!(
+        dig(d.dns, &["+short", "+dnssec", "example.test", "SOA"]),
+        before
+    );
+    assert_eq!(
+        served_journal_len(&d),
+        0,
+        "dropped: IXFR falls back to AXFR"
+    );
+    assert_eq!(signatures_made(&d), 0.0);
+}

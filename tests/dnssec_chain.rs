@@ -653,3 +653,134 @@ fn turning_dnssec_back_on_during_unsigning_cancels_it() {
     assert!(view(&w.d)["unsigning_since"].is_null());
     w.finding("dnssec.ok");
 }
+
+/// Quick rollover steps, a CSK living a day, and inceptions back-dated four days so that
+/// what is signed at a test clock moved by up to three days validates at the real clock
+/// (the diagnosis checks signatures at the real clock).
+fn auto_csk(c: &mut Config) {
+    quick_rollover(c);
+    c.dnssec.ksk_lifetime_secs = 86400;
+    c.dnssec.inception_offset_secs = 4 * 86400;
+}
+
+fn key_in_state(d: &TestDaemon, state: &str) -> Option<String> {
+    view(d)["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["state"] == state)
+        .map(|k| k["key_tag"].to_string())
+}
+
+#[test]
+fn a_csk_is_rolled_by_itself_after_its_lifetime_and_the_old_key_goes_only_once_the_new_ds_is_at_every_parent_server()
+ {
+    let w = world(52, false, auto_csk);
+    w.put_ds(&w.ds_from_api(), 300);
+    let old_tag = signing_tags(&w.d, DOMAIN, "SOA");
+    assert_eq!(old_tag.len(), 1);
+    let old_tag = old_tag[0].clone();
+    let due = view(&w.d)["next_rollover"]["csk"]
+        .as_u64()
+        .expect("a CSK rollover planned");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    assert!(
+        (now + 86400 - 60..=now + 86400 + 60).contains(&due),
+        "{due}"
+    );
+
+    // The lifetime passes: the new CSK is published by itself, CDS/CDNSKEY name both keys,
+    // the old key still signs.
+    w.d.daemon().shared().advance_clock(86400 + 60);
+    wait_for("a new CSK published", || {
+        key_in_state(&w.d, "published").is_some()
+    });
+    let new_tag = key_in_state(&w.d, "published").unwrap();
+    assert_eq!(short(&w.d, "CDS").len(), 2);
+    assert_eq!(short(&w.d, "DNSKEY").len(), 2);
+    assert_eq!(signing_tags(&w.d, DOMAIN, "SOA"), vec![old_tag.clone()]);
+    let both = w.ds_from_api();
+    assert_eq!(both.len(), 2, "{both:?}");
+
+    // The new DS at one parent server only: however long we wait, the old key stays.
+    w.put_ds_on(&[0], &both, 300);
+    std::thread::sleep(Duration::from_millis(2500));
+    w.d.daemon().shared().advance_clock(400);
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(signing_tags(&w.d, DOMAIN, "SOA"), vec![old_tag.clone()]);
+    assert_eq!(key_with_tag(&w.d, &new_tag)["state"], "published");
+    assert_eq!(key_with_tag(&w.d, &old_tag)["state"], "active");
+
+    // At every parent server, then its TTL: the new key signs, the old one is retired.
+    w.put_ds_on(&[1], &both, 300);
+    wait_for("the new DS seen at every parent server", || {
+        !key_with_tag(&w.d, &new_tag)["ds_seen_at"].is_null()
+    });
+    w.d.daemon().shared().advance_clock(400);
+    wait_for("the new key signing", || {
+        signing_tags(&w.d, DOMAIN, "SOA") == vec![new_tag.clone()]
+    });
+    assert_eq!(key_with_tag(&w.d, &old_tag)["state"], "retired");
+    w.put_ds(&w.ds_from_api(), 300);
+
+    // The old key leaves after the zone's largest TTL; the chain is secure through the new
+    // one, and the next rollover is planned a lifetime after its activation.
+    w.d.daemon().shared().advance_clock(3700);
+    wait_for("the old key gone", || short(&w.d, "DNSKEY").len() == 1);
+    let f = w.finding("dnssec.ok");
+    assert!(f["message"].as_str().unwrap().contains(&new_tag), "{f}");
+    let next = view(&w.d)["next_rollover"]["csk"].as_u64().unwrap();
+    assert!(next >= due + 86400, "{next} vs first {due}");
+}
+
+#[test]
+fn unsigning_a_zone_leaves_no_rollover_nor_resign_job_nor_series() {
+    let w = world(53, false, auto_csk);
+    let key = mailzone::daemon::scheduler::AssociationKey::zone(&format!("{DOMAIN}."));
+    let jobs = || {
+        w.d.daemon()
+            .shared()
+            .scheduler
+            .snapshot()
+            .into_iter()
+            .filter(|(_, k, _)| *k == key)
+            .map(|(_, _, j)| j)
+            .collect::<Vec<_>>()
+    };
+    assert!(
+        jobs().contains(&mailzone::daemon::scheduler::Job::RollKeys),
+        "the automatic rollover is planned: {:?}",
+        jobs()
+    );
+    let series = || {
+        let (_, metrics) = http(w.d.http, "GET", "/metrics", Some(TOKEN), None);
+        metrics
+            .lines()
+            .filter(|l| {
+                l.starts_with("mailzone_dnssec_next_rollover_timestamp_seconds{")
+                    && l.contains(&format!("zone=\"{DOMAIN}.\""))
+            })
+            .count()
+    };
+    assert_eq!(series(), 1);
+    let (status, body) = api(
+        w.d.http,
+        "PATCH",
+        &format!("/v1/zones/{DOMAIN}."),
+        &json!({"dnssec": false}),
+    );
+    assert_eq!(status, 200, "{body}");
+    // No DS was ever at the parent: the wait is the unknown DS TTL (a day).
+    wait_for("no DS seen anywhere", || {
+        !view(&w.d)["ds_gone_at"].is_null()
+    });
+    w.d.daemon().shared().advance_clock(86400 + 60);
+    wait_for("the zone unsigned", || view(&w.d)["signed"] == false);
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(jobs().is_empty(), "{:?}", jobs());
+    assert!(view(&w.d)["next_rollover"].as_object().unwrap().is_empty());
+    assert_eq!(series(), 0);
+}

@@ -60,8 +60,21 @@ pub struct DnssecView {
     /// The largest DS TTL the parent served during unsigning.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ds_ttl: Option<u32>,
+    /// When (signing clock, unix seconds) each role's active key is due to be rolled by
+    /// itself: its activation plus `dnssec.zsk_lifetime_secs` (ZSK) or
+    /// `dnssec.ksk_lifetime_secs` (KSK, CSK); `null`: never (a lifetime of 0).
+    pub next_rollover: std::collections::BTreeMap<&'static str, Option<u64>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+}
+
+/// A zone's own DNSSEC settings (`PATCH /v1/zones/{zone}`); `None` keeps the current one.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ZoneDnssecSettings {
+    pub enabled: Option<bool>,
+    pub denial: Option<crate::dnssec::Denial>,
+    pub zsk_lifetime_secs: Option<u64>,
+    pub ksk_lifetime_secs: Option<u64>,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -256,14 +269,33 @@ impl Shared {
         Ok(keys)
     }
 
-    /// Sets a zone's own DNSSEC settings (signed or not, NSEC or NSEC3; `None` keeps the
-    /// current one) and signs, re-chains or unsigns it accordingly.
+    /// Sets a zone's own DNSSEC settings (signed or not, NSEC or NSEC3, key lifetimes;
+    /// `None` keeps the current one) and signs, re-chains or unsigns it accordingly; the
+    /// automatic rollover is planned again from the new lifetimes.
     pub async fn set_zone_dnssec(
         &self,
         origin: &Name,
-        enabled: Option<bool>,
-        denial: Option<crate::dnssec::Denial>,
+        settings: ZoneDnssecSettings,
     ) -> Result<Arc<Zone>, WriteError> {
+        let ZoneDnssecSettings {
+            enabled,
+            denial,
+            zsk_lifetime_secs,
+            ksk_lifetime_secs,
+        } = settings;
+        for (key, secs) in [
+            ("dnssec_zsk_lifetime_secs", zsk_lifetime_secs),
+            ("dnssec_ksk_lifetime_secs", ksk_lifetime_secs),
+        ] {
+            if let Some(secs) = secs {
+                crate::dnssec::check_key_lifetime(key, secs).map_err(|(key, why)| {
+                    WriteError::Invalid(crate::zone::edit::EditError {
+                        operation: None,
+                        message: format!("{key}: {why}"),
+                    })
+                })?;
+            }
+        }
         let _writer = self.writer.lock().await;
         let current = self.zones.load_full();
         let Some(zone) = current.get(origin) else {
@@ -286,6 +318,12 @@ impl Shared {
         if denial.is_some() {
             state.denial = denial;
         }
+        if zsk_lifetime_secs.is_some() {
+            state.zsk_lifetime_secs = zsk_lifetime_secs;
+        }
+        if ksk_lifetime_secs.is_some() {
+            state.ksk_lifetime_secs = ksk_lifetime_secs;
+        }
         let enabled = self.dnssec_wanted(origin, &state);
         let denial = state.denial.unwrap_or(self.config.dnssec.denial);
         let was_unsigning = state.unsigning_since.is_some();
@@ -307,10 +345,18 @@ impl Shared {
             crate::durable::PUBLIC_FILE_MODE,
         )])
         .await?;
-        self.dnssec_keys
+        self.reload_keys(origin);
+        self.auto_roll_retry
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(origin);
+        // New lifetimes move the automatic rollover either way.
+        let key = AssociationKey::zone(&name_text(origin));
+        match self.roll_deadline(&zone) {
+            Some(at) => self.scheduler.schedule(at, key, Job::RollKeys),
+            None => self.scheduler.unschedule(&key, Job::RollKeys),
+        }
+        self.note_key_states(origin);
         if zone.is_signed() == enabled
             && was_unsigning == unsigning
             && (!enabled || denial_of(&zone) == Some(denial))
@@ -479,12 +525,104 @@ impl Shared {
         let step = self.roll_step_due_at(zone, &keys.state);
         let look = waits_for_parent(&keys.state)
             .then(|| now + self.config.dnssec.parent_check_secs.max(1));
-        let due = match (step, look) {
-            (Some(a), Some(b)) => a.min(b),
-            (a, b) => a.or(b)?,
-        };
+        let automatic = self
+            .automatic_rollover_due(zone.origin(), &keys.state)
+            .map(|(at, _)| at);
+        let due = [step, look, automatic].into_iter().flatten().min()?;
         let wait = due.saturating_sub(now);
         Some(tokio::time::Instant::now() + std::time::Duration::from_secs(wait))
+    }
+
+    /// A key's lifetime by its role, from the zone's own setting or the global one; 0: never.
+    fn key_lifetime(&self, state: &ZoneState, role: Role) -> u64 {
+        let policy = &self.config.dnssec;
+        match role {
+            Role::Zsk => state.zsk_lifetime_secs.unwrap_or(policy.zsk_lifetime_secs),
+            Role::Ksk | Role::Csk => state.ksk_lifetime_secs.unwrap_or(policy.ksk_lifetime_secs),
+        }
+    }
+
+    /// When (signing clock) each active key of a signed zone is due to be rolled: its
+    /// activation plus its role's lifetime; `None` for a lifetime of 0.
+    fn lifetime_ends(&self, origin: &Name, state: &ZoneState) -> Vec<(Role, Option<u64>)> {
+        if !self.dnssec_wanted(origin, state) || state.unsigning_since.is_some() {
+            return Vec::new();
+        }
+        state
+            .keys
+            .iter()
+            .filter(|k| k.state == KeyState::Active)
+            .map(|k| {
+                let lifetime = self.key_lifetime(state, k.role);
+                let end = (lifetime > 0)
+                    .then(|| k.active_since.unwrap_or(k.created).saturating_add(lifetime));
+                (k.role, end)
+            })
+            .collect()
+    }
+
+    /// The next automatic rollover to start, and when: the active key whose lifetime ends
+    /// first, while no rollover (nor unsigning) is under way, and not before the retry time
+    /// of one that could not start.
+    fn automatic_rollover_due(&self, origin: &Name, state: &ZoneState) -> Option<(u64, Role)> {
+        if state
+            .keys
+            .iter()
+            .any(|k| matches!(k.state, KeyState::Published | KeyState::Retired))
+        {
+            return None;
+        }
+        let (role, at) = self
+            .lifetime_ends(origin, state)
+            .into_iter()
+            .filter_map(|(role, end)| Some((role, end?)))
+            .min_by_key(|(_, at)| *at)?;
+        let retry = self
+            .auto_roll_retry
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(origin)
+            .copied()
+            .unwrap_or(0);
+        Some((at.max(retry), role))
+    }
+
+    /// Starts the rollover of a key whose lifetime has passed, by the same path as the API.
+    /// One that cannot start (a CSK/KSK whose parent cannot be asked) is tried again after
+    /// `dnssec.parent_check_secs`.
+    async fn roll_automatically(&self, origin: &Name, role: Role) {
+        let zone = name_text(origin);
+        match self.start_rollover(origin, role).await {
+            Ok(_) => {
+                self.auto_roll_retry
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(origin);
+                self.metrics
+                    .dnssec_key_events
+                    .with_label_values(&["rollover_automatic"])
+                    .inc();
+                tracing::info!(zone = %zone, role = role_name(role), event = "rollover_automatic", "automatic DNSSEC key rollover started: the active key's lifetime has passed");
+            }
+            Err(e) => {
+                let retry = self.config.dnssec.parent_check_secs.max(60);
+                self.auto_roll_retry
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(origin.clone(), self.dnssec_now() + retry);
+                self.metrics
+                    .dnssec_key_events
+                    .with_label_values(&["rollover_automatic_failed"])
+                    .inc();
+                tracing::warn!(zone = %zone, role = role_name(role), event = "rollover_automatic_failed", error = %e, retry_secs = retry, "automatic DNSSEC key rollover not started");
+                if let Some(z) = self.zones.load().get(origin)
+                    && let Some(at) = self.roll_deadline(&z)
+                {
+                    self.scheduler
+                        .schedule(at, AssociationKey::zone(&zone), Job::RollKeys);
+                }
+            }
+        }
     }
 
     /// When (signing clock) a key of `state` may take its next step: a published key may
@@ -563,6 +701,14 @@ impl Shared {
             .unwrap_or_else(|p| p.into_inner())
             .get(&origin)
             .cloned();
+        // A key whose lifetime has passed, with no rollover under way: start one.
+        if let Some(Ok(k)) = &cached
+            && let Some((at, role)) = self.automatic_rollover_due(&origin, &k.state)
+            && at <= self.dnssec_now()
+        {
+            self.roll_automatically(&origin, role).await;
+            return;
+        }
         let parent = match cached {
             Some(Ok(k)) if waits_for_parent(&k.state) => self.observe_parent(&origin).await,
             _ => None,
@@ -730,7 +876,54 @@ impl Shared {
     /// Call with the writer lock held.
     pub(super) async fn sign_zones_locked(&self) {
         let zones = self.zones.load().zones();
+        self.preload_keys(&zones);
         self.bring_to_policy(zones).await;
+    }
+
+    /// Loads the keys (state file, key files) of every zone of `zones` not loaded yet, on
+    /// every core: at start, 10,000 zones' keys read one after the other were a large part
+    /// of a restart. What is loaded (or why it cannot be) is cached as
+    /// [`Shared::signing_keys`] would cache it.
+    fn preload_keys(&self, zones: &[Arc<Zone>]) {
+        let missing: Vec<Name> = {
+            let cache = self.dnssec_keys.lock().unwrap_or_else(|p| p.into_inner());
+            zones
+                .iter()
+                .map(|z| z.origin().clone())
+                .filter(|o| !cache.contains_key(o))
+                .filter(|o| self.catalog_name().is_none_or(|c| c != *o))
+                .filter(|o| keys::state_file(&self.config.zones_dir, o).exists())
+                .collect()
+        };
+        let threads = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .min(missing.len().div_ceil(64))
+            .max(1);
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let loaded: Vec<(Name, Result<Arc<ZoneKeys>, String>)> = std::thread::scope(|scope| {
+            let workers: Vec<_> = (0..threads)
+                .map(|_| {
+                    scope.spawn(|| {
+                        let mut mine = Vec::new();
+                        loop {
+                            let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            let Some(origin) = missing.get(i) else {
+                                return mine;
+                            };
+                            mine.push((origin.clone(), self.load_keys(origin).map(Arc::new)));
+                        }
+                    })
+                })
+                .collect();
+            workers
+                .into_iter()
+                .flat_map(|w| w.join().unwrap_or_default())
+                .collect()
+        });
+        let mut cache = self.dnssec_keys.lock().unwrap_or_else(|p| p.into_inner());
+        for (origin, keys) in loaded {
+            cache.entry(origin).or_insert(keys);
+        }
     }
 
     async fn bring_to_policy(&self, zones: Vec<Arc<Zone>>) {
@@ -853,8 +1046,10 @@ impl Shared {
                 }
             }
             None => {
+                // Not signed: nothing to re-sign, no key to roll.
                 let _ = self.metrics.dnssec_expiry.remove_label_values(&[&label]);
                 self.scheduler.unschedule(&key, Job::Resign);
+                self.scheduler.unschedule(&key, Job::RollKeys);
             }
         }
         self.note_key_states(zone.origin());
@@ -870,6 +1065,10 @@ impl Shared {
                     .dnssec_keys
                     .remove_label_values(&[&label, role, state]);
             }
+            let _ = self
+                .metrics
+                .dnssec_next_rollover
+                .remove_label_values(&[&label, role]);
         }
         let keys = self
             .dnssec_keys
@@ -897,6 +1096,14 @@ impl Shared {
                 .dnssec_keys
                 .with_label_values(&[&label, role, k.record.state.as_str()])
                 .add(1);
+        }
+        for (role, end) in self.lifetime_ends(origin, &keys.state) {
+            if let Some(end) = end {
+                self.metrics
+                    .dnssec_next_rollover
+                    .with_label_values(&[&label, role_name(role)])
+                    .set(i64::try_from(end).unwrap_or(i64::MAX));
+            }
         }
     }
 
@@ -945,6 +1152,15 @@ impl Shared {
             unsigning_since: keys.as_ref().and_then(|k| k.state.unsigning_since),
             ds_gone_at: keys.as_ref().and_then(|k| k.state.ds_gone_at),
             ds_ttl: keys.as_ref().and_then(|k| k.state.ds_ttl),
+            next_rollover: keys
+                .as_ref()
+                .map(|k| {
+                    self.lifetime_ends(origin, &k.state)
+                        .into_iter()
+                        .map(|(role, end)| (role_name(role), end))
+                        .collect()
+                })
+                .unwrap_or_default(),
             error,
         })
     }
@@ -959,6 +1175,10 @@ impl Shared {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(&name_text(origin));
+        self.auto_roll_retry
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(origin);
         let _ = self
             .metrics
             .dnssec_expiry

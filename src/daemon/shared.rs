@@ -18,6 +18,7 @@ pub use super::associations::{
     AssociateRequest, AssociationChange, AssociationError, AssociationReport,
 };
 pub use super::dkim::SignError;
+pub use super::dnssec::ZoneDnssecSettings;
 pub use super::scheduler::AssociationKey;
 pub use super::writer::{Changed, SoaRequest, WriteError};
 use super::{diagnosis, scheduler};
@@ -65,6 +66,10 @@ pub struct Shared {
     pub(super) dnssec_keys: std::sync::Mutex<super::dnssec::KeyCache>,
     /// Zones whose DNSSEC keys cannot be used, and why.
     pub dnssec_errors: std::sync::Mutex<std::collections::BTreeMap<String, String>>,
+    /// Zones whose automatic key rollover could not start, and when (signing clock) it is
+    /// tried again; an entry goes with its zone.
+    pub(super) auto_roll_retry:
+        std::sync::Mutex<std::collections::HashMap<hickory_proto::rr::Name, u64>>,
     /// Seconds added to the clock of DNSSEC signing and certificate renewal (tests move
     /// time forward with [`Shared::advance_clock`]).
     pub(super) clock_offset: std::sync::atomic::AtomicU64,
@@ -129,6 +134,7 @@ impl Shared {
             dkim_errors: Default::default(),
             dnssec_keys: Default::default(),
             dnssec_errors: Default::default(),
+            auto_roll_retry: Default::default(),
             clock_offset: Default::default(),
             acme: Default::default(),
             web_certs: Default::default(),

@@ -114,6 +114,12 @@ pub struct ZoneState {
     /// The largest DS TTL the parent served during unsigning, which caches may still hold.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ds_ttl: Option<u32>,
+    /// The zone's own ZSK lifetime; absent: the global `dnssec.zsk_lifetime_secs`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub zsk_lifetime_secs: Option<u64>,
+    /// The zone's own KSK/CSK lifetime; absent: the global `dnssec.ksk_lifetime_secs`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ksk_lifetime_secs: Option<u64>,
 }
 
 impl ZoneState {

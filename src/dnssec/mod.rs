@@ -88,6 +88,29 @@ pub struct Policy {
     /// How often the parent's DS set is asked at every parent nameserver while a CSK/KSK
     /// rollover or an unsigning waits for it.
     pub parent_check_secs: u64,
+    /// A ZSK is rolled by itself (pre-publication) this long after it began signing; 0:
+    /// never. A zone's own setting wins.
+    pub zsk_lifetime_secs: u64,
+    /// A KSK, or the CSK when the zone has one, is rolled by itself (double DS) this long
+    /// after it began signing; 0 (the default): never. A zone's own setting wins.
+    pub ksk_lifetime_secs: u64,
+}
+
+/// The shortest key lifetime accepted (besides 0, never): a rollover takes at least the
+/// DNSKEY TTL and the propagation time, a double-DS one the parent's DS TTL too.
+pub const MIN_KEY_LIFETIME_SECS: u64 = 86_400;
+
+/// Checks a key lifetime (`key` names it in the error): 0 or at least a day.
+pub fn check_key_lifetime(key: &str, secs: u64) -> Result<(), (String, String)> {
+    if secs != 0 && secs < MIN_KEY_LIFETIME_SECS {
+        return Err((
+            key.to_string(),
+            format!(
+                "{secs} is below a day: give 0 (never roll) or at least {MIN_KEY_LIFETIME_SECS} seconds"
+            ),
+        ));
+    }
+    Ok(())
 }
 
 impl Default for Policy {
@@ -104,6 +127,8 @@ impl Default for Policy {
             dnskey_ttl: 3600,
             propagation_secs: 3600,
             parent_check_secs: 3600,
+            zsk_lifetime_secs: 90 * 86400,
+            ksk_lifetime_secs: 0,
         }
     }
 }
@@ -127,6 +152,8 @@ impl Policy {
                 ),
             ));
         }
+        check_key_lifetime("dnssec.zsk_lifetime_secs", self.zsk_lifetime_secs)?;
+        check_key_lifetime("dnssec.ksk_lifetime_secs", self.ksk_lifetime_secs)?;
         Ok(())
     }
 }

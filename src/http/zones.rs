@@ -326,6 +326,11 @@ pub struct ZoneSettings {
     pub dnssec: Option<bool>,
     /// Denial of existence, `"nsec"` or `"nsec3"` (overrides `dnssec.denial`).
     pub dnssec_denial: Option<crate::dnssec::Denial>,
+    /// Seconds a ZSK signs before it is rolled by itself, 0: never (overrides
+    /// `dnssec.zsk_lifetime_secs`).
+    pub dnssec_zsk_lifetime_secs: Option<u64>,
+    /// The same for the KSK or CSK (overrides `dnssec.ksk_lifetime_secs`).
+    pub dnssec_ksk_lifetime_secs: Option<u64>,
 }
 
 pub async fn patch_zone(
@@ -338,14 +343,36 @@ pub async fn patch_zone(
     let origin = zone_name(&zone)?;
     permit(&grant, Access::Write, Target::Zone(&origin))?;
     let req: ZoneSettings = parse_body(body)?;
-    if req.dnssec.is_none() && req.dnssec_denial.is_none() {
+    if req.dnssec.is_none()
+        && req.dnssec_denial.is_none()
+        && req.dnssec_zsk_lifetime_secs.is_none()
+        && req.dnssec_ksk_lifetime_secs.is_none()
+    {
         return Err(bad(
             "dnssec",
-            "nothing to change: give \"dnssec\": true or false, or \"dnssec_denial\": \"nsec\" or \"nsec3\"",
+            "nothing to change: give \"dnssec\": true or false, \"dnssec_denial\": \"nsec\" or \"nsec3\", \"dnssec_zsk_lifetime_secs\" or \"dnssec_ksk_lifetime_secs\"",
         ));
     }
+    for (key, secs) in [
+        ("dnssec_zsk_lifetime_secs", req.dnssec_zsk_lifetime_secs),
+        ("dnssec_ksk_lifetime_secs", req.dnssec_ksk_lifetime_secs),
+    ] {
+        if let Some(secs) = secs
+            && let Err((key, why)) = crate::dnssec::check_key_lifetime(key, secs)
+        {
+            return Err(bad(key, why));
+        }
+    }
     let zone = shared
-        .set_zone_dnssec(&origin, req.dnssec, req.dnssec_denial)
+        .set_zone_dnssec(
+            &origin,
+            crate::daemon::shared::ZoneDnssecSettings {
+                enabled: req.dnssec,
+                denial: req.dnssec_denial,
+                zsk_lifetime_secs: req.dnssec_zsk_lifetime_secs,
+                ksk_lifetime_secs: req.dnssec_ksk_lifetime_secs,
+            },
+        )
         .await
         .map_err(write_error)?;
     Ok(Json(zone_json(&zone)).into_response())

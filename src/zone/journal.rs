@@ -6,7 +6,9 @@
 //! version), the journal's text format (`zones/<zone>.journal`, written by the daemon's
 //! writer in the same atomic commit as the zone file), checking a journal read back against
 //! the zone file it sits beside, and the condensed difference [`Zone::ixfr`] answers with.
-//! Like the rest of `zone`, it must not do I/O: `set` reads the file, the writer writes it.
+//! Like the rest of `zone`, it must not do I/O: `set` reads the file (at start, through a
+//! reader it hands over, only when the steps are first needed, if the file's last step
+//! already leads to the zone's version), the writer writes it.
 //!
 //! Every step records the digest of the zone version it leads to (an order-independent hash
 //! of the zone's records). That is how a journal read at start is matched to its zone file:
@@ -119,6 +121,83 @@ pub struct Journal {
     steps: VecDeque<Arc<Step>>,
     /// [`zone_digest`] of the zone this journal belongs to, once known.
     digest: Option<u64>,
+}
+
+/// Reads a zone's journal file when it is first needed (given by the loader: this module
+/// does no I/O itself).
+pub type JournalReader = Box<dyn Fn() -> Result<String, String> + Send + Sync>;
+
+/// A journal file found at start to lead to its zone's version (its last step's digest is
+/// the zone's), not parsed until something needs its steps (IXFR, the next change).
+pub struct PendingJournal {
+    read: JournalReader,
+    origin: Name,
+    digest: u64,
+    limits: JournalLimits,
+}
+
+/// The journal a zone version carries: ready, or pending (read and parsed once, on first
+/// use; a file found damaged then is dropped, and IXFR falls back to a full transfer).
+#[derive(Clone, Default)]
+pub struct JournalSlot {
+    ready: std::sync::OnceLock<Arc<Journal>>,
+    pending: Option<Arc<PendingJournal>>,
+}
+
+impl std::fmt::Debug for JournalSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JournalSlot")
+            .field("ready", &self.ready.get())
+            .field("pending", &self.pending.is_some())
+            .finish()
+    }
+}
+
+impl JournalSlot {
+    fn of(journal: Journal) -> Self {
+        let ready = std::sync::OnceLock::new();
+        let _ = ready.set(Arc::new(journal));
+        Self {
+            ready,
+            pending: None,
+        }
+    }
+
+    /// [`zone_digest`] of the zone, when known, without reading a pending journal.
+    fn digest(&self) -> Option<u64> {
+        match (self.ready.get(), &self.pending) {
+            (Some(j), _) => j.digest,
+            (None, Some(p)) => Some(p.digest),
+            (None, None) => None,
+        }
+    }
+
+    fn get(&self) -> &Arc<Journal> {
+        self.ready.get_or_init(|| {
+            let Some(p) = &self.pending else {
+                return Arc::default();
+            };
+            let read = (p.read)()
+                .and_then(|text| Journal::parse(&text, &p.origin))
+                .and_then(|mut journal| {
+                    let keep = journal
+                        .steps
+                        .iter()
+                        .rposition(|s| s.digest == p.digest)
+                        .ok_or("it no longer leads to the zone's version")?;
+                    journal.steps.truncate(keep + 1);
+                    Ok(journal)
+                });
+            let mut journal = read.unwrap_or_else(|reason| {
+                tracing::warn!(zone = %name_text(&p.origin), reason = %reason, "journal dropped: IXFR falls back to a full transfer for older serials");
+                Journal::default()
+            });
+            journal.digest = Some(p.digest);
+            let current = journal.steps.back().map_or(0, |s| s.to_serial());
+            journal.bound(&p.limits, current);
+            Arc::new(journal)
+        })
+    }
 }
 
 /// What [`Zone::follow`] did to the journal.
@@ -269,6 +348,11 @@ fn sort_records(records: &mut [Record]) {
 }
 
 impl Journal {
+    /// [`zone_digest`] of the zone this journal belongs to, when known.
+    pub fn digest(&self) -> Option<u64> {
+        self.digest
+    }
+
     /// The steps kept, oldest first.
     pub fn steps(&self) -> impl Iterator<Item = &Step> {
         self.steps.iter().map(|s| s.as_ref())
@@ -540,9 +624,45 @@ fn parse_record(text: &str, origin: &Name, line: usize) -> Result<Record, String
 }
 
 impl Zone {
-    /// The journal this version carries.
+    /// Records what [`zone_digest`] of this zone is, as stored with its signatures (a
+    /// load then need not format every record to match its journal).
+    pub(super) fn set_known_digest(&mut self, digest: u64) {
+        self.journal = JournalSlot::of(Journal {
+            steps: VecDeque::new(),
+            digest: Some(digest),
+        });
+    }
+
+    /// Whether the digest of this zone is known without a pass over its records.
+    pub(super) fn known_digest(&self) -> Option<u64> {
+        self.journal.digest()
+    }
+
+    /// Gives this zone (just loaded, its digest known) the journal file `read` returns,
+    /// parsed only when first needed: the caller found its last step leads to this version.
+    pub(super) fn defer_journal(&mut self, read: JournalReader, limits: &JournalLimits) {
+        let Some(digest) = self.journal.digest() else {
+            return;
+        };
+        self.journal = JournalSlot {
+            ready: std::sync::OnceLock::new(),
+            pending: Some(Arc::new(PendingJournal {
+                read,
+                origin: self.origin.clone(),
+                digest,
+                limits: *limits,
+            })),
+        };
+    }
+
+    /// [`zone_digest`] of this zone: the journal's when it knows it.
+    pub fn journal_digest(&self) -> u64 {
+        self.journal.digest().unwrap_or_else(|| zone_digest(self))
+    }
+
+    /// The journal this version carries (a journal pending since start is read now).
     pub fn journal(&self) -> &Journal {
-        &self.journal
+        self.journal.get()
     }
 
     /// Makes this zone (a new version, not yet served) the successor of `previous` (the
@@ -583,7 +703,7 @@ impl Zone {
         diff: impl FnOnce(&Zone, &Zone) -> (Vec<Record>, Vec<Record>),
     ) -> Followed {
         let Some(previous) = previous else {
-            self.journal = Arc::new(Journal {
+            self.journal = JournalSlot::of(Journal {
                 steps: VecDeque::new(),
                 digest: Some(zone_digest(self)),
             });
@@ -592,25 +712,25 @@ impl Zone {
         let (old, new) = (previous.serial(), self.serial());
         let old_digest = previous
             .journal
-            .digest
+            .digest()
             .unwrap_or_else(|| zone_digest(previous));
         if old == new {
             let digest = zone_digest(self);
             if digest == old_digest {
-                self.journal = Arc::new(Journal {
-                    steps: previous.journal.steps.clone(),
+                self.journal = JournalSlot::of(Journal {
+                    steps: previous.journal().steps.clone(),
                     digest: Some(digest),
                 });
                 return Followed::Unchanged;
             }
-            self.journal = Arc::new(Journal {
+            self.journal = JournalSlot::of(Journal {
                 steps: VecDeque::new(),
                 digest: Some(digest),
             });
             return Followed::Reset(format!("the zone changed but its serial stayed {new}"));
         }
         if !serial_gt(new, old) {
-            self.journal = Arc::new(Journal {
+            self.journal = JournalSlot::of(Journal {
                 steps: VecDeque::new(),
                 digest: Some(zone_digest(self)),
             });
@@ -635,12 +755,12 @@ impl Zone {
             digest,
         );
         let mut journal = Journal {
-            steps: previous.journal.steps.clone(),
+            steps: previous.journal().steps.clone(),
             digest: Some(digest),
         };
         journal.steps.push_back(Arc::new(step));
         journal.bound(limits, new);
-        self.journal = Arc::new(journal);
+        self.journal = JournalSlot::of(journal);
         Followed::Appended
     }
 
@@ -652,7 +772,8 @@ impl Zone {
         mut journal: Journal,
         limits: &JournalLimits,
     ) -> Result<usize, String> {
-        let digest = zone_digest(self);
+        // Known when the stored signatures said what it was (no pass over every record).
+        let digest = self.journal.digest().unwrap_or_else(|| zone_digest(self));
         let soa = record_line(self.soa());
         let keep = journal
             .steps
@@ -671,7 +792,7 @@ impl Zone {
         journal.steps.truncate(journal.steps.len() - dropped);
         journal.digest = Some(digest);
         journal.bound(limits, self.serial());
-        self.journal = Arc::new(journal);
+        self.journal = JournalSlot::of(journal);
         Ok(dropped)
     }
 
@@ -686,7 +807,7 @@ impl Zone {
         if !serial_gt(current, client_serial) {
             return IxfrPlan::Full;
         }
-        let steps = &self.journal.steps;
+        let steps = &self.journal().steps;
         let mut starts = steps
             .iter()
             .enumerate()

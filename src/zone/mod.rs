@@ -76,7 +76,7 @@ pub struct Zone {
     nsec3: Option<Box<signed::Nsec3Chain>>,
     /// The differences that led to this version ([`journal`]); empty until the writer or
     /// the loader attaches one.
-    journal: std::sync::Arc<journal::Journal>,
+    journal: journal::JournalSlot,
     /// The precompiled wire answers, built once the zone has been asked
     /// [`compiled::COMPILE_AFTER`] times rather than at load: a zone nobody (or only a
     /// monitor) asks for costs no time nor memory for them — the general path answers it —,

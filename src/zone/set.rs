@@ -18,7 +18,7 @@ use serde::Serialize;
 use super::compiled::{WireName, wire_key};
 use super::journal::{Followed, Journal, JournalLimits};
 use super::writer::name_text;
-use super::{Zone, label_count};
+use super::{Zone, ZoneError, label_count};
 use crate::durable::{self, FileChange};
 
 /// How one zone file fared at the last (re)load.
@@ -409,7 +409,7 @@ fn load_one(
     let loaded = read_bounded(&file, max_file_bytes)
         .map_err(|e| format!("{shown}{e}"))
         .and_then(|text| {
-            Zone::from_zone_file_text(&origin, &text).map_err(|e| {
+            load_zone(&origin, &text, &file, max_file_bytes).map_err(|e| {
                 // The message goes to the log and /v1/status: bounded, whatever the file
                 // holds.
                 let message = bounded(&e.message);
@@ -423,7 +423,6 @@ fn load_one(
     let old_status = previous_statuses.get(&file);
     match loaded {
         Ok(mut zone) => {
-            zone = attach_signatures(zone, &file, max_file_bytes);
             let served = previous.and_then(|p| p.get(&origin));
             let journal =
                 attach_journal(&mut zone, &file, served.as_deref(), limits, max_file_bytes);
@@ -572,6 +571,22 @@ fn attach_journal(
     if !path.is_file() {
         return None;
     }
+    // The zone's digest is known (from its stored signatures): when the journal's last step
+    // leads to it, the journal is parsed only when first needed (IXFR, the next change),
+    // not for every zone at start.
+    if let Some(digest) = zone.known_digest()
+        && last_step_digest(&path, max_file_bytes) == Some(digest)
+    {
+        let reader_path = path.clone();
+        zone.defer_journal(
+            Box::new(move || {
+                read_bounded(&reader_path, max_file_bytes)
+                    .map_err(|e| e.trim_start_matches(':').trim().to_string())
+            }),
+            limits,
+        );
+        return None;
+    }
     let read = read_bounded(&path, max_file_bytes)
         .map_err(|e| e.trim_start_matches(':').trim().to_string())
         .and_then(|text| Journal::parse(&text, zone.origin()))
@@ -589,30 +604,100 @@ fn attach_journal(
     }
 }
 
-/// The zone with its stored DNSSEC records (`<zone>.signed`) when they were made for exactly
-/// this zone file; otherwise the zone as the file has it (the daemon signs it again).
-fn attach_signatures(zone: Zone, file: &Path, max_file_bytes: u64) -> Zone {
+/// A zone file's zone, with its stored DNSSEC records (`<zone>.signed`) when they were made
+/// for exactly this zone file; otherwise the zone as the file has it (the daemon signs it
+/// again). The common case (signatures for this very file) builds the zone once.
+fn load_zone(
+    origin: &Name,
+    text: &str,
+    file: &Path,
+    max_file_bytes: u64,
+) -> Result<Zone, ZoneError> {
+    let records = super::signed::zone_file_records(origin, text)?;
     let path = super::signed::signatures_file_for(file);
-    let bytes = match std::fs::metadata(&path) {
-        Ok(m) if m.len() <= max_file_bytes.saturating_mul(4) => match std::fs::read(&path) {
+    let Some(stored) = read_signatures(&path, max_file_bytes) else {
+        return Zone::build(origin.clone(), records);
+    };
+    match Zone::build_with_stored(origin, records, stored) {
+        Ok(Ok(zone)) => Ok(zone),
+        Ok(Err(e)) => {
+            // The file's records alone may be at fault: building them alone says which line.
+            let zone = Zone::from_zone_file_text(origin, text)?;
+            tracing::warn!(file = %path.display(), reason = %bounded(&e.to_string()), "stored signatures not used; the zone is signed again");
+            Ok(zone)
+        }
+        Err((records, stored)) => {
+            let zone = Zone::build(origin.clone(), records)?;
+            match zone.with_stored(stored) {
+                Ok(signed) => Ok(signed),
+                Err(reason) => {
+                    tracing::warn!(file = %path.display(), reason = %bounded(&reason), "stored signatures not used; the zone is signed again");
+                    Ok(zone)
+                }
+            }
+        }
+    }
+}
+
+/// A signatures file, decoded; `None` when there is none or it cannot be used (said in the
+/// log).
+fn read_signatures(path: &Path, max_file_bytes: u64) -> Option<super::signed::Stored> {
+    let bytes = match std::fs::metadata(path) {
+        Ok(m) if m.len() <= max_file_bytes.saturating_mul(4) => match std::fs::read(path) {
             Ok(b) => b,
             Err(e) => {
                 tracing::warn!(file = %path.display(), error = %e, "signatures not read; the zone is signed again");
-                return zone;
+                return None;
             }
         },
         Ok(_) => {
             tracing::warn!(file = %path.display(), "signatures file too large; the zone is signed again");
-            return zone;
+            return None;
         }
-        Err(_) => return zone,
+        Err(_) => return None,
     };
-    match super::signed::decode(&bytes).and_then(|stored| zone.with_stored(stored)) {
-        Ok(signed) => signed,
+    match super::signed::decode(&bytes) {
+        Ok(stored) => Some(stored),
         Err(reason) => {
             tracing::warn!(file = %path.display(), reason = %bounded(&reason), "stored signatures not used; the zone is signed again");
-            zone
+            None
         }
+    }
+}
+
+/// The digest of the last step of a journal file (its `$STEP TIME DIGEST` line), read from
+/// the file's end; `None` when it cannot be found there.
+fn last_step_digest(path: &Path, max_file_bytes: u64) -> Option<u64> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut f = std::fs::File::open(path).ok()?;
+    let len = f.metadata().ok()?.len();
+    if len > max_file_bytes {
+        return None;
+    }
+    // The last step of a signed zone's first signing holds every signature: read back
+    // from the end in growing pieces until its header line is in.
+    let mut want: u64 = 16 * 1024;
+    loop {
+        let start = len.saturating_sub(want);
+        f.seek(SeekFrom::Start(start)).ok()?;
+        let mut tail = Vec::with_capacity((len - start) as usize);
+        (&mut f).take(len - start).read_to_end(&mut tail).ok()?;
+        let text = std::str::from_utf8(&tail).ok();
+        let found = text.and_then(|t| {
+            t.rfind("\n$STEP ")
+                .map(|i| &t[i + 7..])
+                .or_else(|| (start == 0).then(|| t.strip_prefix("$STEP ")).flatten())
+        });
+        if let Some(rest) = found {
+            let line = rest.split('\n').next()?;
+            let mut words = line.split(' ');
+            let _time = words.next()?;
+            return u64::from_str_radix(words.next()?, 16).ok();
+        }
+        if start == 0 {
+            return None;
+        }
+        want *= 4;
     }
 }
 

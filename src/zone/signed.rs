@@ -15,8 +15,10 @@ use hickory_proto::serialize::binary::{BinDecodable, BinDecoder, BinEncodable, B
 
 use super::{SourcedRecord, Zone, ZoneError, label_count};
 
-/// The first line of a signatures file.
-const MAGIC: &[u8] = b"mailzone-signed 1\n";
+/// The first line of a signatures file (version 1: no zone digest; still read).
+const MAGIC_V1: &[u8] = b"mailzone-signed 1\n";
+/// Version 2 also keeps the journal digest of the whole signed zone ([`super::journal::zone_digest`]).
+const MAGIC: &[u8] = b"mailzone-signed 2\n";
 
 /// The types mailzone generates when it signs a zone.
 pub fn is_generated(rtype: RecordType) -> bool {
@@ -44,6 +46,15 @@ pub fn user_digest(zone: &Zone) -> u64 {
         .fold(0u64, |acc, r| acc.wrapping_add(record_hash(r)))
 }
 
+/// [`user_digest`] of the zone these records (a zone file's, as read) would build, when
+/// they have no duplicate and each rrset one TTL (otherwise it differs, never falsely
+/// equal under the hash).
+fn records_digest(records: &[SourcedRecord]) -> u64 {
+    records
+        .iter()
+        .fold(0u64, |acc, r| acc.wrapping_add(record_hash(&r.record)))
+}
+
 fn record_hash(r: &Record) -> u64 {
     let mut buf = Vec::with_capacity(64);
     let mut encoder = BinEncoder::new(&mut buf);
@@ -65,7 +76,8 @@ fn record_hash(r: &Record) -> u64 {
 }
 
 /// The signatures file of a signed zone: magic, serial, digest of the signed records, the
-/// generated records in wire form (names uncompressed), a checksum.
+/// journal digest of the whole signed zone, the generated records in wire form (names
+/// uncompressed), a checksum.
 pub fn encode(zone: &Zone) -> Vec<u8> {
     let generated: Vec<&Record> = zone
         .records()
@@ -74,6 +86,7 @@ pub fn encode(zone: &Zone) -> Vec<u8> {
     let mut out = MAGIC.to_vec();
     out.extend_from_slice(&zone.serial().to_be_bytes());
     out.extend_from_slice(&user_digest(zone).to_be_bytes());
+    out.extend_from_slice(&zone.journal_digest().to_be_bytes());
     out.extend_from_slice(&(generated.len() as u32).to_be_bytes());
     let mut body = Vec::with_capacity(generated.len() * 160);
     {
@@ -104,15 +117,22 @@ fn checksum(bytes: &[u8]) -> u64 {
 pub struct Stored {
     pub serial: u32,
     pub digest: u64,
+    /// The journal digest of the signed zone (version 2 files).
+    pub zone_digest: Option<u64>,
     pub records: Vec<Record>,
 }
 
 /// Reads a signatures file; any damage is an error saying what.
 pub fn decode(bytes: &[u8]) -> Result<Stored, String> {
-    let body = bytes
-        .strip_prefix(MAGIC)
-        .ok_or("not a mailzone signatures file")?;
-    if body.len() < 24 {
+    let (magic, version2) = if bytes.starts_with(MAGIC) {
+        (MAGIC, true)
+    } else if bytes.starts_with(MAGIC_V1) {
+        (MAGIC_V1, false)
+    } else {
+        return Err("not a mailzone signatures file".into());
+    };
+    let header = if version2 { 32 } else { 24 };
+    if bytes.len() < magic.len() + header {
         return Err("the file is cut short".into());
     }
     let (content, sum) = bytes.split_at(bytes.len() - 8);
@@ -120,9 +140,19 @@ pub fn decode(bytes: &[u8]) -> Result<Stored, String> {
     if checksum(content) != sum {
         return Err("the checksum does not match: the file is damaged".into());
     }
-    let body = &content[MAGIC.len()..];
+    let body = &content[magic.len()..];
     let serial = u32::from_be_bytes([body[0], body[1], body[2], body[3]]);
     let digest = u64::from_be_bytes(body[4..12].try_into().map_err(|_| "cut short")?);
+    let (zone_digest, body) = if version2 {
+        (
+            Some(u64::from_be_bytes(
+                body[12..20].try_into().map_err(|_| "cut short")?,
+            )),
+            &body[8..],
+        )
+    } else {
+        (None, body)
+    };
     let count = u32::from_be_bytes([body[12], body[13], body[14], body[15]]);
     let mut decoder = BinDecoder::new(&body[16..]);
     let mut records = Vec::with_capacity(count.min(1 << 20) as usize);
@@ -139,8 +169,28 @@ pub fn decode(bytes: &[u8]) -> Result<Stored, String> {
     Ok(Stored {
         serial,
         digest,
+        zone_digest,
         records,
     })
+}
+
+/// A zone file's records, DNSSEC records written by hand refused with their line (see
+/// [`Zone::from_zone_file_text`]).
+pub fn zone_file_records(origin: &Name, text: &str) -> Result<Vec<SourcedRecord>, ZoneError> {
+    let records = super::master::read(text, origin)?;
+    if let Some(r) = records
+        .iter()
+        .find(|r| is_generated(r.record.record_type()))
+    {
+        return Err(ZoneError {
+            line: r.line,
+            message: format!(
+                "{} records are made by mailzone when it signs the zone (dnssec:), not written in the zone file: remove this one",
+                r.record.record_type()
+            ),
+        });
+    }
+    Ok(records)
 }
 
 impl Zone {
@@ -149,20 +199,42 @@ impl Zone {
     /// hand-written DNSKEY or CDS would be served beside (or instead of) the real ones and
     /// could point the parent at a key nobody signs with.
     pub fn from_zone_file_text(origin: &Name, text: &str) -> Result<Zone, ZoneError> {
-        let records = super::master::read(text, origin)?;
-        if let Some(r) = records
-            .iter()
-            .find(|r| is_generated(r.record.record_type()))
-        {
-            return Err(ZoneError {
-                line: r.line,
-                message: format!(
-                    "{} records are made by mailzone when it signs the zone (dnssec:), not written in the zone file: remove this one",
-                    r.record.record_type()
-                ),
-            });
+        Zone::build(origin.clone(), zone_file_records(origin, text)?)
+    }
+
+    /// A zone file's zone with its stored signatures, built once, when they were made for
+    /// exactly the file's records (serial and digest of the records as read). `Err` gives
+    /// the records back when they do not apply that way (the caller builds the zone alone
+    /// and tries [`Zone::with_stored`], which also sees through duplicates and TTLs that
+    /// the build merges); a build that fails with them is `Ok(Err(..))`.
+    pub fn build_with_stored(
+        origin: &Name,
+        records: Vec<SourcedRecord>,
+        stored: Stored,
+    ) -> Result<Result<Zone, ZoneError>, (Vec<SourcedRecord>, Stored)> {
+        let serial = records.iter().find_map(|r| match &r.record.data {
+            RData::SOA(soa) if r.record.name == *origin => Some(soa.serial),
+            _ => None,
+        });
+        if serial != Some(stored.serial) || records_digest(&records) != stored.digest {
+            return Err((records, stored));
         }
-        Zone::build(origin.clone(), records)
+        let known = stored.zone_digest;
+        let all: Vec<SourcedRecord> = records
+            .into_iter()
+            .chain(
+                stored
+                    .records
+                    .into_iter()
+                    .map(|record| SourcedRecord { record, line: 0 }),
+            )
+            .collect();
+        Ok(Zone::build(origin.clone(), all).map(|mut zone| {
+            if let Some(d) = known {
+                zone.set_known_digest(d);
+            }
+            zone
+        }))
     }
 
     /// This zone's own records with `generated` in place of the DNSSEC records it had.
@@ -194,8 +266,14 @@ impl Zone {
         if stored.digest != user_digest(self) {
             return Err("the zone file was changed since they were made".into());
         }
-        self.with_generated(stored.records)
-            .map_err(|e| format!("they do not fit the zone: {e}"))
+        let known = stored.zone_digest;
+        let mut zone = self
+            .with_generated(stored.records)
+            .map_err(|e| format!("they do not fit the zone: {e}"))?;
+        if let Some(d) = known {
+            zone.set_known_digest(d);
+        }
+        Ok(zone)
     }
 
     /// The RRSIGs at `owner` covering `rtype`, as stored (owner spelled as in the zone);
