@@ -72,7 +72,10 @@ impl std::fmt::Debug for Prober {
     }
 }
 
-type ResolverKey = (Option<SocketAddr>, u64);
+/// A resolver's background connections belong to the runtime that built it: a daemon started
+/// in another runtime (several in one test process, or after a restart in-process) must not
+/// reuse one whose runtime is shutting down, so the runtime is part of the key.
+type ResolverKey = (Option<SocketAddr>, u64, Option<tokio::runtime::Id>);
 /// A configuration, its resolver, and where that resolver's RD=1 queries of ours go.
 type CachedResolver = (ResolverKey, Arc<TokioResolver>, SocketAddr);
 
@@ -82,7 +85,8 @@ fn discovery_resolver(
     timeout: Duration,
 ) -> Option<(Arc<TokioResolver>, SocketAddr)> {
     static CACHE: OnceLock<Mutex<Vec<CachedResolver>>> = OnceLock::new();
-    let key = (resolver, timeout.as_millis() as u64);
+    let runtime = tokio::runtime::Handle::try_current().ok().map(|h| h.id());
+    let key = (resolver, timeout.as_millis() as u64, runtime);
     let cache = CACHE.get_or_init(Default::default);
     if let Ok(c) = cache.lock()
         && let Some((_, r, a)) = c.iter().find(|(k, _, _)| *k == key)
