@@ -210,7 +210,13 @@ fn nsec3_proof(
     nxdomain: bool,
     nsec3s: &[(Name, &NSEC3)],
 ) -> Result<(), String> {
-    let (_, first) = nsec3s[0];
+    // The caller passes a non-empty set; an empty one is answered, not indexed.
+    let Some((_, first)) = nsec3s.first() else {
+        return Err(format!(
+            "no NSEC3 record proves the absence at {}",
+            text(qname)
+        ));
+    };
     let (salt, iterations) = (first.salt().to_vec(), first.iterations());
     if first.hash_algorithm() != Nsec3HashAlgorithm::SHA1 {
         return Err("NSEC3 with an unknown hash algorithm".into());
