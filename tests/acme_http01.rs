@@ -13,18 +13,14 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::pebble::{Pebble, have};
+use common::pebble::{self, Pebble, have, mode, served};
 use common::secondary::free_port;
 use common::*;
 use mailzone::config::Config;
 use mailzone::provision::platform::Platform;
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, ServerName};
 use serde_json::{Value, json};
 
 const DOMAIN: &str = "ext.test";
@@ -141,32 +137,12 @@ fn associate(d: &TestDaemon) {
 
 /// ext.test's entry of `certificates` in `/v1/status` (null when there is none).
 fn certificate_status(d: &TestDaemon) -> Value {
-    let (status, body) = api(d.http, "GET", "/v1/status", &Value::Null);
-    assert_eq!(status, 200, "{body}");
-    json(&body)["certificates"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["domain"] == DOMAIN)
-        .cloned()
-        .unwrap_or(Value::Null)
+    pebble::certificate_status(d, DOMAIN)
 }
 
 /// Waits (at most 90 s) until ext.test's certificate status satisfies `done`.
 fn wait_status(d: &TestDaemon, pebble: Option<&Pebble>, done: impl Fn(&Value) -> bool) -> Value {
-    let started = Instant::now();
-    loop {
-        let s = certificate_status(d);
-        if done(&s) {
-            return s;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(90),
-            "certificate status: {s}\npebble: {}",
-            pebble.map(Pebble::log).unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    pebble::wait_certificate(d, DOMAIN, pebble, done)
 }
 
 fn issued(s: &Setup) -> Value {
@@ -176,47 +152,6 @@ fn issued(s: &Setup) -> Value {
     });
     assert_eq!(first["failures"], 0, "{first}\npebble: {}", s.pebble.log());
     first
-}
-
-/// What the HTTPS listener serves for `sni`, verified against `root_pem`: the leaf's serial
-/// (hex) and DNS names, and the status line of a GET of the MTA-STS policy.
-fn served(addr: SocketAddr, sni: &str, root_pem: &str) -> (String, Vec<String>, String) {
-    let mut roots = rustls::RootCertStore::empty();
-    for c in CertificateDer::pem_slice_iter(root_pem.as_bytes()) {
-        roots.add(c.unwrap()).unwrap();
-    }
-    #[allow(deprecated)]
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    let name = ServerName::try_from(sni.to_string()).unwrap();
-    let conn = rustls::ClientConnection::new(Arc::new(config), name).unwrap();
-    let s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let mut stream = rustls::StreamOwned::new(conn, s);
-    stream
-        .write_all(
-            format!(
-                "GET /.well-known/mta-sts.txt HTTP/1.1\r\nHost: {sni}\r\nConnection: close\r\n\r\n"
-            )
-            .as_bytes(),
-        )
-        .unwrap();
-    let mut out = Vec::new();
-    match stream.read_to_end(&mut out) {
-        Ok(_) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && !out.is_empty() => {}
-        Err(e) => panic!("{sni}: {e}"),
-    }
-    let der = stream.conn.peer_certificates().unwrap()[0].clone();
-    let cert = webpki::EndEntityCert::try_from(&der).unwrap();
-    let serial: String = cert.serial().iter().map(|b| format!("{b:02x}")).collect();
-    let names = cert.valid_dns_names().map(str::to_string).collect();
-    let text = String::from_utf8_lossy(&out);
-    (serial, names, text.lines().next().unwrap_or("").to_string())
 }
 
 /// A GET over plain HTTP with this `Host`: (status, body).
@@ -271,10 +206,6 @@ fn tokens_fetched(pebble: &Pebble) -> Vec<String> {
     out.sort();
     out.dedup();
     out
-}
-
-fn mode(path: &Path) -> u32 {
-    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
 }
 
 /// Moves the daemon's clock past the renewal point of the certificate in `status`.

@@ -8,20 +8,16 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::pebble::{Pebble, have};
+use common::pebble::{self, Pebble, have, mode, served};
 use common::secondary::free_port;
 use common::*;
 use mailzone::config::Config;
 use mailzone::provision::platform::Platform;
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, ServerName};
 use serde_json::{Value, json};
 
 const MAIL_ZONE: &str = "$ORIGIN mail.test.\n$TTL 300\n@ SOA ns1 hostmaster 1 3600 600 86400 60\n@ NS ns1\nns1 A 127.0.0.1\nweb A 127.0.0.1\n";
@@ -90,72 +86,12 @@ fn associate(d: &TestDaemon) {
 
 /// shop.test's entry of `certificates` in `/v1/status`.
 fn certificate_status(d: &TestDaemon) -> Value {
-    let (status, body) = api(d.http, "GET", "/v1/status", &Value::Null);
-    assert_eq!(status, 200, "{body}");
-    json(&body)["certificates"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["domain"] == "shop.test")
-        .cloned()
-        .unwrap_or(Value::Null)
+    pebble::certificate_status(d, "shop.test")
 }
 
 /// Waits (at most 90 s) until shop.test's certificate status satisfies `done`.
 fn wait_status(d: &TestDaemon, pebble: Option<&Pebble>, done: impl Fn(&Value) -> bool) -> Value {
-    let started = Instant::now();
-    loop {
-        let s = certificate_status(d);
-        if done(&s) {
-            return s;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(90),
-            "certificate status: {s}\npebble: {}",
-            pebble.map(Pebble::log).unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-/// The serial (hex) of the certificate served for `sni`, verified against `root`, and the
-/// status line of a GET of the MTA-STS policy.
-fn served(addr: SocketAddr, sni: &str, root_pem: &str) -> (String, String) {
-    let mut roots = rustls::RootCertStore::empty();
-    for c in CertificateDer::pem_slice_iter(root_pem.as_bytes()) {
-        roots.add(c.unwrap()).unwrap();
-    }
-    #[allow(deprecated)]
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    let name = ServerName::try_from(sni.to_string()).unwrap();
-    let conn = rustls::ClientConnection::new(Arc::new(config), name).unwrap();
-    let s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let mut stream = rustls::StreamOwned::new(conn, s);
-    stream
-        .write_all(
-            format!(
-                "GET /.well-known/mta-sts.txt HTTP/1.1\r\nHost: {sni}\r\nConnection: close\r\n\r\n"
-            )
-            .as_bytes(),
-        )
-        .unwrap();
-    let mut out = Vec::new();
-    match stream.read_to_end(&mut out) {
-        Ok(_) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && !out.is_empty() => {}
-        Err(e) => panic!("{sni}: {e}"),
-    }
-    let der = stream.conn.peer_certificates().unwrap()[0].clone();
-    let cert = webpki::EndEntityCert::try_from(&der).unwrap();
-    let serial: String = cert.serial().iter().map(|b| format!("{b:02x}")).collect();
-    let text = String::from_utf8_lossy(&out);
-    (serial, text.lines().next().unwrap_or("").to_string())
+    pebble::wait_certificate(d, "shop.test", pebble, done)
 }
 
 fn challenges_gone(d: &TestDaemon) {
@@ -165,10 +101,6 @@ fn challenges_gone(d: &TestDaemon) {
     }
     let file = std::fs::read_to_string(d.zones_dir().join("shop.test.zone")).unwrap();
     assert!(!file.contains("_acme-challenge"), "{file}");
-}
-
-fn mode(path: &Path) -> u32 {
-    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
 }
 
 #[test]
@@ -196,10 +128,10 @@ fn a_certificate_is_issued_through_dns01_served_and_renewed_by_the_test_clock() 
     );
     let https = d.daemon().web_https_addr().unwrap();
     for name in NAMES {
-        let (serial, _) = served(https, name, &root);
+        let (serial, _, _) = served(https, name, &root);
         assert_eq!(json!(serial), first["serial"], "{name}");
     }
-    let (_, line) = served(https, "mta-sts.shop.test", &root);
+    let (_, _, line) = served(https, "mta-sts.shop.test", &root);
     assert!(line.contains("200"), "{line}");
     challenges_gone(&d);
     let keys = d.dir.path().join("keys");
@@ -219,7 +151,7 @@ fn a_certificate_is_issued_through_dns01_served_and_renewed_by_the_test_clock() 
     });
     assert_eq!(second["failures"], 0, "{second}");
     for name in NAMES {
-        let (serial, _) = served(https, name, &root);
+        let (serial, _, _) = served(https, name, &root);
         assert_eq!(json!(serial), second["serial"], "{name}");
     }
     challenges_gone(&d);
@@ -254,7 +186,7 @@ fn after_a_restart_the_saved_certificate_is_served_and_not_ordered_again() {
     assert_eq!(after["serial"], first["serial"], "{after}");
     assert_eq!(after["next_order_at"], first["next_order_at"], "{after}");
     let https = d.daemon().web_https_addr().unwrap();
-    let (serial, _) = served(https, "mta-sts.shop.test", &root);
+    let (serial, _, _) = served(https, "mta-sts.shop.test", &root);
     assert_eq!(json!(serial), first["serial"]);
     std::thread::sleep(Duration::from_millis(500));
     let (_, metrics) = api(d.http, "GET", "/metrics", &Value::Null);

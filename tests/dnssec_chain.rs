@@ -119,43 +119,13 @@ fn world(net: u8, second_child: bool, tune: impl FnOnce(&mut Config)) -> World {
 impl World {
     /// The DS records the daemon under test gives for the registrar (`tag alg 2 HEX`).
     fn ds_from_api(&self) -> Vec<String> {
-        let (status, body) = http(
-            self.d.http,
-            "GET",
-            &format!("/v1/zones/{DOMAIN}./dnssec"),
-            Some(TOKEN),
-            None,
-        );
-        assert_eq!(status, 200, "{body}");
-        json(&body)["ds"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|l| {
-                let l = l.as_str().unwrap();
-                l.split(" IN DS ").nth(1).unwrap().to_string()
-            })
-            .collect()
+        common::replicas::ds_from_api(&self.d, DOMAIN)
     }
 
     /// The registrar: the DS set of `shop` on the given parent servers (empty: none).
     fn put_ds_on(&self, which: &[usize], ds: &[String], ttl: u32) {
-        for &i in which {
-            let op = if ds.is_empty() {
-                json!({"op": "delete", "name": format!("{DOMAIN}."), "type": "DS"})
-            } else {
-                json!({"op": "replace", "name": format!("{DOMAIN}."), "type": "DS", "ttl": ttl, "records": ds})
-            };
-            let body = json!({ "operations": [op] }).to_string();
-            let (status, text) = http(
-                self.parents[i].http,
-                "PATCH",
-                "/v1/zones/parent.test/records",
-                Some(TOKEN),
-                Some(&body),
-            );
-            assert_eq!(status, 200, "{text}");
-        }
+        let parents: Vec<&TestDaemon> = which.iter().map(|&i| &self.parents[i]).collect();
+        common::replicas::put_ds(&parents, DOMAIN, ds, ttl);
     }
 
     fn put_ds(&self, ds: &[String], ttl: u32) {

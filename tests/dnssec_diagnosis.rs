@@ -114,39 +114,13 @@ fn world_with(net: u8, parent_signed: bool, denial: Denial) -> World {
 impl World {
     /// The DS records the daemon under test gives for the registrar (`tag alg 2 HEX`).
     fn ds_from_api(&self) -> Vec<String> {
-        let (status, body) = http(
-            self.d.http,
-            "GET",
-            &format!("/v1/zones/{DOMAIN}./dnssec"),
-            Some(TOKEN),
-            None,
-        );
-        assert_eq!(status, 200, "{body}");
-        json(&body)["ds"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|l| {
-                let l = l.as_str().unwrap();
-                l.split(" IN DS ").nth(1).unwrap().to_string()
-            })
-            .collect()
+        common::replicas::ds_from_api(&self.d, DOMAIN)
     }
 
     /// The registrar: the DS set of `shop` on both parent servers.
     fn put_ds(&self, ds: &[String]) {
-        for p in &self.parents {
-            let op = json!({"op": "replace", "name": format!("{DOMAIN}."), "type": "DS", "ttl": 300, "records": ds});
-            let body = json!({ "operations": [op] }).to_string();
-            let (status, text) = http(
-                p.http,
-                "PATCH",
-                "/v1/zones/parent.test/records",
-                Some(TOKEN),
-                Some(&body),
-            );
-            assert_eq!(status, 200, "{text}");
-        }
+        let parents: Vec<&TestDaemon> = self.parents.iter().collect();
+        common::replicas::put_ds(&parents, DOMAIN, ds, 300);
     }
 
     /// Deletes an rrset of the domain's zone through the API of the daemon under test.

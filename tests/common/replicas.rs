@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 
 use mailzone::config::Config;
 
-use super::{TestDaemon, dig, test_config};
+use serde_json::json;
+
+use super::{TOKEN, TestDaemon, dig, http, json, test_config};
 
 /// Starts one daemon per address serving `zones` (file name, text) signed (DNSSEC on): the
 /// first generates the keys of `origin`; the others start from a copy of its `keys/dnssec`
@@ -92,5 +94,47 @@ fn copy_tree(from: &Path, to: &Path) {
             // std::fs::copy keeps the mode (0600 for keys).
             std::fs::copy(entry.path(), &target).unwrap();
         }
+    }
+}
+
+/// The DS records `d` gives the registrar for `domain` (`tag alg 2 HEX`).
+pub fn ds_from_api(d: &TestDaemon, domain: &str) -> Vec<String> {
+    let (status, body) = http(
+        d.http,
+        "GET",
+        &format!("/v1/zones/{domain}./dnssec"),
+        Some(TOKEN),
+        None,
+    );
+    assert_eq!(status, 200, "{body}");
+    json(&body)["ds"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| {
+            let l = l.as_str().unwrap();
+            l.split(" IN DS ").nth(1).unwrap().to_string()
+        })
+        .collect()
+}
+
+/// The registrar: `domain`'s DS set in `parent.test` on each of `parents` (an empty `ds`
+/// deletes it).
+pub fn put_ds(parents: &[&TestDaemon], domain: &str, ds: &[String], ttl: u32) {
+    for p in parents {
+        let op = if ds.is_empty() {
+            json!({"op": "delete", "name": format!("{domain}."), "type": "DS"})
+        } else {
+            json!({"op": "replace", "name": format!("{domain}."), "type": "DS", "ttl": ttl, "records": ds})
+        };
+        let body = json!({ "operations": [op] }).to_string();
+        let (status, text) = http(
+            p.http,
+            "PATCH",
+            "/v1/zones/parent.test/records",
+            Some(TOKEN),
+            Some(&body),
+        );
+        assert_eq!(status, 200, "{text}");
     }
 }
