@@ -1193,6 +1193,51 @@ fn an_external_domain_serving_spf_gets_one_merged_record_to_paste_that_replaces_
         json!(["far.example. IN TXT \"v=spf1 ip4:192.0.2.1 -all\""]),
         "{v}"
     );
+    assert_eq!(
+        v["served_spf"],
+        json!({"checked": true, "records": ["v=spf1 ip4:192.0.2.1 -all"]}),
+        "what was read is said: {v}"
+    );
+}
+
+#[test]
+fn an_external_domain_whose_spf_cannot_be_read_is_told_so_within_two_seconds() {
+    // A resolver that never answers: a bound socket nobody reads.
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let resolver = silent.local_addr().unwrap();
+    let d = TestDaemon::start_tuned(&[], move |c| {
+        c.platforms.push(quick_platform());
+        c.diagnosis.resolver = Some(resolver);
+        c.diagnosis.timeout_ms = 300;
+        c.diagnosis.budget_ms = 10_000;
+    });
+    let body = json!({"domain": "far.example", "platform": "quick", "mode": "authoritative"});
+    let started = std::time::Instant::now();
+    let (status, text) = api(d.http, "POST", "/v1/domains", &body);
+    let took = started.elapsed();
+    assert_eq!(status, 201, "{text}");
+    assert!(
+        took < std::time::Duration::from_secs(4),
+        "the diagnosis budget (10 s) does not hold the API call: {took:?}"
+    );
+    let v = json(&text);
+    assert_eq!(v["served_spf"]["checked"], false, "{v}");
+    let reason = v["served_spf"]["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("timed out") || reason.contains("no answer within"),
+        "{v}"
+    );
+    assert!(
+        v["served_spf"]["action"]
+            .as_str()
+            .unwrap()
+            .contains("merge the line to paste"),
+        "{v}"
+    );
+    assert!(
+        v["to_paste"]["spf"].is_array(),
+        "the line is still given: {v}"
+    );
 }
 
 fn series_of_far_example(w: &World) -> Vec<String> {

@@ -139,31 +139,50 @@ pub async fn check_once(
     }
 }
 
+/// How long an API call waits for the served SPF ([`served_spf_now`]): the association is
+/// already made, so a dead resolver must not hold the caller for the whole diagnosis budget.
+const SERVED_SPF_BUDGET: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// The SPF records a domain's nameservers serve now: the first authoritative answer, within
-/// the prober's budget. `None` when nothing answered with authority in time.
-pub async fn served_spf_now(prober: &Prober, domain: &str) -> Option<Vec<String>> {
-    let name = hickory_proto::rr::Name::from_ascii(domain).ok()?;
+/// the prober's budget (at most [`SERVED_SPF_BUDGET`]). `Err` says why nothing could be
+/// read, so the caller can say that it did not check rather than imply there is none.
+pub async fn served_spf_now(prober: &Prober, domain: &str) -> Result<Vec<String>, String> {
+    let name = hickory_proto::rr::Name::from_ascii(domain)
+        .map_err(|e| format!("{domain} is not a domain name: {e}"))?;
     let ask = async {
-        let nameservers = prober.nameservers(&name).await.ok()?;
+        let nameservers = prober
+            .nameservers(&name)
+            .await
+            .map_err(|e| format!("its nameservers were not found: {e}"))?;
+        let mut asked = Vec::new();
         for addr in nameservers.iter().flat_map(|n| n.addresses.iter()) {
+            asked.push(addr.to_string());
             if let Ok(m) = prober
                 .query(*addr, &name, hickory_proto::rr::RecordType::TXT, false)
                 .await
                 && m.metadata.authoritative
                 && m.metadata.response_code == hickory_proto::op::ResponseCode::NoError
             {
-                return Some(
-                    probe::txt_values(&m)
-                        .into_iter()
-                        .filter(|v| crate::provision::spf::SpfRecord::parse(v).is_some())
-                        .collect(),
-                );
+                return Ok(probe::txt_values(&m)
+                    .into_iter()
+                    .filter(|v| crate::provision::spf::SpfRecord::parse(v).is_some())
+                    .collect());
             }
         }
-        None
+        Err(if asked.is_empty() {
+            "its nameservers have no addresses".to_string()
+        } else {
+            format!(
+                "no authoritative answer for its TXT records from {}",
+                asked.join(", ")
+            )
+        })
     };
-    tokio::time::timeout(prober.budget, ask)
-        .await
-        .ok()
-        .flatten()
+    let budget = prober.budget.min(SERVED_SPF_BUDGET);
+    tokio::time::timeout(budget, ask).await.unwrap_or_else(|_| {
+        Err(format!(
+            "no answer within {} ms (diagnosis resolver and the domain's nameservers)",
+            budget.as_millis()
+        ))
+    })
 }

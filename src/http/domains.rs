@@ -278,9 +278,23 @@ async fn spf_replacing_the_served_one(
     let Some(prober) = crate::diagnose::prober(&shared.config.diagnosis) else {
         return;
     };
-    let Some(served) = crate::diagnose::served_spf_now(&prober, &a.domain).await else {
-        return;
+    let served = match crate::diagnose::served_spf_now(&prober, &a.domain).await {
+        Ok(served) => served,
+        Err(reason) => {
+            // Said, not implied: without it the plain SPF line reads as "there is none",
+            // and a second v=spf1 record makes SPF fail (RFC 7208 §4.5 permerror).
+            value["served_spf"] = serde_json::json!({
+                "checked": false,
+                "reason": reason,
+                "action": format!(
+                    "if {} already publishes a v=spf1 TXT record, merge the line to paste into it instead of adding a second one (two SPF records make SPF fail); the diagnosis checks it once the records are in place",
+                    a.domain
+                ),
+            });
+            return;
+        }
     };
+    value["served_spf"] = serde_json::json!({ "checked": true, "records": served });
     if served.is_empty() {
         return;
     }
