@@ -568,23 +568,24 @@ fn attach_journal(
         };
     }
     let path = journal_file_for(file);
-    if !path.is_file() {
-        return None;
-    }
-    // The zone's digest is known (from its stored signatures): when the journal's last step
-    // leads to it, the journal is parsed only when first needed (IXFR, the next change),
-    // not for every zone at start.
-    if let Some(digest) = zone.known_digest()
-        && last_step_digest(&path, max_file_bytes) == Some(digest)
-    {
+    // The zone's digest is known (from its stored signatures): its journal is not opened
+    // at start, only when first needed (IXFR, the next change, compaction); it then keeps
+    // the steps that lead to this version, and is dropped if it does not lead there or is
+    // damaged (a missing file is an empty journal).
+    if zone.known_digest().is_some() {
         let reader_path = path.clone();
         zone.defer_journal(
-            Box::new(move || {
-                read_bounded(&reader_path, max_file_bytes)
-                    .map_err(|e| e.trim_start_matches(':').trim().to_string())
+            Box::new(move || match std::fs::metadata(&reader_path) {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+                _ => read_bounded(&reader_path, max_file_bytes)
+                    .map(Some)
+                    .map_err(|e| e.trim_start_matches(':').trim().to_string()),
             }),
             limits,
         );
+        return None;
+    }
+    if !path.is_file() {
         return None;
     }
     let read = read_bounded(&path, max_file_bytes)
@@ -618,7 +619,7 @@ fn load_zone(
     let Some(stored) = read_signatures(&path, max_file_bytes) else {
         return Zone::build(origin.clone(), records);
     };
-    match Zone::build_with_stored(origin, records, stored) {
+    match Zone::build_with_stored(origin, text, records, stored) {
         Ok(Ok(zone)) => Ok(zone),
         Ok(Err(e)) => {
             // The file's records alone may be at fault: building them alone says which line.
@@ -662,42 +663,6 @@ fn read_signatures(path: &Path, max_file_bytes: u64) -> Option<super::signed::St
             tracing::warn!(file = %path.display(), reason = %bounded(&reason), "stored signatures not used; the zone is signed again");
             None
         }
-    }
-}
-
-/// The digest of the last step of a journal file (its `$STEP TIME DIGEST` line), read from
-/// the file's end; `None` when it cannot be found there.
-fn last_step_digest(path: &Path, max_file_bytes: u64) -> Option<u64> {
-    use std::io::{Read, Seek, SeekFrom};
-    let mut f = std::fs::File::open(path).ok()?;
-    let len = f.metadata().ok()?.len();
-    if len > max_file_bytes {
-        return None;
-    }
-    // The last step of a signed zone's first signing holds every signature: read back
-    // from the end in growing pieces until its header line is in.
-    let mut want: u64 = 16 * 1024;
-    loop {
-        let start = len.saturating_sub(want);
-        f.seek(SeekFrom::Start(start)).ok()?;
-        let mut tail = Vec::with_capacity((len - start) as usize);
-        (&mut f).take(len - start).read_to_end(&mut tail).ok()?;
-        let text = std::str::from_utf8(&tail).ok();
-        let found = text.and_then(|t| {
-            t.rfind("\n$STEP ")
-                .map(|i| &t[i + 7..])
-                .or_else(|| (start == 0).then(|| t.strip_prefix("$STEP ")).flatten())
-        });
-        if let Some(rest) = found {
-            let line = rest.split('\n').next()?;
-            let mut words = line.split(' ');
-            let _time = words.next()?;
-            return u64::from_str_radix(words.next()?, 16).ok();
-        }
-        if start == 0 {
-            return None;
-        }
-        want *= 4;
     }
 }
 
