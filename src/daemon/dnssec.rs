@@ -1008,18 +1008,27 @@ impl Shared {
     }
 
     /// The start's DNSSEC pass before the first answer: every zone is brought to its policy
-    /// (signed, re-signed or unsigned) except those served from stored signatures that are
-    /// not yet due for refresh. Those are served as stored — signed, and checked against
-    /// their zone file's text when loaded — and left to [`Shared::finish_start_pass`], which
-    /// is what is returned: reading 10,000 zones' keys and state files here made a restart
-    /// several times slower than an unsigned start.
+    /// (signed, re-signed, re-chained or unsigned) except those whose stored version already
+    /// fits the configured policy on its face: signed (from stored signatures, checked
+    /// against their zone file's text when loaded), not due for refresh, the configured
+    /// denial, no unsigning under way. Those are served as stored and left to
+    /// [`Shared::finish_start_pass`] (what is returned), which reads their keys and state:
+    /// reading 10,000 zones' keys and state files here made a restart several times slower
+    /// than an unsigned start. A zone whose own settings differ from the configuration is
+    /// brought to them here, as before.
     pub async fn sign_zones_at_start(&self) -> Vec<Name> {
         let _writer = self.writer.lock().await;
         let now = self.dnssec_now();
-        let refresh = self.config.dnssec.refresh_secs;
+        let policy = &self.config.dnssec;
+        let catalog = self.catalog_name();
         let (later, first): (Vec<Arc<Zone>>, Vec<Arc<Zone>>) =
             self.zones.load().zones().into_iter().partition(|z| {
-                z.is_signed() && z.earliest_expiry().is_some_and(|e| e > now + refresh)
+                policy.enabled
+                    && z.is_signed()
+                    && catalog.as_ref().is_none_or(|c| c != z.origin())
+                    && z.earliest_expiry().is_some_and(|e| e > now + policy.refresh_secs)
+                    && denial_of(z) == Some(policy.denial)
+                    && !publishes_cds_delete(z)
             });
         if !first.is_empty() {
             self.preload_keys(&first);
