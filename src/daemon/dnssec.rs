@@ -1026,7 +1026,8 @@ impl Shared {
                 policy.enabled
                     && z.is_signed()
                     && catalog.as_ref().is_none_or(|c| c != z.origin())
-                    && z.earliest_expiry().is_some_and(|e| e > now + policy.refresh_secs)
+                    && z.earliest_expiry()
+                        .is_some_and(|e| e > now + policy.refresh_secs)
                     && denial_of(z) == Some(policy.denial)
                     && !publishes_cds_delete(z)
             });

@@ -736,6 +736,21 @@ mod tests {
     }
 
     #[test]
+    fn a_signatures_file_applies_to_the_exact_text_it_was_made_for_and_keeps_its_records() {
+        let origin = Name::from_ascii("example.test.").unwrap();
+        let text = "$TTL 300\n@ SOA ns h 1 1 1 1 1\n@ NS ns\nns A 192.0.2.1\n";
+        let zone = Zone::from_master_text(&origin, text).unwrap();
+        let stored = decode(&encode(&zone, text)).unwrap();
+        assert!(stored.made_for_text(text));
+        assert!(!stored.made_for_text(&text.replace("192.0.2.1", "192.0.2.2")));
+        assert!(!stored.made_for_text(&format!("{text}; a comment\n")));
+        assert_eq!(stored.serial, 1);
+        assert_eq!(stored.summary, Some(zone.summary()));
+        assert_eq!(stored.count, 0);
+        assert!(stored.records().unwrap().is_empty());
+    }
+
+    #[test]
     fn a_damaged_signatures_file_is_refused() {
         let origin = Name::from_ascii("example.test.").unwrap();
         let zone = Zone::from_master_text(
