@@ -7,8 +7,10 @@
 //! Keys are generated (ECDSA/Ed25519, microseconds) when a zone is first signed; their files
 //! and the state file are written durably before the zone that publishes them. A key that
 //! cannot be used (missing, corrupt, readable by others) is reported in `/v1/status` and the
-//! log, the zone keeps serving its last signed version, and changes to it are refused. It
-//! must not answer queries nor parse HTTP.
+//! log, the zone keeps serving its last signed version, and changes to it are refused. At
+//! start, zones served from stored signatures that fit the configured policy are checked
+//! (keys and state read, jobs planned) after the first answer, not before. It must not
+//! answer queries nor parse HTTP.
 
 use std::collections::HashMap;
 use std::sync::Arc;

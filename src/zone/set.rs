@@ -272,7 +272,8 @@ impl ZoneSet {
     /// Like [`ZoneSet::load_dir`], journals kept within `limits`. Each zone gets its journal:
     /// on a reload, the served version's plus the difference when the file's serial went
     /// forward (reset when it did not); at start, its journal file if that leads to the
-    /// zone file's version (dropped and reported otherwise: never a failed load).
+    /// zone file's version (dropped and reported otherwise: never a failed load) — for a
+    /// zone loaded with stored signatures, read and checked only when first needed.
     pub fn load_dir_with(
         dir: &Path,
         previous: Option<&ZoneSet>,

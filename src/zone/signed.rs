@@ -3,9 +3,10 @@
 //!
 //! This module owns the list of generated types (DNSKEY, CDS, CDNSKEY, RRSIG, NSEC, NSEC3,
 //! NSEC3PARAM: never in a zone file, never edited by hand), the signatures file
-//! `zones/<zone>.signed` (the generated records in DNS wire form, tied to the serial and the
-//! digest of the records they sign, so that a restart re-signs nothing and a zone file edited
-//! by hand is never served with signatures over other data), and picking the RRSIGs and NSEC
+//! `zones/<zone>.signed` (the generated records as raw DNS wire RRs, tied to the hash of the
+//! zone file's text and to the serial and digest of the records they sign, with a header of
+//! what a start needs without decoding them, so that a restart re-signs nothing and a zone
+//! file edited by hand is never served with signatures over other data), and picking the RRSIGs and NSEC
 //! records of an answer. It must not sign nor know keys: `crate::dnssec` does, and it must not
 //! do I/O beyond the pure encoding (the daemon writes the file, [`super::set`] reads it).
 
