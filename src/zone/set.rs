@@ -629,7 +629,8 @@ fn load_zone(
             tracing::warn!(file = %path.display(), reason = %bounded(&e.to_string()), "stored signatures not used; the zone is signed again");
             Ok(zone)
         }
-        Err((records, stored)) => {
+        Err(unused) => {
+            let (records, stored) = *unused;
             let zone = Zone::build(origin.clone(), records)?;
             match zone.with_stored(stored) {
                 Ok(signed) => Ok(signed),
