@@ -172,6 +172,8 @@ pub struct Metrics {
     pub dnssec_signatures: IntCounter,
     /// Seconds until the earliest signature of each signed zone expires.
     pub dnssec_expiry: prometheus::IntGaugeVec,
+    /// Seconds from the daemon's start to the end of its start-up DNSSEC policy pass.
+    pub dnssec_start_pass: prometheus::Gauge,
     /// DNSSEC keys by zone and state (1 per key).
     pub dnssec_keys: prometheus::IntGaugeVec,
     /// DNSSEC key events: generated, activated, retired, removed.
@@ -344,6 +346,11 @@ impl Metrics {
             &["zone"],
         )?;
         registry.register(Box::new(dnssec_expiry.clone()))?;
+        let dnssec_start_pass = prometheus::Gauge::new(
+            "dnssec_start_pass_seconds",
+            "Seconds from the start to the end of the start-up DNSSEC policy pass over the zones served from their stored signatures (0 until it is done)",
+        )?;
+        registry.register(Box::new(dnssec_start_pass.clone()))?;
         let dnssec_keys = prometheus::IntGaugeVec::new(
             Opts::new("dnssec_keys", "DNSSEC keys of each zone by role and state"),
             &["zone", "role", "state"],
@@ -504,6 +511,7 @@ impl Metrics {
             dkim_key_age,
             dnssec_signatures,
             dnssec_expiry,
+            dnssec_start_pass,
             dnssec_keys,
             dnssec_key_events,
             dnssec_next_rollover,

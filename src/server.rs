@@ -186,6 +186,7 @@ impl Daemon {
         config: Config,
         config_file: Option<PathBuf>,
     ) -> Result<Self, StartError> {
+        let started = std::time::Instant::now();
         let metrics = Arc::new(Metrics::new()?);
         let token = token::load_or_create(&config)?;
         // Keys are checked (and generated) at start so a loose or broken key file stops the
@@ -262,9 +263,10 @@ impl Daemon {
             .sync_catalog_at_start()
             .await
             .map_err(StartError::Catalog)?;
-        // Zones are brought to the DNSSEC policy before the first query: signed where their
-        // stored signatures are missing or due, nothing re-signed where they are current.
-        shared.sign_zones().await;
+        // Zones are brought to the DNSSEC policy before the first query where their stored
+        // signatures are missing or due (nothing is served unsigned that is to be signed);
+        // those served from current stored signatures are checked after the first answer.
+        let start_pass = shared.sign_zones_at_start().await;
         for status in shared.zones.load().statuses() {
             if status.serving {
                 tracing::info!(zone = %status.name, serial = status.serial.unwrap_or(0), records = status.records, "zone loaded");
@@ -312,6 +314,7 @@ impl Daemon {
         }
         // One scheduler for every background job: diagnoses, rotations, retired keys.
         shared.rebuild_schedule();
+        tasks.spawn(shared.clone().finish_start_pass(start_pass, started));
         tasks.spawn(shared.clone().run_scheduler());
         // NOTIFY to secondaries; the zones published above are announced first (a restart
         // tells every secondary to check its serial).

@@ -276,6 +276,13 @@ fn an_axfr_of_the_signed_zone_passes_ldns_verify_zone_dnssec_verify_and_named_ch
     assert_axfr_verifies(&d, denial);
 }
 
+/// The zone's AXFR, one record a line, sorted (the order of names is the daemon's own).
+fn sorted_axfr(d: &TestDaemon) -> Vec<String> {
+    let mut lines: Vec<String> = axfr(d).lines().map(str::to_string).collect();
+    lines.sort();
+    lines
+}
+
 /// The zone's AXFR carries the signatures and the chain `denial` says (and not the other),
 /// and passes `ldns-verify-zone`, `dnssec-verify` and `named-checkzone -i local`.
 fn assert_axfr_verifies(d: &TestDaemon, denial: Denial) {
@@ -378,6 +385,7 @@ fn a_restart_serves_the_stored_signatures_without_signing_again_with(denial: Den
         "{metrics}"
     );
     let before = dig(d.dns, &["+short", "+dnssec", "example.test", "SOA"]);
+    let (serial_before, axfr_before) = (serial(&d), sorted_axfr(&d));
     let d = d.restart();
     let after = dig(d.dns, &["+short", "+dnssec", "example.test", "SOA"]);
     assert_eq!(before, after);
@@ -387,6 +395,17 @@ fn a_restart_serves_the_stored_signatures_without_signing_again_with(denial: Den
         0.0,
         "{metrics}"
     );
+    // The start's policy pass (after the first answer) is done and re-signed nothing:
+    // same serial, the very same records and signatures.
+    assert!(
+        metric(&metrics, "mailzone_dnssec_start_pass_seconds") > 0.0,
+        "{metrics}"
+    );
+    assert_eq!(serial(&d), serial_before);
+    assert_eq!(sorted_axfr(&d), axfr_before);
+    if tool("ldns-verify-zone") && tool("dnssec-verify") && tool("named-checkzone") {
+        assert_axfr_verifies(&d, denial);
+    }
 }
 
 #[test]
@@ -556,6 +575,13 @@ fn a_corrupt_key_file_is_refused_and_the_zone_keeps_its_signed_version() {
         before,
         dig(d.dns, &["+short", "+dnssec", "example.test", "MX"])
     );
+    // Reported by the start's policy pass, before anything asks to change the zone.
+    let (_, status) = http(d.http, "GET", "/v1/status", Some(TOKEN), None);
+    let status: serde_json::Value = serde_json::from_str(&status).unwrap();
+    let error = status["dnssec_errors"]["example.test."]
+        .as_str()
+        .unwrap_or("");
+    assert!(error.contains("keys/dnssec/example.test/"), "{status}");
     let (status, _) = api(
         d.http,
         "PATCH",
@@ -1577,30 +1603,61 @@ fn fnv(bytes: &[u8]) -> u64 {
     h
 }
 
+/// The fields of a signatures file of format 3 as the daemon writes it: the header up to
+/// the zone digest (hash of the zone file's text, serial, user digest, zone digest), then
+/// the count of records and the records.
+fn format3_parts(v3: &[u8]) -> (&[u8], &[u8]) {
+    let magic = b"mailzone-signed 3\n";
+    assert!(v3.starts_with(magic));
+    let body = &v3[magic.len()..v3.len() - 8];
+    let fixed = &body[32..52];
+    // The summary: expiry (8), flags (1), keys (count, 5 bytes each), SOA signers and
+    // DNSKEY signers (count, 2 bytes each).
+    let mut at = 52 + 9;
+    at += 1 + 5 * body[at] as usize;
+    at += 1 + 2 * body[at] as usize;
+    at += 1 + 2 * body[at] as usize;
+    (fixed, &body[at..])
+}
+
+/// A signatures file of format 2 or 1 with the same content as a format 3 one.
+fn older_format(v3: &[u8], version: u8) -> Vec<u8> {
+    let (fixed, records) = format3_parts(v3);
+    let mut out = format!("mailzone-signed {version}\n").into_bytes();
+    // Version 1 has no zone digest after the user digest.
+    out.extend_from_slice(if version == 1 { &fixed[..12] } else { fixed });
+    out.extend_from_slice(records);
+    let sum = fnv(&out);
+    out.extend_from_slice(&sum.to_be_bytes());
+    out
+}
+
 #[test]
 fn a_restart_reads_signatures_stored_in_the_first_format_without_signing_again() {
+    a_restart_reads_signatures_stored_in_an_older_format_without_signing_again(1);
+}
+
+#[test]
+fn a_restart_reads_signatures_stored_in_the_second_format_without_signing_again() {
+    a_restart_reads_signatures_stored_in_an_older_format_without_signing_again(2);
+}
+
+fn a_restart_reads_signatures_stored_in_an_older_format_without_signing_again(version: u8) {
     let d = signed_daemon();
     let kept = served_journal_len(&d);
     let before = dig(d.dns, &["+short", "+dnssec", "example.test", "SOA"]);
+    let axfr_before = sorted_axfr(&d);
     let d = restart_after_editing(d, |zones| {
-        // Version 2 → version 1: the same without the zone digest after the user digest.
         let path = zones.join("example.test.signed");
-        let v2 = std::fs::read(&path).unwrap();
-        let magic = b"mailzone-signed 2\n";
-        assert!(v2.starts_with(magic));
-        let body = &v2[magic.len()..v2.len() - 8];
-        let mut v1 = b"mailzone-signed 1\n".to_vec();
-        v1.extend_from_slice(&body[..12]);
-        v1.extend_from_slice(&body[20..]);
-        let sum = fnv(&v1);
-        v1.extend_from_slice(&sum.to_be_bytes());
-        std::fs::write(&path, v1).unwrap();
+        let v3 = std::fs::read(&path).unwrap();
+        std::fs::write(&path, older_format(&v3, version)).unwrap();
     });
     assert_eq!(signatures_made(&d), 0.0);
     assert_eq!(
         dig(d.dns, &["+short", "+dnssec", "example.test", "SOA"]),
         before
     );
+    assert_eq!(sorted_axfr(&d), axfr_before);
     assert_eq!(served_journal_len(&d), kept);
 }
 

@@ -7,8 +7,10 @@
 //! Keys are generated (ECDSA/Ed25519, microseconds) when a zone is first signed; their files
 //! and the state file are written durably before the zone that publishes them. A key that
 //! cannot be used (missing, corrupt, readable by others) is reported in `/v1/status` and the
-//! log, the zone keeps serving its last signed version, and changes to it are refused. It
-//! must not answer queries nor parse HTTP.
+//! log, the zone keeps serving its last signed version, and changes to it are refused. At
+//! start, zones served from stored signatures that fit the configured policy are checked
+//! (keys and state read, jobs planned) after the first answer, not before. It must not
+//! answer queries nor parse HTTP.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -1005,6 +1007,77 @@ impl Shared {
     pub async fn sign_zones(&self) {
         let _writer = self.writer.lock().await;
         self.sign_zones_locked().await;
+    }
+
+    /// The start's DNSSEC pass before the first answer: every zone is brought to its policy
+    /// (signed, re-signed, re-chained or unsigned) except those whose stored version already
+    /// fits the configured policy on its face: signed (from stored signatures, checked
+    /// against their zone file's text when loaded), not due for refresh, the configured
+    /// denial, no unsigning under way. Those are served as stored and left to
+    /// [`Shared::finish_start_pass`] (what is returned), which reads their keys and state:
+    /// reading 10,000 zones' keys and state files here made a restart several times slower
+    /// than an unsigned start. A zone whose own settings differ from the configuration is
+    /// brought to them here, as before.
+    pub async fn sign_zones_at_start(&self) -> Vec<Name> {
+        let _writer = self.writer.lock().await;
+        let now = self.dnssec_now();
+        let policy = &self.config.dnssec;
+        let catalog = self.catalog_name();
+        let (later, first): (Vec<Arc<Zone>>, Vec<Arc<Zone>>) =
+            self.zones.load().zones().into_iter().partition(|z| {
+                policy.enabled
+                    && z.is_signed()
+                    && catalog.as_ref().is_none_or(|c| c != z.origin())
+                    && z.earliest_expiry()
+                        .is_some_and(|e| e > now + policy.refresh_secs)
+                    && denial_of(z) == Some(policy.denial)
+                    && !publishes_cds_delete(z)
+            });
+        if !first.is_empty() {
+            self.preload_keys(&first);
+            self.bring_to_policy(first).await;
+        }
+        later.iter().map(|z| z.origin().clone()).collect()
+    }
+
+    /// The rest of the start's DNSSEC pass, after the first answer, over the zones
+    /// [`Shared::sign_zones_at_start`] left (their current versions): their keys and state
+    /// are loaded, their re-signing and rollover jobs planned, and any whose keys, denial or
+    /// settings changed while stopped is signed again — as at any change, the stored version
+    /// is served until the new one is committed. When it is done is logged and kept in
+    /// `mailzone_dnssec_start_pass_seconds` (from `started`).
+    pub async fn finish_start_pass(
+        self: Arc<Self>,
+        origins: Vec<Name>,
+        started: std::time::Instant,
+    ) {
+        let count = origins.len();
+        if !origins.is_empty() {
+            let _writer = self.writer.lock().await;
+            let zones: Vec<Arc<Zone>> = {
+                let set = self.zones.load();
+                origins.iter().filter_map(|o| set.get(o)).collect()
+            };
+            // Key and state files are read on every core, off the runtime.
+            let this = self.clone();
+            let preload = zones.clone();
+            let _ = tokio::task::spawn_blocking(move || this.preload_keys(&preload)).await;
+            self.bring_to_policy(zones).await;
+        }
+        let secs = started.elapsed().as_secs_f64();
+        self.metrics.dnssec_start_pass.set(secs);
+        tracing::info!(
+            zones = count,
+            secs,
+            "start-up DNSSEC policy pass done over the zones served from their stored signatures"
+        );
+        self.start_pass.send_replace(true);
+    }
+
+    /// Waits until the start's DNSSEC pass is done (tests start from there).
+    pub async fn start_pass_done(&self) {
+        let mut done = self.start_pass.subscribe();
+        let _ = done.wait_for(|d| *d).await;
     }
 
     /// Keys loaded for a new version of each zone of `zones`: `Err` refuses the change.

@@ -66,6 +66,9 @@ pub struct Shared {
     pub(super) dnssec_keys: std::sync::Mutex<super::dnssec::KeyCache>,
     /// Zones whose DNSSEC keys cannot be used, and why.
     pub dnssec_errors: std::sync::Mutex<std::collections::BTreeMap<String, String>>,
+    /// Whether the start-up DNSSEC policy pass over the zones served from their stored
+    /// signatures is done (it runs after the first answer: [`Shared::finish_start_pass`]).
+    pub(super) start_pass: tokio::sync::watch::Sender<bool>,
     /// Zones whose automatic key rollover could not start, and when (signing clock) it is
     /// tried again; an entry goes with its zone.
     pub(super) auto_roll_retry:
@@ -134,6 +137,7 @@ impl Shared {
             dkim_errors: Default::default(),
             dnssec_keys: Default::default(),
             dnssec_errors: Default::default(),
+            start_pass: tokio::sync::watch::channel(false).0,
             auto_roll_retry: Default::default(),
             clock_offset: Default::default(),
             acme: Default::default(),

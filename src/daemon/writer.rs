@@ -364,22 +364,32 @@ pub(super) fn zone_change(zone: &Zone, file: &std::path::Path) -> crate::durable
 /// A crash between the two renames leaves the journal one step ahead, which the next start
 /// drops (`ZoneSet::load_dir_with`); never a zone file whose journal misses a step.
 pub(super) fn zone_files(zone: &Zone, file: &std::path::Path) -> [crate::durable::FileChange; 3] {
+    // The text once: the signatures file notes its hash.
+    let text = writer::to_master_text(zone);
     [
         journal_change(zone, file),
-        signatures_change(zone, file),
-        zone_change(zone, file),
+        signatures_change(zone, file, &text),
+        crate::durable::FileChange::write(
+            file,
+            text.into_bytes(),
+            crate::durable::PUBLIC_FILE_MODE,
+        ),
     ]
 }
 
 /// The signatures file of a signed zone, or its removal. Written before the zone file: a
 /// crash between leaves signatures for a serial the zone file has not, which the next start
 /// ignores (and signs again) rather than serve.
-pub(super) fn signatures_change(zone: &Zone, file: &std::path::Path) -> crate::durable::FileChange {
+pub(super) fn signatures_change(
+    zone: &Zone,
+    file: &std::path::Path,
+    text: &str,
+) -> crate::durable::FileChange {
     let path = crate::zone::signed::signatures_file_for(file);
     if zone.is_signed() {
         crate::durable::FileChange::write(
             &path,
-            crate::zone::signed::encode(zone),
+            crate::zone::signed::encode(zone, text),
             crate::durable::PUBLIC_FILE_MODE,
         )
     } else {

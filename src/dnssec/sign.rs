@@ -351,14 +351,8 @@ fn note_expiry(stats: &mut SignStats, rrsig: &Record) {
 
 /// The earliest signature expiry of a signed zone (seconds since the epoch).
 pub fn earliest_expiry(zone: &Zone) -> Option<u64> {
-    zone.records()
-        .filter_map(|r| match &r.data {
-            RData::DNSSEC(DNSSECRData::RRSIG(sig)) => {
-                Some(u64::from(sig.input().sig_expiration.get()))
-            }
-            _ => None,
-        })
-        .min()
+    // Noted when the zone was built: no walk over its signatures.
+    zone.earliest_expiry()
 }
 
 /// splitmix64: spreads a seed into a well-mixed value (no randomness needed, only spread).

@@ -124,11 +124,12 @@ pub struct Journal {
 }
 
 /// Reads a zone's journal file when it is first needed (given by the loader: this module
-/// does no I/O itself).
-pub type JournalReader = Box<dyn Fn() -> Result<String, String> + Send + Sync>;
+/// does no I/O itself); `None`: there is no journal file.
+pub type JournalReader = Box<dyn Fn() -> Result<Option<String>, String> + Send + Sync>;
 
-/// A journal file found at start to lead to its zone's version (its last step's digest is
-/// the zone's), not parsed until something needs its steps (IXFR, the next change).
+/// The journal file of a zone loaded with its digest known (from its stored signatures),
+/// not read until something needs its steps (IXFR, the next change); it is then cut to the
+/// steps that lead to the zone's version, or dropped.
 pub struct PendingJournal {
     read: JournalReader,
     origin: Name,
@@ -177,9 +178,10 @@ impl JournalSlot {
             let Some(p) = &self.pending else {
                 return Arc::default();
             };
-            let read = (p.read)()
-                .and_then(|text| Journal::parse(&text, &p.origin))
-                .and_then(|mut journal| {
+            let read = match (p.read)() {
+                // No journal file: no history, nothing to report.
+                Ok(None) => Ok(Journal::default()),
+                Ok(Some(text)) => Journal::parse(&text, &p.origin).and_then(|mut journal| {
                     let keep = journal
                         .steps
                         .iter()
@@ -187,7 +189,9 @@ impl JournalSlot {
                         .ok_or("it no longer leads to the zone's version")?;
                     journal.steps.truncate(keep + 1);
                     Ok(journal)
-                });
+                }),
+                Err(e) => Err(e),
+            };
             let mut journal = read.unwrap_or_else(|reason| {
                 tracing::warn!(zone = %name_text(&p.origin), reason = %reason, "journal dropped: IXFR falls back to a full transfer for older serials");
                 Journal::default()
@@ -639,7 +643,7 @@ impl Zone {
     }
 
     /// Gives this zone (just loaded, its digest known) the journal file `read` returns,
-    /// parsed only when first needed: the caller found its last step leads to this version.
+    /// read and parsed only when first needed, and checked then to lead to this version.
     pub(super) fn defer_journal(&mut self, read: JournalReader, limits: &JournalLimits) {
         let Some(digest) = self.journal.digest() else {
             return;

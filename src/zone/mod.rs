@@ -74,6 +74,9 @@ pub struct Zone {
     /// the nodes: its owners are hashes, not names of the zone, and a query for one must
     /// find nothing there (RFC 5155 §7.2.8). `None` unless the zone is signed with NSEC3.
     nsec3: Option<Box<signed::Nsec3Chain>>,
+    /// When the first of its signatures expires (unix seconds), noted while building so
+    /// that planning the re-signing of 10,000 zones walks no signature.
+    earliest_expiry: Option<u64>,
     /// The differences that led to this version ([`journal`]); empty until the writer or
     /// the loader attaches one.
     journal: journal::JournalSlot,
@@ -161,9 +164,16 @@ impl Zone {
         let mut cname_lines: HashMap<Name, usize> = HashMap::new();
         let mut other_lines: HashMap<Name, usize> = HashMap::new();
         let mut nsec3_records: Vec<SourcedRecord> = Vec::new();
+        let mut earliest_expiry: Option<u64> = None;
 
         for SourcedRecord { record, line } in records {
             let fail = |message: String| Err(ZoneError { line, message });
+            if let RData::DNSSEC(hickory_proto::dnssec::rdata::DNSSECRData::RRSIG(sig)) =
+                &record.data
+            {
+                let e = u64::from(sig.input().sig_expiration.get());
+                earliest_expiry = Some(earliest_expiry.map_or(e, |x| x.min(e)));
+            }
             // Shown in an error only: not formatted for every record of every zone.
             let owner = Shown(&record.name);
             if !origin.zone_of(&record.name) {
@@ -331,6 +341,7 @@ impl Zone {
             signed,
             nsec_owners,
             nsec3,
+            earliest_expiry,
             journal: Default::default(),
             compiled: CompiledCell::default(),
         })
@@ -343,6 +354,11 @@ impl Zone {
     /// Whether the zone carries DNSSEC records (see [`signed`]).
     pub fn is_signed(&self) -> bool {
         self.signed
+    }
+
+    /// When its earliest signature expires (unix seconds); `None` without signatures.
+    pub fn earliest_expiry(&self) -> Option<u64> {
+        self.earliest_expiry
     }
 
     /// Every name of the zone and its node, in no particular order.

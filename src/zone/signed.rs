@@ -3,9 +3,10 @@
 //!
 //! This module owns the list of generated types (DNSKEY, CDS, CDNSKEY, RRSIG, NSEC, NSEC3,
 //! NSEC3PARAM: never in a zone file, never edited by hand), the signatures file
-//! `zones/<zone>.signed` (the generated records in DNS wire form, tied to the serial and the
-//! digest of the records they sign, so that a restart re-signs nothing and a zone file edited
-//! by hand is never served with signatures over other data), and picking the RRSIGs and NSEC
+//! `zones/<zone>.signed` (the generated records as raw DNS wire RRs, tied to the hash of the
+//! zone file's text and to the serial and digest of the records they sign, with a header of
+//! what a start needs without decoding them, so that a restart re-signs nothing and a zone
+//! file edited by hand is never served with signatures over other data), and picking the RRSIGs and NSEC
 //! records of an answer. It must not sign nor know keys: `crate::dnssec` does, and it must not
 //! do I/O beyond the pure encoding (the daemon writes the file, [`super::set`] reads it).
 
@@ -18,7 +19,10 @@ use super::{SourcedRecord, Zone, ZoneError, label_count};
 /// The first line of a signatures file (version 1: no zone digest; still read).
 const MAGIC_V1: &[u8] = b"mailzone-signed 1\n";
 /// Version 2 also keeps the journal digest of the whole signed zone ([`super::journal::zone_digest`]).
-const MAGIC: &[u8] = b"mailzone-signed 2\n";
+const MAGIC_V2: &[u8] = b"mailzone-signed 2\n";
+/// Version 3 (written now) has a header with what a start needs without decoding a record:
+/// the hash of the zone file's text, the earliest expiry, the keys and signers ([`Summary`]).
+const MAGIC: &[u8] = b"mailzone-signed 3\n";
 
 /// The types mailzone generates when it signs a zone.
 pub fn is_generated(rtype: RecordType) -> bool {
@@ -75,18 +79,134 @@ fn record_hash(r: &Record) -> u64 {
     h ^ (h >> 31)
 }
 
-/// The signatures file of a signed zone: magic, serial, digest of the signed records, the
-/// journal digest of the whole signed zone, the generated records in wire form (names
-/// uncompressed), a checksum.
-pub fn encode(zone: &Zone) -> Vec<u8> {
+/// The hash of a zone file's text that a version 3 signatures file was made for: when the
+/// file read at start hashes the same, its records are those signed (no canonical encoding
+/// of each record to find out). SHA-256: a file edited by hand never matches by chance.
+pub fn text_hash(text: &str) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    out.copy_from_slice(ring::digest::digest(&ring::digest::SHA256, text.as_bytes()).as_ref());
+    out
+}
+
+/// A published DNSKEY as the header of a signatures file notes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeyNote {
+    pub key_tag: u16,
+    pub flags: u16,
+    pub algorithm: u8,
+}
+
+/// What the DNSSEC policy check needs to know of a signed zone, without its records: kept
+/// in the header of a version 3 signatures file.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Summary {
+    /// The earliest signature expiry (unix seconds).
+    pub earliest_expiry: Option<u64>,
+    /// Denial by NSEC3 (else NSEC).
+    pub nsec3: bool,
+    /// The apex publishes the CDS delete record (`0 0 0 00`, RFC 8078 §4).
+    pub cds_delete: bool,
+    /// The apex DNSKEY rrset.
+    pub dnskeys: Vec<KeyNote>,
+    /// The key tags of the RRSIGs over the apex SOA and over the DNSKEY rrset, sorted.
+    pub soa_signers: Vec<u16>,
+    pub dnskey_signers: Vec<u16>,
+}
+
+impl Summary {
+    fn encode(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.earliest_expiry.unwrap_or(0).to_be_bytes());
+        out.push(u8::from(self.nsec3) | (u8::from(self.cds_delete) << 1));
+        // A zone has a handful of keys: one byte counts them (more are cut, never wrapped).
+        let keys = &self.dnskeys[..self.dnskeys.len().min(255)];
+        out.push(keys.len() as u8);
+        for k in keys {
+            out.extend_from_slice(&k.key_tag.to_be_bytes());
+            out.extend_from_slice(&k.flags.to_be_bytes());
+            out.push(k.algorithm);
+        }
+        for tags in [&self.soa_signers, &self.dnskey_signers] {
+            let tags = &tags[..tags.len().min(255)];
+            out.push(tags.len() as u8);
+            for t in tags {
+                out.extend_from_slice(&t.to_be_bytes());
+            }
+        }
+    }
+
+    fn decode(r: &mut Reader<'_>) -> Result<Self, String> {
+        let expiry = r.u64()?;
+        let flags = r.u8()?;
+        let mut dnskeys = Vec::new();
+        for _ in 0..r.u8()? {
+            dnskeys.push(KeyNote {
+                key_tag: r.u16()?,
+                flags: r.u16()?,
+                algorithm: r.u8()?,
+            });
+        }
+        let mut tags = || -> Result<Vec<u16>, String> {
+            let n = r.u8()?;
+            (0..n).map(|_| r.u16()).collect()
+        };
+        let soa_signers = tags()?;
+        let dnskey_signers = tags()?;
+        Ok(Self {
+            earliest_expiry: (expiry != 0).then_some(expiry),
+            nsec3: flags & 1 != 0,
+            cds_delete: flags & 2 != 0,
+            dnskeys,
+            soa_signers,
+            dnskey_signers,
+        })
+    }
+}
+
+/// Reads the fixed fields of a signatures file.
+struct Reader<'a>(&'a [u8]);
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
+        if self.0.len() < n {
+            return Err("the file is cut short".into());
+        }
+        let (head, rest) = self.0.split_at(n);
+        self.0 = rest;
+        Ok(head)
+    }
+    fn u8(&mut self) -> Result<u8, String> {
+        Ok(self.take(1)?[0])
+    }
+    fn u16(&mut self) -> Result<u16, String> {
+        let b = self.take(2)?;
+        Ok(u16::from_be_bytes([b[0], b[1]]))
+    }
+    fn u32(&mut self) -> Result<u32, String> {
+        let b = self.take(4)?;
+        Ok(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+    }
+    fn u64(&mut self) -> Result<u64, String> {
+        let mut a = [0u8; 8];
+        a.copy_from_slice(self.take(8)?);
+        Ok(u64::from_be_bytes(a))
+    }
+}
+
+/// The signatures file of a signed zone whose zone file is `text` (version 3): magic, the
+/// SHA-256 of `text`, serial, digest of the signed records, the journal digest of the whole
+/// signed zone, the [`Summary`], then the generated records as uncompressed RFC 1035 wire
+/// RRs one after the other (owner, type, class, TTL, rdlength, rdata), a checksum.
+pub fn encode(zone: &Zone, text: &str) -> Vec<u8> {
     let generated: Vec<&Record> = zone
         .records()
         .filter(|r| is_generated(r.record_type()))
         .collect();
     let mut out = MAGIC.to_vec();
+    out.extend_from_slice(&text_hash(text));
     out.extend_from_slice(&zone.serial().to_be_bytes());
     out.extend_from_slice(&user_digest(zone).to_be_bytes());
     out.extend_from_slice(&zone.journal_digest().to_be_bytes());
+    zone.summary().encode(&mut out);
     out.extend_from_slice(&(generated.len() as u32).to_be_bytes());
     let mut body = Vec::with_capacity(generated.len() * 160);
     {
@@ -112,27 +232,61 @@ fn checksum(bytes: &[u8]) -> u64 {
     h
 }
 
-/// What a signatures file holds.
+/// What a signatures file holds. The generated records stay in wire form until
+/// [`Stored::records`] decodes them (once it is known they apply).
 #[derive(Debug)]
 pub struct Stored {
     pub serial: u32,
     pub digest: u64,
-    /// The journal digest of the signed zone (version 2 files).
+    /// The journal digest of the signed zone (versions 2 and 3).
     pub zone_digest: Option<u64>,
-    pub records: Vec<Record>,
+    /// The hash of the zone file's text they were made for (version 3).
+    pub text_hash: Option<[u8; 32]>,
+    /// The policy check's view of the signed zone (version 3).
+    pub summary: Option<Box<Summary>>,
+    /// How many records [`Stored::wire`] holds.
+    pub count: u32,
+    /// The generated records: uncompressed wire RRs, one after the other.
+    pub wire: Vec<u8>,
 }
 
-/// Reads a signatures file; any damage is an error saying what.
+impl Stored {
+    /// Whether these signatures were made for exactly this zone file text (version 3).
+    pub fn made_for_text(&self, text: &str) -> bool {
+        self.text_hash.is_some_and(|h| h == text_hash(text))
+    }
+
+    /// The generated records, decoded; any damage is an error saying what.
+    pub fn records(&self) -> Result<Vec<Record>, String> {
+        let mut decoder = BinDecoder::new(&self.wire);
+        let mut records = Vec::with_capacity(self.count.min(1 << 20) as usize);
+        for i in 0..self.count {
+            let r = Record::read(&mut decoder).map_err(|e| format!("record {i}: {e}"))?;
+            if !is_generated(r.record_type()) {
+                return Err(format!("record {i} is a {} record", r.record_type()));
+            }
+            records.push(r);
+        }
+        if !decoder.is_empty() {
+            return Err("bytes after the last record".into());
+        }
+        Ok(records)
+    }
+}
+
+/// Reads a signatures file (versions 1 to 3); any damage to the file is an error saying
+/// what (the records themselves are checked when [`Stored::records`] decodes them).
 pub fn decode(bytes: &[u8]) -> Result<Stored, String> {
-    let (magic, version2) = if bytes.starts_with(MAGIC) {
-        (MAGIC, true)
+    let version = if bytes.starts_with(MAGIC) {
+        3
+    } else if bytes.starts_with(MAGIC_V2) {
+        2
     } else if bytes.starts_with(MAGIC_V1) {
-        (MAGIC_V1, false)
+        1
     } else {
         return Err("not a mailzone signatures file".into());
     };
-    let header = if version2 { 32 } else { 24 };
-    if bytes.len() < magic.len() + header {
+    if bytes.len() < MAGIC.len() + 8 {
         return Err("the file is cut short".into());
     }
     let (content, sum) = bytes.split_at(bytes.len() - 8);
@@ -140,37 +294,32 @@ pub fn decode(bytes: &[u8]) -> Result<Stored, String> {
     if checksum(content) != sum {
         return Err("the checksum does not match: the file is damaged".into());
     }
-    let body = &content[magic.len()..];
-    let serial = u32::from_be_bytes([body[0], body[1], body[2], body[3]]);
-    let digest = u64::from_be_bytes(body[4..12].try_into().map_err(|_| "cut short")?);
-    let (zone_digest, body) = if version2 {
-        (
-            Some(u64::from_be_bytes(
-                body[12..20].try_into().map_err(|_| "cut short")?,
-            )),
-            &body[8..],
-        )
+    // The three magic lines have the same length.
+    let mut r = Reader(&content[MAGIC.len()..]);
+    let text_hash = if version >= 3 {
+        let mut h = [0u8; 32];
+        h.copy_from_slice(r.take(32)?);
+        Some(h)
     } else {
-        (None, body)
+        None
     };
-    let count = u32::from_be_bytes([body[12], body[13], body[14], body[15]]);
-    let mut decoder = BinDecoder::new(&body[16..]);
-    let mut records = Vec::with_capacity(count.min(1 << 20) as usize);
-    for i in 0..count {
-        let r = Record::read(&mut decoder).map_err(|e| format!("record {i}: {e}"))?;
-        if !is_generated(r.record_type()) {
-            return Err(format!("record {i} is a {} record", r.record_type()));
-        }
-        records.push(r);
-    }
-    if !decoder.is_empty() {
-        return Err("bytes after the last record".into());
-    }
+    let serial = r.u32()?;
+    let digest = r.u64()?;
+    let zone_digest = if version >= 2 { Some(r.u64()?) } else { None };
+    let summary = if version >= 3 {
+        Some(Box::new(Summary::decode(&mut r)?))
+    } else {
+        None
+    };
+    let count = r.u32()?;
     Ok(Stored {
         serial,
         digest,
         zone_digest,
-        records,
+        text_hash,
+        summary,
+        count,
+        wire: r.0.to_vec(),
     })
 }
 
@@ -193,6 +342,10 @@ pub fn zone_file_records(origin: &Name, text: &str) -> Result<Vec<SourcedRecord>
     Ok(records)
 }
 
+/// A zone file's records and stored signatures that were not made for them as read (see
+/// [`Zone::build_with_stored`]).
+pub type NotMadeFor = (Vec<SourcedRecord>, Stored);
+
 impl Zone {
     /// Parses a zone file: like [`Zone::from_master_text`], but DNSSEC records written by
     /// hand are refused with their line. mailzone makes them when it signs the zone; a
@@ -203,28 +356,37 @@ impl Zone {
     }
 
     /// A zone file's zone with its stored signatures, built once, when they were made for
-    /// exactly the file's records (serial and digest of the records as read). `Err` gives
-    /// the records back when they do not apply that way (the caller builds the zone alone
-    /// and tries [`Zone::with_stored`], which also sees through duplicates and TTLs that
-    /// the build merges); a build that fails with them is `Ok(Err(..))`.
+    /// exactly the file's records: its very text (version 3), else the serial and the digest
+    /// of the records as read. `Err` gives the records back when they do not apply that way
+    /// (the caller builds the zone alone and tries [`Zone::with_stored`], which also sees
+    /// through duplicates and TTLs that the build merges); a build that fails with them (or
+    /// stored records that do not decode) is `Ok(Err(..))`.
     pub fn build_with_stored(
         origin: &Name,
+        text: &str,
         records: Vec<SourcedRecord>,
         stored: Stored,
-    ) -> Result<Result<Zone, ZoneError>, (Vec<SourcedRecord>, Stored)> {
-        let serial = records.iter().find_map(|r| match &r.record.data {
-            RData::SOA(soa) if r.record.name == *origin => Some(soa.serial),
-            _ => None,
-        });
-        if serial != Some(stored.serial) || records_digest(&records) != stored.digest {
-            return Err((records, stored));
+    ) -> Result<Result<Zone, ZoneError>, Box<NotMadeFor>> {
+        // The text's hash settles it at once; an older file, or a file whose text changed
+        // (a comment, a duplicate), is compared record by record.
+        if !stored.made_for_text(text) {
+            let serial = records.iter().find_map(|r| match &r.record.data {
+                RData::SOA(soa) if r.record.name == *origin => Some(soa.serial),
+                _ => None,
+            });
+            if serial != Some(stored.serial) || records_digest(&records) != stored.digest {
+                return Err(Box::new((records, stored)));
+            }
         }
+        let generated = match stored.records() {
+            Ok(g) => g,
+            Err(message) => return Ok(Err(ZoneError { line: 0, message })),
+        };
         let known = stored.zone_digest;
         let all: Vec<SourcedRecord> = records
             .into_iter()
             .chain(
-                stored
-                    .records
+                generated
                     .into_iter()
                     .map(|record| SourcedRecord { record, line: 0 }),
             )
@@ -235,6 +397,50 @@ impl Zone {
             }
             zone
         }))
+    }
+
+    /// What the DNSSEC policy check needs to know of this zone's signatures ([`Summary`]).
+    pub fn summary(&self) -> Summary {
+        use hickory_proto::dnssec::rdata::DNSSECRData as D;
+        let apex = self.nodes.get(&self.origin);
+        let rrset = |t: RecordType| apex.and_then(|n| n.rrset(t)).map(|s| s.records.as_slice());
+        let dnskeys = rrset(RecordType::DNSKEY)
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|r| match &r.data {
+                RData::DNSSEC(D::DNSKEY(k)) => Some(KeyNote {
+                    key_tag: k.calculate_key_tag().ok()?,
+                    flags: k.flags(),
+                    algorithm: u8::from(hickory_proto::dnssec::PublicKey::algorithm(
+                        k.public_key(),
+                    )),
+                }),
+                _ => None,
+            })
+            .collect();
+        let signers = |t: RecordType| {
+            let mut tags: Vec<u16> = self
+                .rrsigs(&self.origin, t)
+                .filter_map(|r| match &r.data {
+                    RData::DNSSEC(D::RRSIG(sig)) => Some(sig.input().key_tag),
+                    _ => None,
+                })
+                .collect();
+            tags.sort_unstable();
+            tags
+        };
+        let cds_delete = rrset(RecordType::CDS)
+            .unwrap_or_default()
+            .iter()
+            .any(|r| matches!(&r.data, RData::DNSSEC(D::CDS(c)) if c.algorithm().is_none()));
+        Summary {
+            earliest_expiry: self.earliest_expiry(),
+            nsec3: self.nsec3.is_some(),
+            cds_delete,
+            dnskeys,
+            soa_signers: signers(RecordType::SOA),
+            dnskey_signers: signers(RecordType::DNSKEY),
+        }
     }
 
     /// This zone's own records with `generated` in place of the DNSSEC records it had.
@@ -267,8 +473,9 @@ impl Zone {
             return Err("the zone file was changed since they were made".into());
         }
         let known = stored.zone_digest;
+        let generated = stored.records()?;
         let mut zone = self
-            .with_generated(stored.records)
+            .with_generated(generated)
             .map_err(|e| format!("they do not fit the zone: {e}"))?;
         if let Some(d) = known {
             zone.set_known_digest(d);
@@ -534,6 +741,21 @@ mod tests {
     }
 
     #[test]
+    fn a_signatures_file_applies_to_the_exact_text_it_was_made_for_and_keeps_its_records() {
+        let origin = Name::from_ascii("example.test.").unwrap();
+        let text = "$TTL 300\n@ SOA ns h 1 1 1 1 1\n@ NS ns\nns A 192.0.2.1\n";
+        let zone = Zone::from_master_text(&origin, text).unwrap();
+        let stored = decode(&encode(&zone, text)).unwrap();
+        assert!(stored.made_for_text(text));
+        assert!(!stored.made_for_text(&text.replace("192.0.2.1", "192.0.2.2")));
+        assert!(!stored.made_for_text(&format!("{text}; a comment\n")));
+        assert_eq!(stored.serial, 1);
+        assert_eq!(stored.summary.as_deref(), Some(&zone.summary()));
+        assert_eq!(stored.count, 0);
+        assert!(stored.records().unwrap().is_empty());
+    }
+
+    #[test]
     fn a_damaged_signatures_file_is_refused() {
         let origin = Name::from_ascii("example.test.").unwrap();
         let zone = Zone::from_master_text(
@@ -541,7 +763,7 @@ mod tests {
             "$TTL 300\n@ SOA ns h 1 1 1 1 1\n@ NS ns\nns A 192.0.2.1\n",
         )
         .unwrap();
-        let mut bytes = encode(&zone);
+        let mut bytes = encode(&zone, "");
         assert!(decode(&bytes).is_ok());
         let at = bytes.len() / 2;
         bytes[at] ^= 1;
