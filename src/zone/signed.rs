@@ -13,7 +13,7 @@ use hickory_proto::dnssec::rdata::DNSSECRData;
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 use hickory_proto::serialize::binary::{BinDecodable, BinDecoder, BinEncodable, BinEncoder};
 
-use super::{SourcedRecord, Zone, ZoneError, label_count};
+use super::{SourcedRecord, View, Zone, ZoneError, label_count};
 
 /// The first line of a signatures file (version 1: no zone digest; still read).
 const MAGIC_V1: &[u8] = b"mailzone-signed 1\n";
@@ -42,7 +42,8 @@ pub fn signatures_file_for(zone_file: &std::path::Path) -> std::path::PathBuf {
 /// An order-independent digest of the zone's own records (SOA included, generated ones
 /// left out): what the stored signatures were made over.
 pub fn user_digest(zone: &Zone) -> u64 {
-    zone.user_records()
+    zone.view()
+        .user_records()
         .fold(0u64, |acc, r| acc.wrapping_add(record_hash(r)))
 }
 
@@ -79,7 +80,8 @@ fn record_hash(r: &Record) -> u64 {
 /// journal digest of the whole signed zone, the generated records in wire form (names
 /// uncompressed), a checksum.
 pub fn encode(zone: &Zone) -> Vec<u8> {
-    let generated: Vec<&Record> = zone
+    let view = zone.view();
+    let generated: Vec<&Record> = view
         .records()
         .filter(|r| is_generated(r.record_type()))
         .collect();
@@ -240,6 +242,7 @@ impl Zone {
     /// This zone's own records with `generated` in place of the DNSSEC records it had.
     pub fn with_generated(&self, generated: Vec<Record>) -> Result<Zone, ZoneError> {
         let records: Vec<SourcedRecord> = self
+            .view()
             .user_records()
             .cloned()
             .chain(generated)
@@ -276,6 +279,9 @@ impl Zone {
         Ok(zone)
     }
 
+}
+
+impl View {
     /// The RRSIGs at `owner` covering `rtype`, as stored (owner spelled as in the zone);
     /// those of an NSEC3 record come from the NSEC3 chain.
     pub fn rrsigs(&self, owner: &Name, rtype: RecordType) -> impl Iterator<Item = &Record> {
