@@ -675,7 +675,8 @@ mod tests {
     }
 
     fn lines(z: &Zone) -> BTreeSet<String> {
-        z.records()
+        z.view()
+            .records()
             .filter(|r| r.record_type() != RecordType::SOA)
             .map(crate::zone::writer::record_line)
             .collect()

@@ -41,8 +41,6 @@ struct Item {
     line: usize,
     /// Index in the user records, or `None` for a generated wire record.
     user: Option<usize>,
-    /// The RRSIG's covered type (RRSIGs only).
-    covered: u16,
 }
 
 /// The scratch buffers of one build.
@@ -115,9 +113,9 @@ fn answer_owner_len(wire: &[u8]) -> usize {
 fn answer_size(owner: &[u8], rdata_lens: impl IntoIterator<Item = usize>) -> usize {
     let owner_len = answer_owner_len(owner);
     let fixed = 12 + owner_len + 4 + 11;
-    rdata_lens
-        .into_iter()
-        .fold(fixed, |t, len| t.saturating_add(len.saturating_add(owner_len + 10)))
+    rdata_lens.into_iter().fold(fixed, |t, len| {
+        t.saturating_add(len.saturating_add(owner_len + 10))
+    })
 }
 
 /// Checks `records` (and `generated`, raw wire RRs) as a zone of `origin` and builds it.
@@ -176,7 +174,10 @@ pub(super) fn build(
                 encoder.set_name_encoding(NameEncoding::Uncompressed);
                 if record.data.emit(&mut encoder).is_err() {
                     errors.offer(line, || {
-                        format!("{rtype} at {}: the record data cannot be encoded", shown(&record.name))
+                        format!(
+                            "{rtype} at {}: the record data cannot be encoded",
+                            shown(&record.name)
+                        )
                     });
                 }
                 scratch.rdata.extend_from_slice(&one);
@@ -185,7 +186,9 @@ pub(super) fn build(
             let covered = signed::covered(record).map_or(0, u16::from);
             let nsec3 = rtype == RecordType::NSEC3 || covered == u16::from(RecordType::NSEC3);
             if !nsec3 && let Some(problem) = limits::rdata_problem(rdata_len) {
-                errors.offer(line, || format!("{rtype} at {}: {problem}", shown(&record.name)));
+                errors.offer(line, || {
+                    format!("{rtype} at {}: {problem}", shown(&record.name))
+                });
             }
             let (ks, ns) = (scratch.keys.len(), scratch.names.len());
             push_name(&record.name, &mut scratch.names, &mut scratch.keys);
@@ -197,7 +200,6 @@ pub(super) fn build(
                 ttl: record.ttl,
                 line,
                 user: Some(i),
-                covered,
             };
             if nsec3 {
                 nsec3_records.push(SourcedRecord {
@@ -214,11 +216,10 @@ pub(super) fn build(
         let mut rest = generated;
         let mut n = 0usize;
         while !rest.is_empty() {
-            let rr = walk_wire_rr(rest, &origin_key)
-                .map_err(|m| ZoneError {
-                    line: 0,
-                    message: format!("generated record {n}: {m}"),
-                })?;
+            let rr = walk_wire_rr(rest, &origin_key).map_err(|m| ZoneError {
+                line: 0,
+                message: format!("generated record {n}: {m}"),
+            })?;
             let ks = scratch.keys.len();
             scratch
                 .keys
@@ -235,7 +236,6 @@ pub(super) fn build(
                 ttl: rr.ttl,
                 line: 0,
                 user: None,
-                covered: rr.covered,
             };
             if rr.rtype == u16::from(RecordType::NSEC3)
                 || rr.covered == u16::from(RecordType::NSEC3)
@@ -435,9 +435,8 @@ fn write_node(
             if duplicate {
                 continue;
             }
-            set_size = set_size.saturating_add(
-                (it.rdata.1 as usize).saturating_add(answer_owner_len(owner) + 10),
-            );
+            set_size = set_size
+                .saturating_add((it.rdata.1 as usize).saturating_add(answer_owner_len(owner) + 10));
             let count = kept.len() - set_start + 1;
             if let Some(problem) = limits::answer_problem(set_size, count) {
                 let rtype = RecordType::from(it.rtype);
@@ -530,7 +529,10 @@ fn walk_wire_rr<'a>(bytes: &'a [u8], origin_key: &[u8]) -> Result<WireRr<'a>, St
         .get(owner_len + 10..owner_len + 10 + rdlen)
         .ok_or("the RDATA is cut short")?;
     if !signed::is_generated(RecordType::from(rtype)) {
-        return Err(format!("a {} record is not generated", RecordType::from(rtype)));
+        return Err(format!(
+            "a {} record is not generated",
+            RecordType::from(rtype)
+        ));
     }
     if class != u16::from(DNSClass::IN) {
         return Err(format!("class {class}, not IN"));

@@ -909,7 +909,7 @@ mod tests {
     }
 
     fn zone_lines(z: &Zone) -> BTreeSet<String> {
-        lines(z.records().cloned())
+        lines(z.view().records().cloned())
     }
 
     /// Applies an IXFR answer sequence to the record lines of the client's version.

@@ -428,11 +428,13 @@ mod tests {
     fn empty_non_terminals_exist() {
         let z = build(&format!("{HEAD}a.b.c A 192.0.2.9\n")).unwrap();
         assert!(
-            z.node(&Name::from_ascii("c.example.test.").unwrap())
+            z.view()
+                .node(&Name::from_ascii("c.example.test.").unwrap())
                 .is_some()
         );
         assert!(
-            z.node(&Name::from_ascii("B.C.example.test.").unwrap())
+            z.view()
+                .node(&Name::from_ascii("B.C.example.test.").unwrap())
                 .is_some()
         );
     }

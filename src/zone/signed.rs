@@ -278,7 +278,6 @@ impl Zone {
         }
         Ok(zone)
     }
-
 }
 
 impl View {

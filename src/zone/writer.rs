@@ -168,8 +168,8 @@ mod tests {
         let zone = Zone::from_master_text(&origin, text).unwrap();
         let written = to_master_text(&zone);
         let again = Zone::from_master_text(&origin, &written).unwrap();
-        let mut a: Vec<String> = zone.records().map(record_line).collect();
-        let mut b: Vec<String> = again.records().map(record_line).collect();
+        let mut a: Vec<String> = zone.view().records().map(record_line).collect();
+        let mut b: Vec<String> = again.view().records().map(record_line).collect();
         a.sort();
         b.sort();
         assert_eq!(a, b, "{written}");
