@@ -795,3 +795,132 @@ fn write_records(arena: &mut Vec<u8>, buf: &mut Vec<u8>, owner: &Name, records: 
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dnssec::keys::{KeyState, Role, generate};
+    use crate::dnssec::{AlgorithmName, Denial, Policy};
+
+    const NOW: u64 = 1_767_225_600;
+
+    fn origin() -> Name {
+        Name::from_ascii("example.test.").unwrap()
+    }
+
+    const TEXT: &str = "$TTL 300\n@ SOA ns1 hostmaster 1 3600 600 86400 300\n@ NS ns1\n\
+                        ns1 A 192.0.2.1\nwww CNAME ns1\n*.w TXT \"x\"\n";
+
+    /// The zone's records and the DNSSEC records a signing with `denial` generates for it.
+    fn signed_parts(denial: Denial) -> (Vec<SourcedRecord>, Vec<Record>) {
+        let records = super::super::master::read(TEXT, &origin()).unwrap();
+        let zone = Zone::build(origin(), records.clone()).unwrap();
+        let mut key = generate(&origin(), AlgorithmName::Ecdsap256sha256, Role::Csk, NOW)
+            .unwrap()
+            .0;
+        key.record.state = KeyState::Active;
+        let policy = Policy {
+            denial,
+            ..Policy::default()
+        };
+        let (generated, _) =
+            crate::dnssec::sign::sign(&zone, None, &[key], &policy, NOW, false).unwrap();
+        (records, generated)
+    }
+
+    /// `records` as raw RFC 1035 wire RRs, names uncompressed.
+    fn wire(records: &[Record]) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut encoder = BinEncoder::new(&mut out);
+        encoder.set_name_encoding(NameEncoding::Uncompressed);
+        for r in records {
+            r.emit(&mut encoder).unwrap();
+        }
+        out
+    }
+
+    fn lines(zone: &Zone) -> Vec<String> {
+        let mut v: Vec<String> = zone.view().records().map(|r| r.to_string()).collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn generated_wire_records_build_the_same_zone_as_the_decoded_records() {
+        for denial in [Denial::Nsec, Denial::Nsec3] {
+            let (records, generated) = signed_parts(denial);
+            let all: Vec<SourcedRecord> = records
+                .iter()
+                .cloned()
+                .chain(
+                    generated
+                        .iter()
+                        .cloned()
+                        .map(|record| SourcedRecord { record, line: 0 }),
+                )
+                .collect();
+            let decoded = Zone::build(origin(), all).unwrap();
+            let from_wire =
+                Zone::build_with_generated_wire(origin(), records, &wire(&generated)).unwrap();
+            assert!(from_wire.is_signed());
+            assert_eq!(from_wire.has_nsec3(), matches!(denial, Denial::Nsec3));
+            assert_eq!(from_wire.record_count(), decoded.record_count());
+            assert_eq!(lines(&from_wire), lines(&decoded));
+            assert_eq!(
+                from_wire.view().nsec3().map(|c| c.len()),
+                decoded.view().nsec3().map(|c| c.len())
+            );
+        }
+    }
+
+    #[test]
+    fn generated_wire_records_that_are_not_dnssec_outside_or_cut_short_are_refused() {
+        let (records, generated) = signed_parts(Denial::Nsec);
+        let a = Record::from_rdata(
+            Name::from_ascii("x.example.test.").unwrap(),
+            300,
+            RData::A("192.0.2.9".parse().unwrap()),
+        );
+        let mut outside = generated[0].clone();
+        outside.name = Name::from_ascii("example.other.").unwrap();
+        let good = wire(&generated);
+        for (bytes, why) in [
+            (wire(&[a]), "is not generated"),
+            (wire(&[outside]), "outside the zone"),
+            (good[..good.len() - 1].to_vec(), "cut short"),
+        ] {
+            let e = Zone::build_with_generated_wire(origin(), records.clone(), &bytes)
+                .err()
+                .unwrap_or_else(|| panic!("accepted a record that {why}"));
+            assert!(e.message.contains(why), "{e}");
+        }
+    }
+
+    #[test]
+    fn an_owner_keeps_the_spelling_of_its_first_record() {
+        let text = "$TTL 300\n@ SOA ns1 hostmaster 1 3600 600 86400 300\n@ NS ns1\n\
+                    ns1 A 192.0.2.1\nMail A 192.0.2.2\nmail AAAA 2001:db8::2\n";
+        let zone = Zone::from_master_text(&origin(), text).unwrap();
+        let view = zone.view();
+        let node = view
+            .node(&Name::from_ascii("mail.example.test.").unwrap())
+            .unwrap();
+        assert_eq!(node.rrsets.len(), 2);
+        for set in &node.rrsets {
+            assert!(
+                set.records[0]
+                    .name
+                    .eq_case(&Name::from_ascii("Mail.example.test.").unwrap())
+            );
+        }
+    }
+
+    #[test]
+    fn the_first_error_in_file_order_is_reported_whichever_check_finds_it() {
+        let text = "$TTL 300\n@ SOA ns1 hostmaster 1 3600 600 86400 300\n@ NS ns1\n\
+                    ns1 A 192.0.2.1\nzz CNAME ns1\nzz A 192.0.2.3\naa CNAME ns1\naa CNAME ns2\n";
+        let e = Zone::from_master_text(&origin(), text).unwrap_err();
+        assert_eq!(e.line, 6, "{e}");
+        assert!(e.message.contains("beside a CNAME (line 5)"), "{e}");
+    }
+}
