@@ -646,6 +646,32 @@ fn read_nodes(bytes: &[u8], mut each: impl FnMut(Name, Vec<(Record, usize)>)) {
     }
 }
 
+/// Whether a record of `arena` has type `rtype`, walking the record headers only.
+pub(super) fn holds_type(arena: &[u8], rtype: u16) -> bool {
+    let mut at = 0usize;
+    while at < arena.len() {
+        let Ok(name) = name_len(&arena[at..]) else {
+            return false;
+        };
+        at += name;
+        let Some(count) = arena.get(at..at + 2) else {
+            return false;
+        };
+        let count = u16::from_be_bytes([count[0], count[1]]);
+        at += 2;
+        for _ in 0..count {
+            let Some(h) = arena.get(at..at + 8) else {
+                return false;
+            };
+            if u16::from_be_bytes([h[0], h[1]]) == rtype {
+                return true;
+            }
+            at += 8 + usize::from(u16::from_be_bytes([h[6], h[7]]));
+        }
+    }
+    false
+}
+
 /// The view of `zone`: its arena decoded into nodes, empty non-terminals, the NSEC owners
 /// and the NSEC3 chain.
 pub(super) fn decode(zone: &Zone) -> View {
@@ -894,6 +920,17 @@ mod tests {
                 .unwrap_or_else(|| panic!("accepted a record that {why}"));
             assert!(e.message.contains(why), "{e}");
         }
+    }
+
+    #[test]
+    fn a_type_is_found_in_the_arena_without_decoding_it() {
+        let (records, generated) = signed_parts(Denial::Nsec);
+        let plain = Zone::build(origin(), records.clone()).unwrap();
+        let signed = Zone::build_with_generated_wire(origin(), records, &wire(&generated)).unwrap();
+        assert!(plain.holds_type(RecordType::TXT) && plain.holds_type(RecordType::CNAME));
+        assert!(!plain.holds_type(RecordType::RRSIG));
+        assert!(signed.holds_type(RecordType::RRSIG) && signed.holds_type(RecordType::NSEC));
+        assert!(!signed.keeps_view());
     }
 
     #[test]

@@ -244,6 +244,12 @@ impl Zone {
         (self.nsec3_at as usize) < self.arena.len()
     }
 
+    /// Whether any record of the zone has type `rtype`: a walk over the arena's record
+    /// headers, nothing decoded nor allocated.
+    pub fn holds_type(&self, rtype: RecordType) -> bool {
+        arena::holds_type(&self.arena, u16::from(rtype))
+    }
+
     /// The bytes of the compact records (for memory accounting).
     pub fn arena_bytes(&self) -> usize {
         self.arena.len()
