@@ -77,7 +77,8 @@ fn zone_lines(d: &TestDaemon, zone: &str) -> BTreeSet<String> {
         &text,
     )
     .unwrap();
-    z.records()
+    z.view()
+        .records()
         .filter(|r| r.record_type() != RecordType::SOA)
         .map(mailzone::zone::writer::record_line)
         .collect()

@@ -34,7 +34,7 @@ fn base_zone(serial: u32) -> String {
 }
 
 fn lines_of(zone: &Zone) -> BTreeSet<String> {
-    zone.records().map(record_line).collect()
+    zone.view().records().map(record_line).collect()
 }
 
 fn lines_of_text(text: &str) -> BTreeSet<String> {

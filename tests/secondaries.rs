@@ -70,6 +70,7 @@ fn questions() -> Vec<(String, String)> {
     )
     .unwrap();
     let mut q: Vec<(String, String)> = zone
+        .view()
         .records()
         .map(|r| (r.name.to_string(), r.record_type().to_string()))
         .collect();

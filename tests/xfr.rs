@@ -164,7 +164,7 @@ fn rcode_and_tsig_error(message: &[u8]) -> (ResponseCode, Option<TsigError>, Opt
 fn zone_file_records(origin: &str, text: &str) -> Vec<String> {
     let zone =
         mailzone::zone::Zone::from_master_text(&Name::from_str(origin).unwrap(), text).unwrap();
-    let mut v: Vec<String> = zone.records().map(|r| r.to_string()).collect();
+    let mut v: Vec<String> = zone.view().records().map(|r| r.to_string()).collect();
     v.sort();
     v
 }

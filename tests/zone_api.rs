@@ -425,7 +425,8 @@ fn a_hand_written_zone_keeps_every_record_when_changed_through_the_api() {
     let written = std::fs::read_to_string(d.zones_dir().join("example.test.zone")).unwrap();
     let reread = mailzone::zone::Zone::from_master_text(&origin, &written).unwrap();
     let lines = |z: &mailzone::zone::Zone| -> std::collections::BTreeSet<String> {
-        z.records()
+        z.view()
+            .records()
             .filter(|r| r.record_type() != RecordType::SOA)
             .map(mailzone::zone::writer::record_line)
             .collect()

@@ -101,7 +101,8 @@ pub enum AssociationError {
 }
 
 fn lines(zone: &Zone) -> BTreeSet<String> {
-    zone.records()
+    zone.view()
+        .records()
         .filter(|r| r.record_type() != RecordType::SOA)
         .map(writer::record_line)
         .collect()

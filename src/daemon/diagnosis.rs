@@ -193,7 +193,8 @@ impl Shared {
             if let Ok(target) = Name::from_ascii(&e.value)
                 && let Some(zone) = zones.find(&target)
             {
-                let lookup = zone.lookup(&target, RecordType::TXT);
+                let view = zone.view();
+                let lookup = view.lookup(&target, RecordType::TXT);
                 let values: Vec<String> = lookup
                     .answers
                     .iter()

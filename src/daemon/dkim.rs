@@ -267,10 +267,11 @@ impl Shared {
         let next = zone
             .with_changes(&changes, serial, platform.ttl)
             .map_err(AssociationError::Zone)?;
-        let same = next.records().count() == zone.records().count()
-            && zone
+        let (next_view, view) = (next.view(), zone.view());
+        let same = next_view.records().count() == view.records().count()
+            && view
                 .records()
-                .all(|r| r.record_type() == RecordType::SOA || next.records().any(|n| n == r));
+                .all(|r| r.record_type() == RecordType::SOA || next_view.records().any(|n| n == r));
         if same {
             return Ok(None);
         }

@@ -662,7 +662,7 @@ impl Shared {
                 Some(k.created + u64::from(policy.dnskey_ttl) + policy.propagation_secs)
             }
             KeyState::Retired => {
-                let max_ttl = zone.user_records().map(|r| r.ttl).max().unwrap_or(0);
+                let max_ttl = zone.view().user_records().map(|r| r.ttl).max().unwrap_or(0);
                 Some(
                     k.retired_since.unwrap_or(k.created)
                         + u64::from(max_ttl.max(policy.dnskey_ttl))
@@ -1299,8 +1299,9 @@ fn key_view(record: &KeyRecord, dnskey: &hickory_proto::dnssec::rdata::DNSKEY) -
 fn signed_by_active_keys(zone: &Zone, keys: &ZoneKeys) -> bool {
     use hickory_proto::dnssec::rdata::DNSSECRData;
     use hickory_proto::rr::{RData, RecordType};
+    let view = zone.view();
     let tags = |rtype: RecordType| -> Vec<u16> {
-        let mut t: Vec<u16> = zone
+        let mut t: Vec<u16> = view
             .rrsigs(zone.origin(), rtype)
             .filter_map(|r| match &r.data {
                 RData::DNSSEC(DNSSECRData::RRSIG(sig)) => Some(sig.input().key_tag),
@@ -1328,7 +1329,8 @@ fn signed_by_active_keys(zone: &Zone, keys: &ZoneKeys) -> bool {
 fn publishes_cds_delete(zone: &Zone) -> bool {
     use hickory_proto::dnssec::rdata::DNSSECRData;
     use hickory_proto::rr::{RData, RecordType};
-    zone.node(zone.origin())
+    zone.view()
+        .node(zone.origin())
         .and_then(|n| n.rrset(RecordType::CDS))
         .is_some_and(|set| {
             set.records.iter().any(|r| {
@@ -1341,7 +1343,8 @@ fn publishes_cds_delete(zone: &Zone) -> bool {
 fn publishes_keys(zone: &Zone, keys: &ZoneKeys) -> bool {
     use hickory_proto::dnssec::rdata::DNSSECRData;
     use hickory_proto::rr::{RData, RecordType};
-    let Some(set) = zone
+    let view = zone.view();
+    let Some(set) = view
         .node(zone.origin())
         .and_then(|n| n.rrset(RecordType::DNSKEY))
     else {
@@ -1364,7 +1367,7 @@ fn publishes_keys(zone: &Zone, keys: &ZoneKeys) -> bool {
 fn denial_of(zone: &Zone) -> Option<crate::dnssec::Denial> {
     if !zone.is_signed() {
         None
-    } else if zone.nsec3().is_some() {
+    } else if zone.has_nsec3() {
         Some(crate::dnssec::Denial::Nsec3)
     } else {
         Some(crate::dnssec::Denial::Nsec)

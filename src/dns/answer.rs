@@ -130,7 +130,9 @@ pub fn respond(
         ));
     }
 
-    let lookup = zone.lookup(&query.name, query.query_type);
+    // A cold zone's view is built for this answer and dropped with it ([`Zone::view`]).
+    let view = zone.view();
+    let lookup = view.lookup(&query.name, query.query_type);
     meta.authoritative = lookup.outcome != Outcome::Referral || !lookup.answers.is_empty();
     meta.response_code = match lookup.outcome {
         Outcome::NxDomain => ResponseCode::NXDomain,
@@ -138,7 +140,7 @@ pub fn respond(
     };
     let dnssec_ok = response_edns.as_ref().is_some_and(|e| e.flags().dnssec_ok);
     let signed =
-        (dnssec_ok && zone.is_signed()).then(|| secure::sections(&zone, &query.name, &lookup));
+        (dnssec_ok && zone.is_signed()).then(|| secure::sections(&view, &query.name, &lookup));
     let (answers, authorities): (Vec<&Record>, Vec<&Record>) = match &signed {
         Some((answers, authorities)) => (
             answers.iter().map(|c| c.as_ref()).collect(),

@@ -17,7 +17,7 @@ use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType, SerialNumber}
 use super::keys::{KeyState, ZoneKey};
 use super::{Denial, Policy};
 use crate::zone::signed::{covered, is_generated, nsec3_hash, nsec3_owner};
-use crate::zone::{Zone, label_count};
+use crate::zone::{View, Zone, label_count};
 
 /// NSEC3 hash iterations beyond the first: none (RFC 9276 §3.1).
 const NSEC3_ITERATIONS: u16 = 0;
@@ -60,6 +60,10 @@ pub fn sign(
     ds_delete: bool,
 ) -> Result<(Vec<Record>, SignStats), SignError> {
     let origin = zone.origin().clone();
+    // Both versions' records, decoded once for the whole signing pass.
+    let view = zone.view();
+    let previous_view = previous.map(Zone::view);
+    let previous = previous_view.as_deref();
     let live: Vec<&ZoneKey> = keys
         .iter()
         .filter(|k| k.record.state != KeyState::Removed)
@@ -91,7 +95,7 @@ pub fn sign(
     // The rrsets to carry, by owner: the zone's own, and the apex key records.
     let mut owners: HashMap<Name, Vec<(RecordType, Vec<Record>)>> = HashMap::new();
     let mut cuts: Vec<Name> = Vec::new();
-    for (name, node) in zone.nodes() {
+    for (name, node) in view.nodes() {
         let sets: Vec<(RecordType, Vec<Record>)> = node
             .rrsets
             .iter()
@@ -364,7 +368,7 @@ fn mix(mut z: u64) -> u64 {
 }
 
 /// Whether `zone` has exactly this rrset (records and TTL) at `name`.
-fn same_rrset(zone: &Zone, name: &Name, rtype: RecordType, records: &[Record]) -> bool {
+fn same_rrset(zone: &View, name: &Name, rtype: RecordType, records: &[Record]) -> bool {
     if rtype == RecordType::NSEC3 {
         // NSEC3 records live in the chain, not in the nodes.
         return zone
@@ -389,7 +393,7 @@ fn same_rrset(zone: &Zone, name: &Name, rtype: RecordType, records: &[Record]) -
 
 /// A signature of the previous version that can stay: same key, not expiring soon.
 fn reusable<'z>(
-    zone: &'z Zone,
+    zone: &'z View,
     name: &Name,
     rtype: RecordType,
     key: &ZoneKey,

@@ -96,6 +96,7 @@ struct ZoneJson {
 
 fn zone_json(zone: &Zone) -> ZoneJson {
     let nameservers = zone
+        .view()
         .node(zone.origin())
         .and_then(|n| n.rrset(RecordType::NS))
         .map(|s| {
@@ -441,7 +442,8 @@ pub struct RecordFilter {
 
 /// Every rrset of the zone, in canonical order, optionally filtered by name and type.
 pub fn rrsets(zone: &Zone, name: Option<&Name>, rtype: Option<RecordType>) -> Vec<RrsetJson> {
-    let mut records: Vec<_> = zone
+    let view = zone.view();
+    let mut records: Vec<_> = view
         .records()
         .filter(|r| name.is_none_or(|n| r.name == *n))
         .filter(|r| rtype.is_none_or(|t| r.record_type() == t))
@@ -541,7 +543,8 @@ pub async fn patch_records(
         // The rrset as this request leaves it must fit an answer. The writer's zone build
         // checks again, against the zone as it is then.
         let rrset = planned.entry((name.clone(), rtype)).or_insert_with(|| {
-            zone.node(&name)
+            zone.view()
+                .node(&name)
                 .and_then(|n| n.rrset(rtype))
                 .map(|s| s.records.iter().map(|r| r.data.clone()).collect())
                 .unwrap_or_default()

@@ -422,6 +422,7 @@ fn txt_value(data: &RData) -> Option<String> {
 /// The apex SPF record of `domain` in `zone`: `Ok(None)` when there is none.
 fn current_spf(zone: &Zone, domain: &Name) -> Result<Option<(RData, SpfRecord)>, RuleError> {
     let found: Vec<(RData, SpfRecord)> = zone
+        .view()
         .node(domain)
         .and_then(|n| n.rrset(RecordType::TXT))
         .map(|set| {
@@ -465,8 +466,9 @@ pub fn plan_apply(
     }
     let mut deletes = Vec::new();
     let mut adds = Vec::new();
+    let view = zone.view();
     for (name, rtype, _family, ttl, desired) in groups {
-        let node = zone.node(&name);
+        let node = view.node(&name);
         if rtype == RecordType::CNAME {
             let same = node
                 .and_then(|n| n.rrset(RecordType::CNAME))
@@ -549,6 +551,7 @@ pub fn plan_apply(
     if let Some(e) = expected.iter().find(|e| e.family == Family::Dmarc) {
         let name = name_of(&e.name);
         let has_dmarc = zone
+            .view()
             .node(&name)
             .and_then(|n| n.rrset(RecordType::TXT))
             .is_some_and(|s| {
@@ -634,6 +637,7 @@ pub fn plan_remove(
         let still_used = others.iter().any(|o| o.records.spf);
         if !(spf.authorises_nothing() && created && !still_used) {
             let ttl = zone
+                .view()
                 .node(&domain)
                 .and_then(|n| n.rrset(RecordType::TXT))
                 .map_or(3600, |s| s.records[0].ttl);
@@ -671,7 +675,8 @@ mod tests {
     }
 
     fn lines(z: &Zone) -> BTreeSet<String> {
-        z.records()
+        z.view()
+            .records()
             .filter(|r| r.record_type() != RecordType::SOA)
             .map(crate::zone::writer::record_line)
             .collect()

@@ -22,7 +22,7 @@ use super::status::TransferStatus;
 use super::tsig::{self, Keyring, ResponseSigner, SignedRequest, Verdict};
 use crate::zone::journal::IxfrPlan;
 use crate::zone::serial::serial_gt;
-use crate::zone::{Zone, ZoneSet};
+use crate::zone::{View, Zone, ZoneSet};
 
 /// A message is closed once it holds this many bytes (a record more may follow): large
 /// enough to amortise headers and TSIGs, small enough to keep each write short.
@@ -330,6 +330,7 @@ impl Service {
             kind,
             peer,
             zone,
+            view: None,
             source,
         })))
     }
@@ -441,6 +442,8 @@ pub struct Transfer {
     kind: Kind,
     peer: IpAddr,
     zone: Arc<Zone>,
+    /// The zone's records, decoded for a full transfer when its messages are asked for.
+    view: Option<Arc<View>>,
     source: Source,
 }
 
@@ -471,8 +474,8 @@ impl Transfer {
             // exists" when a name's records (the apex NSEC) come in two separate runs.
             Source::Full => {
                 let origin = self.zone.origin();
-                let apex = self
-                    .zone
+                let view: &View = self.view.get_or_insert_with(|| self.zone.view());
+                let apex = view
                     .node(origin)
                     .into_iter()
                     .flat_map(|n| n.rrsets.iter().flat_map(|s| s.records.iter()))
@@ -480,7 +483,7 @@ impl Transfer {
                 Box::new(
                     std::iter::once(soa)
                         .chain(apex)
-                        .chain(self.zone.records().filter(move |r| r.name != *origin))
+                        .chain(view.records().filter(move |r| r.name != *origin))
                         .chain(std::iter::once(soa)),
                 )
             }

@@ -231,8 +231,9 @@ fn read_op(r: &Record) -> Result<Op, Refusal> {
 
 /// The prerequisites against the zone as it is (§3.2.5: the first one that fails decides).
 pub fn check_prereqs(zone: &Zone, prereqs: &[Prereq]) -> Result<(), Refusal> {
-    let in_use = |name: &Name| zone.node(name).is_some_and(|n| !n.rrsets.is_empty());
-    let rrset = |name: &Name, t: RecordType| zone.node(name).and_then(|n| n.rrset(t));
+    let view = zone.view();
+    let in_use = |name: &Name| view.node(name).is_some_and(|n| !n.rrsets.is_empty());
+    let rrset = |name: &Name, t: RecordType| view.node(name).and_then(|n| n.rrset(t));
     for p in prereqs {
         match p {
             Prereq::NameInUse(n) if !in_use(n) => {
@@ -290,10 +291,11 @@ struct Set {
 /// deletion at the apex keeps them, as §3.4.2.3 says.
 pub fn replay(zone: &Zone, ops: &[Op]) -> Vec<RrsetChange> {
     let apex = zone.origin();
+    let view = zone.view();
     let mut sets: HashMap<(Name, RecordType), Set> = HashMap::new();
     let mut order: Vec<(Name, RecordType)> = Vec::new();
     let original = |name: &Name, t: RecordType| -> Set {
-        match zone.node(name).and_then(|n| n.rrset(t)) {
+        match view.node(name).and_then(|n| n.rrset(t)) {
             Some(set) => Set {
                 ttl: set.records.first().map_or(0, |r| r.ttl),
                 data: set.records.iter().map(|r| r.data.clone()).collect(),
@@ -306,7 +308,7 @@ pub fn replay(zone: &Zone, ops: &[Op]) -> Vec<RrsetChange> {
     };
     // The types a name has now: the zone's, as replayed so far.
     let types_at = |sets: &HashMap<(Name, RecordType), Set>, name: &Name| -> Vec<RecordType> {
-        let mut types: Vec<RecordType> = zone
+        let mut types: Vec<RecordType> = view
             .node(name)
             .map(|n| n.rrsets.iter().map(|s| s.rtype).collect())
             .unwrap_or_default();

@@ -102,7 +102,8 @@ pub fn empty(
 
 /// Whether `zone` looks like a catalog: its version name holds a TXT.
 pub fn is_catalog(zone: &Zone) -> bool {
-    zone.node(&version_name(zone.origin()))
+    zone.view()
+        .node(&version_name(zone.origin()))
         .is_some_and(|n| n.rrset(RecordType::TXT).is_some())
 }
 
@@ -135,7 +136,8 @@ fn entries(catalog: &Zone) -> BTreeMap<String, Entry> {
     let id_labels = label_count(&zones) + 1;
     let mut out: BTreeMap<String, Entry> = BTreeMap::new();
     let mut ptrs: BTreeMap<String, Vec<Name>> = BTreeMap::new();
-    for r in catalog.records() {
+    let view = catalog.view();
+    for r in view.records() {
         if label_count(&r.name) < id_labels || !zones.zone_of(&r.name) {
             continue;
         }
@@ -170,7 +172,8 @@ fn entries(catalog: &Zone) -> BTreeMap<String, Entry> {
 pub fn plan(catalog: &Zone, wanted: &BTreeSet<Name>) -> Vec<RrsetChange> {
     let origin = catalog.origin();
     let mut changes = Vec::new();
-    let version_ok = catalog
+    let view = catalog.view();
+    let version_ok = view
         .node(&version_name(origin))
         .and_then(|n| n.rrset(RecordType::TXT))
         .is_some_and(|set| {
@@ -249,13 +252,14 @@ pub fn plan(catalog: &Zone, wanted: &BTreeSet<Name>) -> Vec<RrsetChange> {
 pub fn with_member(catalog: &Zone, member: &Name, serial: u32) -> Option<Zone> {
     let zones = zones_name(catalog.origin());
     let owner = zones.prepend_label(hashed_id(member).as_str()).ok()?;
-    if catalog.node(&owner).is_some() {
+    let view = catalog.view();
+    if view.node(&owner).is_some() {
         return None;
     }
     let member = member.to_lowercase();
     let rdata_len = super::limits::rdata_len(&RData::PTR(PTR(member.clone())));
     let record = Record::from_rdata(owner.clone(), TTL, RData::PTR(PTR(member)));
-    let mut next = catalog.clone();
+    let mut next = (*view).clone();
     next.nodes.entry(zones).or_default();
     next.nodes.insert(
         owner.clone(),
@@ -268,9 +272,9 @@ pub fn with_member(catalog: &Zone, member: &Name, serial: u32) -> Option<Zone> {
             delegation: false,
         },
     );
-    next.record_count += 1;
-    set_serial(&mut next, serial);
-    Some(next)
+    let mut soa = catalog.soa().clone();
+    set_serial(&mut soa, &mut next, serial);
+    Some(Zone::from_view(next, soa, catalog.record_count() + 1))
 }
 
 /// The catalog without `member`, with `serial`: the quick way for a zone just deleted.
@@ -279,18 +283,18 @@ pub fn with_member(catalog: &Zone, member: &Name, serial: u32) -> Option<Zone> {
 pub fn without_member(catalog: &Zone, member: &Name, serial: u32) -> Option<Zone> {
     let zones = zones_name(catalog.origin());
     let owner = zones.prepend_label(hashed_id(member).as_str()).ok()?;
-    let node = catalog.node(&owner)?;
+    let view = catalog.view();
+    let node = view.node(&owner)?;
     let lists_it = node.rrsets.len() == 1
         && node.rrsets[0].records.len() == 1
         && matches!(&node.rrsets[0].records[0].data, RData::PTR(PTR(m)) if m == member);
     let owner_labels = label_count(&owner);
     let below = |n: &Name| label_count(n) > owner_labels && owner.zone_of(n);
-    if !lists_it || catalog.nodes.keys().any(below) {
+    if !lists_it || view.nodes.keys().any(below) {
         return None;
     }
-    let mut next = catalog.clone();
+    let mut next = (*view).clone();
     next.nodes.remove(&owner);
-    next.record_count -= 1;
     // `zones.<catalog>` goes with its last member, as a rebuild would have it.
     let zones_labels = label_count(&zones);
     let has_member = next
@@ -300,13 +304,14 @@ pub fn without_member(catalog: &Zone, member: &Name, serial: u32) -> Option<Zone
     if !has_member && next.nodes.get(&zones).is_some_and(|n| n.rrsets.is_empty()) {
         next.nodes.remove(&zones);
     }
-    set_serial(&mut next, serial);
-    Some(next)
+    let mut soa = catalog.soa().clone();
+    set_serial(&mut soa, &mut next, serial);
+    Some(Zone::from_view(next, soa, catalog.record_count() - 1))
 }
 
 /// Sets the SOA serial everywhere a zone keeps its SOA.
-fn set_serial(zone: &mut Zone, serial: u32) {
-    for soa in [&mut zone.soa, &mut zone.negative_soa] {
+fn set_serial(soa: &mut Record, zone: &mut super::View, serial: u32) {
+    for soa in [soa, &mut zone.negative_soa] {
         if let RData::SOA(s) = &mut soa.data {
             s.serial = serial;
         }
@@ -383,7 +388,13 @@ mod tests {
         assert_eq!(m.len(), 2);
         assert_eq!(m[&name("a.test.")], hashed_id(&name("a.test.")));
         let owner = name(&format!("{}.zones.catalog.invalid.", m[&name("b.test.")]));
-        assert!(z.node(&owner).unwrap().rrset(RecordType::PTR).is_some());
+        assert!(
+            z.view()
+                .node(&owner)
+                .unwrap()
+                .rrset(RecordType::PTR)
+                .is_some()
+        );
         assert!(plan(&z, &m.keys().cloned().collect()).is_empty());
     }
 
@@ -432,12 +443,21 @@ mod tests {
         );
         let z = Zone::from_master_text(&catalog(), &text).unwrap();
         let z = with(&z, &[], 2);
-        assert_eq!(z.record_count(), 3, "{:?}", z.records().collect::<Vec<_>>());
+        assert_eq!(
+            z.record_count(),
+            3,
+            "{:?}",
+            z.view().records().collect::<Vec<_>>()
+        );
     }
 
     /// Every record as text, sorted: two zones with the same records compare equal.
     fn lines(z: &Zone) -> Vec<String> {
-        let mut v: Vec<String> = z.records().map(super::super::writer::record_line).collect();
+        let mut v: Vec<String> = z
+            .view()
+            .records()
+            .map(super::super::writer::record_line)
+            .collect();
         v.sort();
         v
     }
@@ -454,13 +474,13 @@ mod tests {
         assert_eq!(lines(&added), lines(&rebuilt));
         assert_eq!(added.record_count(), rebuilt.record_count());
         assert_eq!(added.serial(), 3);
-        assert!(added.node(&name("zones.catalog.invalid.")).is_some());
+        assert!(added.view().node(&name("zones.catalog.invalid.")).is_some());
 
         let removed = without_member(&added, &name("a.test."), 4).unwrap();
         assert_eq!(lines(&removed), lines(&with(&added, &["b.test."], 4)));
         let last = without_member(&removed, &name("b.test."), 5).unwrap();
         assert_eq!(lines(&last), lines(&with(&removed, &[], 5)));
-        assert!(last.node(&name("zones.catalog.invalid.")).is_none());
+        assert!(last.view().node(&name("zones.catalog.invalid.")).is_none());
         // Not listed, or listed under another id: the quick way declines.
         assert!(without_member(&last, &name("b.test."), 6).is_none());
         assert!(with_member(&added, &name("a.test."), 6).is_none());

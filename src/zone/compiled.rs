@@ -24,7 +24,7 @@ use hickory_proto::op::{MessageType, Metadata, OpCode, Query, ResponseCode, emit
 use hickory_proto::rr::{Name, Record, RecordType};
 use hickory_proto::serialize::binary::BinEncoder;
 
-use super::Zone;
+use super::View;
 use super::lookup::{Lookup, Outcome};
 
 /// A zone's answers are compiled at its this-many-th fast-path query: the few queries of a
@@ -165,8 +165,8 @@ pub struct Found<'c> {
 }
 
 impl Compiled {
-    /// Compiles every answer of `zone`.
-    pub fn build(zone: &Zone) -> Self {
+    /// Compiles every answer of a zone, from its (transient or kept) view.
+    pub fn build(zone: &View) -> Self {
         let mut types: HashSet<u16> = zone
             .nodes
             .values()

@@ -73,7 +73,8 @@ impl Zone {
         // which operation last touched the rrset, to blame the right one on failure.
         let mut rrsets: HashMap<(Name, RecordType), (Vec<Record>, usize)> = HashMap::new();
         let mut order: Vec<(Name, RecordType)> = Vec::new();
-        for r in self.records() {
+        let view = self.view();
+        for r in view.records() {
             let key = (r.name.clone(), r.record_type());
             let entry = rrsets.entry(key.clone()).or_insert_with(|| {
                 order.push(key);

@@ -248,7 +248,8 @@ fn record_hash(r: &Record) -> u64 {
 /// An order-independent digest of every record of `zone`, SOA included: a sum, so that a
 /// change updates it from the records it removed and added alone.
 pub fn zone_digest(zone: &Zone) -> u64 {
-    zone.records()
+    zone.view()
+        .records()
         .fold(0u64, |acc, r| acc.wrapping_add(record_hash(r)))
 }
 
@@ -262,6 +263,8 @@ fn key(r: &Record) -> Key<'_> {
 /// What `new` has that `old` has not (added), and the reverse (removed), SOA aside; each in
 /// the order of the zone file (owner, type, data).
 pub fn diff(old: &Zone, new: &Zone) -> (Vec<Record>, Vec<Record>) {
+    let (old, new) = (old.view(), new.view());
+    let (old, new) = (old.as_ref(), new.as_ref());
     let mut removed = Vec::new();
     let mut added = Vec::new();
     for (name, node) in &old.nodes {
@@ -279,7 +282,7 @@ pub fn diff(old: &Zone, new: &Zone) -> (Vec<Record>, Vec<Record>) {
         }
     }
     // The NSEC3 chain lives beside the nodes.
-    let chain = |z: &Zone| -> Vec<Record> {
+    let chain = |z: &super::View| -> Vec<Record> {
         z.nsec3()
             .map(|c| c.records().cloned().collect())
             .unwrap_or_default()
@@ -302,18 +305,19 @@ pub fn diff_touched(
 ) -> (Vec<Record>, Vec<Record>) {
     let mut removed = Vec::new();
     let mut added = Vec::new();
+    let (old, new) = (old.view(), new.view());
     let mut seen = std::collections::HashSet::new();
     for &(name, rtype) in touched {
         if rtype == RecordType::SOA || !seen.insert((name, rtype)) {
             continue;
         }
-        let rrset = |z: &Zone| -> Vec<Record> {
+        let rrset = |z: &super::View| -> Vec<Record> {
             z.node(name)
                 .and_then(|n| n.rrset(rtype))
                 .map(|s| s.records.clone())
                 .unwrap_or_default()
         };
-        let (before, after) = (rrset(old), rrset(new));
+        let (before, after) = (rrset(&old), rrset(&new));
         missing_from(&before, Some(&after), &mut removed);
         missing_from(&after, Some(&before), &mut added);
     }
@@ -909,7 +913,7 @@ mod tests {
     }
 
     fn zone_lines(z: &Zone) -> BTreeSet<String> {
-        lines(z.records().cloned())
+        lines(z.view().records().cloned())
     }
 
     /// Applies an IXFR answer sequence to the record lines of the client's version.

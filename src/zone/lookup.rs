@@ -1,5 +1,5 @@
 //! The authoritative lookup algorithm (RFC 1034 §4.3.2, RFC 4592 wildcards, RFC 6604 rcodes
-//! after CNAME chains, RFC 8482 minimal ANY), over one immutable [`Zone`].
+//! after CNAME chains, RFC 8482 minimal ANY), over one immutable [`View`] of a zone.
 //!
 //! It returns references into the zone wherever it can, so that the common answer costs no
 //! record clone; a record is copied only to carry the query name's case or a wildcard's
@@ -9,7 +9,7 @@ use std::borrow::Cow;
 
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 
-use super::{Node, Zone, label_count};
+use super::{Node, View, label_count};
 
 /// CNAME chains longer than this inside one zone are cut (as hickory and BIND do).
 const MAX_CNAME_CHAIN: usize = 8;
@@ -41,7 +41,7 @@ enum Step {
     Follow(Name),
 }
 
-impl Zone {
+impl View {
     /// Answers `qname`/`qtype` from this zone. `qname` must be at or below the origin.
     pub fn lookup<'z>(&'z self, qname: &Name, qtype: RecordType) -> Lookup<'z> {
         let mut out = Lookup {
@@ -222,9 +222,10 @@ mod tests {
     fn a_wildcard_below_empty_non_terminals_covers_deeper_names() {
         let origin = Name::from_ascii("mail.example.net.").unwrap();
         let text = "$TTL 300\n@ SOA ns h 1 1 1 1 1\n@ NS ns\nns A 127.0.0.2\n*._report._dmarc TXT \"v=DMARC1\"\n";
-        let zone = Zone::from_master_text(&origin, text).unwrap();
+        let zone = crate::zone::Zone::from_master_text(&origin, text).unwrap();
         let q = Name::from_ascii("far.example._report._dmarc.mail.example.net.").unwrap();
-        let l = zone.lookup(&q, RecordType::TXT);
+        let view = zone.view();
+        let l = view.lookup(&q, RecordType::TXT);
         assert_eq!(l.outcome, Outcome::Answer);
         assert_eq!(l.answers.len(), 1);
     }

@@ -21,7 +21,8 @@ use super::Zone;
 /// Records generated for DNSSEC are left out: they are kept in the zone's signatures file
 /// (`super::signed`), and the zone file stays what its owner wrote.
 pub fn to_master_text(zone: &Zone) -> String {
-    let mut records: Vec<&Record> = zone.user_records().collect();
+    let view = zone.view();
+    let mut records: Vec<&Record> = view.user_records().collect();
     records.sort_by_cached_key(|r| {
         (
             r.record_type() != RecordType::SOA,
@@ -167,8 +168,8 @@ mod tests {
         let zone = Zone::from_master_text(&origin, text).unwrap();
         let written = to_master_text(&zone);
         let again = Zone::from_master_text(&origin, &written).unwrap();
-        let mut a: Vec<String> = zone.records().map(record_line).collect();
-        let mut b: Vec<String> = again.records().map(record_line).collect();
+        let mut a: Vec<String> = zone.view().records().map(record_line).collect();
+        let mut b: Vec<String> = again.view().records().map(record_line).collect();
         a.sort();
         b.sort();
         assert_eq!(a, b, "{written}");

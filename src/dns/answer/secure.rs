@@ -12,13 +12,13 @@ use hickory_proto::rr::{Name, RData, Record, RecordType};
 
 use crate::zone::lookup::{Lookup, Outcome};
 use crate::zone::signed::Nsec3Chain;
-use crate::zone::{Zone, label_count};
+use crate::zone::{View, label_count};
 
 type Section<'z> = Vec<Cow<'z, Record>>;
 
 /// The answer and authority sections of `lookup` with their signatures and proofs.
 pub fn sections<'z>(
-    zone: &'z Zone,
+    zone: &'z View,
     qname: &Name,
     lookup: &Lookup<'z>,
 ) -> (Section<'z>, Section<'z>) {
@@ -165,7 +165,7 @@ pub fn sections<'z>(
 }
 
 /// The next closer name of `name`: its ancestor one label below its closest encloser.
-fn next_closer(zone: &Zone, name: &Name) -> Name {
+fn next_closer(zone: &View, name: &Name) -> Name {
     let encloser = zone.closest_encloser(name);
     name.trim_to(label_count(&encloser) + 1)
 }
@@ -173,7 +173,7 @@ fn next_closer(zone: &Zone, name: &Name) -> Name {
 /// Proves the closest encloser of `name` (RFC 5155 §7.2.1): the NSEC3 matching it and the
 /// one covering the next closer name. Returns the closest encloser.
 fn closest_encloser_proof<'z>(
-    zone: &'z Zone,
+    zone: &'z View,
     chain: &'z Nsec3Chain,
     name: &Name,
     prove: &mut impl FnMut(Option<&'z Record>),
@@ -188,7 +188,7 @@ fn closest_encloser_proof<'z>(
 /// Pushes the RRSIGs stored at `owner` over `rtype`, under the name `shown` (the query's
 /// spelling, or the name a wildcard was expanded to).
 fn push_signed_as<'z>(
-    zone: &'z Zone,
+    zone: &'z View,
     owner: &Name,
     rtype: RecordType,
     shown: &Name,
