@@ -1327,16 +1327,7 @@ fn signed_by_active_keys(zone: &Zone, keys: &ZoneKeys) -> bool {
 
 /// Whether the zone publishes the CDS delete record (RFC 8078 §4: `0 0 0 00`).
 fn publishes_cds_delete(zone: &Zone) -> bool {
-    use hickory_proto::dnssec::rdata::DNSSECRData;
-    use hickory_proto::rr::{RData, RecordType};
-    zone.view()
-        .node(zone.origin())
-        .and_then(|n| n.rrset(RecordType::CDS))
-        .is_some_and(|set| {
-            set.records.iter().any(|r| {
-                matches!(&r.data, RData::DNSSEC(DNSSECRData::CDS(c)) if c.algorithm().is_none())
-            })
-        })
+    zone.publishes_cds_delete()
 }
 
 /// Whether the zone's DNSKEY rrset is exactly the live keys'.

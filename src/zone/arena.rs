@@ -648,6 +648,12 @@ fn read_nodes(bytes: &[u8], mut each: impl FnMut(Name, Vec<(Record, usize)>)) {
 
 /// Whether a record of `arena` has type `rtype`, walking the record headers only.
 pub(super) fn holds_type(arena: &[u8], rtype: u16) -> bool {
+    any_record(arena, rtype, |_| true)
+}
+
+/// Whether a record of type `rtype` whose RDATA satisfies `check` is in `arena`: a walk
+/// over the record headers, nothing decoded nor allocated.
+pub(super) fn any_record(arena: &[u8], rtype: u16, check: impl Fn(&[u8]) -> bool) -> bool {
     let mut at = 0usize;
     while at < arena.len() {
         let Ok(name) = name_len(&arena[at..]) else {
@@ -663,10 +669,13 @@ pub(super) fn holds_type(arena: &[u8], rtype: u16) -> bool {
             let Some(h) = arena.get(at..at + 8) else {
                 return false;
             };
-            if u16::from_be_bytes([h[0], h[1]]) == rtype {
+            let len = usize::from(u16::from_be_bytes([h[6], h[7]]));
+            if u16::from_be_bytes([h[0], h[1]]) == rtype
+                && arena.get(at + 8..at + 8 + len).is_some_and(&check)
+            {
                 return true;
             }
-            at += 8 + usize::from(u16::from_be_bytes([h[6], h[7]]));
+            at += 8 + len;
         }
     }
     false
@@ -880,6 +889,45 @@ mod tests {
         let (generated, _) =
             crate::dnssec::sign::sign(&zone, None, &[key], &policy, NOW, false).unwrap();
         (records, generated)
+    }
+
+    #[test]
+    fn the_earliest_expiry_and_the_cds_delete_are_read_from_the_arena_as_decoded() {
+        use hickory_proto::dnssec::rdata::DNSSECRData;
+        let (records, generated) = signed_parts(Denial::Nsec);
+        let earliest = generated
+            .iter()
+            .filter_map(|r| match &r.data {
+                RData::DNSSEC(DNSSECRData::RRSIG(sig)) => {
+                    Some(u64::from(sig.input().sig_expiration.get()))
+                }
+                _ => None,
+            })
+            .min();
+        let zone =
+            Zone::build_with_generated_wire(origin(), records.clone(), &wire(&generated)).unwrap();
+        assert!(earliest.is_some());
+        assert_eq!(zone.earliest_expiry(), earliest);
+        assert!(!zone.publishes_cds_delete());
+        assert_eq!(
+            Zone::build(origin(), records.clone())
+                .unwrap()
+                .earliest_expiry(),
+            None
+        );
+
+        // Unsigning: the CDS delete record (`0 0 0 00`) is published.
+        let unsigned = Zone::build(origin(), records.clone()).unwrap();
+        let mut key = generate(&origin(), AlgorithmName::Ecdsap256sha256, Role::Csk, NOW)
+            .unwrap()
+            .0;
+        key.record.state = KeyState::Active;
+        let (deleting, _) =
+            crate::dnssec::sign::sign(&unsigned, None, &[key], &Policy::default(), NOW, true)
+                .unwrap();
+        let zone = Zone::build_with_generated_wire(origin(), records, &wire(&deleting)).unwrap();
+        assert!(zone.publishes_cds_delete());
+        assert!(!zone.keeps_view(), "nothing decoded and kept");
     }
 
     /// `records` as raw RFC 1035 wire RRs, names uncompressed.

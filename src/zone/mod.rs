@@ -256,6 +256,15 @@ impl Zone {
         arena::earliest_expiry(&self.arena)
     }
 
+    /// Whether the zone publishes the CDS delete record (`0 0 0 00`, RFC 8078 §4: algorithm
+    /// 0), seen in the arena without decoding it (asked of every signed zone at start).
+    pub fn publishes_cds_delete(&self) -> bool {
+        // CDS RDATA: key tag (2), algorithm (1), digest type (1), digest.
+        arena::any_record(&self.arena, u16::from(RecordType::CDS), |rdata| {
+            rdata.get(2) == Some(&0)
+        })
+    }
+
     /// The bytes of the compact records (for memory accounting).
     pub fn arena_bytes(&self) -> usize {
         self.arena.len()

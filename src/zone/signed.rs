@@ -12,7 +12,9 @@
 
 use hickory_proto::dnssec::rdata::DNSSECRData;
 use hickory_proto::rr::{Name, RData, Record, RecordType};
-use hickory_proto::serialize::binary::{BinDecodable, BinDecoder, BinEncodable, BinEncoder};
+use hickory_proto::serialize::binary::{
+    BinDecodable, BinDecoder, BinEncodable, BinEncoder, NameEncoding,
+};
 
 use super::{SourcedRecord, View, Zone, ZoneError, label_count};
 
@@ -213,9 +215,10 @@ pub fn encode(zone: &Zone, text: &str) -> Vec<u8> {
     let mut body = Vec::with_capacity(generated.len() * 160);
     {
         let mut encoder = BinEncoder::new(&mut body);
+        // No compression and names as spelled: each record stands on its own, and a restart
+        // copies them into the zone's arena as they are ([`Zone::build_with_generated_wire`]).
+        encoder.set_name_encoding(NameEncoding::Uncompressed);
         for r in generated {
-            // Canonical form: no compression, so each record decodes on its own.
-            encoder.set_canonical_form(true);
             let _ = r.emit(&mut encoder);
         }
     }
@@ -380,10 +383,31 @@ impl Zone {
                 return Err(Box::new((records, stored)));
             }
         }
-        // The stored records go into the zone's arena as they are (uncompressed wire RRs,
-        // walked and checked, not decoded): a restart of 10,000 signed zones builds no
-        // hickory record for their ~80 signatures and denial records each.
         let known = stored.zone_digest;
+        if stored.text_hash.is_none() {
+            // Versions 1 and 2 wrote names compressed: decoded record by record.
+            let generated = match stored.records() {
+                Ok(g) => g,
+                Err(message) => return Ok(Err(ZoneError { line: 0, message })),
+            };
+            let all: Vec<SourcedRecord> = records
+                .into_iter()
+                .chain(
+                    generated
+                        .into_iter()
+                        .map(|record| SourcedRecord { record, line: 0 }),
+                )
+                .collect();
+            return Ok(Zone::build(origin.clone(), all).map(|mut zone| {
+                if let Some(d) = known {
+                    zone.set_known_digest(d);
+                }
+                zone
+            }));
+        }
+        // Version 3: the stored records go into the zone's arena as they are (uncompressed
+        // wire RRs, walked and checked, not decoded): a restart of 10,000 signed zones
+        // builds no hickory record for their ~80 signatures and denial records each.
         Ok(
             Zone::build_with_generated_wire(origin.clone(), records, &stored.wire).map(
                 |mut zone| {
