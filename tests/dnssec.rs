@@ -1737,3 +1737,35 @@ fn a_damaged_journal_found_when_first_needed_after_a_restart_is_dropped_and_the_
     );
     assert_eq!(signatures_made(&d), 0.0);
 }
+
+#[test]
+fn a_restart_with_another_denial_configured_serves_the_rechained_zone_from_the_first_answer() {
+    let d = signed_daemon_with(Denial::Nsec);
+    let mut config = d.daemon().shared().config.clone();
+    config.dns.listen = vec![std::net::SocketAddr::from(([127, 0, 0, 1], 0))];
+    config.http.listen = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+    config.dnssec.denial = Denial::Nsec3;
+    let mut d = d;
+    let dir = std::mem::replace(&mut d.dir, tempfile::tempdir().unwrap());
+    drop(d);
+    // One thread: the pass that runs after the first answer has not run when `start`
+    // returns, so what is served now is what the first answer sees.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let daemon = runtime
+        .block_on(mailzone::server::Daemon::start(config))
+        .unwrap();
+    assert_eq!(
+        daemon.shared().metrics.dnssec_start_pass.get(),
+        0.0,
+        "the pass after the first answer already ran: this test sees nothing"
+    );
+    let origin = hickory_proto::rr::Name::from_ascii("example.test.").unwrap();
+    let zone = daemon.shared().zones.load().get(&origin).unwrap();
+    assert!(zone.is_signed());
+    assert!(zone.nsec3().is_some(), "re-chained before the first answer");
+    runtime.block_on(daemon.shutdown());
+    drop(dir);
+}
