@@ -158,8 +158,11 @@ fn loading_and_a_first_query_keep_no_view_and_no_compiled_answers() {
     assert_eq!(zones.len(), 20);
     assert!(zones.iter().all(|z| !z.keeps_view() && !z.is_compiled()));
     for i in 0..20 {
-        ask(&set, &query(1, &format!("d{i:06}.test."), 15));
-        ask(&set, &query(2, &format!("missing.d{i:06}.test."), 1));
+        if i % 2 == 0 {
+            ask(&set, &query(1, &format!("d{i:06}.test."), 15));
+        } else {
+            ask(&set, &query(2, &format!("missing.d{i:06}.test."), 1));
+        }
     }
     let zones = set.zones();
     assert!(
@@ -169,7 +172,7 @@ fn loading_and_a_first_query_keep_no_view_and_no_compiled_answers() {
 }
 
 #[test]
-fn a_zone_asked_often_keeps_its_view_and_compiled_answers() {
+fn a_zone_asked_again_keeps_its_view_and_once_hot_its_compiled_answers() {
     let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let dir = zones_dir(2);
     let set = ZoneSet::load_dir(dir.path(), None, 1 << 20).unwrap().set;
@@ -186,6 +189,11 @@ fn a_zone_asked_often_keeps_its_view_and_compiled_answers() {
         .unwrap();
     assert!(hot.keeps_view() && hot.is_compiled());
     assert!(!cold.keeps_view() && !cold.is_compiled());
+    // Asked a second time: the view is kept; the answers are compiled only once hot.
+    ask(&set, &query(1, "d000000.test.", 1));
+    assert!(!cold.keeps_view());
+    ask(&set, &query(2, "d000000.test.", 1));
+    assert!(cold.keeps_view() && !cold.is_compiled());
 }
 
 #[test]

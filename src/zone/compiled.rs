@@ -1,10 +1,10 @@
 //! Precompiled wire answers: every answer a zone can give, encoded once per zone version.
 //!
-//! This module owns turning an immutable [`Zone`] into ready-made response sections (answer,
+//! This module owns turning an immutable zone (its [`View`]) into ready-made response sections (answer,
 //! authority, additional, with their counts, rcode and AA bit) keyed by the lower-cased wire
 //! form of each owner name and the query type, plus the negative answers (NXDOMAIN with the
 //! SOA, referrals for names below a delegation). Each entry is produced by the zone's own
-//! [`Zone::lookup`] and hickory's encoder, with the question at offset 12, so its content is by
+//! [`View::lookup`] and hickory's encoder, with the question at offset 12, so its content is by
 //! construction what the general answer path sends. Lookups here take no lock and allocate
 //! nothing. It must not read packets nor decide protocol rules (EDNS, TC, opcodes): the DNS
 //! fast path (`dns::fast`) does, and falls back to the general path for anything not here.
