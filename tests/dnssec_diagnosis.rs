@@ -139,33 +139,16 @@ impl World {
 
     /// A fresh diagnosis through the API.
     fn diagnose(&self) -> Value {
-        let (status, text) = http(
-            self.d.http,
-            "POST",
-            &format!("/v1/domains/{DOMAIN}/diagnose"),
-            Some(TOKEN),
-            None,
-        );
-        assert_eq!(status, 200, "{text}");
-        json(&text)
+        common::replicas::diagnose(&self.d, DOMAIN)
     }
 
+    /// The `dnssec` findings of a fresh diagnosis.
     fn dnssec_findings(&self) -> Vec<Value> {
-        self.diagnose()["checks"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|f| f["check"] == "dnssec")
-            .cloned()
-            .collect()
+        common::replicas::dnssec_findings(&self.diagnose())
     }
 
     fn finding(&self, code: &str) -> Value {
-        let all = self.dnssec_findings();
-        all.iter()
-            .find(|f| f["code"] == code)
-            .cloned()
-            .unwrap_or_else(|| panic!("no {code}: {}", serde_json::to_string_pretty(&all).unwrap()))
+        common::replicas::finding_among(&self.dnssec_findings(), code)
     }
 
     /// The `dnssec` findings of the stored verdict, as `GET /v1/domains/{d}` gives them.

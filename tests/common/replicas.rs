@@ -138,3 +138,35 @@ pub fn put_ds(parents: &[&TestDaemon], domain: &str, ds: &[String], ttl: u32) {
         assert_eq!(status, 200, "{text}");
     }
 }
+
+/// A fresh diagnosis of `domain` through the API.
+pub fn diagnose(d: &TestDaemon, domain: &str) -> serde_json::Value {
+    let (status, text) = http(
+        d.http,
+        "POST",
+        &format!("/v1/domains/{domain}/diagnose"),
+        Some(TOKEN),
+        None,
+    );
+    assert_eq!(status, 200, "{text}");
+    json(&text)
+}
+
+/// The `dnssec` findings of a diagnosis.
+pub fn dnssec_findings(diagnosis: &serde_json::Value) -> Vec<serde_json::Value> {
+    diagnosis["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["check"] == "dnssec")
+        .cloned()
+        .collect()
+}
+
+/// The finding with `code` among `all`; the test fails naming them all when there is none.
+pub fn finding_among(all: &[serde_json::Value], code: &str) -> serde_json::Value {
+    all.iter()
+        .find(|f| f["code"] == code)
+        .cloned()
+        .unwrap_or_else(|| panic!("no {code}: {}", serde_json::to_string_pretty(all).unwrap()))
+}
