@@ -1525,17 +1525,7 @@ fn a_key_lifetime_shorter_than_a_day_is_refused_with_its_key() {
 #[test]
 fn deleting_a_signed_zone_leaves_no_rollover_nor_resign_job_nor_series() {
     let d = auto_rolling_daemon(|_| {});
-    let key = mailzone::daemon::scheduler::AssociationKey::zone("example.test.");
-    let jobs = || {
-        d.daemon()
-            .shared()
-            .scheduler
-            .snapshot()
-            .into_iter()
-            .filter(|(_, k, _)| *k == key)
-            .map(|(_, _, j)| j)
-            .collect::<Vec<_>>()
-    };
+    let jobs = || zone_jobs(&d, "example.test.");
     assert!(
         jobs().contains(&mailzone::daemon::scheduler::Job::RollKeys),
         "{:?}",

@@ -691,17 +691,7 @@ fn a_csk_is_rolled_by_itself_after_its_lifetime_and_the_old_key_goes_only_once_t
 #[test]
 fn unsigning_a_zone_leaves_no_rollover_nor_resign_job_nor_series() {
     let w = world(53, false, auto_csk);
-    let key = mailzone::daemon::scheduler::AssociationKey::zone(&format!("{DOMAIN}."));
-    let jobs = || {
-        w.d.daemon()
-            .shared()
-            .scheduler
-            .snapshot()
-            .into_iter()
-            .filter(|(_, k, _)| *k == key)
-            .map(|(_, _, j)| j)
-            .collect::<Vec<_>>()
-    };
+    let jobs = || zone_jobs(&w.d, &format!("{DOMAIN}."));
     assert!(
         jobs().contains(&mailzone::daemon::scheduler::Job::RollKeys),
         "the automatic rollover is planned: {:?}",

@@ -210,7 +210,7 @@ pub fn encode(zone: &Zone, text: &str) -> Vec<u8> {
     out.extend_from_slice(&zone.serial().to_be_bytes());
     out.extend_from_slice(&user_digest(zone).to_be_bytes());
     out.extend_from_slice(&zone.journal_digest().to_be_bytes());
-    zone.summary().encode(&mut out);
+    zone.summary_of(&view).encode(&mut out);
     out.extend_from_slice(&(generated.len() as u32).to_be_bytes());
     let mut body = Vec::with_capacity(generated.len() * 160);
     {
@@ -422,8 +422,13 @@ impl Zone {
 
     /// What the DNSSEC policy check needs to know of this zone's signatures ([`Summary`]).
     pub fn summary(&self) -> Summary {
+        self.summary_of(&self.view())
+    }
+
+    /// [`Zone::summary`] from this zone's view, when the caller has decoded it already (a
+    /// cold zone's view is decoded anew for each caller).
+    fn summary_of(&self, view: &View) -> Summary {
         use hickory_proto::dnssec::rdata::DNSSECRData as D;
-        let view = self.view();
         let apex = view.node(&self.origin);
         let rrset = |t: RecordType| apex.and_then(|n| n.rrset(t)).map(|s| s.records.as_slice());
         let dnskeys = rrset(RecordType::DNSKEY)

@@ -505,3 +505,16 @@ pub fn big_zone() -> String {
     }
     z
 }
+
+/// The background jobs planned for `zone` (`example.test.`), in time order.
+pub fn zone_jobs(d: &TestDaemon, zone: &str) -> Vec<mailzone::daemon::scheduler::Job> {
+    let key = mailzone::daemon::scheduler::AssociationKey::zone(zone);
+    d.daemon()
+        .shared()
+        .scheduler
+        .snapshot()
+        .into_iter()
+        .filter(|(_, k, _)| *k == key)
+        .map(|(_, _, j)| j)
+        .collect()
+}
