@@ -1593,30 +1593,67 @@ fn fnv(bytes: &[u8]) -> u64 {
     h
 }
 
-/// The fields of a signatures file of format 3 as the daemon writes it: the header up to
-/// the zone digest (hash of the zone file's text, serial, user digest, zone digest), then
-/// the count of records and the records.
-fn format3_parts(v3: &[u8]) -> (&[u8], &[u8]) {
-    let magic = b"mailzone-signed 3\n";
-    assert!(v3.starts_with(magic));
-    let body = &v3[magic.len()..v3.len() - 8];
-    let fixed = &body[32..52];
+/// The parts of a signatures file of format 4 as the daemon writes it: the hash of the zone
+/// file's text, the fixed fields (serial, user digest, zone digest), the summary, and the
+/// zone's arena.
+fn format4_parts(v4: &[u8]) -> (&[u8], &[u8], &[u8], &[u8]) {
+    let magic = b"mailzone-signed 4\n";
+    assert!(v4.starts_with(magic));
+    let body = &v4[magic.len()..v4.len() - 8];
     // The summary: expiry (8), flags (1), keys (count, 5 bytes each), SOA signers and
     // DNSKEY signers (count, 2 bytes each).
     let mut at = 52 + 9;
     at += 1 + 5 * body[at] as usize;
     at += 1 + 2 * body[at] as usize;
     at += 1 + 2 * body[at] as usize;
-    (fixed, &body[at..])
+    // Then the arena layout (1), the record count (4), where the NSEC3 run starts (4).
+    (&body[..32], &body[32..52], &body[52..at], &body[at + 9..])
 }
 
-/// A signatures file of format 2 or 1 with the same content as a format 3 one.
-fn older_format(v3: &[u8], version: u8) -> Vec<u8> {
-    let (fixed, records) = format3_parts(v3);
+/// The DNSSEC records of an arena (nodes: owner, count, then type, TTL, RDLENGTH, RDATA per
+/// record) as uncompressed wire RRs, and how many: the body of formats 1 to 3.
+fn generated_rrs(mut arena: &[u8]) -> (u32, Vec<u8>) {
+    let generated = [48u16, 59, 60, 46, 47, 50, 51];
+    let (mut n, mut out) = (0u32, Vec::new());
+    while !arena.is_empty() {
+        let mut owner_len = 0;
+        while arena[owner_len] != 0 {
+            owner_len += 1 + arena[owner_len] as usize;
+        }
+        let owner = &arena[..=owner_len];
+        let count = u16::from_be_bytes([arena[owner_len + 1], arena[owner_len + 2]]);
+        arena = &arena[owner_len + 3..];
+        for _ in 0..count {
+            let rtype = u16::from_be_bytes([arena[0], arena[1]]);
+            let len = 8 + u16::from_be_bytes([arena[6], arena[7]]) as usize;
+            if generated.contains(&rtype) {
+                out.extend_from_slice(owner);
+                out.extend_from_slice(&arena[..2]);
+                out.extend_from_slice(&1u16.to_be_bytes());
+                out.extend_from_slice(&arena[2..len]);
+                n += 1;
+            }
+            arena = &arena[len..];
+        }
+    }
+    (n, out)
+}
+
+/// A signatures file of format 3, 2 or 1 with the same content as a format 4 one.
+fn older_format(v4: &[u8], version: u8) -> Vec<u8> {
+    let (text_hash, fixed, summary, arena) = format4_parts(v4);
+    let (count, rrs) = generated_rrs(arena);
     let mut out = format!("mailzone-signed {version}\n").into_bytes();
+    if version == 3 {
+        out.extend_from_slice(text_hash);
+    }
     // Version 1 has no zone digest after the user digest.
     out.extend_from_slice(if version == 1 { &fixed[..12] } else { fixed });
-    out.extend_from_slice(records);
+    if version == 3 {
+        out.extend_from_slice(summary);
+    }
+    out.extend_from_slice(&count.to_be_bytes());
+    out.extend_from_slice(&rrs);
     let sum = fnv(&out);
     out.extend_from_slice(&sum.to_be_bytes());
     out
@@ -1632,6 +1669,11 @@ fn a_restart_reads_signatures_stored_in_the_second_format_without_signing_again(
     a_restart_reads_signatures_stored_in_an_older_format_without_signing_again(2);
 }
 
+#[test]
+fn a_restart_reads_signatures_stored_in_the_third_format_without_signing_again() {
+    a_restart_reads_signatures_stored_in_an_older_format_without_signing_again(3);
+}
+
 fn a_restart_reads_signatures_stored_in_an_older_format_without_signing_again(version: u8) {
     let d = signed_daemon();
     let kept = served_journal_len(&d);
@@ -1639,8 +1681,8 @@ fn a_restart_reads_signatures_stored_in_an_older_format_without_signing_again(ve
     let axfr_before = sorted_axfr(&d);
     let d = restart_after_editing(d, |zones| {
         let path = zones.join("example.test.signed");
-        let v3 = std::fs::read(&path).unwrap();
-        std::fs::write(&path, older_format(&v3, version)).unwrap();
+        let v4 = std::fs::read(&path).unwrap();
+        std::fs::write(&path, older_format(&v4, version)).unwrap();
     });
     assert_eq!(signatures_made(&d), 0.0);
     assert_eq!(
@@ -1649,6 +1691,26 @@ fn a_restart_reads_signatures_stored_in_an_older_format_without_signing_again(ve
     );
     assert_eq!(sorted_axfr(&d), axfr_before);
     assert_eq!(served_journal_len(&d), kept);
+}
+
+#[test]
+fn signatures_stored_with_another_record_layout_are_not_used_and_the_zone_is_signed_again() {
+    let d = signed_daemon();
+    let d = restart_after_editing(d, |zones| {
+        let path = zones.join("example.test.signed");
+        let mut v4 = std::fs::read(&path).unwrap();
+        let (_, _, _, arena) = format4_parts(&v4);
+        // The layout byte sits 9 bytes before the arena (then count, NSEC3 start).
+        let layout_at = v4.len() - 8 - arena.len() - 9;
+        v4[layout_at] = v4[layout_at].wrapping_add(1);
+        let end = v4.len() - 8;
+        let sum = fnv(&v4[..end]);
+        v4[end..].copy_from_slice(&sum.to_be_bytes());
+        std::fs::write(&path, v4).unwrap();
+    });
+    assert!(signatures_made(&d) > 0.0, "signed again");
+    let out = dig(d.dns, &["+dnssec", "example.test", "SOA"]);
+    assert!(out.contains("RRSIG"), "{out}");
 }
 
 #[test]

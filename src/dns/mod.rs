@@ -323,6 +323,11 @@ struct TcpTable {
     max: usize,
     per_address: usize,
     open: AtomicUsize,
+    /// One more than the millisecond (since `epoch`) at which an accept last left the
+    /// listener nearly full; 0 = never. Waiting connections compare it with the start of
+    /// their wait, so every connection idle at that moment takes the short limit, even when
+    /// the first of them to close brings the count back under 90 % before the others look.
+    busy_mark_ms: AtomicU64,
     inner: Mutex<TcpInner>,
 }
 
@@ -389,6 +394,10 @@ impl TcpTable {
         }
         *inner.per_ip.entry(ip).or_insert(0) += 1;
         self.open.fetch_add(1, Ordering::Relaxed);
+        if self.busy() {
+            self.busy_mark_ms
+                .store(self.now_ms() + 1, Ordering::Relaxed);
+        }
         Ok(conn)
     }
 
@@ -422,6 +431,11 @@ impl TcpTable {
     fn busy(&self) -> bool {
         self.open.load(Ordering::Relaxed) * 10 > self.max * 9
     }
+
+    /// The listener is nearly full now, or an accept made it so since `since_ms`.
+    fn busy_since(&self, since_ms: u64) -> bool {
+        self.busy() || self.busy_mark_ms.load(Ordering::Relaxed) > since_ms
+    }
 }
 
 async fn serve_tcp(listener: TcpListener, ctx: Arc<DnsContext>, max_connections: usize) {
@@ -432,6 +446,7 @@ async fn serve_tcp(listener: TcpListener, ctx: Arc<DnsContext>, max_connections:
         max: max_connections.max(1),
         per_address: ctx.tcp_max_per_address.max(1),
         open: AtomicUsize::new(0),
+        busy_mark_ms: AtomicU64::new(0),
         inner: Mutex::new(TcpInner::default()),
     });
     loop {
@@ -649,9 +664,10 @@ async fn serve_tcp_connection(
         // holds for the rest of it: every idle connection goes, not just enough to dip
         // under 90 %.
         let since = Instant::now();
+        let since_ms = table.now_ms();
         let mut short = false;
         loop {
-            short |= table.busy();
+            short |= table.busy_since(since_ms);
             let limit = if short {
                 TCP_BUSY_IDLE.min(ctx.tcp_idle_timeout)
             } else {

@@ -505,17 +505,7 @@ fn name_len(bytes: &[u8]) -> Result<usize, String> {
 fn walk_wire_rr<'a>(bytes: &'a [u8], origin_key: &[u8]) -> Result<WireRr<'a>, String> {
     let owner_len = name_len(bytes)?;
     let owner = &bytes[..owner_len];
-    let inside = owner.len() >= origin_key.len()
-        && owner[owner.len() - origin_key.len()..].eq_ignore_ascii_case(origin_key)
-        && {
-            // The origin must start at a label boundary of the owner.
-            let mut at = 0;
-            while at < owner.len() - origin_key.len() {
-                at += 1 + usize::from(owner[at]);
-            }
-            at == owner.len() - origin_key.len()
-        };
-    if !inside {
+    if !inside_zone(owner, origin_key) {
         return Err("its owner is outside the zone".into());
     }
     let fixed = bytes
@@ -644,6 +634,168 @@ fn read_nodes(bytes: &[u8], mut each: impl FnMut(Name, Vec<(Record, usize)>)) {
         }
         each(name, out);
     }
+}
+
+/// What [`check_stored`] learnt of a stored arena while walking it.
+pub(super) struct StoredFacts {
+    pub record_count: usize,
+    pub signed: bool,
+    /// The apex owner (wire form, as spelled) and the SOA's TTL and RDATA.
+    pub soa: (Vec<u8>, u32, Vec<u8>),
+}
+
+/// Walks an arena read back from a signatures file (format 4) before a zone is made of it:
+/// every name and length in bounds, each run a whole number of nodes, every owner inside
+/// the zone (`origin_key`, lower-cased wire), one SOA, at the apex, and NS there. The walk
+/// touches each byte about once and decodes nothing: a restart of a signed zone costs its
+/// file's bytes, not a parse. RDATA is not checked here: a damaged one that passes is left
+/// out when a [`View`] decodes it, never served half-read.
+pub(super) fn check_stored(
+    arena: &[u8],
+    nsec3_at: usize,
+    origin_key: &[u8],
+) -> Result<StoredFacts, String> {
+    if nsec3_at > arena.len() {
+        return Err("the NSEC3 run starts past the end".into());
+    }
+    let (soa_type, ns_type, dnskey) = (
+        u16::from(RecordType::SOA),
+        u16::from(RecordType::NS),
+        u16::from(RecordType::DNSKEY),
+    );
+    let mut record_count = 0usize;
+    let mut signed = false;
+    let mut apex_ns = false;
+    let mut soa: Option<(Vec<u8>, u32, Vec<u8>)> = None;
+    for (run, chain) in [(&arena[..nsec3_at], false), (&arena[nsec3_at..], true)] {
+        let mut at = 0usize;
+        while at < run.len() {
+            let owner_len = name_len(&run[at..])?;
+            let owner = &run[at..at + owner_len];
+            if !inside_zone(owner, origin_key) {
+                return Err("an owner is outside the zone".into());
+            }
+            let apex = !chain && owner.eq_ignore_ascii_case(origin_key);
+            at += owner_len;
+            let count = run.get(at..at + 2).ok_or("a node is cut short")?;
+            let count = usize::from(u16::from_be_bytes([count[0], count[1]]));
+            at += 2;
+            for _ in 0..count {
+                let h = run.get(at..at + 8).ok_or("a record is cut short")?;
+                let rtype = u16::from_be_bytes([h[0], h[1]]);
+                let ttl = u32::from_be_bytes([h[2], h[3], h[4], h[5]]);
+                let len = usize::from(u16::from_be_bytes([h[6], h[7]]));
+                let rdata = run
+                    .get(at + 8..at + 8 + len)
+                    .ok_or("the RDATA is cut short")?;
+                if rtype == soa_type {
+                    if !apex || soa.is_some() {
+                        return Err("an SOA record away from the apex, or a second one".into());
+                    }
+                    soa = Some((owner.to_vec(), ttl, rdata.to_vec()));
+                }
+                apex_ns |= apex && rtype == ns_type;
+                signed |= apex && rtype == dnskey;
+                at += 8 + len;
+            }
+            record_count += count;
+        }
+    }
+    let soa = soa.ok_or("no SOA record at the apex")?;
+    if !apex_ns {
+        return Err("no NS record at the apex".into());
+    }
+    Ok(StoredFacts {
+        record_count,
+        signed,
+        soa,
+    })
+}
+
+/// A zone made of an arena read back from a signatures file (format 4), after
+/// [`check_stored`]; `Err` says what is wrong with it.
+pub(super) fn from_stored(mut origin: Name, arena: Vec<u8>, nsec3_at: u32) -> Result<Zone, String> {
+    origin.set_fqdn(true);
+    let mut origin_key = Vec::new();
+    push_name(&origin, &mut Vec::new(), &mut origin_key);
+    let facts = check_stored(&arena, nsec3_at as usize, &origin_key)?;
+    let (owner, ttl, rdata) = facts.soa;
+    let name =
+        Name::read(&mut BinDecoder::new(&owner)).map_err(|e| format!("the apex name: {e}"))?;
+    let mut decoder = BinDecoder::new(&rdata);
+    let len = u16::try_from(rdata.len()).unwrap_or(u16::MAX);
+    let data = RData::read(&mut decoder, RecordType::SOA, Restrict::new(len))
+        .map_err(|e| format!("the SOA record: {e}"))?;
+    if !decoder.is_empty() {
+        return Err("the SOA record has bytes after its fields".into());
+    }
+    let mut soa = Record::from_rdata(name, ttl, data);
+    soa.dns_class = DNSClass::IN;
+    Ok(Zone {
+        origin,
+        soa,
+        arena: arena.into_boxed_slice(),
+        nsec3_at,
+        record_count: u32::try_from(facts.record_count).unwrap_or(u32::MAX),
+        signed: facts.signed,
+        journal: Default::default(),
+        compiled: CompiledCell::default(),
+        view: ViewCell::default(),
+    })
+}
+
+/// Whether the wire name `owner` is `origin_key` (lower-cased wire) or below it, the origin
+/// starting at one of its label boundaries.
+fn inside_zone(owner: &[u8], origin_key: &[u8]) -> bool {
+    if owner.len() < origin_key.len()
+        || !owner[owner.len() - origin_key.len()..].eq_ignore_ascii_case(origin_key)
+    {
+        return false;
+    }
+    let mut at = 0;
+    while at < owner.len() - origin_key.len() {
+        at += 1 + usize::from(owner[at]);
+    }
+    at == owner.len() - origin_key.len()
+}
+
+/// The generated (DNSSEC) records of `arena` as raw uncompressed wire RRs, one after the
+/// other (owner, type, class IN, TTL, RDLENGTH, RDATA): the form
+/// [`Zone::build_with_generated_wire`] takes, for stored signatures that must be joined
+/// with a zone file's records read anew.
+pub(super) fn generated_wire(arena: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut at = 0usize;
+    while at < arena.len() {
+        let Ok(owner_len) = name_len(&arena[at..]) else {
+            break;
+        };
+        let owner = &arena[at..at + owner_len];
+        at += owner_len;
+        let Some(count) = arena.get(at..at + 2) else {
+            break;
+        };
+        let count = u16::from_be_bytes([count[0], count[1]]);
+        at += 2;
+        for _ in 0..count {
+            let Some(h) = arena.get(at..at + 8) else {
+                return out;
+            };
+            let len = usize::from(u16::from_be_bytes([h[6], h[7]]));
+            let Some(rdata) = arena.get(at + 8..at + 8 + len) else {
+                return out;
+            };
+            if signed::is_generated(RecordType::from(u16::from_be_bytes([h[0], h[1]]))) {
+                out.extend_from_slice(owner);
+                out.extend_from_slice(&h[..2]);
+                out.extend_from_slice(&u16::from(DNSClass::IN).to_be_bytes());
+                out.extend_from_slice(&h[2..8]);
+                out.extend_from_slice(rdata);
+            }
+            at += 8 + len;
+        }
+    }
+    out
 }
 
 /// Whether a record of `arena` has type `rtype`, walking the record headers only.

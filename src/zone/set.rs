@@ -645,13 +645,25 @@ fn load_zone(
     present: &std::collections::HashSet<PathBuf>,
     max_file_bytes: u64,
 ) -> Result<Zone, ZoneError> {
-    let records = super::signed::zone_file_records(origin, text)?;
     let path = super::signed::signatures_file_for(file);
-    let stored = if present.contains(&path) {
+    let mut stored = if present.contains(&path) {
         read_signatures(&path, max_file_bytes)
     } else {
         None
     };
+    // The common restart of a signed zone: its whole signed version stored for this very
+    // text, served as stored without reading a record of the zone file.
+    if let Some(s) = stored.as_mut() {
+        match Zone::from_stored_arena(origin, text, s) {
+            Some(Ok(zone)) => return Ok(zone),
+            Some(Err(reason)) => {
+                tracing::warn!(file = %path.display(), reason = %bounded(&reason), "stored signatures not used; the zone is signed again");
+                stored = None;
+            }
+            None => {}
+        }
+    }
+    let records = super::signed::zone_file_records(origin, text)?;
     let Some(stored) = stored else {
         return Zone::build(origin.clone(), records);
     };

@@ -12,9 +12,7 @@
 
 use hickory_proto::dnssec::rdata::DNSSECRData;
 use hickory_proto::rr::{Name, RData, Record, RecordType};
-use hickory_proto::serialize::binary::{
-    BinDecodable, BinDecoder, BinEncodable, BinEncoder, NameEncoding,
-};
+use hickory_proto::serialize::binary::{BinDecodable, BinDecoder, BinEncodable, BinEncoder};
 
 use super::{SourcedRecord, View, Zone, ZoneError, label_count};
 
@@ -22,9 +20,17 @@ use super::{SourcedRecord, View, Zone, ZoneError, label_count};
 const MAGIC_V1: &[u8] = b"mailzone-signed 1\n";
 /// Version 2 also keeps the journal digest of the whole signed zone ([`super::journal::zone_digest`]).
 const MAGIC_V2: &[u8] = b"mailzone-signed 2\n";
-/// Version 3 (written now) has a header with what a start needs without decoding a record:
-/// the hash of the zone file's text, the earliest expiry, the keys and signers ([`Summary`]).
-const MAGIC: &[u8] = b"mailzone-signed 3\n";
+/// Version 3 has a header with what a start needs without decoding a record: the hash of
+/// the zone file's text, the earliest expiry, the keys and signers ([`Summary`]); still read.
+const MAGIC_V3: &[u8] = b"mailzone-signed 3\n";
+/// Version 4 (written now) has the header of version 3, then the whole signed zone as its
+/// arena ([`super::arena`]): a restart whose zone file hashes the same reads no zone file
+/// record and builds nothing, it walks the bytes and serves them.
+const MAGIC: &[u8] = b"mailzone-signed 4\n";
+/// The arena's layout and the zone rules it was built under. A stored arena is served as it
+/// is, without the checks of [`Zone::build`]: when the layout or a rule changes, this
+/// changes, and a file stored before is not used (the zone is signed again at start).
+const ARENA_LAYOUT: u8 = 1;
 
 /// The types mailzone generates when it signs a zone.
 pub fn is_generated(rtype: RecordType) -> bool {
@@ -195,34 +201,24 @@ impl<'a> Reader<'a> {
     }
 }
 
-/// The signatures file of a signed zone whose zone file is `text` (version 3): magic, the
+/// The signatures file of a signed zone whose zone file is `text` (version 4): magic, the
 /// SHA-256 of `text`, serial, digest of the signed records, the journal digest of the whole
-/// signed zone, the [`Summary`], then the generated records as uncompressed RFC 1035 wire
-/// RRs one after the other (owner, type, class, TTL, rdlength, rdata), a checksum.
+/// signed zone, the [`Summary`], the arena layout, the record count, where the NSEC3 run
+/// starts, then the zone's arena as it is (every record, the zone file's included), a
+/// checksum.
 pub fn encode(zone: &Zone, text: &str) -> Vec<u8> {
     let view = zone.view();
-    let generated: Vec<&Record> = view
-        .records()
-        .filter(|r| is_generated(r.record_type()))
-        .collect();
-    let mut out = MAGIC.to_vec();
+    let mut out = Vec::with_capacity(MAGIC.len() + 128 + zone.arena.len());
+    out.extend_from_slice(MAGIC);
     out.extend_from_slice(&text_hash(text));
     out.extend_from_slice(&zone.serial().to_be_bytes());
     out.extend_from_slice(&user_digest(zone).to_be_bytes());
     out.extend_from_slice(&zone.journal_digest().to_be_bytes());
     zone.summary_of(&view).encode(&mut out);
-    out.extend_from_slice(&(generated.len() as u32).to_be_bytes());
-    let mut body = Vec::with_capacity(generated.len() * 160);
-    {
-        let mut encoder = BinEncoder::new(&mut body);
-        // No compression and names as spelled: each record stands on its own, and a restart
-        // copies them into the zone's arena as they are ([`Zone::build_with_generated_wire`]).
-        encoder.set_name_encoding(NameEncoding::Uncompressed);
-        for r in generated {
-            let _ = r.emit(&mut encoder);
-        }
-    }
-    out.extend_from_slice(&body);
+    out.push(ARENA_LAYOUT);
+    out.extend_from_slice(&zone.record_count.to_be_bytes());
+    out.extend_from_slice(&zone.nsec3_at.to_be_bytes());
+    out.extend_from_slice(&zone.arena);
     let sum = checksum(&out);
     out.extend_from_slice(&sum.to_be_bytes());
     out
@@ -251,8 +247,11 @@ pub struct Stored {
     pub summary: Option<Box<Summary>>,
     /// How many records [`Stored::wire`] holds.
     pub count: u32,
-    /// The generated records: uncompressed wire RRs, one after the other.
+    /// Versions 1 to 3: the generated records, uncompressed wire RRs one after the other.
+    /// Version 4: the whole zone's arena.
     pub wire: Vec<u8>,
+    /// Version 4: where the arena's NSEC3 run starts (`None`: `wire` holds wire RRs).
+    pub arena: Option<u32>,
 }
 
 impl Stored {
@@ -261,19 +260,33 @@ impl Stored {
         self.text_hash.is_some_and(|h| h == text_hash(text))
     }
 
+    /// The generated records as uncompressed wire RRs (version 4: taken out of the arena).
+    pub fn generated_wire(&self) -> std::borrow::Cow<'_, [u8]> {
+        match self.arena {
+            None => std::borrow::Cow::Borrowed(&self.wire),
+            Some(_) => std::borrow::Cow::Owned(super::arena::generated_wire(&self.wire)),
+        }
+    }
+
     /// The generated records, decoded; any damage is an error saying what.
     pub fn records(&self) -> Result<Vec<Record>, String> {
-        let mut decoder = BinDecoder::new(&self.wire);
-        let mut records = Vec::with_capacity(self.count.min(1 << 20) as usize);
-        for i in 0..self.count {
+        let wire = self.generated_wire();
+        let mut decoder = BinDecoder::new(&wire);
+        let mut records = Vec::new();
+        let mut i = 0usize;
+        while !decoder.is_empty() {
+            if self.arena.is_none() && i >= self.count as usize {
+                return Err("bytes after the last record".into());
+            }
             let r = Record::read(&mut decoder).map_err(|e| format!("record {i}: {e}"))?;
             if !is_generated(r.record_type()) {
                 return Err(format!("record {i} is a {} record", r.record_type()));
             }
             records.push(r);
+            i += 1;
         }
-        if !decoder.is_empty() {
-            return Err("bytes after the last record".into());
+        if self.arena.is_none() && i < self.count as usize {
+            return Err("the file is cut short".into());
         }
         Ok(records)
     }
@@ -283,6 +296,8 @@ impl Stored {
 /// what (the records themselves are checked when [`Stored::records`] decodes them).
 pub fn decode(bytes: &[u8]) -> Result<Stored, String> {
     let version = if bytes.starts_with(MAGIC) {
+        4
+    } else if bytes.starts_with(MAGIC_V3) {
         3
     } else if bytes.starts_with(MAGIC_V2) {
         2
@@ -316,7 +331,19 @@ pub fn decode(bytes: &[u8]) -> Result<Stored, String> {
     } else {
         None
     };
-    let count = r.u32()?;
+    let (count, arena) = if version >= 4 {
+        if r.u8()? != ARENA_LAYOUT {
+            return Err("written by a build that lays records out otherwise".into());
+        }
+        let count = r.u32()?;
+        let nsec3_at = r.u32()?;
+        if nsec3_at as usize > r.0.len() {
+            return Err("the NSEC3 run starts past the end".into());
+        }
+        (count, Some(nsec3_at))
+    } else {
+        (r.u32()?, None)
+    };
     Ok(Stored {
         serial,
         digest,
@@ -325,6 +352,7 @@ pub fn decode(bytes: &[u8]) -> Result<Stored, String> {
         summary,
         count,
         wire: r.0.to_vec(),
+        arena,
     })
 }
 
@@ -358,6 +386,30 @@ impl Zone {
     /// could point the parent at a key nobody signs with.
     pub fn from_zone_file_text(origin: &Name, text: &str) -> Result<Zone, ZoneError> {
         Zone::build(origin.clone(), zone_file_records(origin, text)?)
+    }
+
+    /// The zone stored whole in a version 4 signatures file made for exactly this zone file
+    /// `text`: its arena walked and served as it is, no record of the file read. `None` when
+    /// the file is of another version or made for another text (the caller reads the zone
+    /// file and tries [`Zone::build_with_stored`]); `Some(Err)` says what is damaged.
+    pub fn from_stored_arena(
+        origin: &Name,
+        text: &str,
+        stored: &mut Stored,
+    ) -> Option<Result<Zone, String>> {
+        let nsec3_at = stored.arena?;
+        if !stored.made_for_text(text) {
+            return None;
+        }
+        let arena = std::mem::take(&mut stored.wire);
+        Some(
+            super::arena::from_stored(origin.clone(), arena, nsec3_at).map(|mut zone| {
+                if let Some(d) = stored.zone_digest {
+                    zone.set_known_digest(d);
+                }
+                zone
+            }),
+        )
     }
 
     /// A zone file's zone with its stored signatures, built once, when they were made for
@@ -409,7 +461,7 @@ impl Zone {
         // wire RRs, walked and checked, not decoded): a restart of 10,000 signed zones
         // builds no hickory record for their ~80 signatures and denial records each.
         Ok(
-            Zone::build_with_generated_wire(origin.clone(), records, &stored.wire).map(
+            Zone::build_with_generated_wire(origin.clone(), records, &stored.generated_wire()).map(
                 |mut zone| {
                     if let Some(d) = known {
                         zone.set_known_digest(d);
@@ -781,8 +833,72 @@ mod tests {
         assert!(!stored.made_for_text(&format!("{text}; a comment\n")));
         assert_eq!(stored.serial, 1);
         assert_eq!(stored.summary.as_deref(), Some(&zone.summary()));
-        assert_eq!(stored.count, 0);
+        assert_eq!(stored.count, 3);
         assert!(stored.records().unwrap().is_empty());
+    }
+
+    fn exact(view: &View) -> Vec<String> {
+        let mut all: Vec<String> = view
+            .records()
+            .map(|r| format!("{} {} {} {}", r.name, r.ttl, r.record_type(), r.data))
+            .collect();
+        all.sort();
+        all
+    }
+
+    #[test]
+    fn a_zone_stored_whole_comes_back_with_every_record_as_spelled() {
+        let origin = Name::from_ascii("example.test.").unwrap();
+        let text = "$TTL 300\n@ SOA ns h 7 1 1 1 1\n@ NS ns\nNS A 192.0.2.1\n\
+                    *.Wild 60 TXT \"v=spf1 -all\"\ndeep.er.x MX 10 Mail.example.test.\n";
+        let zone = Zone::from_master_text(&origin, text).unwrap();
+        let mut stored = decode(&encode(&zone, text)).unwrap();
+        let back = Zone::from_stored_arena(&origin, text, &mut stored)
+            .expect("made for this text")
+            .unwrap();
+        assert_eq!(exact(&back.view()), exact(&zone.view()));
+        assert_eq!(back.serial(), 7);
+        assert_eq!(back.record_count(), zone.record_count());
+        assert_eq!(back.soa().to_string(), zone.soa().to_string());
+        assert_eq!(back.is_signed(), zone.is_signed());
+        assert_eq!(back.has_nsec3(), zone.has_nsec3());
+    }
+
+    #[test]
+    fn a_stored_zone_is_not_used_for_another_text() {
+        let origin = Name::from_ascii("example.test.").unwrap();
+        let text = "$TTL 300\n@ SOA ns h 1 1 1 1 1\n@ NS ns\nns A 192.0.2.1\n";
+        let zone = Zone::from_master_text(&origin, text).unwrap();
+        let mut stored = decode(&encode(&zone, text)).unwrap();
+        let other = text.replace("192.0.2.1", "192.0.2.9");
+        assert!(Zone::from_stored_arena(&origin, &other, &mut stored).is_none());
+    }
+
+    #[test]
+    fn a_stored_arena_cut_short_or_outside_the_zone_is_refused_saying_why() {
+        let origin = Name::from_ascii("example.test.").unwrap();
+        let text = "$TTL 300\n@ SOA ns h 1 1 1 1 1\n@ NS ns\nns A 192.0.2.1\n";
+        let zone = Zone::from_master_text(&origin, text).unwrap();
+        let arena = zone.arena.to_vec();
+        let at = zone.nsec3_at;
+        let cut = super::super::arena::from_stored(
+            origin.clone(),
+            arena[..arena.len() - 3].to_vec(),
+            at.min(arena.len() as u32 - 3),
+        );
+        assert!(cut.unwrap_err().contains("cut short"));
+        let other = Name::from_ascii("other.test.").unwrap();
+        let outside = super::super::arena::from_stored(other, arena.clone(), at);
+        assert!(outside.unwrap_err().contains("outside the zone"));
+        let past =
+            super::super::arena::from_stored(origin.clone(), arena.clone(), arena.len() as u32 + 1);
+        assert!(past.unwrap_err().contains("past the end"));
+        // The apex without its SOA (the record's type changed to TXT in place).
+        let soa_at = arena.windows(2).position(|w| w == [0, 6]).unwrap();
+        let mut no_soa = arena.clone();
+        no_soa[soa_at + 1] = 16;
+        let e = super::super::arena::from_stored(origin, no_soa, at).unwrap_err();
+        assert!(e.contains("no SOA"), "{e}");
     }
 
     #[test]
