@@ -1593,6 +1593,25 @@ fn fnv(bytes: &[u8]) -> u64 {
     h
 }
 
+/// The checksum of format 4: little-endian words, a multiply and a rotation each, the tail
+/// bytes one by one, a final mix.
+fn word_checksum(bytes: &[u8]) -> u64 {
+    const K: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut h = K ^ bytes.len() as u64;
+    let mut words = bytes.chunks_exact(8);
+    for w in &mut words {
+        h = (h ^ u64::from_le_bytes(w.try_into().unwrap()))
+            .wrapping_mul(K)
+            .rotate_left(29);
+    }
+    for &b in words.remainder() {
+        h = (h ^ u64::from(b)).wrapping_mul(K).rotate_left(29);
+    }
+    h = (h ^ (h >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    h = (h ^ (h >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    h ^ (h >> 31)
+}
+
 /// The parts of a signatures file of format 4 as the daemon writes it: the hash of the zone
 /// file's text, the fixed fields (serial, user digest, zone digest), the summary, and the
 /// zone's arena.
@@ -1702,9 +1721,14 @@ fn signatures_stored_with_another_record_layout_are_not_used_and_the_zone_is_sig
         let (_, _, _, arena) = format4_parts(&v4);
         // The layout byte sits 9 bytes before the arena (then count, NSEC3 start).
         let layout_at = v4.len() - 8 - arena.len() - 9;
-        v4[layout_at] = v4[layout_at].wrapping_add(1);
         let end = v4.len() - 8;
-        let sum = fnv(&v4[..end]);
+        assert_eq!(
+            word_checksum(&v4[..end]).to_be_bytes(),
+            v4[end..],
+            "the file's own checksum"
+        );
+        v4[layout_at] = v4[layout_at].wrapping_add(1);
+        let sum = word_checksum(&v4[..end]);
         v4[end..].copy_from_slice(&sum.to_be_bytes());
         std::fs::write(&path, v4).unwrap();
     });
