@@ -759,41 +759,60 @@ fn inside_zone(owner: &[u8], origin_key: &[u8]) -> bool {
     at == owner.len() - origin_key.len()
 }
 
+/// One record of an arena, in place: its node's owner (wire form, as spelled), the record
+/// header (TYPE, TTL, RDLENGTH: 8 bytes) and its RDATA.
+struct InPlace<'a> {
+    owner: &'a [u8],
+    header: &'a [u8],
+    rdata: &'a [u8],
+}
+
+impl InPlace<'_> {
+    fn rtype(&self) -> u16 {
+        u16::from_be_bytes([self.header[0], self.header[1]])
+    }
+}
+
+/// The records of `arena` in order, read in place: nothing decoded nor allocated. The walk
+/// ends at the first damaged length (an arena this build made has none; a stored one was
+/// walked by [`check_stored`] before it was used).
+fn in_place(arena: &[u8]) -> impl Iterator<Item = InPlace<'_>> {
+    let mut at = 0usize;
+    let mut owner: &[u8] = &[];
+    let mut left = 0u16;
+    std::iter::from_fn(move || {
+        while left == 0 {
+            let len = name_len(arena.get(at..)?).ok()?;
+            owner = arena.get(at..at + len)?;
+            let count = arena.get(at + len..at + len + 2)?;
+            left = u16::from_be_bytes([count[0], count[1]]);
+            at += len + 2;
+        }
+        let header = arena.get(at..at + 8)?;
+        let len = usize::from(u16::from_be_bytes([header[6], header[7]]));
+        let rdata = arena.get(at + 8..at + 8 + len)?;
+        at += 8 + len;
+        left -= 1;
+        Some(InPlace {
+            owner,
+            header,
+            rdata,
+        })
+    })
+}
+
 /// The generated (DNSSEC) records of `arena` as raw uncompressed wire RRs, one after the
 /// other (owner, type, class IN, TTL, RDLENGTH, RDATA): the form
 /// [`Zone::build_with_generated_wire`] takes, for stored signatures that must be joined
 /// with a zone file's records read anew.
 pub(super) fn generated_wire(arena: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
-    let mut at = 0usize;
-    while at < arena.len() {
-        let Ok(owner_len) = name_len(&arena[at..]) else {
-            break;
-        };
-        let owner = &arena[at..at + owner_len];
-        at += owner_len;
-        let Some(count) = arena.get(at..at + 2) else {
-            break;
-        };
-        let count = u16::from_be_bytes([count[0], count[1]]);
-        at += 2;
-        for _ in 0..count {
-            let Some(h) = arena.get(at..at + 8) else {
-                return out;
-            };
-            let len = usize::from(u16::from_be_bytes([h[6], h[7]]));
-            let Some(rdata) = arena.get(at + 8..at + 8 + len) else {
-                return out;
-            };
-            if signed::is_generated(RecordType::from(u16::from_be_bytes([h[0], h[1]]))) {
-                out.extend_from_slice(owner);
-                out.extend_from_slice(&h[..2]);
-                out.extend_from_slice(&u16::from(DNSClass::IN).to_be_bytes());
-                out.extend_from_slice(&h[2..8]);
-                out.extend_from_slice(rdata);
-            }
-            at += 8 + len;
-        }
+    for r in in_place(arena).filter(|r| signed::is_generated(RecordType::from(r.rtype()))) {
+        out.extend_from_slice(r.owner);
+        out.extend_from_slice(&r.header[..2]);
+        out.extend_from_slice(&u16::from(DNSClass::IN).to_be_bytes());
+        out.extend_from_slice(&r.header[2..]);
+        out.extend_from_slice(r.rdata);
     }
     out
 }
@@ -806,31 +825,7 @@ pub(super) fn holds_type(arena: &[u8], rtype: u16) -> bool {
 /// Whether a record of type `rtype` whose RDATA satisfies `check` is in `arena`: a walk
 /// over the record headers, nothing decoded nor allocated.
 pub(super) fn any_record(arena: &[u8], rtype: u16, check: impl Fn(&[u8]) -> bool) -> bool {
-    let mut at = 0usize;
-    while at < arena.len() {
-        let Ok(name) = name_len(&arena[at..]) else {
-            return false;
-        };
-        at += name;
-        let Some(count) = arena.get(at..at + 2) else {
-            return false;
-        };
-        let count = u16::from_be_bytes([count[0], count[1]]);
-        at += 2;
-        for _ in 0..count {
-            let Some(h) = arena.get(at..at + 8) else {
-                return false;
-            };
-            let len = usize::from(u16::from_be_bytes([h[6], h[7]]));
-            if u16::from_be_bytes([h[0], h[1]]) == rtype
-                && arena.get(at + 8..at + 8 + len).is_some_and(&check)
-            {
-                return true;
-            }
-            at += 8 + len;
-        }
-    }
-    false
+    in_place(arena).any(|r| r.rtype() == rtype && check(r.rdata))
 }
 
 /// The earliest signature expiration of the RRSIGs in `arena` (unix seconds, RFC 4034
@@ -838,27 +833,11 @@ pub(super) fn any_record(arena: &[u8], rtype: u16, check: impl Fn(&[u8]) -> bool
 /// start decodes no signature. `None` without RRSIGs.
 pub(super) fn earliest_expiry(arena: &[u8]) -> Option<u64> {
     let rrsig = u16::from(RecordType::RRSIG);
-    let mut earliest: Option<u64> = None;
-    let mut at = 0usize;
-    while at < arena.len() {
-        let name = name_len(&arena[at..]).ok()?;
-        at += name;
-        let count = arena.get(at..at + 2)?;
-        let count = u16::from_be_bytes([count[0], count[1]]);
-        at += 2;
-        for _ in 0..count {
-            let h = arena.get(at..at + 8)?;
-            let len = usize::from(u16::from_be_bytes([h[6], h[7]]));
-            if u16::from_be_bytes([h[0], h[1]]) == rrsig
-                && let Some(e) = arena.get(at + 8 + 8..at + 8 + 12)
-            {
-                let e = u64::from(u32::from_be_bytes([e[0], e[1], e[2], e[3]]));
-                earliest = Some(earliest.map_or(e, |x| x.min(e)));
-            }
-            at += 8 + len;
-        }
-    }
-    earliest
+    in_place(arena)
+        .filter(|r| r.rtype() == rrsig)
+        .filter_map(|r| r.rdata.get(8..12))
+        .map(|e| u64::from(u32::from_be_bytes([e[0], e[1], e[2], e[3]])))
+        .min()
 }
 
 /// The view of `zone`: its arena decoded into nodes, empty non-terminals, the NSEC owners
