@@ -89,14 +89,16 @@ fn shown(name: &Name) -> String {
 
 /// Writes `name` in wire form, as spelled and lower-cased.
 fn push_name(name: &Name, spelled: &mut Vec<u8>, lower: &mut Vec<u8>) {
+    let start = spelled.len();
     for label in name.iter() {
         spelled.push(label.len() as u8);
         spelled.extend_from_slice(label);
-        lower.push(label.len() as u8);
-        lower.extend(label.iter().map(u8::to_ascii_lowercase));
     }
     spelled.push(0);
-    lower.push(0);
+    // Lower-cased in place: length bytes (at most 63) have no upper-case letters.
+    let at = lower.len();
+    lower.extend_from_slice(&spelled[start..]);
+    lower[at..].make_ascii_lowercase();
 }
 
 /// The length of an owner in an answer ([`limits`]' rule): a wildcard's is the longest
