@@ -1034,9 +1034,9 @@ impl Shared {
         let mut first = Vec::new();
         for z in self.zones.load().zones() {
             let is_catalog = catalog.as_ref().is_some_and(|c| c == z.origin());
-            let has_state = with_state
-                .as_ref()
-                .is_none_or(|names| names.contains(&keys::state_file_name(z.origin())));
+            let has_state = with_state.as_ref().is_none_or(|names| {
+                !names.is_empty() && names.contains(&keys::state_file_name(z.origin()))
+            });
             if !z.is_signed() && !has_state && (!policy.enabled || is_catalog) {
                 continue;
             }
