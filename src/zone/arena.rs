@@ -103,7 +103,7 @@ fn push_name(name: &Name, spelled: &mut Vec<u8>, lower: &mut Vec<u8>) {
 
 /// Writes the record data of the common types in wire form (names uncompressed, as
 /// spelled) to `out`, as hickory's encoder would, without it: it keeps a table of name
-/// offsets per record, a tenth of building 100,000 zones. `false` (and `out` partly
+/// offsets per record, a third of building a zone. `false` (and `out` partly
 /// written) for any other type, or data hickory would refuse to encode: the caller then
 /// encodes it with hickory.
 fn emit_common(data: &RData, out: &mut Vec<u8>) -> bool {

@@ -447,10 +447,10 @@ pub fn parse_name(w: &str, origin: &Name, line: usize) -> Result<Name, MasterFil
         .map_err(|_| fail("the name is over 255 bytes"))
 }
 
-/// Checks a name in presentation form (RFC 1035 §5.1: `\\X` is the byte X, `\\DDD` a
+/// Checks a name in presentation form (RFC 1035 §5.1: `\X` is the byte X, `\DDD` a
 /// decimal byte) and says whether it ends with an unescaped dot; [`for_each_label`] then
 /// gives its labels. We decode escapes ourselves: hickory's `Name::from_ascii` reads
-/// `\\DDD` as octal and refuses most escaped bytes.
+/// `\DDD` as octal and refuses most escaped bytes.
 fn check_name_text(w: &[u8]) -> Result<bool, String> {
     if w == b"." {
         return Ok(true);
