@@ -1845,3 +1845,25 @@ fn a_restart_with_another_denial_configured_serves_the_rechained_zone_from_the_f
     runtime.block_on(daemon.shutdown());
     drop(dir);
 }
+
+#[test]
+fn a_zone_signed_by_its_own_setting_whose_signatures_were_removed_while_stopped_is_signed_at_start()
+{
+    // DNSSEC is off in the configuration: only the zone's state file says to sign it.
+    let d = TestDaemon::start_tuned(&[("example.test.zone", &zone_text())], |_| {});
+    let (status, body) = api(
+        d.http,
+        "PATCH",
+        "/v1/zones/example.test.",
+        &serde_json::json!({"dnssec": true}),
+    );
+    assert_eq!(status, 200, "{body}");
+    let d = restart_after_editing(d, |zones| {
+        std::fs::remove_file(zones.join("example.test.signed")).unwrap();
+    });
+    assert!(
+        dig(d.dns, &["+dnssec", "example.test", "SOA"]).contains("RRSIG"),
+        "signed before the first answer"
+    );
+    assert!(d.zones_dir().join("example.test.signed").exists());
+}

@@ -781,3 +781,36 @@ fn associating_and_dissociating_a_domain_are_journalled_like_any_change() {
     );
     assert_ixfr_rebuilds(&zone, &[(1, v1), (s2, v2)]);
 }
+
+#[test]
+fn at_load_a_journal_whose_zone_file_is_gone_is_removed_and_a_hidden_one_is_left_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    for name in ["a.test", "c.test"] {
+        std::fs::write(
+            dir.path().join(format!("{name}.zone")),
+            small_zone(name, 1, "192.0.2.1"),
+        )
+        .unwrap();
+    }
+    // Journals of a zone that is there (damaged: dropped for that reason), of one removed
+    // by hand, and a hidden one.
+    for name in ["a.test.journal", "b.test.journal", ".d.test.journal"] {
+        std::fs::write(dir.path().join(name), b"not read").unwrap();
+    }
+    let report = fresh_load(dir.path());
+    let removed: Vec<_> = report
+        .journal_files
+        .iter()
+        .filter(|f| f.content.is_none())
+        .map(|f| f.path.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        removed.contains(&"b.test.journal".to_string()),
+        "{removed:?}"
+    );
+    assert!(
+        !removed.contains(&".d.test.journal".to_string()),
+        "{removed:?}"
+    );
+    assert_eq!(report.set.len(), 2);
+}

@@ -1018,26 +1018,69 @@ impl Shared {
     /// reading 10,000 zones' keys and state files here made a restart several times slower
     /// than an unsigned start. A zone whose own settings differ from the configuration is
     /// brought to them here, as before.
+    ///
+    /// A zone that is not signed, has no state file and is not to be signed by the
+    /// configuration (DNSSEC off, or the catalog) has nothing to be brought to: it is not
+    /// looked at at all. Which zones have a state file is read from one listing of the
+    /// state folder: with 100,000 unsigned zones, a look-up of each zone's state and keys,
+    /// its metrics and its jobs were a fifth of a start.
     pub async fn sign_zones_at_start(&self) -> Vec<Name> {
         let _writer = self.writer.lock().await;
         let now = self.dnssec_now();
         let policy = &self.config.dnssec;
         let catalog = self.catalog_name();
-        let (later, first): (Vec<Arc<Zone>>, Vec<Arc<Zone>>) =
-            self.zones.load().zones().into_iter().partition(|z| {
-                policy.enabled
-                    && z.is_signed()
-                    && catalog.as_ref().is_none_or(|c| c != z.origin())
-                    && z.earliest_expiry()
-                        .is_some_and(|e| e > now + policy.refresh_secs)
-                    && denial_of(z) == Some(policy.denial)
-                    && !publishes_cds_delete(z)
+        let with_state = self.zones_with_state_files();
+        let mut later = Vec::new();
+        let mut first = Vec::new();
+        for z in self.zones.load().zones() {
+            let is_catalog = catalog.as_ref().is_some_and(|c| c == z.origin());
+            let has_state = with_state.as_ref().is_none_or(|names| {
+                !names.is_empty() && names.contains(&keys::state_file_name(z.origin()))
             });
+            if !z.is_signed() && !has_state && (!policy.enabled || is_catalog) {
+                continue;
+            }
+            let fits_stored = policy.enabled
+                && z.is_signed()
+                && !is_catalog
+                && z.earliest_expiry()
+                    .is_some_and(|e| e > now + policy.refresh_secs)
+                && denial_of(&z) == Some(policy.denial)
+                && !publishes_cds_delete(&z);
+            if fits_stored {
+                later.push(z);
+            } else {
+                first.push(z);
+            }
+        }
         if !first.is_empty() {
             self.preload_keys(&first);
             self.bring_to_policy(first).await;
         }
         later.iter().map(|z| z.origin().clone()).collect()
+    }
+
+    /// The names of the state files in the state folder (one listing), `None` when it
+    /// cannot be listed: then every zone is taken to have one, as a look-up per zone would
+    /// find out.
+    fn zones_with_state_files(&self) -> Option<std::collections::HashSet<String>> {
+        let dir = keys::state_dir(&self.config.zones_dir);
+        let listing = match std::fs::read_dir(&dir) {
+            Ok(l) => l,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Some(Default::default());
+            }
+            Err(_) => return None,
+        };
+        let mut names = std::collections::HashSet::new();
+        for entry in listing {
+            let name = entry.ok()?.file_name();
+            // A name that is not UTF-8 is no zone's state file.
+            if let Ok(name) = name.into_string() {
+                names.insert(name);
+            }
+        }
+        Some(names)
     }
 
     /// The rest of the start's DNSSEC pass, after the first answer, over the zones

@@ -155,9 +155,17 @@ pub enum KeyError {
 
 /// `zones/dnssec/<zone>.yaml`.
 pub fn state_file(zones_dir: &Path, origin: &Name) -> PathBuf {
-    zones_dir
-        .join("dnssec")
-        .join(format!("{}.yaml", zone_stem(origin)))
+    state_dir(zones_dir).join(state_file_name(origin))
+}
+
+/// `zones/dnssec/`: the folder of every zone's state file.
+pub fn state_dir(zones_dir: &Path) -> PathBuf {
+    zones_dir.join("dnssec")
+}
+
+/// `<zone>.yaml`: the name of a zone's state file in [`state_dir`].
+pub fn state_file_name(origin: &Name) -> String {
+    format!("{}.yaml", zone_stem(origin))
 }
 
 /// `keys/dnssec/<zone>/`.

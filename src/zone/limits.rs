@@ -31,6 +31,7 @@ pub fn rdata_len(data: &RData) -> usize {
         RData::PTR(n) => name_wire_len(&n.0),
         RData::MX(mx) => 2 + name_wire_len(&mx.exchange),
         RData::SRV(srv) => 6 + name_wire_len(&srv.target),
+        RData::SOA(soa) => name_wire_len(&soa.mname) + name_wire_len(&soa.rname) + 20,
         // What cannot be encoded at all can never be sent either.
         other => wire_bytes(other).map_or(usize::MAX, |b| b.len()),
     }
@@ -84,7 +85,7 @@ pub fn answer_problem(size: usize, records: usize) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use hickory_proto::rr::rdata::{A, TXT};
+    use hickory_proto::rr::rdata::{A, SOA, TXT};
 
     #[test]
     fn the_sizes_match_the_encoded_answer_for_common_types() {
@@ -92,6 +93,26 @@ mod tests {
         assert_eq!(rdata_len(&txt), wire_bytes(&txt).unwrap().len());
         let a = RData::A(A(std::net::Ipv4Addr::new(192, 0, 2, 1)));
         assert_eq!(rdata_len(&a), 4);
+        for (mname, rname) in [
+            ("ns1.example.test.", "hostmaster.example.test."),
+            (".", "."),
+        ] {
+            let soa = RData::SOA(SOA::new(
+                Name::from_ascii(mname).unwrap(),
+                Name::from_ascii(rname).unwrap(),
+                1,
+                2,
+                3,
+                4,
+                5,
+            ));
+            // Uncompressed, as the zone stores it (`wire_bytes` compresses rname).
+            let mut wire = Vec::new();
+            let mut encoder = hickory_proto::serialize::binary::BinEncoder::new(&mut wire);
+            encoder.set_name_encoding(hickory_proto::serialize::binary::NameEncoding::Uncompressed);
+            hickory_proto::serialize::binary::BinEncodable::emit(&soa, &mut encoder).unwrap();
+            assert_eq!(rdata_len(&soa), wire.len());
+        }
         let owner = Name::from_ascii("www.example.test.").unwrap();
         // 12 + 18 + 4 + 11 + 2 * (18 + 10 + 4)
         assert_eq!(answer_size(&owner, [4, 4]), 109);

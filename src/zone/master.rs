@@ -10,12 +10,13 @@
 //! (`../shared/HICKORY-NOTES.md` §2, §11). The common record types are built here directly;
 //! rarer ones are handed, one record at a time, to hickory's parser.
 
+use std::borrow::Cow;
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::str::FromStr;
 
 use hickory_proto::rr::rdata::{A, AAAA, CNAME, MX, NS, PTR, SOA, SRV, TXT};
-use hickory_proto::rr::{DNSClass, Label, Name, RData, Record, RecordType};
-use hickory_proto::serialize::binary::{BinEncodable, BinEncoder};
+use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
+use hickory_proto::serialize::binary::{BinDecodable, BinDecoder, BinEncodable, BinEncoder};
 use hickory_proto::serialize::txt::{Parser, parse_ttl};
 
 /// The longest TTL we accept (RFC 2181 §8: 2^31 - 1).
@@ -43,28 +44,44 @@ fn err<T>(line: usize, message: impl Into<String>) -> Result<T, MasterFileError>
     })
 }
 
-/// One lexical token of a master file.
+/// One lexical token of a master file, borrowed from the text where it can be: a zone's
+/// hundred tokens are not a hundred allocations (100,000 zones are read at every start).
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum Token {
+enum Token<'t> {
     /// An unquoted word, kept as written (escapes are left for the name parser).
-    Word(String),
-    /// A quoted string, escapes decoded.
-    Quoted(Vec<u8>),
+    Word(&'t str),
+    /// A quoted string, escapes decoded (owned only when it had an escape).
+    Quoted(Cow<'t, [u8]>),
 }
 
-/// One logical entry: a line, with parenthesised continuations folded in.
+/// One logical entry: a line, with parenthesised continuations folded in. Its tokens are
+/// `tokens` of [`Lexed`], every entry's after the other.
 #[derive(Debug)]
 struct Entry {
     line: usize,
     /// The line started with white space: the owner is the previous one.
     inherits_owner: bool,
-    tokens: Vec<Token>,
+    tokens: std::ops::Range<usize>,
+}
+
+/// The entries of a text and their tokens, in one list.
+#[derive(Debug)]
+struct Lexed<'t> {
+    entries: Vec<Entry>,
+    tokens: Vec<Token<'t>>,
+}
+
+impl<'t> Lexed<'t> {
+    fn tokens(&self, entry: &Entry) -> &[Token<'t>] {
+        &self.tokens[entry.tokens.clone()]
+    }
 }
 
 /// Splits master-file text into logical entries.
-fn lex(text: &str) -> Result<Vec<Entry>, MasterFileError> {
+fn lex(text: &str) -> Result<Lexed<'_>, MasterFileError> {
     let bytes = text.as_bytes();
     let mut entries = Vec::new();
+    let mut tokens: Vec<Token<'_>> = Vec::new();
     let mut i = 0;
     let mut line = 1;
     let mut depth = 0usize;
@@ -77,8 +94,9 @@ fn lex(text: &str) -> Result<Vec<Entry>, MasterFileError> {
         match c {
             b'\n' => {
                 if depth == 0
-                    && let Some(e) = current.take()
+                    && let Some(mut e) = current.take()
                 {
+                    e.tokens.end = tokens.len();
                     entries.push(e);
                 }
                 line += 1;
@@ -93,7 +111,7 @@ fn lex(text: &str) -> Result<Vec<Entry>, MasterFileError> {
                     current = Some(Entry {
                         line,
                         inherits_owner: true,
-                        tokens: Vec::new(),
+                        tokens: tokens.len()..tokens.len(),
                     });
                 }
                 at_line_start = false;
@@ -108,11 +126,13 @@ fn lex(text: &str) -> Result<Vec<Entry>, MasterFileError> {
             _ => {}
         }
         at_line_start = false;
-        let entry = current.get_or_insert_with(|| Entry {
-            line,
-            inherits_owner: false,
-            tokens: Vec::new(),
-        });
+        if current.is_none() {
+            current = Some(Entry {
+                line,
+                inherits_owner: false,
+                tokens: tokens.len()..tokens.len(),
+            });
+        }
         match c {
             b'(' => {
                 if depth == 0 {
@@ -131,15 +151,25 @@ fn lex(text: &str) -> Result<Vec<Entry>, MasterFileError> {
             b'"' => {
                 let start_line = line;
                 i += 1;
-                let mut out = Vec::new();
-                loop {
+                let start = i;
+                // Copied only from the first escape on.
+                let mut out: Option<Vec<u8>> = None;
+                let end = loop {
+                    if out.is_none() {
+                        // Plain bytes (nearly all of a DKIM key) are skipped in one go.
+                        while let Some(&b) = bytes.get(i)
+                            && !matches!(b, b'"' | b'\\' | b'\n')
+                        {
+                            i += 1;
+                        }
+                    }
                     let Some(&b) = bytes.get(i) else {
                         return err(start_line, "quoted string is not closed");
                     };
                     match b {
                         b'"' => {
                             i += 1;
-                            break;
+                            break i - 1;
                         }
                         b'\\' => {
                             let (byte, used) =
@@ -147,22 +177,27 @@ fn lex(text: &str) -> Result<Vec<Entry>, MasterFileError> {
                                     line,
                                     message: "bad escape sequence in quoted string".into(),
                                 })?;
-                            out.push(byte);
+                            out.get_or_insert_with(|| bytes[start..i].to_vec())
+                                .push(byte);
                             i += 1 + used;
                         }
-                        b'\n' => {
-                            // RFC 1035 lets a quoted string span lines; the newline is data.
-                            line += 1;
-                            out.push(b);
-                            i += 1;
-                        }
                         _ => {
-                            out.push(b);
+                            if b == b'\n' {
+                                // RFC 1035 lets a quoted string span lines; the newline is
+                                // data.
+                                line += 1;
+                            }
+                            if let Some(out) = &mut out {
+                                out.push(b);
+                            }
                             i += 1;
                         }
                     }
-                }
-                entry.tokens.push(Token::Quoted(out));
+                };
+                tokens.push(Token::Quoted(match out {
+                    Some(out) => Cow::Owned(out),
+                    None => Cow::Borrowed(&bytes[start..end]),
+                }));
             }
             _ => {
                 let start = i;
@@ -174,25 +209,24 @@ fn lex(text: &str) -> Result<Vec<Entry>, MasterFileError> {
                     }
                 }
                 let i_end = i.min(bytes.len());
-                let word = std::str::from_utf8(&bytes[start..i_end])
-                    .map_err(|_| MasterFileError {
-                        line,
-                        message: "invalid UTF-8".into(),
-                    })?
-                    .to_string();
+                let word = text.get(start..i_end).ok_or_else(|| MasterFileError {
+                    line,
+                    message: "invalid UTF-8".into(),
+                })?;
                 i = i_end;
-                entry.tokens.push(Token::Word(word));
+                tokens.push(Token::Word(word));
             }
         }
     }
     if depth > 0 {
         return err(paren_line, "'(' is never closed");
     }
-    if let Some(e) = current.take() {
+    if let Some(mut e) = current.take() {
+        e.tokens.end = tokens.len();
         entries.push(e);
     }
     entries.retain(|e| !e.tokens.is_empty());
-    Ok(entries)
+    Ok(Lexed { entries, tokens })
 }
 
 /// Decodes the escape after a backslash: `\DDD` (decimal) or `\X`. Returns the byte and how
@@ -218,29 +252,28 @@ pub fn read(text: &str, origin: &Name) -> Result<Vec<SourcedRecord>, MasterFileE
     let mut origin = origin.clone();
     let mut default_ttl: Option<u32> = None;
     let mut last_ttl: Option<u32> = None;
-    let mut last_owner: Option<Name> = None;
-    let mut records = Vec::new();
+    let lexed = lex(text)?;
+    let mut records: Vec<SourcedRecord> = Vec::with_capacity(lexed.entries.len());
 
-    for entry in lex(text)? {
+    for entry in &lexed.entries {
         let line = entry.line;
-        let mut tokens = entry.tokens.into_iter().peekable();
+        let all = lexed.tokens(entry);
         // Directives.
         if !entry.inherits_owner
-            && let Some(Token::Word(w)) = tokens.peek()
+            && let Some(Token::Word(w)) = all.first()
             && w.starts_with('$')
         {
             let directive = w.to_ascii_uppercase();
-            tokens.next();
-            let args: Vec<Token> = tokens.collect();
+            let args = &all[1..];
             match directive.as_str() {
                 "$ORIGIN" => {
-                    let [Token::Word(name)] = args.as_slice() else {
+                    let [Token::Word(name)] = args else {
                         return err(line, "$ORIGIN takes exactly one domain name");
                     };
                     origin = parse_name(name, &origin, line)?;
                 }
                 "$TTL" => {
-                    let [Token::Word(ttl)] = args.as_slice() else {
+                    let [Token::Word(ttl)] = args else {
                         return err(line, "$TTL takes exactly one TTL");
                     };
                     default_ttl = Some(parse_ttl_value(ttl, line)?);
@@ -261,14 +294,16 @@ pub fn read(text: &str, origin: &Name) -> Result<Vec<SourcedRecord>, MasterFileE
             continue;
         }
 
+        let mut tokens = all.iter();
         let owner = if entry.inherits_owner {
-            match &last_owner {
-                Some(o) => o.clone(),
+            // The previous record's owner (directives do not change it).
+            match records.last() {
+                Some(r) => r.record.name.clone(),
                 None => return err(line, "the first record has no owner name"),
             }
         } else {
             match tokens.next() {
-                Some(Token::Word(w)) => parse_name(&w, &origin, line)?,
+                Some(Token::Word(w)) => parse_name(w, &origin, line)?,
                 _ => return err(line, "expected an owner name"),
             }
         };
@@ -288,8 +323,8 @@ pub fn read(text: &str, origin: &Name) -> Result<Vec<SourcedRecord>, MasterFileE
                 );
             };
             if ttl.is_none() && w.as_bytes()[0].is_ascii_digit() {
-                ttl = Some(parse_ttl_value(&w, line)?);
-            } else if !class_seen && is_class(&w) {
+                ttl = Some(parse_ttl_value(w, line)?);
+            } else if !class_seen && is_class(w) {
                 if !w.eq_ignore_ascii_case("IN") {
                     return err(
                         line,
@@ -298,14 +333,13 @@ pub fn read(text: &str, origin: &Name) -> Result<Vec<SourcedRecord>, MasterFileE
                 }
                 class_seen = true;
             } else {
-                rtype = Some(parse_type(&w, line)?);
+                rtype = Some(parse_type(w, line)?);
             }
         }
         let Some(rtype) = rtype else {
             return err(line, "expected a record type");
         };
-        let rdata_tokens: Vec<Token> = tokens.collect();
-        let rdata = parse_rdata(rtype, &rdata_tokens, &origin, line)?;
+        let rdata = parse_rdata(rtype, tokens.as_slice(), &origin, line)?;
 
         let ttl = match ttl.or(default_ttl).or(last_ttl) {
             Some(t) => t,
@@ -316,7 +350,6 @@ pub fn read(text: &str, origin: &Name) -> Result<Vec<SourcedRecord>, MasterFileE
             },
         };
         last_ttl = Some(ttl);
-        last_owner = Some(owner.clone());
         records.push(SourcedRecord {
             record: Record::from_rdata(owner, ttl, rdata),
             line,
@@ -331,7 +364,26 @@ fn is_class(w: &str) -> bool {
         .any(|c| w.eq_ignore_ascii_case(c))
 }
 
+/// The types nearly every zone is made of, looked up without an upper-cased copy.
+const COMMON_TYPES: [(&str, RecordType); 9] = [
+    ("A", RecordType::A),
+    ("AAAA", RecordType::AAAA),
+    ("CNAME", RecordType::CNAME),
+    ("MX", RecordType::MX),
+    ("NS", RecordType::NS),
+    ("PTR", RecordType::PTR),
+    ("SOA", RecordType::SOA),
+    ("SRV", RecordType::SRV),
+    ("TXT", RecordType::TXT),
+];
+
 fn parse_type(w: &str, line: usize) -> Result<RecordType, MasterFileError> {
+    if let Some((_, t)) = COMMON_TYPES
+        .iter()
+        .find(|(name, _)| name.eq_ignore_ascii_case(w))
+    {
+        return Ok(*t);
+    }
     let upper = w.to_ascii_uppercase();
     match RecordType::from_str(&upper) {
         Ok(RecordType::Unknown(_)) | Err(_) => err(
@@ -359,31 +411,51 @@ pub fn parse_name(w: &str, origin: &Name, line: usize) -> Result<Name, MasterFil
         line,
         message: format!("invalid domain name {}: {why}", excerpt(w.as_bytes())),
     };
-    let (labels, absolute) = name_labels(w.as_bytes()).map_err(|why| fail(&why))?;
-    let mut name = Name::root();
-    for label in &labels {
-        let label = Label::from_raw_bytes(label).map_err(|_| fail("a label is over 63 bytes"))?;
-        name = name
-            .append_label(label)
-            .map_err(|_| fail("the name is over 255 bytes"))?;
+    let absolute = check_name_text(w.as_bytes()).map_err(|why| fail(&why))?;
+    // The name is written in wire form and decoded once: a `Name` grown label by label
+    // was a tenth of reading 100,000 zones. The limits are checked as hickory's
+    // `append_label` and `append_domain` check them, in the same order.
+    let mut wire = [0u8; Name::MAX_LENGTH + 1];
+    // The length a `Name` of the labels so far would have (the root's is 1).
+    let mut encoded = 1usize;
+    for_each_label(w.as_bytes(), |label| {
+        if label.len() > 63 {
+            return Err(fail("a label is over 63 bytes"));
+        }
+        if encoded + label.len() + 1 > Name::MAX_LENGTH {
+            return Err(fail("the name is over 255 bytes"));
+        }
+        wire[encoded - 1] = label.len() as u8;
+        wire[encoded..encoded + label.len()].copy_from_slice(label);
+        encoded += label.len() + 1;
+        Ok(())
+    })?;
+    if !absolute {
+        for label in origin.iter() {
+            if encoded + label.len() + 1 > Name::MAX_LENGTH {
+                return Err(fail(
+                    "the name is over 255 bytes once the origin is appended",
+                ));
+            }
+            wire[encoded - 1] = label.len() as u8;
+            wire[encoded..encoded + label.len()].copy_from_slice(label);
+            encoded += label.len() + 1;
+        }
     }
-    if absolute {
-        return Ok(name);
-    }
-    name.set_fqdn(false);
-    name.append_domain(origin)
-        .map_err(|_| fail("the name is over 255 bytes once the origin is appended"))
+    // The root label ends it (already 0).
+    Name::read(&mut BinDecoder::new(&wire[..encoded]))
+        .map_err(|_| fail("the name is over 255 bytes"))
 }
 
-/// The labels of a name in presentation form (RFC 1035 §5.1: `\X` is the byte X, `\DDD` a
-/// decimal byte), and whether it ends with an unescaped dot. We decode escapes ourselves:
-/// hickory's `Name::from_ascii` reads `\DDD` as octal and refuses most escaped bytes.
-fn name_labels(w: &[u8]) -> Result<(Vec<Vec<u8>>, bool), String> {
+/// Checks a name in presentation form (RFC 1035 §5.1: `\X` is the byte X, `\DDD` a
+/// decimal byte) and says whether it ends with an unescaped dot; [`for_each_label`] then
+/// gives its labels. We decode escapes ourselves: hickory's `Name::from_ascii` reads
+/// `\DDD` as octal and refuses most escaped bytes.
+fn check_name_text(w: &[u8]) -> Result<bool, String> {
     if w == b"." {
-        return Ok((Vec::new(), true));
+        return Ok(true);
     }
-    let mut labels = Vec::new();
-    let mut label = Vec::new();
+    let mut label_len = 0usize;
     let mut i = 0;
     let mut absolute = false;
     while i < w.len() {
@@ -395,30 +467,77 @@ fn name_labels(w: &[u8]) -> Result<(Vec<Vec<u8>>, bool), String> {
                 if !byte.is_ascii() && used == 1 {
                     return Err(non_ascii_name());
                 }
-                label.push(byte);
+                label_len += 1;
                 i += 1 + used;
             }
             b'.' => {
-                if label.is_empty() {
+                if label_len == 0 {
                     return Err("empty label".into());
                 }
-                labels.push(std::mem::take(&mut label));
+                label_len = 0;
                 absolute = true;
                 i += 1;
             }
             b if !b.is_ascii() => return Err(non_ascii_name()),
-            b => {
-                label.push(b);
+            _ => {
+                label_len += 1;
                 i += 1;
             }
         }
     }
-    if !label.is_empty() {
-        labels.push(label);
-    } else if !absolute {
+    if label_len == 0 && !absolute {
         return Err("empty name".into());
     }
-    Ok((labels, absolute))
+    Ok(absolute)
+}
+
+/// Calls `f` with each label of a name [`check_name_text`] accepted, escapes decoded; the
+/// first error `f` returns stops the walk.
+fn for_each_label<E>(w: &[u8], mut f: impl FnMut(&[u8]) -> Result<(), E>) -> Result<(), E> {
+    if w == b"." {
+        return Ok(());
+    }
+    let mut label: Vec<u8> = Vec::new();
+    let mut start = 0;
+    let mut i = 0;
+    // Labels without escapes are passed as they are written, not copied.
+    let mut escaped = false;
+    while i < w.len() {
+        match w[i] {
+            b'\\' => {
+                if !escaped {
+                    label.clear();
+                    label.extend_from_slice(&w[start..i]);
+                    escaped = true;
+                }
+                let (byte, used) = unescape(&w[i + 1..]).unwrap_or((w[i], 0));
+                label.push(byte);
+                i += 1 + used;
+            }
+            b'.' => {
+                if escaped {
+                    f(&label)?;
+                } else {
+                    f(&w[start..i])?;
+                }
+                escaped = false;
+                i += 1;
+                start = i;
+            }
+            b => {
+                if escaped {
+                    label.push(b);
+                }
+                i += 1;
+            }
+        }
+    }
+    if escaped {
+        f(&label)?;
+    } else if start < w.len() {
+        f(&w[start..])?;
+    }
+    Ok(())
 }
 
 fn non_ascii_name() -> String {
@@ -547,14 +666,16 @@ fn parse_rdata(
             if t.is_empty() {
                 return err(line, "TXT needs at least one string");
             }
-            let mut strings: Vec<Vec<u8>> = Vec::with_capacity(t.len());
+            let mut strings: Vec<Cow<'_, [u8]>> = Vec::with_capacity(t.len());
             for tok in t {
                 let bytes = match tok {
-                    Token::Quoted(b) => b.clone(),
-                    Token::Word(w) => unescape_word(w).ok_or_else(|| MasterFileError {
-                        line,
-                        message: format!("bad escape sequence in {}", excerpt(w.as_bytes())),
-                    })?,
+                    Token::Quoted(b) => Cow::Borrowed(b.as_ref()),
+                    Token::Word(w) => {
+                        Cow::Owned(unescape_word(w).ok_or_else(|| MasterFileError {
+                            line,
+                            message: format!("bad escape sequence in {}", excerpt(w.as_bytes())),
+                        })?)
+                    }
                 };
                 if bytes.len() > 255 {
                     return err(
@@ -567,7 +688,7 @@ fn parse_rdata(
                 }
                 strings.push(bytes);
             }
-            RData::TXT(TXT::from_bytes(strings.iter().map(Vec::as_slice).collect()))
+            RData::TXT(TXT::from_bytes(strings.iter().map(AsRef::as_ref).collect()))
         }
         RecordType::SOA => {
             exact_count(t, 7, rtype, line)?;
@@ -643,7 +764,7 @@ fn parse_with_hickory(
                     );
                 }
                 text.push('"');
-                for &b in bytes {
+                for &b in bytes.iter() {
                     if b == b'"' || b == b'\\' {
                         text.push('\\');
                     }
@@ -683,11 +804,13 @@ fn check_writable(data: &RData) -> Result<(), String> {
     if !text.is_ascii() {
         return Err(refused());
     }
-    let tokens = match lex(&format!("@ {text}")) {
-        Ok(entries) if entries.len() == 1 => entries[0].tokens[1..].to_vec(),
+    let text = format!("@ {text}");
+    let lexed = match lex(&text) {
+        Ok(lexed) if lexed.entries.len() == 1 => lexed,
         _ => return Err(refused()),
     };
-    match parse_with_hickory(rtype, &tokens, &Name::root(), 0) {
+    let tokens = &lexed.tokens(&lexed.entries[0])[1..];
+    match parse_with_hickory(rtype, tokens, &Name::root(), 0) {
         Ok(again) if wire_bytes(&again) == wire_bytes(data) => Ok(()),
         _ => Err(refused()),
     }
@@ -716,11 +839,12 @@ pub fn parse_rdata_text(rtype: RecordType, text: &str, origin: &Name) -> Result<
     if text.contains('\n') || has_comment(text) {
         return Err("record data must be one line without comments".into());
     }
-    let entries = lex(&format!("@ {text}")).map_err(|e| e.message)?;
-    let [entry] = entries.as_slice() else {
+    let text = format!("@ {text}");
+    let lexed = lex(&text).map_err(|e| e.message)?;
+    let [entry] = lexed.entries.as_slice() else {
         return Err("record data must be one line".into());
     };
-    let tokens = &entry.tokens[1..];
+    let tokens = &lexed.tokens(entry)[1..];
     parse_rdata(rtype, tokens, origin, 1).map_err(|e| e.message)
 }
 
