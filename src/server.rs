@@ -197,14 +197,23 @@ impl Daemon {
         let max_zone_file_bytes = config.max_zone_file_bytes;
         let journal_limits = config.transfer.journal;
         let report = tokio::task::spawn_blocking(move || {
-            for folder in [dir.clone(), dir.join(ASSOCIATIONS_DIR)] {
-                if let Ok(n) = crate::durable::remove_stale_temp_files(&folder)
-                    && n > 0
-                {
-                    tracing::warn!(dir = %folder.display(), removed = n, "removed temp files left by a crash");
-                }
+            let folder = dir.join(ASSOCIATIONS_DIR);
+            if let Ok(n) = crate::durable::remove_stale_temp_files(&folder)
+                && n > 0
+            {
+                tracing::warn!(dir = %folder.display(), removed = n, "removed temp files left by a crash");
             }
             let report = ZoneSet::load_dir_with(&dir, None, max_zone_file_bytes, &journal_limits)?;
+            // The zones folder's temp files come with its one listing (a second listing of
+            // 30,000 files was a tenth of a signed restart); nothing writes them yet.
+            let removed = report
+                .temp_files
+                .iter()
+                .filter(|f| std::fs::remove_file(f).is_ok())
+                .count();
+            if removed > 0 {
+                tracing::warn!(dir = %dir.display(), removed, "removed temp files left by a crash");
+            }
             crate::daemon::commit_journal_files(&report.journal_files);
             Ok::<_, std::io::Error>(report)
         })

@@ -1029,16 +1029,23 @@ impl Shared {
         let now = self.dnssec_now();
         let policy = &self.config.dnssec;
         let catalog = self.catalog_name();
-        let with_state = self.zones_with_state_files();
+        // Listed when an unsigned zone first needs it: a restart of signed zones only
+        // (10,000 state files) does not list the folder before its first answer.
+        let mut with_state: Option<Option<std::collections::HashSet<String>>> = None;
         let mut later = Vec::new();
         let mut first = Vec::new();
         for z in self.zones.load().zones() {
             let is_catalog = catalog.as_ref().is_some_and(|c| c == z.origin());
-            let has_state = with_state.as_ref().is_none_or(|names| {
-                !names.is_empty() && names.contains(&keys::state_file_name(z.origin()))
-            });
-            if !z.is_signed() && !has_state && (!policy.enabled || is_catalog) {
-                continue;
+            if !z.is_signed() && (!policy.enabled || is_catalog) {
+                let has_state = with_state
+                    .get_or_insert_with(|| self.zones_with_state_files())
+                    .as_ref()
+                    .is_none_or(|names| {
+                        !names.is_empty() && names.contains(&keys::state_file_name(z.origin()))
+                    });
+                if !has_state {
+                    continue;
+                }
             }
             let fits_stored = policy.enabled
                 && z.is_signed()

@@ -17,6 +17,7 @@
 
 use std::cmp::Ordering;
 use std::collections::HashMap;
+use std::sync::OnceLock;
 
 use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
 use hickory_proto::serialize::binary::{
@@ -418,6 +419,7 @@ pub(super) fn build(
         nsec3_at: nsec3_at as u32,
         record_count: u32::try_from(record_count).unwrap_or(u32::MAX),
         signed,
+        signature_facts: OnceLock::new(),
         journal: Default::default(),
         compiled: CompiledCell::default(),
         view: ViewCell::default(),
@@ -707,6 +709,7 @@ fn read_nodes(bytes: &[u8], mut each: impl FnMut(Name, Vec<(Record, usize)>)) {
 pub(super) struct StoredFacts {
     pub record_count: usize,
     pub signed: bool,
+    pub signatures: SignatureFacts,
     /// The apex owner (wire form, as spelled) and the SOA's TTL and RDATA.
     pub soa: (Vec<u8>, u32, Vec<u8>),
 }
@@ -733,6 +736,7 @@ pub(super) fn check_stored(
     let mut record_count = 0usize;
     let mut signed = false;
     let mut apex_ns = false;
+    let mut signatures = SignatureFacts::default();
     let mut soa: Option<(Vec<u8>, u32, Vec<u8>)> = None;
     for (run, chain) in [(&arena[..nsec3_at], false), (&arena[nsec3_at..], true)] {
         let mut at = 0usize;
@@ -763,6 +767,7 @@ pub(super) fn check_stored(
                 }
                 apex_ns |= apex && rtype == ns_type;
                 signed |= apex && rtype == dnskey;
+                signatures.note(rtype, rdata);
                 at += 8 + len;
             }
             record_count += count;
@@ -775,6 +780,7 @@ pub(super) fn check_stored(
     Ok(StoredFacts {
         record_count,
         signed,
+        signatures,
         soa,
     })
 }
@@ -805,6 +811,7 @@ pub(super) fn from_stored(mut origin: Name, arena: Vec<u8>, nsec3_at: u32) -> Re
         nsec3_at,
         record_count: u32::try_from(facts.record_count).unwrap_or(u32::MAX),
         signed: facts.signed,
+        signature_facts: OnceLock::from(facts.signatures),
         journal: Default::default(),
         compiled: CompiledCell::default(),
         view: ViewCell::default(),
@@ -895,16 +902,39 @@ pub(super) fn any_record(arena: &[u8], rtype: u16, check: impl Fn(&[u8]) -> bool
     in_place(arena).any(|r| r.rtype() == rtype && check(r.rdata))
 }
 
-/// The earliest signature expiration of the RRSIGs in `arena` (unix seconds, RFC 4034
-/// §3.1.5: RDATA bytes 8..12), read in place: planning the re-signing of 10,000 zones at
-/// start decodes no signature. `None` without RRSIGs.
-pub(super) fn earliest_expiry(arena: &[u8]) -> Option<u64> {
-    let rrsig = u16::from(RecordType::RRSIG);
-    in_place(arena)
-        .filter(|r| r.rtype() == rrsig)
-        .filter_map(|r| r.rdata.get(8..12))
-        .map(|e| u64::from(u32::from_be_bytes([e[0], e[1], e[2], e[3]])))
-        .min()
+/// The [`SignatureFacts`] of `arena`, in one walk over its record headers, nothing decoded
+/// (for a zone built any other way than from stored signatures, on first use).
+pub(super) fn signature_facts(arena: &[u8]) -> SignatureFacts {
+    let mut facts = SignatureFacts::default();
+    for r in in_place(arena) {
+        facts.note(r.rtype(), r.rdata);
+    }
+    facts
+}
+
+/// What the DNSSEC policy asks of every signed zone at start, noted while an arena is walked
+/// anyway (a stored one is checked record by record before it is served): planning the
+/// re-signing of 10,000 zones then walks none of them again.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SignatureFacts {
+    /// The earliest RRSIG expiration (unix seconds, RFC 4034 §3.1.5: RDATA bytes 8..12).
+    pub earliest_expiry: Option<u64>,
+    /// A CDS record with algorithm 0 (the RFC 8078 §4 delete record) is published.
+    pub cds_delete: bool,
+}
+
+impl SignatureFacts {
+    fn note(&mut self, rtype: u16, rdata: &[u8]) {
+        if rtype == u16::from(RecordType::RRSIG) {
+            if let Some(e) = rdata.get(8..12) {
+                let e = u64::from(u32::from_be_bytes([e[0], e[1], e[2], e[3]]));
+                self.earliest_expiry = Some(self.earliest_expiry.map_or(e, |x| x.min(e)));
+            }
+        } else if rtype == u16::from(RecordType::CDS) {
+            // CDS RDATA: key tag (2), algorithm (1), digest type (1), digest.
+            self.cds_delete |= rdata.get(2) == Some(&0);
+        }
+    }
 }
 
 /// The view of `zone`: its arena decoded into nodes, empty non-terminals, the NSEC owners

@@ -69,6 +69,9 @@ pub struct Zone {
     /// The zone carries DNSSEC records (a DNSKEY rrset at the apex): answers with DO=1 take
     /// the general path, which adds signatures and denial proofs ([`signed`]).
     signed: bool,
+    /// Its signatures' earliest expiry and CDS delete, noted when a stored zone's arena was
+    /// checked, else found on first use (the arena never changes).
+    signature_facts: OnceLock<arena::SignatureFacts>,
     /// The differences that led to this version ([`journal`]); empty until the writer or
     /// the loader attaches one.
     journal: journal::JournalSlot,
@@ -215,6 +218,7 @@ impl Zone {
             nsec3_at,
             record_count: u32::try_from(record_count).unwrap_or(u32::MAX),
             signed: view.signed,
+            signature_facts: OnceLock::new(),
             journal: Default::default(),
             compiled: CompiledCell::default(),
             view: ViewCell::default(),
@@ -261,16 +265,19 @@ impl Zone {
     /// When its earliest signature expires (unix seconds); `None` without signatures. Read
     /// from the arena in place, no record decoded.
     pub fn earliest_expiry(&self) -> Option<u64> {
-        arena::earliest_expiry(&self.arena)
+        self.signature_facts().earliest_expiry
+    }
+
+    fn signature_facts(&self) -> arena::SignatureFacts {
+        *self
+            .signature_facts
+            .get_or_init(|| arena::signature_facts(&self.arena))
     }
 
     /// Whether the zone publishes the CDS delete record (`0 0 0 00`, RFC 8078 §4: algorithm
     /// 0), seen in the arena without decoding it (asked of every signed zone at start).
     pub fn publishes_cds_delete(&self) -> bool {
-        // CDS RDATA: key tag (2), algorithm (1), digest type (1), digest.
-        arena::any_record(&self.arena, u16::from(RecordType::CDS), |rdata| {
-            rdata.get(2) == Some(&0)
-        })
+        self.signature_facts().cds_delete
     }
 
     /// The bytes of the compact records (for memory accounting).

@@ -71,6 +71,20 @@ pub struct LoadReport {
     /// Journal files to write or remove so that they match the zones loaded (a reload that
     /// found a hand-edited file, a damaged or orphaned journal); the caller commits them.
     pub journal_files: Vec<FileChange>,
+    /// Temp files a crash left in the folder, seen in the listing (the loader removes
+    /// nothing: on a reload a writer may be filling one; at start nothing is).
+    pub temp_files: Vec<PathBuf>,
+}
+
+/// The names of the zones folder's files other than zone files (journals, signatures, …),
+/// from its one listing: looked up by file name, hashed as bytes, not as path components.
+pub(super) struct Present(std::collections::HashSet<std::ffi::OsString>);
+
+impl Present {
+    /// Whether `path` (a file of the listed folder) was listed.
+    fn contains(&self, path: &Path) -> bool {
+        path.file_name().is_some_and(|n| self.0.contains(n))
+    }
 }
 
 /// A served zone as a query sees it: a cheap guard, no reference count touched.
@@ -313,23 +327,27 @@ impl ZoneSet {
         // start. The file type comes with the listing; only a symlink is followed. Zone
         // files go to a list, the others (journals, signatures: what is looked up) to a set.
         let mut files: Vec<PathBuf> = Vec::new();
-        let mut present: std::collections::HashSet<PathBuf> = Default::default();
+        let mut present = Present(Default::default());
+        let mut temp_files = Vec::new();
         for e in std::fs::read_dir(dir)? {
             let Ok(e) = e else { continue };
-            let path = e.path();
             let Ok(kind) = e.file_type() else { continue };
+            let name = e.file_name();
             let is_file = if kind.is_symlink() {
-                path.is_file()
+                dir.join(&name).is_file()
             } else {
                 kind.is_file()
             };
             if !is_file {
                 continue;
             }
-            if is_zone_name(&path) {
-                files.push(path);
+            let text = name.to_str().unwrap_or("");
+            if durable::is_temp_name(text) {
+                temp_files.push(dir.join(&name));
+            } else if is_zone_name(Path::new(&name)) {
+                files.push(dir.join(&name));
             } else {
-                present.insert(path);
+                present.0.insert(name);
             }
         }
         // All in one folder: their bytes sort them as their components would, faster.
@@ -337,7 +355,7 @@ impl ZoneSet {
 
         let now = unix_now();
         let mut errors = Vec::new();
-        let mut journal_files = orphan_journals(&present, &files);
+        let mut journal_files = orphan_journals(dir, &present, &files);
         let previous_statuses: HashMap<PathBuf, ZoneStatus> = previous
             .map(|p| {
                 p.statuses()
@@ -377,6 +395,7 @@ impl ZoneSet {
                 set: ZoneSet::from_pairs(pairs),
                 errors,
                 journal_files,
+                temp_files,
             });
         }
         let mut zones = Vec::with_capacity(pairs.len());
@@ -390,6 +409,7 @@ impl ZoneSet {
             set: ZoneSet::from_zones(zones, statuses),
             errors,
             journal_files,
+            temp_files,
         })
     }
 }
@@ -447,7 +467,7 @@ fn parallel_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Ve
 /// Reads, parses and checks one zone file, attaching its journal.
 fn load_one(
     file: &Path,
-    present: &std::collections::HashSet<PathBuf>,
+    present: &Present,
     previous: Option<&ZoneSet>,
     previous_statuses: &HashMap<PathBuf, ZoneStatus>,
     limits: &JournalLimits,
@@ -476,20 +496,23 @@ fn load_one(
             };
         }
     };
-    let loaded = read_bounded(&file, max_file_bytes)
-        .map_err(|e| format!("{shown}{e}"))
-        .and_then(|text| {
-            load_zone(&origin, &text, &file, present, max_file_bytes).map_err(|e| {
-                // The message goes to the log and /v1/status: bounded, whatever the file
-                // holds.
-                let message = bounded(&e.message);
-                if e.line > 0 {
-                    format!("{shown}:{}: {message}", e.line)
-                } else {
-                    format!("{shown}: {message}")
-                }
+    let loaded = with_read_buffers(|text, signed| {
+        read_bounded_into(&file, max_file_bytes, text)
+            .and_then(|()| as_text(text))
+            .map_err(|e| format!("{shown}{e}"))
+            .and_then(|text| {
+                load_zone(&origin, text, &file, present, max_file_bytes, signed).map_err(|e| {
+                    // The message goes to the log and /v1/status: bounded, whatever the file
+                    // holds.
+                    let message = bounded(&e.message);
+                    if e.line > 0 {
+                        format!("{shown}:{}: {message}", e.line)
+                    } else {
+                        format!("{shown}: {message}")
+                    }
+                })
             })
-        });
+    });
     let old_status = previous_statuses.get(&file);
     match loaded {
         Ok(mut zone) => {
@@ -553,7 +576,15 @@ const MAX_MESSAGE_CHARS: usize = 300;
 /// (and one that grows while being read is cut at `max + 1` bytes and refused). The error
 /// starts with `: ` or `:LINE: `, to follow the file name.
 fn read_bounded(file: &Path, max: u64) -> Result<String, String> {
-    use std::io::Read;
+    let mut bytes = Vec::new();
+    read_bounded_into(file, max, &mut bytes)?;
+    as_text(&bytes)?;
+    String::from_utf8(bytes).map_err(|_| ": invalid UTF-8".to_string())
+}
+
+/// [`read_bounded`] into `buf` (cleared first), as bytes: the loader reads every zone file
+/// into one buffer per thread rather than allocate and free one per file.
+fn read_bounded_into(file: &Path, max: u64, buf: &mut Vec<u8>) -> Result<(), String> {
     let f = std::fs::File::open(file).map_err(|e| format!(": cannot read: {e}"))?;
     let len = f
         .metadata()
@@ -564,17 +595,58 @@ fn read_bounded(file: &Path, max: u64) -> Result<String, String> {
     if len > max {
         return Err(too_large(len));
     }
-    let mut bytes = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
-    f.take(max.saturating_add(1))
-        .read_to_end(&mut bytes)
-        .map_err(|e| format!(": cannot read: {e}"))?;
-    if bytes.len() as u64 > max {
-        return Err(too_large(bytes.len() as u64));
+    read_open_file(&f, len, max, buf).map_err(|e| format!(": cannot read: {e}"))?;
+    if buf.len() as u64 > max {
+        return Err(too_large(buf.len() as u64));
     }
-    String::from_utf8(bytes).map_err(|e| {
-        let at = e.utf8_error().valid_up_to();
-        let line = e.as_bytes()[..at].iter().filter(|&&b| b == b'\n').count() + 1;
+    Ok(())
+}
+
+/// Reads the open file `f`, `len` bytes by its metadata, into `buf` (cleared first), at
+/// most `max + 1` bytes: the size is known, so no second `stat` as `read_to_end` on a
+/// `File` makes.
+fn read_open_file(f: &std::fs::File, len: u64, max: u64, buf: &mut Vec<u8>) -> std::io::Result<()> {
+    use std::io::Read;
+    buf.clear();
+    buf.reserve(usize::try_from(len.min(max)).unwrap_or(0).saturating_add(1));
+    f.take(max.saturating_add(1)).read_to_end(buf)?;
+    Ok(())
+}
+
+/// `bytes` as text; the error says on which line the first invalid UTF-8 is.
+fn as_text(bytes: &[u8]) -> Result<&str, String> {
+    std::str::from_utf8(bytes).map_err(|e| {
+        let at = e.valid_up_to();
+        let line = bytes[..at].iter().filter(|&&b| b == b'\n').count() + 1;
         format!(":{line}: invalid UTF-8")
+    })
+}
+
+/// A buffer kept by each loading thread for the files it reads; one that grew past this
+/// is not kept (a loader may run on a long-lived thread).
+const KEPT_BUFFER_BYTES: usize = 1 << 20;
+
+thread_local! {
+    /// The zone file's text and its signatures file, read by this thread.
+    static READ_BUFFERS: std::cell::RefCell<(Vec<u8>, Vec<u8>)> = const {
+        std::cell::RefCell::new((Vec::new(), Vec::new()))
+    };
+}
+
+/// Runs `f` with this thread's read buffers, or fresh ones if they are in use.
+fn with_read_buffers<R>(f: impl FnOnce(&mut Vec<u8>, &mut Vec<u8>) -> R) -> R {
+    READ_BUFFERS.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut bufs) => {
+            let (text, signed) = &mut *bufs;
+            let out = f(text, signed);
+            for b in [text, signed] {
+                if b.capacity() > KEPT_BUFFER_BYTES {
+                    *b = Vec::new();
+                }
+            }
+            out
+        }
+        Err(_) => f(&mut Vec::new(), &mut Vec::new()),
     })
 }
 
@@ -628,7 +700,7 @@ pub fn journal_change(zone: &Zone, zone_file: &Path) -> FileChange {
 fn attach_journal(
     zone: &mut Zone,
     file: &Path,
-    present: &std::collections::HashSet<PathBuf>,
+    present: &Present,
     served: Option<&Zone>,
     limits: &JournalLimits,
     max_file_bytes: u64,
@@ -692,12 +764,13 @@ fn load_zone(
     origin: &Name,
     text: &str,
     file: &Path,
-    present: &std::collections::HashSet<PathBuf>,
+    present: &Present,
     max_file_bytes: u64,
+    buf: &mut Vec<u8>,
 ) -> Result<Zone, ZoneError> {
     let path = super::signed::signatures_file_for(file);
     let mut stored = if present.contains(&path) {
-        read_signatures(&path, max_file_bytes)
+        read_signatures(&path, max_file_bytes, buf)
     } else {
         None
     };
@@ -741,10 +814,13 @@ fn load_zone(
 
 /// A signatures file, decoded; `None` when there is none or it cannot be used (said in the
 /// log).
-fn read_signatures(path: &Path, max_file_bytes: u64) -> Option<super::signed::Stored> {
-    use std::io::Read;
+fn read_signatures(
+    path: &Path,
+    max_file_bytes: u64,
+    bytes: &mut Vec<u8>,
+) -> Option<super::signed::Stored> {
     // Opened once, its size read from the open file: no separate `stat` by path.
-    let mut f = match std::fs::File::open(path) {
+    let f = match std::fs::File::open(path) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
         Err(e) => {
@@ -752,27 +828,19 @@ fn read_signatures(path: &Path, max_file_bytes: u64) -> Option<super::signed::St
             return None;
         }
     };
-    let bytes = match f.metadata() {
-        Ok(m) if m.len() <= max_file_bytes.saturating_mul(4) => {
-            let mut b = Vec::with_capacity(usize::try_from(m.len()).unwrap_or(0));
-            match f.read_to_end(&mut b) {
-                Ok(_) => b,
-                Err(e) => {
-                    tracing::warn!(file = %path.display(), error = %e, "signatures not read; the zone is signed again");
-                    return None;
-                }
-            }
-        }
-        Ok(_) => {
-            tracing::warn!(file = %path.display(), "signatures file too large; the zone is signed again");
-            return None;
-        }
-        Err(e) => {
-            tracing::warn!(file = %path.display(), error = %e, "signatures not read; the zone is signed again");
-            return None;
-        }
-    };
-    match super::signed::decode(&bytes) {
+    let max = max_file_bytes.saturating_mul(4);
+    let read = f
+        .metadata()
+        .and_then(|m| read_open_file(&f, m.len(), max, bytes));
+    if let Err(e) = read {
+        tracing::warn!(file = %path.display(), error = %e, "signatures not read; the zone is signed again");
+        return None;
+    }
+    if bytes.len() as u64 > max {
+        tracing::warn!(file = %path.display(), "signatures file too large; the zone is signed again");
+        return None;
+    }
+    match super::signed::decode(bytes) {
         Ok(stored) => Some(stored),
         Err(reason) => {
             tracing::warn!(file = %path.display(), reason = %bounded(&reason), "stored signatures not used; the zone is signed again");
@@ -784,10 +852,7 @@ fn read_signatures(path: &Path, max_file_bytes: u64) -> Option<super::signed::St
 /// Journal files whose zone file is gone (removed by hand): they go too. `present` is the
 /// folder's files other than zone files (from its one listing), `zone_files` the zone files
 /// sorted by their bytes.
-fn orphan_journals(
-    present: &std::collections::HashSet<PathBuf>,
-    zone_files: &[PathBuf],
-) -> Vec<FileChange> {
+fn orphan_journals(dir: &Path, present: &Present, zone_files: &[PathBuf]) -> Vec<FileChange> {
     // A binary search in the sorted list, not a look-up one by one: 10,000 journals looked
     // up in 10,000 zone files one by one took seconds of every start.
     let is_zone_file = |p: &Path| {
@@ -796,14 +861,15 @@ fn orphan_journals(
             .is_ok()
     };
     let mut orphans: Vec<FileChange> = present
+        .0
         .iter()
-        .filter(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
+        .filter(|n| {
+            n.to_str()
                 .is_some_and(|n| !n.starts_with('.') && n.ends_with(".journal"))
-                && !is_zone_file(&p.with_extension("zone"))
         })
-        .map(|p| FileChange::remove(p))
+        .map(|n| dir.join(n))
+        .filter(|p| !is_zone_file(&p.with_extension("zone")))
+        .map(|p| FileChange::remove(&p))
         .collect();
     orphans.sort_by(|x, y| x.path.cmp(&y.path));
     orphans
