@@ -1612,21 +1612,67 @@ fn word_checksum(bytes: &[u8]) -> u64 {
     h ^ (h >> 31)
 }
 
-/// The parts of a signatures file of format 4 as the daemon writes it: the hash of the zone
-/// file's text, the fixed fields (serial, user digest, zone digest), the summary, and the
-/// zone's arena.
-fn format4_parts(v4: &[u8]) -> (&[u8], &[u8], &[u8], &[u8]) {
-    let magic = b"mailzone-signed 4\n";
-    assert!(v4.starts_with(magic));
-    let body = &v4[magic.len()..v4.len() - 8];
+/// The checksum of format 5 (its first word) and its text hash (all four words, big-endian):
+/// four lanes of [`word_checksum`]'s step over 32-byte blocks, the tail bytes round the
+/// lanes, each word out mixing its lane with all four.
+fn lanes_hash(bytes: &[u8]) -> [u64; 4] {
+    const K: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mix = |mut h: u64| {
+        h = (h ^ (h >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        h = (h ^ (h >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        h ^ (h >> 31)
+    };
+    let len = bytes.len() as u64;
+    let mut h = [0u32, 16, 32, 48].map(|r| K.rotate_left(r) ^ len);
+    let blocks = bytes.len() / 32 * 32;
+    for (i, w) in bytes[..blocks].chunks_exact(8).enumerate() {
+        let lane = &mut h[i % 4];
+        *lane = (*lane ^ u64::from_le_bytes(w.try_into().unwrap()))
+            .wrapping_mul(K)
+            .rotate_left(29);
+    }
+    for (i, &b) in bytes[blocks..].iter().enumerate() {
+        let lane = &mut h[i % 4];
+        *lane = (*lane ^ u64::from(b)).wrapping_mul(K).rotate_left(29);
+    }
+    let all = h[0] ^ h[1].rotate_left(16) ^ h[2].rotate_left(32) ^ h[3].rotate_left(48);
+    [1u64, 2, 3, 4].map(|n| mix(all.wrapping_add(mix(h[n as usize - 1] ^ n))))
+}
+
+/// The parts of a signatures file of format 5 as the daemon writes it: the hash of the zone
+/// file's text, the fixed fields (serial, user digest, zone digest), the summary, the arena
+/// header (layout, record count, where the NSEC3 run starts) and the zone's arena.
+struct Format5<'a> {
+    text_hash: &'a [u8],
+    fixed: &'a [u8],
+    summary: &'a [u8],
+    arena_header: &'a [u8],
+    arena: &'a [u8],
+}
+
+fn format5_parts(v5: &[u8]) -> Format5<'_> {
+    let magic = b"mailzone-signed 5\n";
+    assert!(v5.starts_with(magic), "written in format 5");
+    let end = v5.len() - 8;
+    assert_eq!(
+        lanes_hash(&v5[..end])[0].to_be_bytes(),
+        v5[end..],
+        "the file's own checksum"
+    );
+    let body = &v5[magic.len()..end];
     // The summary: expiry (8), flags (1), keys (count, 5 bytes each), SOA signers and
     // DNSKEY signers (count, 2 bytes each).
     let mut at = 52 + 9;
     at += 1 + 5 * body[at] as usize;
     at += 1 + 2 * body[at] as usize;
     at += 1 + 2 * body[at] as usize;
-    // Then the arena layout (1), the record count (4), where the NSEC3 run starts (4).
-    (&body[..32], &body[32..52], &body[52..at], &body[at + 9..])
+    Format5 {
+        text_hash: &body[..32],
+        fixed: &body[32..52],
+        summary: &body[52..at],
+        arena_header: &body[at..at + 9],
+        arena: &body[at + 9..],
+    }
 }
 
 /// The DNSSEC records of an arena (nodes: owner, count, then type, TTL, RDLENGTH, RDATA per
@@ -1658,18 +1704,37 @@ fn generated_rrs(mut arena: &[u8]) -> (u32, Vec<u8>) {
     (n, out)
 }
 
-/// A signatures file of format 3, 2 or 1 with the same content as a format 4 one.
-fn older_format(v4: &[u8], version: u8) -> Vec<u8> {
-    let (text_hash, fixed, summary, arena) = format4_parts(v4);
-    let (count, rrs) = generated_rrs(arena);
+/// SHA-256 of a zone file's text: the text hash of formats 3 and 4.
+fn sha256(text: &[u8]) -> Vec<u8> {
+    ring::digest::digest(&ring::digest::SHA256, text)
+        .as_ref()
+        .to_vec()
+}
+
+/// A signatures file of format 4, 3, 2 or 1 with the same content as a format 5 one, made
+/// for the zone file `text`.
+fn older_format(v5: &[u8], version: u8, text: &[u8]) -> Vec<u8> {
+    let parts = format5_parts(v5);
+    let (count, rrs) = generated_rrs(parts.arena);
     let mut out = format!("mailzone-signed {version}\n").into_bytes();
-    if version == 3 {
-        out.extend_from_slice(text_hash);
+    if version >= 3 {
+        out.extend_from_slice(&sha256(text));
     }
     // Version 1 has no zone digest after the user digest.
-    out.extend_from_slice(if version == 1 { &fixed[..12] } else { fixed });
-    if version == 3 {
-        out.extend_from_slice(summary);
+    out.extend_from_slice(if version == 1 {
+        &parts.fixed[..12]
+    } else {
+        parts.fixed
+    });
+    if version >= 3 {
+        out.extend_from_slice(parts.summary);
+    }
+    if version == 4 {
+        out.extend_from_slice(parts.arena_header);
+        out.extend_from_slice(parts.arena);
+        let sum = word_checksum(&out);
+        out.extend_from_slice(&sum.to_be_bytes());
+        return out;
     }
     out.extend_from_slice(&count.to_be_bytes());
     out.extend_from_slice(&rrs);
@@ -1693,6 +1758,27 @@ fn a_restart_reads_signatures_stored_in_the_third_format_without_signing_again()
     a_restart_reads_signatures_stored_in_an_older_format_without_signing_again(3);
 }
 
+#[test]
+fn a_restart_reads_signatures_stored_in_the_fourth_format_without_signing_again() {
+    a_restart_reads_signatures_stored_in_an_older_format_without_signing_again(4);
+}
+
+#[test]
+fn the_text_hash_of_the_current_format_is_of_the_zone_file_as_it_is() {
+    let d = signed_daemon();
+    let d = restart_after_editing(d, |zones| {
+        let v5 = std::fs::read(zones.join("example.test.signed")).unwrap();
+        let text = std::fs::read(zones.join("example.test.zone")).unwrap();
+        let parts = format5_parts(&v5);
+        let words: Vec<u8> = lanes_hash(&text)
+            .iter()
+            .flat_map(|w| w.to_be_bytes())
+            .collect();
+        assert_eq!(parts.text_hash, &words[..]);
+    });
+    assert_eq!(signatures_made(&d), 0.0, "restarted from its signatures");
+}
+
 fn a_restart_reads_signatures_stored_in_an_older_format_without_signing_again(version: u8) {
     let d = signed_daemon();
     let kept = served_journal_len(&d);
@@ -1700,8 +1786,9 @@ fn a_restart_reads_signatures_stored_in_an_older_format_without_signing_again(ve
     let axfr_before = sorted_axfr(&d);
     let d = restart_after_editing(d, |zones| {
         let path = zones.join("example.test.signed");
-        let v4 = std::fs::read(&path).unwrap();
-        std::fs::write(&path, older_format(&v4, version)).unwrap();
+        let v5 = std::fs::read(&path).unwrap();
+        let text = std::fs::read(zones.join("example.test.zone")).unwrap();
+        std::fs::write(&path, older_format(&v5, version, &text)).unwrap();
     });
     assert_eq!(signatures_made(&d), 0.0);
     assert_eq!(
@@ -1717,20 +1804,15 @@ fn signatures_stored_with_another_record_layout_are_not_used_and_the_zone_is_sig
     let d = signed_daemon();
     let d = restart_after_editing(d, |zones| {
         let path = zones.join("example.test.signed");
-        let mut v4 = std::fs::read(&path).unwrap();
-        let (_, _, _, arena) = format4_parts(&v4);
+        let mut v5 = std::fs::read(&path).unwrap();
+        let arena_len = format5_parts(&v5).arena.len();
         // The layout byte sits 9 bytes before the arena (then count, NSEC3 start).
-        let layout_at = v4.len() - 8 - arena.len() - 9;
-        let end = v4.len() - 8;
-        assert_eq!(
-            word_checksum(&v4[..end]).to_be_bytes(),
-            v4[end..],
-            "the file's own checksum"
-        );
-        v4[layout_at] = v4[layout_at].wrapping_add(1);
-        let sum = word_checksum(&v4[..end]);
-        v4[end..].copy_from_slice(&sum.to_be_bytes());
-        std::fs::write(&path, v4).unwrap();
+        let layout_at = v5.len() - 8 - arena_len - 9;
+        let end = v5.len() - 8;
+        v5[layout_at] = v5[layout_at].wrapping_add(1);
+        let sum = lanes_hash(&v5[..end])[0];
+        v5[end..].copy_from_slice(&sum.to_be_bytes());
+        std::fs::write(&path, v5).unwrap();
     });
     assert!(signatures_made(&d) > 0.0, "signed again");
     let out = dig(d.dns, &["+dnssec", "example.test", "SOA"]);

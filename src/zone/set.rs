@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::SystemTime;
 
 use arc_swap::ArcSwap;
@@ -322,40 +322,6 @@ impl ZoneSet {
         max_file_bytes: u64,
         limits: &JournalLimits,
     ) -> Result<LoadReport, std::io::Error> {
-        // One listing says which files exist: with 100,000 zones, a stat per zone file and
-        // two for its journal and signatures (nearly always absent) were a large part of a
-        // start. The file type comes with the listing; only a symlink is followed. Zone
-        // files go to a list, the others (journals, signatures: what is looked up) to a set.
-        let mut files: Vec<PathBuf> = Vec::new();
-        let mut present = Present(Default::default());
-        let mut temp_files = Vec::new();
-        for e in std::fs::read_dir(dir)? {
-            let Ok(e) = e else { continue };
-            let Ok(kind) = e.file_type() else { continue };
-            let name = e.file_name();
-            let is_file = if kind.is_symlink() {
-                dir.join(&name).is_file()
-            } else {
-                kind.is_file()
-            };
-            if !is_file {
-                continue;
-            }
-            let text = name.to_str().unwrap_or("");
-            if durable::is_temp_name(text) {
-                temp_files.push(dir.join(&name));
-            } else if is_zone_name(Path::new(&name)) {
-                files.push(dir.join(&name));
-            } else {
-                present.0.insert(name);
-            }
-        }
-        // All in one folder: their bytes sort them as their components would, faster.
-        files.sort_unstable_by(|a, b| a.as_os_str().cmp(b.as_os_str()));
-
-        let now = unix_now();
-        let mut errors = Vec::new();
-        let mut journal_files = orphan_journals(dir, &present, &files);
         let previous_statuses: HashMap<PathBuf, ZoneStatus> = previous
             .map(|p| {
                 p.statuses()
@@ -364,19 +330,56 @@ impl ZoneSet {
                     .collect()
             })
             .unwrap_or_default();
-        // Every core reads and parses files (start-up is then bounded by reading them); the
-        // results are put back in file order, so the outcome does not depend on timing.
-        let loaded = parallel_map(&files, |file| {
-            load_one(
-                file,
-                &present,
-                previous,
-                &previous_statuses,
-                limits,
-                max_file_bytes,
-                now,
-            )
+        let now = unix_now();
+        // Every core reads and parses files (start-up is then bounded by reading them),
+        // starting while the folder is still being listed; the results are put back in file
+        // order, so the outcome does not depend on timing.
+        let feed = Feed::default();
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let (listing, mut loaded) = std::thread::scope(|scope| {
+            let workers: Vec<_> = (0..threads)
+                .map(|_| {
+                    scope.spawn(|| {
+                        let mut mine = Vec::new();
+                        while let Some(batch) = feed.take() {
+                            for file in batch {
+                                mine.push(load_one(
+                                    &file,
+                                    &feed.listed,
+                                    previous,
+                                    &previous_statuses,
+                                    limits,
+                                    max_file_bytes,
+                                    now,
+                                ));
+                            }
+                        }
+                        mine
+                    })
+                })
+                .collect();
+            // The workers stop once the feed is finished, whatever the listing gave.
+            let listing = list_zones_folder(dir, &feed);
+            feed.finish();
+            let loaded: Vec<Loaded> = workers
+                .into_iter()
+                .flat_map(|w| match w.join() {
+                    Ok(mine) => mine,
+                    // A panic while loading is a bug: the caller's thread reports it as usual.
+                    Err(panic) => std::panic::resume_unwind(panic),
+                })
+                .collect();
+            (listing, loaded)
         });
+        let Listing { files, temp_files } = listing?;
+        // All in one folder: their bytes sort them as their components would, faster.
+        loaded.sort_unstable_by(|a, b| a.status.file.as_os_str().cmp(b.status.file.as_os_str()));
+        let present =
+            feed.listed.0.get().ok_or_else(|| {
+                std::io::Error::other("the zones folder listing did not complete")
+            })?;
+        let mut errors = Vec::new();
+        let mut journal_files = orphan_journals(dir, present, &files);
         let mut pairs = Vec::with_capacity(loaded.len());
         for one in loaded {
             errors.extend(one.error);
@@ -423,51 +426,122 @@ struct Loaded {
     journal: Option<FileChange>,
 }
 
-/// Maps `f` over `items` on every core, results in the order of `items`.
-fn parallel_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    // Small sets are not worth the threads.
-    const PER_THREAD: usize = 64;
-    let threads = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .min(items.len().div_ceil(PER_THREAD))
-        .max(1);
-    if threads == 1 {
-        return items.iter().map(f).collect();
+/// The zone files of the folder being listed, handed to the loading threads in batches
+/// while the listing goes on: beside 10,000 signed zones' files are their signatures and
+/// journals, and listing those 30,000 names before loading anything was a tenth of a
+/// restart.
+#[derive(Default)]
+struct Feed {
+    queue: std::sync::Mutex<(Vec<PathBuf>, bool)>,
+    more: std::sync::Condvar,
+    listed: Listed,
+}
+
+/// A batch of zone files is handed over once it has this many.
+const FEED_BATCH: usize = 32;
+
+impl Feed {
+    fn lock(&self) -> std::sync::MutexGuard<'_, (Vec<PathBuf>, bool)> {
+        // A worker that panicked is reported when joined; the queue itself stays sound.
+        self.queue.lock().unwrap_or_else(|e| e.into_inner())
     }
-    let next = AtomicUsize::new(0);
-    let mut results: Vec<(usize, R)> = std::thread::scope(|scope| {
-        let workers: Vec<_> = (0..threads)
-            .map(|_| {
-                scope.spawn(|| {
-                    let mut mine = Vec::new();
-                    loop {
-                        let i = next.fetch_add(1, Ordering::Relaxed);
-                        let Some(item) = items.get(i) else {
-                            return mine;
-                        };
-                        mine.push((i, f(item)));
-                    }
-                })
-            })
-            .collect();
-        workers
-            .into_iter()
-            .flat_map(|w| match w.join() {
-                Ok(mine) => mine,
-                // A panic while loading is a bug: the caller's thread reports it as usual.
-                Err(panic) => std::panic::resume_unwind(panic),
-            })
-            .collect()
-    });
-    results.sort_unstable_by_key(|(i, _)| *i);
-    results.into_iter().map(|(_, r)| r).collect()
+
+    fn give(&self, batch: &mut Vec<PathBuf>) {
+        if batch.is_empty() {
+            return;
+        }
+        self.lock().0.append(batch);
+        self.more.notify_all();
+    }
+
+    /// The listing is over (the rest is in the queue): waiting workers take it and stop.
+    fn finish(&self) {
+        self.lock().1 = true;
+        self.more.notify_all();
+    }
+
+    /// The next files to load, `None` once the listing is over and the queue empty.
+    fn take(&self) -> Option<Vec<PathBuf>> {
+        let mut queue = self.lock();
+        loop {
+            let (files, finished) = &mut *queue;
+            if !files.is_empty() {
+                let at = files.len().saturating_sub(FEED_BATCH / 2);
+                return Some(files.split_off(at));
+            }
+            if *finished {
+                return None;
+            }
+            queue = self.more.wait(queue).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+}
+
+/// The folder's other files once its listing is complete; before that, a file's presence
+/// is not known and the caller looks for it itself.
+#[derive(Default)]
+pub(super) struct Listed(OnceLock<Present>);
+
+impl Listed {
+    /// Whether `path` was listed; `None` while the listing goes on.
+    fn knows(&self, path: &Path) -> Option<bool> {
+        self.0.get().map(|p| p.contains(path))
+    }
+}
+
+/// What listing the zones folder found besides what it fed to the loaders.
+struct Listing {
+    /// The zone files, sorted by their bytes.
+    files: Vec<PathBuf>,
+    temp_files: Vec<PathBuf>,
+}
+
+/// Lists `dir` once, feeding its zone files to the loaders as they come and noting the
+/// other files (journals, signatures: what is looked up) in [`Feed::listed`]. The file type
+/// comes with the listing; only a symlink is followed. With 100,000 zones, a stat per zone
+/// file and two for its journal and signatures (nearly always absent) were a large part of
+/// a start.
+fn list_zones_folder(dir: &Path, feed: &Feed) -> std::io::Result<Listing> {
+    let mut files: Vec<PathBuf> = Vec::new();
+    let mut present = Present(Default::default());
+    let mut temp_files = Vec::new();
+    let mut batch = Vec::with_capacity(FEED_BATCH);
+    for e in std::fs::read_dir(dir)? {
+        let Ok(e) = e else { continue };
+        let Ok(kind) = e.file_type() else { continue };
+        let name = e.file_name();
+        let is_file = if kind.is_symlink() {
+            dir.join(&name).is_file()
+        } else {
+            kind.is_file()
+        };
+        if !is_file {
+            continue;
+        }
+        let text = name.to_str().unwrap_or("");
+        if durable::is_temp_name(text) {
+            temp_files.push(dir.join(&name));
+        } else if is_zone_name(Path::new(&name)) {
+            let file = dir.join(&name);
+            files.push(file.clone());
+            batch.push(file);
+            if batch.len() == FEED_BATCH {
+                feed.give(&mut batch);
+            }
+        } else {
+            present.0.insert(name);
+        }
+    }
+    feed.give(&mut batch);
+    let _ = feed.listed.0.set(present);
+    files.sort_unstable_by(|a, b| a.as_os_str().cmp(b.as_os_str()));
+    Ok(Listing { files, temp_files })
 }
 
 /// Reads, parses and checks one zone file, attaching its journal.
 fn load_one(
     file: &Path,
-    present: &Present,
+    present: &Listed,
     previous: Option<&ZoneSet>,
     previous_statuses: &HashMap<PathBuf, ZoneStatus>,
     limits: &JournalLimits,
@@ -700,7 +774,7 @@ pub fn journal_change(zone: &Zone, zone_file: &Path) -> FileChange {
 fn attach_journal(
     zone: &mut Zone,
     file: &Path,
-    present: &Present,
+    present: &Listed,
     served: Option<&Zone>,
     limits: &JournalLimits,
     max_file_bytes: u64,
@@ -717,7 +791,8 @@ fn attach_journal(
         };
     }
     let path = journal_file_for(file);
-    if !present.contains(&path) {
+    // Not listed: none. Listing still under way: looked for below (or when first needed).
+    if present.knows(&path) == Some(false) {
         return None;
     }
     // The zone's digest is known (from its stored signatures): its journal is not opened
@@ -764,12 +839,13 @@ fn load_zone(
     origin: &Name,
     text: &str,
     file: &Path,
-    present: &Present,
+    present: &Listed,
     max_file_bytes: u64,
     buf: &mut Vec<u8>,
 ) -> Result<Zone, ZoneError> {
     let path = super::signed::signatures_file_for(file);
-    let mut stored = if present.contains(&path) {
+    // Not listed: none; listing still under way: opened if there (a missing one is no error).
+    let mut stored = if present.knows(&path) != Some(false) {
         read_signatures(&path, max_file_bytes, buf)
     } else {
         None

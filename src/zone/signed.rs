@@ -23,10 +23,14 @@ const MAGIC_V2: &[u8] = b"mailzone-signed 2\n";
 /// Version 3 has a header with what a start needs without decoding a record: the hash of
 /// the zone file's text, the earliest expiry, the keys and signers ([`Summary`]); still read.
 const MAGIC_V3: &[u8] = b"mailzone-signed 3\n";
-/// Version 4 (written now) has the header of version 3, then the whole signed zone as its
-/// arena ([`super::arena`]): a restart whose zone file hashes the same reads no zone file
-/// record and builds nothing, it walks the bytes and serves them.
-const MAGIC: &[u8] = b"mailzone-signed 4\n";
+/// Version 4 has the header of version 3, then the whole signed zone as its arena
+/// ([`super::arena`]): a restart whose zone file hashes the same reads no zone file record
+/// and builds nothing, it walks the bytes and serves them; still read.
+const MAGIC_V4: &[u8] = b"mailzone-signed 4\n";
+/// Version 5 (written now) is version 4 with its text hash and checksum taken four words at
+/// a time ([`lanes_hash`]): SHA-256 of every zone file and a one-word-at-a-time checksum of
+/// every stored zone were a seventh of a signed restart.
+const MAGIC: &[u8] = b"mailzone-signed 5\n";
 /// The arena's layout and the zone rules it was built under. A stored arena is served as it
 /// is, without the checks of [`Zone::build`]: when the layout or a rule changes, this
 /// changes, and a file stored before is not used (the zone is signed again at start).
@@ -94,6 +98,17 @@ fn record_hash(r: &Record) -> u64 {
 pub fn text_hash(text: &str) -> [u8; 32] {
     let mut out = [0u8; 32];
     out.copy_from_slice(ring::digest::digest(&ring::digest::SHA256, text.as_bytes()).as_ref());
+    out
+}
+
+/// The text hash of version 5: [`lanes_hash`] of the text, its four words. Not a
+/// cryptographic hash (whoever can write the zone file can write the signatures beside
+/// it); 256 well-mixed bits, so that an edit never matches by chance.
+pub fn lanes_text_hash(text: &str) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    for (chunk, word) in out.chunks_exact_mut(8).zip(lanes_hash(text.as_bytes())) {
+        chunk.copy_from_slice(&word.to_be_bytes());
+    }
     out
 }
 
@@ -201,8 +216,8 @@ impl<'a> Reader<'a> {
     }
 }
 
-/// The signatures file of a signed zone whose zone file is `text` (version 4): magic, the
-/// SHA-256 of `text`, serial, digest of the signed records, the journal digest of the whole
+/// The signatures file of a signed zone whose zone file is `text` (version 5): magic, the
+/// [`lanes_text_hash`] of `text`, serial, digest of the signed records, the journal digest of the whole
 /// signed zone, the [`Summary`], the arena layout, the record count, where the NSEC3 run
 /// starts, then the zone's arena as it is (every record, the zone file's included), a
 /// checksum.
@@ -210,7 +225,7 @@ pub fn encode(zone: &Zone, text: &str) -> Vec<u8> {
     let view = zone.view();
     let mut out = Vec::with_capacity(MAGIC.len() + 128 + zone.arena.len());
     out.extend_from_slice(MAGIC);
-    out.extend_from_slice(&text_hash(text));
+    out.extend_from_slice(&lanes_text_hash(text));
     out.extend_from_slice(&zone.serial().to_be_bytes());
     out.extend_from_slice(&user_digest(zone).to_be_bytes());
     out.extend_from_slice(&zone.journal_digest().to_be_bytes());
@@ -219,7 +234,7 @@ pub fn encode(zone: &Zone, text: &str) -> Vec<u8> {
     out.extend_from_slice(&zone.record_count.to_be_bytes());
     out.extend_from_slice(&zone.nsec3_at.to_be_bytes());
     out.extend_from_slice(&zone.arena);
-    let sum = word_checksum(&out);
+    let sum = lanes_hash(&out)[0];
     out.extend_from_slice(&sum.to_be_bytes());
     out
 }
@@ -254,6 +269,44 @@ fn word_checksum(bytes: &[u8]) -> u64 {
     h ^ (h >> 31)
 }
 
+/// Four lanes of [`word_checksum`]'s step over 32-byte blocks, independent of each other
+/// so that the processor runs them side by side (four times the bytes per cycle of one
+/// chain); the tail bytes go round the lanes; each word out mixes its lane with all four.
+/// Any change to one word changes its lane (each step is a bijection of the lane), hence
+/// every word out. Version 5's checksum is the first word, its text hash all four.
+pub fn lanes_hash(bytes: &[u8]) -> [u64; 4] {
+    const K: u64 = 0x9e37_79b9_7f4a_7c15;
+    let len = bytes.len() as u64;
+    let mut h = [0u32, 16, 32, 48].map(|r| K.rotate_left(r) ^ len);
+    let mut blocks = bytes.chunks_exact(32);
+    for block in &mut blocks {
+        for (lane, w) in h.iter_mut().zip(block.chunks_exact(8)) {
+            let mut a = [0u8; 8];
+            a.copy_from_slice(w);
+            *lane = (*lane ^ u64::from_le_bytes(a))
+                .wrapping_mul(K)
+                .rotate_left(29);
+        }
+    }
+    for (i, &b) in blocks.remainder().iter().enumerate() {
+        let lane = &mut h[i % 4];
+        *lane = (*lane ^ u64::from(b)).wrapping_mul(K).rotate_left(29);
+    }
+    let all = h[0] ^ h[1].rotate_left(16) ^ h[2].rotate_left(32) ^ h[3].rotate_left(48);
+    let mut lane_no = 0u64;
+    h.map(|x| {
+        lane_no += 1;
+        mix64(all.wrapping_add(mix64(x ^ lane_no)))
+    })
+}
+
+/// The splitmix64 finaliser: every bit of `h` reaches every bit out.
+fn mix64(mut h: u64) -> u64 {
+    h = (h ^ (h >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    h = (h ^ (h >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    h ^ (h >> 31)
+}
+
 /// What a signatures file holds. The generated records stay in wire form until
 /// [`Stored::records`] decodes them (once it is known they apply).
 #[derive(Debug)]
@@ -264,6 +317,8 @@ pub struct Stored {
     pub zone_digest: Option<u64>,
     /// The hash of the zone file's text they were made for (version 3).
     pub text_hash: Option<[u8; 32]>,
+    /// That hash is [`lanes_text_hash`] (version 5), else SHA-256 ([`text_hash`]).
+    pub lanes_text_hash: bool,
     /// The policy check's view of the signed zone (version 3).
     pub summary: Option<Box<Summary>>,
     /// How many records [`Stored::wire`] holds.
@@ -278,7 +333,13 @@ pub struct Stored {
 impl Stored {
     /// Whether these signatures were made for exactly this zone file text (version 3).
     pub fn made_for_text(&self, text: &str) -> bool {
-        self.text_hash.is_some_and(|h| h == text_hash(text))
+        self.text_hash.is_some_and(|h| {
+            h == if self.lanes_text_hash {
+                lanes_text_hash(text)
+            } else {
+                text_hash(text)
+            }
+        })
     }
 
     /// The generated records as uncompressed wire RRs (version 4: taken out of the arena).
@@ -317,6 +378,8 @@ impl Stored {
 /// what (the records themselves are checked when [`Stored::records`] decodes them).
 pub fn decode(bytes: &[u8]) -> Result<Stored, String> {
     let version = if bytes.starts_with(MAGIC) {
+        5
+    } else if bytes.starts_with(MAGIC_V4) {
         4
     } else if bytes.starts_with(MAGIC_V3) {
         3
@@ -332,15 +395,15 @@ pub fn decode(bytes: &[u8]) -> Result<Stored, String> {
     }
     let (content, sum) = bytes.split_at(bytes.len() - 8);
     let sum = u64::from_be_bytes(sum.try_into().map_err(|_| "the file is cut short")?);
-    let computed = if version >= 4 {
-        word_checksum(content)
-    } else {
-        checksum(content)
+    let computed = match version {
+        5 => lanes_hash(content)[0],
+        4 => word_checksum(content),
+        _ => checksum(content),
     };
     if computed != sum {
         return Err("the checksum does not match: the file is damaged".into());
     }
-    // The three magic lines have the same length.
+    // The magic lines have the same length.
     let mut r = Reader(&content[MAGIC.len()..]);
     let text_hash = if version >= 3 {
         let mut h = [0u8; 32];
@@ -375,6 +438,7 @@ pub fn decode(bytes: &[u8]) -> Result<Stored, String> {
         digest,
         zone_digest,
         text_hash,
+        lanes_text_hash: version >= 5,
         summary,
         count,
         wire: r.0.to_vec(),
@@ -940,5 +1004,28 @@ mod tests {
         let at = bytes.len() / 2;
         bytes[at] ^= 1;
         assert!(decode(&bytes).unwrap_err().contains("damaged"));
+    }
+
+    #[test]
+    fn every_changed_bit_changes_every_word_of_the_lanes_hash() {
+        // Lengths around the 32-byte block, so the tail is covered too.
+        for len in [0usize, 1, 7, 31, 32, 33, 100] {
+            let bytes: Vec<u8> = (0..len).map(|i| (i * 37 % 251) as u8).collect();
+            let base = lanes_hash(&bytes);
+            for at in 0..len {
+                for bit in 0..8 {
+                    let mut changed = bytes.clone();
+                    changed[at] ^= 1 << bit;
+                    let words = lanes_hash(&changed);
+                    assert!(
+                        words.iter().zip(base).all(|(a, b)| *a != b),
+                        "len {len}, byte {at}, bit {bit}"
+                    );
+                }
+            }
+            let mut longer = bytes.clone();
+            longer.push(0);
+            assert_ne!(lanes_hash(&longer)[0], base[0], "a byte more, len {len}");
+        }
     }
 }
