@@ -545,7 +545,8 @@ impl Shared {
     }
 
     /// When (signing clock) each active key of a signed zone is due to be rolled: its
-    /// activation plus its role's lifetime; `None` for a lifetime of 0.
+    /// activation plus its role's lifetime, less the zone's [`rollover_spread`]; `None` for
+    /// a lifetime of 0.
     fn lifetime_ends(&self, origin: &Name, state: &ZoneState) -> Vec<(Role, Option<u64>)> {
         if !self.dnssec_wanted(origin, state) || state.unsigning_since.is_some() {
             return Vec::new();
@@ -556,8 +557,12 @@ impl Shared {
             .filter(|k| k.state == KeyState::Active)
             .map(|k| {
                 let lifetime = self.key_lifetime(state, k.role);
-                let end = (lifetime > 0)
-                    .then(|| k.active_since.unwrap_or(k.created).saturating_add(lifetime));
+                let end = (lifetime > 0).then(|| {
+                    k.active_since
+                        .unwrap_or(k.created)
+                        .saturating_add(lifetime)
+                        .saturating_sub(rollover_spread(origin, k.role, lifetime))
+                });
                 (k.role, end)
             })
             .collect()
@@ -1539,5 +1544,77 @@ fn note_parent(
             }
             None => {}
         }
+    }
+}
+
+/// How much earlier than its lifetime says a zone's key is rolled: up to a tenth of the
+/// lifetime, fixed by the zone's name and the key's role. Zones keyed together (10,000
+/// signed in one start, or created in one batch) then do not all roll at once — each
+/// rollover re-signs the zone and NOTIFYs its secondaries —, and no key outlives its
+/// lifetime. The same zone gets the same spread at every rollover, so its rollovers stay
+/// apart from the others'.
+pub fn rollover_spread(origin: &Name, role: Role, lifetime: u64) -> u64 {
+    let window = lifetime / 10;
+    if window == 0 {
+        return 0;
+    }
+    // FNV-1a over the lower-cased name and the role, then splitmix64's finaliser: only
+    // spread is needed, not secrecy.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let role_byte = match role {
+        Role::Csk => 1u8,
+        Role::Ksk => 2,
+        Role::Zsk => 3,
+    };
+    for b in origin
+        .to_lowercase()
+        .to_ascii()
+        .bytes()
+        .chain(std::iter::once(role_byte))
+    {
+        h = (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h = (h ^ (h >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    h = (h ^ (h >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    (h ^ (h >> 31)) % (window + 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rollovers_of_zones_keyed_together_are_spread_over_a_tenth_of_the_lifetime() {
+        let lifetime = 90 * 86400;
+        let spreads: Vec<u64> = (0..1000)
+            .map(|i| {
+                let name = Name::from_ascii(format!("zone-{i}.test.")).unwrap();
+                rollover_spread(&name, Role::Zsk, lifetime)
+            })
+            .collect();
+        assert!(
+            spreads.iter().all(|&s| s <= lifetime / 10),
+            "never past a tenth"
+        );
+        // Spread over the window: every tenth of it holds some, none holds most.
+        let mut buckets = [0usize; 10];
+        for s in &spreads {
+            buckets[(s * 10 / (lifetime / 10 + 1)) as usize] += 1;
+        }
+        assert!(
+            buckets.iter().all(|&n| (50..=150).contains(&n)),
+            "{buckets:?}"
+        );
+    }
+
+    #[test]
+    fn a_zone_gets_the_same_rollover_spread_whatever_the_spelling_of_its_name() {
+        let a = Name::from_ascii("Shop.Example.").unwrap();
+        let b = Name::from_ascii("shop.example.").unwrap();
+        assert_eq!(
+            rollover_spread(&a, Role::Csk, 365 * 86400),
+            rollover_spread(&b, Role::Csk, 365 * 86400)
+        );
+        assert_eq!(rollover_spread(&a, Role::Csk, 9), 0, "no window below 10 s");
     }
 }
