@@ -441,10 +441,8 @@ fn the_api_gives_the_ds_for_the_parent_and_never_the_private_key() {
     assert!(!body.contains("PRIVATE"), "{body}");
 }
 
-#[test]
-fn a_zone_is_signed_through_the_zones_api_and_unsigning_starts_with_cds_delete() {
-    let d = TestDaemon::start_tuned(&[("example.test.zone", &zone_text())], |_| {});
-    assert!(!dig(d.dns, &["+dnssec", "example.test", "SOA"]).contains("RRSIG"));
+/// `PATCH /v1/zones/example.test.` `{"dnssec": true}`: the zone's own setting signs it.
+fn sign_through_the_zones_api(d: &TestDaemon) {
     let (status, body) = api(
         d.http,
         "PATCH",
@@ -452,6 +450,13 @@ fn a_zone_is_signed_through_the_zones_api_and_unsigning_starts_with_cds_delete()
         &serde_json::json!({"dnssec": true}),
     );
     assert_eq!(status, 200, "{body}");
+}
+
+#[test]
+fn a_zone_is_signed_through_the_zones_api_and_unsigning_starts_with_cds_delete() {
+    let d = TestDaemon::start_tuned(&[("example.test.zone", &zone_text())], |_| {});
+    assert!(!dig(d.dns, &["+dnssec", "example.test", "SOA"]).contains("RRSIG"));
+    sign_through_the_zones_api(&d);
     assert!(dig(d.dns, &["+dnssec", "example.test", "SOA"]).contains("RRSIG"));
     let key_dir = d.dir.path().join("keys/dnssec/example.test");
     let key = std::fs::read_dir(&key_dir)
@@ -1941,13 +1946,7 @@ fn a_zone_signed_by_its_own_setting_whose_signatures_were_removed_while_stopped_
 {
     // DNSSEC is off in the configuration: only the zone's state file says to sign it.
     let d = TestDaemon::start_tuned(&[("example.test.zone", &zone_text())], |_| {});
-    let (status, body) = api(
-        d.http,
-        "PATCH",
-        "/v1/zones/example.test.",
-        &serde_json::json!({"dnssec": true}),
-    );
-    assert_eq!(status, 200, "{body}");
+    sign_through_the_zones_api(&d);
     let d = restart_after_editing(d, |zones| {
         std::fs::remove_file(zones.join("example.test.signed")).unwrap();
     });
