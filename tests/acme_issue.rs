@@ -134,6 +134,12 @@ fn a_certificate_is_issued_through_dns01_served_and_renewed_by_the_test_clock() 
     let (_, _, line) = served(https, "mta-sts.shop.test", &root);
     assert!(line.contains("200"), "{line}");
     challenges_gone(&d);
+    // The status page's TLS box: green, with the expiry.
+    let (_, page) = http(d.http, "GET", "/", Some(TOKEN), None);
+    assert!(
+        page.contains(r#"class="box green" data-check="tls" title="valid until"#),
+        "{page}"
+    );
     let keys = d.dir.path().join("keys");
     assert_eq!(mode(&keys.join("acme/account.json")), 0o600);
     assert_eq!(mode(&keys.join("acme/shop.test.key")), 0o600);
@@ -324,6 +330,16 @@ fn an_unreachable_acme_server_is_reported_with_its_reason_and_retried_later() {
     // Retried after `retry_secs`, not at once.
     let next = s["next_order_at"].as_u64().unwrap();
     assert!(next >= d.daemon().shared().clock_now() + 3000, "{s}");
+    // The status page's TLS box is red and says why and when the next order is.
+    let (_, page) = http(d.http, "GET", "/", Some(TOKEN), None);
+    let tls = page
+        .split(r#"<details class="box red" data-check="tls">"#)
+        .nth(1)
+        .unwrap_or_else(|| panic!("a red TLS box: {page}"));
+    let tls = &tls[..tls.find("</details>").unwrap()];
+    assert!(tls.contains("no certificate"), "{tls}");
+    assert!(tls.contains("cannot connect"), "{tls}");
+    assert!(tls.contains("next order"), "{tls}");
     // Nothing lost: the association and its records are there, no challenge was written.
     let (status, body) = api(d.http, "GET", "/v1/domains/shop.test", &Value::Null);
     assert_eq!(status, 200, "{body}");

@@ -1,7 +1,7 @@
 //! The status page at `/`: one row per associated domain (hosted or external, both seen as the
 //! world sees them, through their delegation), its overall status at a glance, one box per
 //! check: delegation (NS), ownership, MX, SRV, autoconfig, SPF, DKIM, DMARC, MTA-STS, TLS-RPT,
-//! DNSSEC.
+//! DNSSEC, and the TLS certificate mailzone obtains for the domain's web names (ACME).
 //!
 //! Server-rendered HTML with inline CSS, no script and no external asset; a red box is a
 //! `<details>` element, so clicking it shows what each nameserver served and the lines to add
@@ -15,6 +15,7 @@ use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
 
+use crate::daemon::acme::CertificateStatus;
 use crate::daemon::shared::Shared;
 use crate::diagnose::check::{CheckStatus, Diagnosis, Overall};
 use crate::provision::association::{Association, Mode};
@@ -168,10 +169,109 @@ fn cell(out: &mut String, a: &Association, d: Option<&Diagnosis>, label: &str, c
     out.push_str("</div></details></td>");
 }
 
-/// Renders the page for these associations and their diagnoses.
+/// What the TLS box shows of a domain's certificate (from [`CertificateStatus`]).
+#[derive(Debug, Clone, Default)]
+pub struct CertificateView {
+    /// The certificate in use expires then (unix seconds), if one was issued.
+    pub not_after: Option<u64>,
+    /// Orders failed in a row, the last one's reason, and when the next is due.
+    pub failures: u32,
+    pub last_error: Option<String>,
+    pub next_order_at: Option<u64>,
+}
+
+impl From<&CertificateStatus> for CertificateView {
+    fn from(s: &CertificateStatus) -> Self {
+        Self {
+            not_after: s.not_after,
+            failures: s.failures,
+            last_error: s.last_error.clone(),
+            next_order_at: s.next_order_at,
+        }
+    }
+}
+
+/// A certificate whose renewal keeps failing is red, not amber, this close to its expiry.
+const CERTIFICATE_RED_BEFORE_SECS: u64 = 7 * 86_400;
+
+/// The TLS box: grey when mailzone obtains no certificate for the domain (ACME off, no web
+/// name) or the first order is under way; green while the certificate is valid and the
+/// last order succeeded; amber when renewals fail but the certificate in use is valid for
+/// more than a week; red without a valid certificate after a failed order, or within a
+/// week of expiry with failing renewals — with the CA's reason and the next try.
+fn certificate_cell(out: &mut String, cert: Option<&CertificateView>, now: u64) {
+    const CHECK: &str = "tls";
+    let Some(c) = cert else {
+        let _ = write!(
+            out,
+            "<td><span class=\"box grey\" data-check=\"{CHECK}\" title=\"not managed: no certificate is obtained for this domain\">TLS</span></td>"
+        );
+        return;
+    };
+    let valid_for = c.not_after.map(|t| t.saturating_sub(now)).unwrap_or(0);
+    let next = c
+        .next_order_at
+        .map_or(String::new(), |t| format!("; next order {}", utc(t)));
+    let error = c
+        .last_error
+        .as_deref()
+        .map_or(String::new(), |e| format!(": {e}"));
+    if c.failures == 0 {
+        let (class, title) = match c.not_after {
+            None => ("grey", "pending: the first order is under way".to_string()),
+            Some(t) if valid_for == 0 => ("red", format!("expired {}{next}", utc(t))),
+            Some(t) => ("green", format!("valid until {}{next}", utc(t))),
+        };
+        if class != "red" {
+            let _ = write!(
+                out,
+                "<td><span class=\"box {class}\" data-check=\"{CHECK}\" title=\"{}\">TLS</span></td>",
+                escape(&title)
+            );
+            return;
+        }
+    } else if valid_for > CERTIFICATE_RED_BEFORE_SECS {
+        let title = format!(
+            "{} orders failed{error}; the certificate in use is valid until {}{next}",
+            c.failures,
+            c.not_after.map_or(String::new(), utc)
+        );
+        let _ = write!(
+            out,
+            "<td><span class=\"box amber\" data-check=\"{CHECK}\" title=\"{}\">TLS</span></td>",
+            escape(&title)
+        );
+        return;
+    }
+    let state = match c.not_after {
+        None => "no certificate".to_string(),
+        Some(t) if valid_for == 0 => format!("the certificate expired {}", utc(t)),
+        Some(t) => format!("the certificate expires {}", utc(t)),
+    };
+    let _ = write!(
+        out,
+        "<td><details class=\"box red\" data-check=\"{CHECK}\"><summary>TLS</summary><div class=\"detail\"><p><b>{}</b></p>",
+        escape(&state)
+    );
+    if c.failures > 0 {
+        let _ = write!(
+            out,
+            "<p>{} orders failed in a row{}{}</p>",
+            c.failures,
+            escape(&error),
+            escape(&next)
+        );
+    }
+    out.push_str("<p>The CA's reason says what to fix (the names must point at this server for HTTP-01, the zone must be served here for DNS-01).</p></div></details></td>");
+}
+
+/// Renders the page for these associations, their diagnoses and certificates (`now`: the
+/// daemon's clock, that of the certificates' times).
 pub fn render(
     associations: &[Association],
     diagnosis: &dyn Fn(&Association) -> Option<Arc<Diagnosis>>,
+    certificate: &dyn Fn(&Association) -> Option<CertificateView>,
+    now: u64,
 ) -> String {
     let mut out = String::with_capacity(4096 + associations.len() * 512);
     out.push_str(concat!(
@@ -194,7 +294,7 @@ pub fn render(
         for (label, _) in BOXES {
             let _ = write!(out, "<th>{label}</th>");
         }
-        out.push_str("<th>checked</th></tr>");
+        out.push_str("<th>TLS</th><th>checked</th></tr>");
         for a in associations {
             let d = diagnosis(a);
             let mode = match a.mode {
@@ -220,6 +320,7 @@ pub fn render(
             for (label, check) in BOXES {
                 cell(&mut out, a, d.as_deref(), label, check);
             }
+            certificate_cell(&mut out, certificate(a).as_ref(), now);
             let checked = d.as_ref().map_or("never".to_string(), |d| {
                 format!("{} ({})", utc(d.checked_at), d.overall.as_str())
             });
@@ -239,8 +340,114 @@ pub async fn status_page(
         return e.into_response();
     }
     let associations: Vec<Association> = shared.associations.load().all().cloned().collect();
-    let html = render(&associations, &|a| {
-        shared.diagnosis.get(&a.domain, &a.platform)
-    });
+    let certificates: std::collections::HashMap<String, CertificateView> = shared
+        .acme_status()
+        .iter()
+        .map(|c| {
+            (
+                c.domain.trim_end_matches('.').to_string(),
+                CertificateView::from(c),
+            )
+        })
+        .collect();
+    let html = render(
+        &associations,
+        &|a| shared.diagnosis.get(&a.domain, &a.platform),
+        &|a| certificates.get(a.domain.trim_end_matches('.')).cloned(),
+        shared.clock_now(),
+    );
     ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], html).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOW: u64 = 1_800_000_000;
+
+    fn cell_of(c: Option<CertificateView>) -> String {
+        let mut out = String::new();
+        certificate_cell(&mut out, c.as_ref(), NOW);
+        out
+    }
+
+    #[test]
+    fn a_domain_without_a_certificate_to_obtain_has_a_grey_tls_box() {
+        assert!(cell_of(None).contains(r#"class="box grey" data-check="tls" title="not managed"#));
+    }
+
+    #[test]
+    fn a_valid_certificate_whose_last_order_succeeded_is_green_with_its_expiry() {
+        let out = cell_of(Some(CertificateView {
+            not_after: Some(NOW + 60 * 86_400),
+            ..Default::default()
+        }));
+        assert!(
+            out.contains(r#"class="box green" data-check="tls""#),
+            "{out}"
+        );
+        assert!(out.contains("valid until"), "{out}");
+    }
+
+    #[test]
+    fn failing_renewals_of_a_certificate_valid_for_weeks_are_amber_with_the_reason() {
+        let out = cell_of(Some(CertificateView {
+            not_after: Some(NOW + 20 * 86_400),
+            failures: 2,
+            last_error: Some("dns-01 validation failed <x>".into()),
+            next_order_at: Some(NOW + 7200),
+        }));
+        assert!(
+            out.contains(r#"class="box amber" data-check="tls""#),
+            "{out}"
+        );
+        assert!(
+            out.contains("2 orders failed: dns-01 validation failed &lt;x&gt;"),
+            "{out}"
+        );
+    }
+
+    #[test]
+    fn failing_renewals_within_a_week_of_expiry_are_red() {
+        let out = cell_of(Some(CertificateView {
+            not_after: Some(NOW + 3 * 86_400),
+            failures: 1,
+            last_error: Some("cannot connect".into()),
+            next_order_at: None,
+        }));
+        assert!(
+            out.contains(r#"<details class="box red" data-check="tls">"#),
+            "{out}"
+        );
+        assert!(out.contains("the certificate expires"), "{out}");
+    }
+
+    #[test]
+    fn an_expired_certificate_is_red_even_without_a_failed_order() {
+        let out = cell_of(Some(CertificateView {
+            not_after: Some(NOW - 1),
+            ..Default::default()
+        }));
+        assert!(
+            out.contains(r#"<details class="box red" data-check="tls">"#),
+            "{out}"
+        );
+        assert!(out.contains("expired"), "{out}");
+    }
+
+    #[test]
+    fn no_certificate_after_a_failed_first_order_is_red_with_the_next_try() {
+        let out = cell_of(Some(CertificateView {
+            failures: 1,
+            last_error: Some("cannot connect to 127.0.0.1:9".into()),
+            next_order_at: Some(NOW + 3600),
+            ..Default::default()
+        }));
+        assert!(
+            out.contains(r#"<details class="box red" data-check="tls">"#),
+            "{out}"
+        );
+        assert!(out.contains("no certificate"), "{out}");
+        assert!(out.contains("next order"), "{out}");
+    }
 }
