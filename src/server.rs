@@ -235,12 +235,11 @@ impl Daemon {
 
         let mut bound = Vec::new();
         for addr in &config.dns.listen {
-            let b = crate::dns::bind(*addr, config.dns.udp_sockets).map_err(|source| {
-                StartError::BindDns {
+            let b = crate::dns::bind(*addr, config.dns.udp_sockets, config.dns.max_udp_payload)
+                .map_err(|source| StartError::BindDns {
                     addr: *addr,
                     source,
-                }
-            })?;
+                })?;
             bound.push(b);
         }
         let dns_addrs: Vec<SocketAddr> = bound.iter().map(|b| b.local).collect();

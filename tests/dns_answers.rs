@@ -532,3 +532,61 @@ fn a_question_for_the_opt_pseudo_type_gets_formerr() {
     let m = udp(d.dns, "example.test.", RecordType::SOA);
     assert_eq!(m.metadata.response_code, ResponseCode::NoError);
 }
+
+/// The IPv4 header of the next UDP datagram from `from` to `to` seen on loopback by a raw
+/// socket (which needs CAP_NET_RAW: `None` without it).
+fn capture_ipv4_header(
+    from: std::net::SocketAddr,
+    to: std::net::SocketAddr,
+    send: impl FnOnce(),
+) -> Option<Vec<u8>> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let raw = Socket::new(Domain::IPV4, Type::RAW, Some(Protocol::UDP)).ok()?;
+    raw.set_read_timeout(Some(std::time::Duration::from_secs(2)))
+        .unwrap();
+    send();
+    let mut raw = raw;
+    let mut buf = [0u8; 2048];
+    loop {
+        let n =
+            std::io::Read::read(&mut raw, &mut buf).expect("the response seen by the raw socket");
+        let packet = &buf[..n];
+        let ihl = usize::from(packet[0] & 0x0f) * 4;
+        let sport = u16::from_be_bytes([packet[ihl], packet[ihl + 1]]);
+        let dport = u16::from_be_bytes([packet[ihl + 2], packet[ihl + 3]]);
+        if sport == from.port() && dport == to.port() {
+            return Some(packet[..ihl].to_vec());
+        }
+    }
+}
+
+#[test]
+fn udp_responses_leave_with_the_dont_fragment_bit_and_are_never_fragmented() {
+    // RFC 9715 R1/R2: with the default dns.max_udp_payload (1232) responses are sent with
+    // DF set and may never be fragmented. Linux sets DF on a small datagram by default too,
+    // but keeps the right to fragment it (after a forged ICMP lowers the path MTU), and then
+    // gives it a hashed IP ID; a datagram it will never fragment gets ID 0.
+    let d = daemon();
+    let client = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let local = client.local_addr().unwrap();
+    let query = query_message("example.test.", RecordType::MX, &Ask::default())
+        .to_vec()
+        .unwrap();
+    let Some(header) = capture_ipv4_header(d.dns, local, || {
+        client.send_to(&query, d.dns).unwrap();
+    }) else {
+        eprintln!("skipped: no raw socket (CAP_NET_RAW) to see the IP header");
+        return;
+    };
+    let flags_and_offset = u16::from_be_bytes([header[6], header[7]]);
+    assert_eq!(flags_and_offset & 0x4000, 0x4000, "DF set: {header:?}");
+    assert_eq!(flags_and_offset & 0x3fff, 0, "not a fragment: {header:?}");
+    assert_eq!(
+        u16::from_be_bytes([header[4], header[5]]),
+        0,
+        "IP ID 0: the kernel will never fragment it: {header:?}"
+    );
+    let mut reply = [0u8; 2048];
+    let (n, _) = client.recv_from(&mut reply).unwrap();
+    assert!(n > 12, "the response itself arrives");
+}

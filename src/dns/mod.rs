@@ -84,11 +84,24 @@ pub struct BoundAddress {
 /// Large enough to absorb a burst of a few thousand queries (the default drops some).
 const UDP_RECV_BUFFER: usize = 4 << 20;
 
+/// The largest `dns.max_udp_payload` with which UDP responses are sent unfragmentable
+/// ([`batch::set_dont_fragment`]): RFC 9715's recommended maximum DNS/UDP payload (R3),
+/// which fits the MTU of any common link. A larger setting asks for responses some links
+/// can only carry fragmented: those sockets keep the kernel's default.
+pub const DONT_FRAGMENT_MAX_PAYLOAD: u16 = 1400;
+
 /// Binds UDP and TCP on `addr`. With port 0 a free port is chosen that is free for both.
-pub fn bind(addr: SocketAddr, udp_sockets: usize) -> io::Result<BoundAddress> {
+/// UDP responses are never fragmented when `max_udp_payload` is at most
+/// [`DONT_FRAGMENT_MAX_PAYLOAD`].
+pub fn bind(
+    addr: SocketAddr,
+    udp_sockets: usize,
+    max_udp_payload: u16,
+) -> io::Result<BoundAddress> {
+    let dont_fragment = max_udp_payload <= DONT_FRAGMENT_MAX_PAYLOAD;
     let mut last_err = None;
     for _ in 0..32 {
-        match bind_once(addr, udp_sockets) {
+        match bind_once(addr, udp_sockets, dont_fragment) {
             Ok(b) => return Ok(b),
             // A random UDP port may be taken for TCP: try another one.
             Err(e) if addr.port() == 0 && e.kind() == io::ErrorKind::AddrInUse => {
@@ -100,19 +113,23 @@ pub fn bind(addr: SocketAddr, udp_sockets: usize) -> io::Result<BoundAddress> {
     Err(last_err.unwrap_or_else(|| io::Error::other("no free port")))
 }
 
-fn bind_once(addr: SocketAddr, udp_sockets: usize) -> io::Result<BoundAddress> {
-    let first = udp_socket(addr)?;
+fn bind_once(
+    addr: SocketAddr,
+    udp_sockets: usize,
+    dont_fragment: bool,
+) -> io::Result<BoundAddress> {
+    let first = udp_socket(addr, dont_fragment)?;
     let local = first.local_addr()?;
     let mut udp = vec![first];
     for _ in 1..udp_sockets {
-        udp.push(udp_socket(local)?);
+        udp.push(udp_socket(local, dont_fragment)?);
     }
     let tcp = tcp_listener(local)?;
     Ok(BoundAddress { local, udp, tcp })
 }
 
 /// A blocking UDP socket, for its own thread ([`serve_udp`]).
-fn udp_socket(addr: SocketAddr) -> io::Result<std::net::UdpSocket> {
+fn udp_socket(addr: SocketAddr, dont_fragment: bool) -> io::Result<std::net::UdpSocket> {
     let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, None)?;
     if addr.is_ipv6() {
         socket.set_only_v6(true)?;
@@ -121,6 +138,10 @@ fn udp_socket(addr: SocketAddr) -> io::Result<std::net::UdpSocket> {
     // Best effort: the kernel caps it at net.core.rmem_max.
     let _ = socket.set_recv_buffer_size(UDP_RECV_BUFFER);
     socket.set_read_timeout(Some(UDP_RECV_TIMEOUT))?;
+    if dont_fragment {
+        use std::os::fd::AsRawFd;
+        batch::set_dont_fragment(socket.as_raw_fd(), addr.is_ipv6())?;
+    }
     socket.bind(&addr.into())?;
     Ok(socket.into())
 }
