@@ -652,8 +652,12 @@ const MAX_MESSAGE_CHARS: usize = 300;
 fn read_bounded(file: &Path, max: u64) -> Result<String, String> {
     let mut bytes = Vec::new();
     read_bounded_into(file, max, &mut bytes)?;
-    as_text(&bytes)?;
-    String::from_utf8(bytes).map_err(|_| ": invalid UTF-8".to_string())
+    // Checked once; the error says where, as for a zone file.
+    String::from_utf8(bytes).map_err(|e| {
+        as_text(e.as_bytes())
+            .err()
+            .unwrap_or_else(|| ": invalid UTF-8".to_string())
+    })
 }
 
 /// [`read_bounded`] into `buf` (cleared first), as bytes: the loader reads every zone file
